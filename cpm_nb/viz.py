@@ -1,0 +1,63 @@
+"""Plotting helpers: saving figures into ``figures/`` and drawing skeletons.
+
+Every notebook figure goes through :func:`save_figure`, so the repository's
+``figures/`` folder always holds the latest rendering of each one.  Set
+``CPM_NB_FIGURES`` to send them elsewhere (the test-suite does).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cpm_nb import skeleton
+
+FIGURES_ENV = "CPM_NB_FIGURES"
+
+
+def repo_root(start: Path | None = None) -> Path | None:
+    """The enclosing cpm-nb checkout (holding pyproject.toml and notebooks/), if any."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "notebooks").is_dir():
+            return folder
+    return None
+
+
+def figures_dir() -> Path:
+    """``$CPM_NB_FIGURES``, else ``figures/`` of the checkout, else ``./figures``."""
+    if os.environ.get(FIGURES_ENV):
+        folder = Path(os.environ[FIGURES_ENV])
+    else:
+        root = repo_root()
+        folder = (root or Path.cwd()) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def save_figure(fig, name: str, dpi: int = 100) -> Path:
+    """Save ``fig`` as ``figures/<name>.png`` and return the path."""
+    path = figures_dir() / f"{name}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def draw_skeleton(ax, joints, present=None, linewidth=2.0, markersize=4.0, alpha=1.0):
+    """Draw a 16-joint MPII skeleton on ``ax``.
+
+    ``joints`` is (16, 2) in image pixels (x, y); ``present`` (16 bool) hides
+    joints and limbs that are missing.
+    """
+    joints = np.asarray(joints, dtype=float)
+    present = np.ones(len(joints), bool) if present is None else np.asarray(present, bool)
+    for a, b in skeleton.LIMBS:
+        if present[a] and present[b]:
+            ax.plot(*joints[[a, b]].T, "-", color=skeleton.JOINT_COLORS[b], lw=linewidth,
+                    alpha=alpha)
+    for j, (x, y) in enumerate(joints):
+        if present[j]:
+            ax.plot(x, y, "o", color=skeleton.JOINT_COLORS[j], ms=markersize, alpha=alpha,
+                    markeredgecolor="k", markeredgewidth=0.5)
+    return ax
