@@ -73,3 +73,52 @@ def sample_photo(size: int | None = None) -> np.ndarray:
         if size:
             img = img.resize((size, size), Image.BILINEAR)
         return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def learn_kernel(image: np.ndarray, target_kernel: np.ndarray, steps: int = 2000,
+                 learning_rate: float = 0.1, epochs: int = 40):
+    """Fit a single 3x3 ``Conv2D`` (no bias) so that it maps ``image`` to its response
+    under ``target_kernel``; returns (learned kernel, loss per epoch).
+
+    The image is standardised (zero mean, unit variance) first: neighbouring pixels of
+    a photo are strongly correlated, which makes this least-squares problem badly
+    conditioned; Adam with a cosine-decayed learning rate still gets there.
+    """
+    from cpm_nb.runtime import import_keras
+
+    keras = import_keras()
+    import tensorflow as tf
+
+    x = ((image - image.mean()) / image.std()).astype(np.float32)[None, :, :, None]
+    k = target_kernel.shape[0]
+    y = tf.nn.conv2d(x, target_kernel[:, :, None, None].astype(np.float32), 1, "VALID")
+    model = keras.Sequential([keras.Input((None, None, 1)),
+                              keras.layers.Conv2D(1, k, use_bias=False, name="learned")])
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
+    model.compile(keras.optimizers.Adam(schedule), "mse")
+    data = tf.data.Dataset.from_tensors((x, y)).repeat(steps // epochs)
+    history = model.fit(data, epochs=epochs, verbose=0, shuffle=False)
+    return model.get_layer("learned").kernel.numpy()[:, :, 0, 0], np.array(history.history["loss"])
+
+
+def shift_similarity(feature: np.ndarray, pool: int, shifts) -> np.ndarray:
+    """How much of a (max-pooled) feature map survives shifting the input.
+
+    For each shift s (pixels, to the right), compares ``max_pool(feature)`` with
+    ``max_pool(feature shifted by s)`` on the common area: the Pearson correlation
+    of the two pooled maps.  ``pool=1`` means no pooling.
+    """
+
+    def pooled(f):
+        if pool == 1:
+            return f
+        h, w = (f.shape[0] // pool) * pool, (f.shape[1] // pool) * pool
+        return f[:h, :w].reshape(h // pool, pool, w // pool, pool).max(axis=(1, 3))
+
+    width = feature.shape[1] - max(shifts)
+    base = pooled(feature[:, :width])
+    out = []
+    for s in shifts:
+        moved = pooled(feature[:, s:s + width])
+        out.append(np.corrcoef(base.ravel(), moved.ravel())[0, 1])
+    return np.array(out)

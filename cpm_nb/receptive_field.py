@@ -77,18 +77,37 @@ def empirical_receptive_field(model, input_size: int, channels: int = 1) -> int:
 
     Differentiates the centre output value (summed over channels) with respect to
     the input and returns the side of the bounding box of the non-zero gradient.
-    Weights are used as they are, so give the model positive weights (e.g. ones)
-    to avoid accidental cancellation, and no ReLU that could cut the gradient.
+    Max pooling passes the gradient only to each window's maximum, which would hide
+    part of the field, so the measurement runs on a copy of ``model`` whose
+    max-pools are average-pools of the same geometry.  Weights are used as they are:
+    give the model positive weights (e.g. ones) to avoid accidental cancellation,
+    and no ReLU that could cut the gradient.
     """
     import numpy as np
     import tensorflow as tf
 
+    probe = _with_average_pooling(model)
     x = tf.Variable(tf.random.uniform((1, input_size, input_size, channels), 0.5, 1.0, seed=0))
     with tf.GradientTape() as tape:
-        y = model(x)
+        y = probe(x)
         cy, cx = y.shape[1] // 2, y.shape[2] // 2
         value = tf.reduce_sum(y[0, cy, cx, :])
     grad = np.abs(tape.gradient(value, x).numpy()[0].sum(axis=-1))
     rows = np.flatnonzero(grad.sum(axis=1) > 0)
     cols = np.flatnonzero(grad.sum(axis=0) > 0)
     return int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
+
+
+def _with_average_pooling(model):
+    """A copy of a Sequential ``model`` with MaxPooling2D replaced by AveragePooling2D."""
+    import keras
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.MaxPooling2D):
+            return keras.layers.AveragePooling2D(layer.pool_size, layer.strides, layer.padding,
+                                                 name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    probe = keras.models.clone_model(model, clone_function=clone)
+    probe.set_weights(model.get_weights())
+    return probe

@@ -43,3 +43,285 @@ if "google.colab" in sys.modules:  # on Colab: install the course package first
 import cpm_nb
 
 profile = cpm_nb.setup(seed=0)
+
+# %% [markdown]
+# ## 1. A photograph to work on
+#
+# Matplotlib ships a few sample files, among them a portrait photograph of Grace Hopper. We load
+# it in grayscale, scaled to a side that the active profile sets (small in CI, larger on a laptop),
+# so nothing is downloaded. Pixel values are floats in [0, 1].
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+from cpm_nb import convolution as C
+from cpm_nb.viz import save_figure
+
+side = 2 * profile.input_size
+photo = C.sample_photo(side)
+fig, ax = plt.subplots(figsize=(3.5, 3.5))
+ax.imshow(photo, cmap="gray", vmin=0, vmax=1)
+ax.set(title=f"Input photo ({side} x {side} px)", xlabel="x (px)", ylabel="y (px)")
+save_figure(fig, "01_photo")
+plt.show()
+
+# %% [markdown]
+# ## 2. Convolution, by hand
+#
+# A convolution layer slides a small kernel $K$ ($k \times k \times C_{in} \times C_{out}$) over
+# the image and takes a weighted sum at every position:
+#
+# $$ y[i, j, o] = \sum_{u=0}^{k-1} \sum_{v=0}^{k-1} \sum_{c} x[i s + u,\ j s + v,\ c]\; K[u, v, c, o] $$
+#
+# where $s$ is the stride. (Deep-learning libraries do not flip the kernel, so strictly this is a
+# cross-correlation.) `cpm_nb.convolution.conv2d` is exactly this formula as two Python loops;
+# we check it against TensorFlow's `tf.nn.conv2d` and a Keras `Conv2D` layer holding the same weights.
+
+# %%
+import keras
+import tensorflow as tf
+
+rng = np.random.default_rng(0)
+x = photo[:, :, None]                                   # (H, W, 1)
+kernels = rng.normal(size=(3, 3, 1, 4)).astype("float32")
+ours = C.conv2d(x, kernels, stride=2, padding="same")
+theirs = tf.nn.conv2d(x[None], kernels, strides=2, padding="SAME")[0].numpy()
+layer = keras.layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False)
+layer.build((None, None, None, 1))
+layer.set_weights([kernels])
+keras_out = layer(x[None])[0].numpy()
+print("output shape:", ours.shape == theirs.shape == keras_out.shape)
+print("numpy == tf.nn.conv2d:", np.allclose(ours, theirs, atol=1e-4))
+print("numpy == keras Conv2D:", np.allclose(ours, keras_out, atol=1e-4))
+
+# %% [markdown]
+# ### Stride, padding and the output size
+#
+# Along each axis, an input of length $n$, kernel $k$, stride $s$, padding $p$ (pixels added on
+# each side) and dilation $d$ gives
+#
+# $$ n_{out} = \left\lfloor \frac{n + 2p - d(k-1) - 1}{s} \right\rfloor + 1 .$$
+#
+# TensorFlow's `padding="valid"` means $p = 0$; `"same"` pads just enough that
+# $n_{out} = \lceil n / s \rceil$. The table compares the formula with the shape TensorFlow returns.
+
+# %%
+print(f"{'n':>3} {'k':>2} {'s':>2} {'padding':>8} {'formula':>8} {'tensorflow':>11}")
+for n, k, s, padding in [(7, 3, 1, "valid"), (7, 3, 2, "valid"), (8, 3, 2, "valid"),
+                         (7, 3, 1, "same"), (8, 3, 2, "same"), (368, 9, 8, "same")]:
+    pad = sum(C.same_padding(n, k, s)) if padding == "same" else 0
+    formula = (n + pad - k) // s + 1
+    shape = tf.nn.conv2d(tf.zeros((1, n, n, 1)), tf.zeros((k, k, 1, 1)), s, padding.upper()).shape
+    print(f"{n:>3} {k:>2} {s:>2} {padding:>8} {formula:>8} {shape[1]:>11}")
+
+# %% [markdown]
+# ## 3. Hand-made kernels
+#
+# Before networks learned their filters, vision engineers designed them. The **Sobel** kernels
+# respond to horizontal and vertical intensity changes (edges); a **box blur** averages a
+# neighbourhood. Each produces a *feature map*: large values where the image matches the kernel.
+
+# %%
+named = {"Sobel x": C.SOBEL_X, "Sobel y": C.SOBEL_Y, "box blur": C.BOX_BLUR}
+fig, axes = plt.subplots(1, 4, figsize=(13, 3.6), layout="constrained")
+axes[0].imshow(photo, cmap="gray")
+axes[0].set_title("input")
+for ax, (name, k) in zip(axes[1:], named.items()):
+    response = C.conv2d(x, k[:, :, None, None])[:, :, 0]
+    im = ax.imshow(response, cmap="gray" if name == "box blur" else "RdBu_r")
+    ax.set_title(f"{name} response")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+for ax in axes:
+    ax.set(xlabel="x (px)", ylabel="y (px)")
+fig.suptitle("Feature maps of hand-set 3x3 kernels (intensity units)")
+save_figure(fig, "01_hand_kernels")
+plt.show()
+
+# %% [markdown]
+# ## 4. A network learns the Sobel kernel by itself
+#
+# The source article's claim: we do not have to design kernels, a network finds them. We take a
+# single 3x3 `Conv2D` with random initial weights and train it, by gradient descent on the squared
+# error, to reproduce the Sobel-x response of the photo. The loss is a quadratic function of the
+# nine weights, with its minimum exactly at the Sobel kernel, so training should recover it.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+learned, losses = C.learn_kernel(photo, C.SOBEL_X, steps=2000, learning_rate=0.1)
+error = np.abs(learned - C.SOBEL_X).max()
+np.set_printoptions(precision=4, suppress=True)
+print("learned kernel:\n", learned)
+print("Sobel x:\n", C.SOBEL_X)
+print(f"max |learned - Sobel| = {error:.2e}")
+
+# %% [markdown]
+# The learned weights match the Sobel kernel to within a thousandth (the `assert` below makes the
+# notebook fail if they do not). The loss falls by orders of magnitude over the epochs.
+
+# %%
+assert error < 1e-3, f"learned kernel is {error:.3g} away from Sobel"
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), layout="constrained")
+for ax, (title, k) in zip(axes, [("learned", learned), ("Sobel x", C.SOBEL_X)]):
+    ax.imshow(k, cmap="RdBu_r", vmin=-2, vmax=2)
+    for (i, j), v in np.ndenumerate(k):
+        ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=9)
+    ax.set(title=f"{title} kernel", xlabel="kernel column", ylabel="kernel row",
+           xticks=range(3), yticks=range(3))
+axes[2].semilogy(np.arange(1, len(losses) + 1), losses)
+axes[2].set(title="training loss", xlabel="epoch (50 steps each)", ylabel="mean squared error")
+fig.suptitle(f"A 3x3 Conv2D trained to imitate Sobel x: max abs error {error:.1e}")
+save_figure(fig, "01_learned_kernel")
+plt.show()
+
+# %% [markdown]
+# ## 5. Max pooling
+#
+# A 2x2 max-pool keeps the largest value of every 2x2 block and halves each side. On a feature map
+# it keeps *whether* a feature is present in a neighbourhood and forgets *exactly where*. CPM's
+# trunk uses three of them, so its belief maps are 8x smaller than the input.
+
+# %%
+edges = np.abs(C.conv2d(x, C.SOBEL_X[:, :, None, None]))
+fig, axes = plt.subplots(1, 4, figsize=(13, 3.6), layout="constrained")
+for ax, pool in zip(axes, (1, 2, 4, 8)):
+    pooled = edges if pool == 1 else C.max_pool(edges, pool)
+    ax.imshow(pooled[:, :, 0], cmap="magma")
+    ax.set(title=f"pool {pool}x{pool}: {pooled.shape[0]}x{pooled.shape[1]}",
+           xlabel="x (cells)", ylabel="y (cells)")
+fig.suptitle("|Sobel x| response after max pooling (the map shrinks, strong edges survive)")
+save_figure(fig, "01_max_pooling")
+plt.show()
+
+# %% [markdown]
+# **Translation invariance, measured.** Shift the input by 1 to 8 pixels and compare the pooled
+# feature map with the unshifted one (Pearson correlation over the common area). Without pooling,
+# the correlation drops fast: edges are thin. After pooling, small shifts move a strong edge within
+# its pooling window and the pooled map barely changes.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+shifts = np.arange(0, 9)
+fig, ax = plt.subplots(figsize=(5.5, 3.5))
+for pool in (1, 2, 4, 8):
+    ax.plot(shifts, C.shift_similarity(edges[:, :, 0], pool, shifts), "o-", label=f"pool {pool}")
+ax.set(title="Pooled maps vs. input shift", xlabel="input shift (px)",
+       ylabel="correlation with unshifted map", ylim=(0, 1.02))
+ax.legend()
+save_figure(fig, "01_translation_invariance")
+plt.show()
+
+# %% [markdown]
+# **The cost it saves.** A 3x3 convolution from 64 to 64 channels costs $3 \cdot 3 \cdot 64 \cdot 64$
+# multiply-adds per output pixel. Every 2x2 pool divides the number of pixels, and with it the cost
+# of all later layers, by 4. For a 368x368 input:
+
+# %%
+macs_per_pixel = 3 * 3 * 64 * 64
+for pools in range(4):
+    side_px = 368 // 2**pools
+    print(f"after {pools} pools: {side_px:>3} x {side_px:<3} -> "
+          f"{macs_per_pixel * side_px**2 / 1e9:6.3f} GMAC per 3x3 conv layer")
+
+# %% [markdown]
+# ## 6. A fully connected layer is a 1x1 convolution
+#
+# A `Dense` layer applied to a $(H, W, C)$ tensor acts on the last axis: every pixel's $C$-vector
+# goes through the same matrix. That is exactly a convolution with a 1x1 kernel. CPM's first stage
+# (`conv5_1_CPM`, `conv5_2_CPM`) is such a per-pixel classifier. We copy one layer's weights into
+# the other and compare.
+
+# %%
+features = rng.normal(size=(2, 6, 6, 16)).astype("float32")
+dense = keras.layers.Dense(8)
+dense.build((None, 16))
+conv1x1 = keras.layers.Conv2D(8, 1)
+conv1x1.build((None, None, None, 16))
+w, b = dense.get_weights()
+conv1x1.set_weights([w.reshape(1, 1, 16, 8), b])
+difference = np.abs(dense(features).numpy() - conv1x1(features).numpy()).max()
+print("Dense kernel", w.shape, "-> Conv2D kernel", conv1x1.get_weights()[0].shape)
+print("outputs equal:", difference < 1e-5)
+
+# %% [markdown]
+# ## 7. The receptive field
+#
+# One output cell of a stack of layers depends on a square patch of the input: its **receptive
+# field** $r$. With the **jump** $j$ (input pixels between neighbouring cells of a layer), each
+# layer of kernel $k$, stride $s$ and dilation $d$ updates them as
+#
+# $$ r \leftarrow r + (d(k-1)+1 - 1)\, j, \qquad j \leftarrow j\, s, \qquad r = j = 1 \text{ at the input}. $$
+#
+# `cpm_nb.receptive_field` implements this. We check it against a measurement: the gradient of the
+# centre output cell with respect to the input is non-zero exactly on the receptive field.
+
+# %%
+from cpm_nb import receptive_field as RF
+
+net = keras.Sequential([
+    keras.Input((64, 64, 1)),
+    keras.layers.Conv2D(1, 3, padding="same", name="conv1"),
+    keras.layers.Conv2D(1, 3, padding="same", name="conv2"),
+    keras.layers.MaxPooling2D(2, name="pool1"),
+    keras.layers.Conv2D(1, 3, padding="same", dilation_rate=2, name="conv3_dilated"),
+    keras.layers.MaxPooling2D(2, name="pool2"),
+    keras.layers.Conv2D(1, 5, padding="same", name="conv4"),
+])
+for layer in net.layers:  # positive weights: no accidental cancellation in the gradient
+    layer.set_weights([np.ones_like(w) for w in layer.get_weights()])
+for row in RF.receptive_fields(RF.layers_from_keras(net)):
+    print(f"{row.name:<14} k={row.kernel} s={row.stride} d={row.dilation}  "
+          f"field={row.receptive_field:>3} px  jump={row.jump} px")
+print("measured with gradients:", RF.empirical_receptive_field(net, 64), "px")
+
+# %% [markdown]
+# The calculator and the measurement agree. Notebook 04 uses the same calculator on the CPM
+# network: the paper designs its stages so that later stages see most of the body.
+#
+# ## 8. Explore kernels and pooling
+#
+# Pick a kernel and a pooling size. In JupyterLab or Colab these are live controls; in the stored
+# notebook (rendered headless) you see a few preset combinations instead.
+
+# %%
+from cpm_nb.widgets import Choice, explore
+
+KERNELS = {**named, "Laplacian": np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], "float32"),
+           "sharpen": np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], "float32")}
+
+
+def show_kernel(kernel="Sobel x", pool=2):
+    response = C.conv2d(x, KERNELS[kernel][:, :, None, None])
+    pooled = response if pool == 1 else C.max_pool(response, pool)
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.5), layout="constrained")
+    axes[0].imshow(response[:, :, 0], cmap="RdBu_r")
+    axes[0].set(title=f"{kernel} response", xlabel="x (px)", ylabel="y (px)")
+    axes[1].imshow(pooled[:, :, 0], cmap="RdBu_r")
+    axes[1].set(title=f"after {pool}x{pool} max pool", xlabel="x (cells)", ylabel="y (cells)")
+    plt.show()
+
+
+_ = explore(show_kernel, kernel=Choice(tuple(KERNELS), static=("Laplacian", "sharpen")),
+            pool=Choice((1, 2, 4, 8), value=2, static=(4,)))
+
+# %% [markdown]
+# ## Summary
+#
+# * A convolution is a sliding weighted sum; our NumPy loop equals `tf.nn.conv2d` and `Conv2D`.
+#   The output size follows $\lfloor (n + 2p - d(k-1) - 1)/s \rfloor + 1$.
+# * Hand-designed kernels detect edges or smooth; trained by gradient descent, a 3x3 `Conv2D`
+#   recovered the Sobel kernel from data alone.
+# * Max pooling keeps strong responses, tolerates small shifts and cuts the cost of later layers
+#   by 4 per 2x2 pool.
+# * A `Dense` layer on feature maps is a 1x1 convolution: CPM's stage 1 classifies every pixel.
+# * The receptive field grows by $(k_{eff}-1) \cdot j$ per layer, and pooling multiplies the jump.
+#
+# ## Exercises
+#
+# 1. Train the single `Conv2D` to imitate the box blur instead. Does it converge faster? Why
+#    (hint: look at how correlated the photo's neighbouring pixels are)?
+# 2. Replace max pooling with average pooling in the translation experiment. Which is more invariant?
+# 3. With the calculator, find the receptive field of ten stacked 3x3 convolutions with and without
+#    one 2x2 pool after the fifth. What does the pool buy?
+# 4. Use `dilation_rate=2` everywhere in the test network and predict the receptive field before
+#    measuring it.

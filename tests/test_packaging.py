@@ -1,0 +1,58 @@
+"""pyproject.toml and environment.yml install the same packages."""
+
+import re
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def _pyproject_requirements(repo) -> set[str]:
+    project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
+    return {r.replace(" ", "") for r in requirements}
+
+
+def _environment_pip_requirements(repo) -> set[str]:
+    lines = (repo / "environment.yml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
+    reqs = set()
+    for line in lines[start + 1:]:
+        item = line.strip()
+        if not item.startswith("- "):
+            break
+        item = item[2:].strip()
+        if not item.startswith("-e"):
+            reqs.add(item.replace(" ", ""))
+    return reqs
+
+
+def test_environment_yml_matches_pyproject(repo):
+    ours, conda = _pyproject_requirements(repo), _environment_pip_requirements(repo)
+    assert ours == conda, (
+        f"only in pyproject.toml: {sorted(ours - conda)}; only in environment.yml: {sorted(conda - ours)}"
+    )
+
+
+def test_runtime_dependencies_have_lower_bounds_only(repo):
+    project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        assert "<" not in requirement and "==" not in requirement, requirement
+    names = {_name(r) for r in project["dependencies"]}
+    assert "tensorflow" in names and "tensorflow-cpu" not in names
+    assert {"keras", "numpy", "scipy", "matplotlib", "ipywidgets", "h5py", "tqdm"} <= names
+
+
+def test_extras_and_console_script(repo):
+    project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    dev = {_name(r) for r in project["optional-dependencies"]["dev"]}
+    assert {"pytest", "nbval", "jupytext", "ipykernel", "ruff"} <= dev
+    assert {_name(r) for r in project["optional-dependencies"]["lab"]} == {"jupyterlab"}
+    assert project["scripts"]["cpm-nb"] == "cpm_nb.cli:main"
+    assert project["requires-python"] == ">=3.10"
