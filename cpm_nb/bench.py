@@ -18,7 +18,9 @@ import time
 from collections.abc import Callable
 
 # name -> ("module:function", one-line description)
-BENCHMARKS: dict[str, tuple[str, str]] = {}
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "heatmaps": ("cpm_nb.heatmaps:benchmark", "target maps/s (16x16 joints, 46x46): in-graph vs NumPy loop"),
+}
 
 
 def timeit(fn: Callable[[], object], items: int = 1, warmup: int = 1, repeat: int = 5,

@@ -1,0 +1,502 @@
+"""Pose-estimation metrics: the article's fixed radius, PCK@alpha, the official MPII PCKh, strict PCP.
+
+All functions take predictions and ground truth as ``[N, J, 2]`` (x, y) arrays
+in the *same* pixel frame (crop or original image: the metrics only use
+distances) and a per-joint validity mask ``[N, J]`` (``True`` = annotated).
+Joints that are not annotated are excluded from every count (never counted
+as wrong).  Percentages are in percent.
+
+* :func:`fixed_radius` -- the source article's metric: a joint is correct when
+  the prediction lies within a fixed radius (default 25 px) of the truth.
+* :func:`pck` -- PCK@alpha: correct when ``dist <= alpha * L`` with a per-person
+  reference length ``L`` (torso size, bounding-box size, ... see :func:`torso_size`).
+* :func:`pckh` / :func:`pckh_curve` -- PCKh exactly as the official MPII MATLAB
+  toolkit (``evaluatePCKh.m``), see below.
+* :func:`pcp` -- strict PCP: a limb is correct when *both* predicted endpoints lie
+  within 50% of the true limb length of their true positions.
+
+The official MPII PCKh
+----------------------
+* head size = ``SC_BIAS * ||headbox corner2 - corner1||`` with ``SC_BIAS = 0.6``
+  (``util_get_head_size.m``), i.e. 0.6 x the head-box diagonal;
+* a joint is correct iff ``dist <= threshold * head size`` (``<=``, as
+  ``computePCK.m``; several Python evaluators use ``<``);
+* missing joints are excluded;
+* the *total* ("Mean") pools every annotated joint of the 14 joint types other
+  than pelvis (6) and thorax (7): it is the count-weighted mean of the per-joint
+  values, not the plain average of the 14 (some evaluators report the latter);
+* the table columns follow ``genTablePCK.m``: Head = mean of upper neck and head
+  top (Python evaluators usually report head top only), Shoulder, Elbow, Wrist,
+  Hip, Knee, Ankle = mean of the right and left joint;
+* Mean@0.1 is the total at threshold exactly 0.10.  (Some open-source evaluators
+  index their 0..0.5 threshold array one step too far and report the total at
+  0.11 under this name.)
+* the curve uses thresholds 0, 0.01, ..., 0.5 (``range = 0:0.01:0.5``).
+
+The ``cpm-nb evaluate-mpii`` command (:data:`EVALUATE_MPII`) applies this to
+``.mat`` files in the layout of the widely used ``gt_valid.mat``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cpm_nb import skeleton
+from cpm_nb.cli import CliError, Command
+
+ARTICLE_RADIUS = 25.0  # px: the source article's fixed-radius metric
+SC_BIAS = 0.6  # head size = SC_BIAS x head-box diagonal (MPII toolkit)
+PCKH_THRESHOLD = 0.5
+PCKH_CURVE_THRESHOLDS = np.round(np.arange(51) * 0.01, 2)  # 0, 0.01, ..., 0.5
+PCKH_EXCLUDED = (skeleton.JOINT["pelvis"], skeleton.JOINT["thorax"])
+PCKH_GROUPS = {  # table column -> joint ids averaged (genTablePCK.m)
+    "Head": (8, 9),
+    "Shoulder": (12, 13),
+    "Elbow": (11, 14),
+    "Wrist": (10, 15),
+    "Hip": (2, 3),
+    "Knee": (1, 4),
+    "Ankle": (0, 5),
+}
+
+# Limbs scored by PCP: name -> (joint, joint) in MPII ids.
+PCP_LIMBS = {
+    "r_lower_leg": (0, 1), "r_upper_leg": (1, 2), "l_upper_leg": (3, 4), "l_lower_leg": (4, 5),
+    "r_forearm": (10, 11), "r_upper_arm": (11, 12), "l_upper_arm": (13, 14), "l_forearm": (14, 15),
+    "torso": (6, 7), "head": (8, 9),
+}  # fmt: skip
+PCP_GROUPS = {
+    "Torso": ("torso",), "Upper leg": ("r_upper_leg", "l_upper_leg"),
+    "Lower leg": ("r_lower_leg", "l_lower_leg"), "Upper arm": ("r_upper_arm", "l_upper_arm"),
+    "Forearm": ("r_forearm", "l_forearm"), "Head": ("head",),
+}  # fmt: skip
+
+
+def _check(pred, gt, valid=None):
+    pred = np.asarray(pred, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 2:
+        raise ValueError(f"pred and gt must both be [N, J, 2]; got {pred.shape} and {gt.shape}")
+    if valid is None:
+        valid = np.all(np.isfinite(gt), axis=-1)
+    valid = np.asarray(valid).astype(bool)
+    if valid.shape != gt.shape[:2]:
+        raise ValueError(f"valid must be [N, J] = {gt.shape[:2]}, got {valid.shape}")
+    return pred, gt, valid
+
+
+def joint_distances(pred, gt) -> np.ndarray:
+    """Euclidean distance per person and joint, [N, J] (same units as the inputs)."""
+    pred, gt, _ = _check(pred, gt, np.ones(np.shape(gt)[:2], bool))
+    return np.linalg.norm(pred - gt, axis=-1)
+
+
+def _percent(correct, valid, axis=None):
+    """100 * correct / counted over ``axis``, NaN where nothing is counted."""
+    n = valid.sum(axis=axis)
+    hits = (correct & valid).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, 100.0 * hits / np.maximum(n, 1), np.nan)
+
+
+@dataclass
+class JointScores:
+    """Per-joint percentages (NaN when a joint was never annotated), the pooled total
+    (count-weighted over the counted joints) and the number of annotated joints."""
+
+    per_joint: np.ndarray
+    total: float
+    counts: np.ndarray
+
+    def as_dict(self, names=skeleton.JOINT_NAMES) -> dict:
+        return {"total": _num(self.total),
+                "per_joint": {n: _num(v) for n, v in zip(names, self.per_joint)},
+                "counts": {n: int(c) for n, c in zip(names, self.counts)}}
+
+
+def _num(v):
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def _scores(correct, valid) -> JointScores:
+    return JointScores(per_joint=_percent(correct, valid, axis=0),
+                       total=float(_percent(correct, valid)), counts=valid.sum(axis=0))
+
+
+def fixed_radius(pred, gt, valid=None, radius: float = ARTICLE_RADIUS) -> JointScores:
+    """The source article's metric: % of joints whose prediction is within ``radius`` px.
+
+    correct(n, j) = ||pred - gt|| <= radius, counted over annotated joints only
+    (``valid``; default: the joints whose ground truth is finite).  The radius is
+    absolute, so the score depends on the image scale: 25 px is generous on a
+    small crop and strict on a full-resolution photograph.
+    """
+    pred, gt, valid = _check(pred, gt, valid)
+    dist = np.linalg.norm(pred - gt, axis=-1)
+    return _scores(dist <= radius, valid)
+
+
+def torso_size(gt) -> np.ndarray:
+    """Per-person reference length for PCK: distance from the left shoulder to the right hip
+    (the usual "torso diameter" of PCK@0.2 on LSP/MPII), [N]."""
+    gt = np.asarray(gt, dtype=np.float64)
+    return np.linalg.norm(gt[:, skeleton.JOINT["l_shoulder"]] - gt[:, skeleton.JOINT["r_hip"]],
+                          axis=-1)
+
+
+def bbox_size(gt, valid=None) -> np.ndarray:
+    """Per-person reference length: the larger side of the box around the annotated joints, [N]."""
+    gt = np.asarray(gt, dtype=np.float64)
+    valid = np.all(np.isfinite(gt), -1) if valid is None else np.asarray(valid, bool)
+    masked = np.where(valid[..., None], gt, np.nan)
+    with np.errstate(invalid="ignore"):
+        side = np.nanmax(masked, axis=1) - np.nanmin(masked, axis=1)
+    return np.nanmax(side, axis=-1)
+
+
+def pck(pred, gt, reference, alpha: float = 0.2, valid=None) -> JointScores:
+    """PCK@alpha: % of joints with ``||pred - gt|| <= alpha * reference[n]``.
+
+    ``reference`` is one length per person ([N], or a scalar), e.g.
+    :func:`torso_size` (PCK@0.2) or :func:`bbox_size`; PCKh is the special case
+    of the head size (see :func:`pckh`).  People whose reference length is not
+    positive and finite are not counted.
+    """
+    pred, gt, valid = _check(pred, gt, valid)
+    ref = np.broadcast_to(np.asarray(reference, dtype=np.float64), gt.shape[:1])
+    ok = np.isfinite(ref) & (ref > 0)
+    valid = valid & ok[:, None]
+    dist = np.linalg.norm(pred - gt, axis=-1)
+    return _scores(dist <= alpha * np.where(ok, ref, 0.0)[:, None], valid)
+
+
+# --------------------------------------------------------------------------- PCKh
+
+
+def head_sizes(headboxes) -> np.ndarray:
+    """Head size per person: ``0.6 * ||(x2, y2) - (x1, y1)||`` of the head box.
+
+    ``headboxes`` is [N, 2, 2] (rows: corner 1, corner 2; columns: x, y).
+    """
+    hb = np.asarray(headboxes, dtype=np.float64)
+    return SC_BIAS * np.linalg.norm(hb[:, 1] - hb[:, 0], axis=-1)
+
+
+def pckh_distances(pred, gt, headboxes, valid=None) -> np.ndarray:
+    """Distances normalised by the head size, [N, J]; NaN for joints that are not annotated."""
+    pred, gt, valid = _check(pred, gt, valid)
+    dist = np.linalg.norm(pred - gt, axis=-1) / head_sizes(headboxes)[:, None]
+    return np.where(valid, dist, np.nan)
+
+
+@dataclass
+class PCKhResult:
+    """The official MPII PCKh at ``threshold`` (percent) and its curve.
+
+    ``per_joint`` holds all 16 joints (pelvis and thorax included for
+    information; they are not part of ``mean``); ``groups`` the table columns;
+    ``mean`` the official total; ``mean_at_0_1`` the total at exactly 0.10;
+    ``curve_total`` / ``curve_per_joint`` the values at ``thresholds``.
+    """
+
+    threshold: float
+    per_joint: np.ndarray
+    counts: np.ndarray
+    groups: dict
+    mean: float
+    mean_at_0_1: float
+    thresholds: np.ndarray = field(repr=False)
+    curve_total: np.ndarray = field(repr=False)
+    curve_per_joint: np.ndarray = field(repr=False)
+    n_people: int = 0
+
+    def table_rows(self) -> list[tuple[str, float]]:
+        return [*self.groups.items(), ("Mean", self.mean), ("Mean@0.1", self.mean_at_0_1)]
+
+    def format_table(self, title: str | None = None) -> str:
+        rows = self.table_rows()
+        label = f"PCKh@{self.threshold:g}"
+        head = f"{'':<10}" + "".join(f"{name:>10}" for name, _ in rows)
+        line = f"{label:<10}" + "".join(f"{value:>10.2f}" for _, value in rows)
+        out = [head, line]
+        if title:
+            out.insert(0, title)
+        return "\n".join(out)
+
+    def as_json(self) -> dict:
+        """The ``evaluate-mpii`` JSON: pckh (groups), mean, mean_at_0.1, per_joint (null for
+        pelvis and thorax), all in percent, plus counts, the curve and the conventions."""
+        per_joint = {
+            name: (None if j in PCKH_EXCLUDED else _num(self.per_joint[j]))
+            for j, name in enumerate(skeleton.SHORT_NAMES)
+        }
+        return {
+            "pckh": {k: _num(v) for k, v in self.groups.items()},
+            "mean": _num(self.mean),
+            "mean_at_0.1": _num(self.mean_at_0_1),
+            "per_joint": per_joint,
+            "threshold": self.threshold,
+            "n_people": self.n_people,
+            "counts": {n: int(c) for n, c in zip(skeleton.SHORT_NAMES, self.counts)},
+            "curve": {"thresholds": [float(t) for t in self.thresholds],
+                      "mean": [_num(v) for v in self.curve_total]},
+            "convention": ("official MPII toolkit: head size = 0.6 x head-box diagonal; "
+                           "correct iff dist <= threshold x head size; missing joints "
+                           "excluded; Mean pooled over the 14 joints without pelvis and "
+                           "thorax; Head = mean(upper neck, head top); Mean@0.1 at 0.10"),
+        }
+
+
+def pckh_curve(pred, gt, headboxes, valid=None, thresholds=PCKH_CURVE_THRESHOLDS):
+    """Per-joint and total PCKh at each threshold: ([T, 16], [T]) in percent.
+
+    The total pools all counted joints except pelvis and thorax.
+    """
+    dist = pckh_distances(pred, gt, headboxes, valid)
+    counted = np.isfinite(dist)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    correct = dist[None] <= thresholds[:, None, None]  # [T, N, J]; NaN compares False
+    per_joint = _percent(correct, counted[None], axis=1)  # [T, J]
+    keep = np.ones(dist.shape[1], bool)
+    keep[list(PCKH_EXCLUDED)] = False
+    total = _percent(correct[..., keep], counted[None][..., keep], axis=(1, 2))  # [T]
+    return per_joint, total
+
+
+def pckh(pred, gt, headboxes, valid=None, threshold: float = PCKH_THRESHOLD) -> PCKhResult:
+    """The official MPII PCKh (see the module docstring) for 16-joint MPII poses.
+
+    ``pred``, ``gt`` [N, 16, 2] in the same pixels as the head boxes [N, 2, 2];
+    ``valid`` [N, 16] marks annotated joints (default: finite ground truth).
+    """
+    pred, gt, valid = _check(pred, gt, valid)
+    if gt.shape[1] != skeleton.NUM_JOINTS:
+        raise ValueError(f"PCKh needs the {skeleton.NUM_JOINTS} MPII joints, got {gt.shape[1]}")
+    thresholds = np.unique(np.r_[PCKH_CURVE_THRESHOLDS, threshold, 0.1])
+    per_t, total_t = pckh_curve(pred, gt, headboxes, valid, thresholds)
+    at = {round(float(t), 10): i for i, t in enumerate(thresholds)}
+    i_thr, i_01 = at[round(float(threshold), 10)], at[0.1]
+    per_joint = per_t[i_thr]
+    groups = {name: float(np.mean(per_joint[list(ids)])) for name, ids in PCKH_GROUPS.items()}
+    curve_idx = [at[round(float(t), 10)] for t in PCKH_CURVE_THRESHOLDS]
+    return PCKhResult(
+        threshold=float(threshold), per_joint=per_joint, counts=valid.sum(axis=0),
+        groups=groups, mean=float(total_t[i_thr]), mean_at_0_1=float(total_t[i_01]),
+        thresholds=PCKH_CURVE_THRESHOLDS.copy(), curve_total=total_t[curve_idx],
+        curve_per_joint=per_t[curve_idx], n_people=int(gt.shape[0]),
+    )
+
+
+# --------------------------------------------------------------------------- PCP
+
+
+@dataclass
+class PCPResult:
+    """Strict PCP per limb and per group (percent) and the total over all counted limbs."""
+
+    per_limb: dict
+    groups: dict
+    total: float
+    counts: dict
+
+
+def pcp(pred, gt, valid=None, limbs=None, fraction: float = 0.5) -> PCPResult:
+    """Strict PCP: % of limbs whose two predicted endpoints are *both* within
+    ``fraction`` (50%) of the true limb length of their true endpoints.
+
+    ``limbs`` maps a name to a (joint, joint) pair (default :data:`PCP_LIMBS`:
+    lower/upper legs, forearms, upper arms, torso = pelvis-thorax, head = upper
+    neck-head top).  A limb counts only when both endpoints are annotated.  (The
+    "loose" PCP variant compares the *mean* of the two endpoint errors instead.)
+    """
+    pred, gt, valid = _check(pred, gt, valid)
+    limbs = PCP_LIMBS if limbs is None else limbs
+    dist = np.linalg.norm(pred - gt, axis=-1)
+    per_limb, counts, hits_all, n_all = {}, {}, {}, {}
+    for name, (a, b) in limbs.items():
+        length = np.linalg.norm(gt[:, a] - gt[:, b], axis=-1)
+        ok = valid[:, a] & valid[:, b]
+        correct = (dist[:, a] <= fraction * length) & (dist[:, b] <= fraction * length)
+        per_limb[name] = float(_percent(correct, ok))
+        counts[name] = int(ok.sum())
+        hits_all[name], n_all[name] = int((correct & ok).sum()), int(ok.sum())
+    groups = {}
+    for g, names in PCP_GROUPS.items():
+        names = [n for n in names if n in per_limb]
+        if names:
+            groups[g] = float(np.nanmean([per_limb[n] for n in names]))
+    n = sum(n_all.values())
+    total = 100.0 * sum(hits_all.values()) / n if n else math.nan
+    return PCPResult(per_limb=per_limb, groups=groups, total=total, counts=counts)
+
+
+# --------------------------------------------------------------------------- MPII files
+
+
+@dataclass
+class MpiiGroundTruth:
+    """The ``gt_valid.mat`` layout, converted to [N, 16, 2] / [N, 16] / [N, 2, 2]."""
+
+    joints: np.ndarray
+    missing: np.ndarray
+    headboxes: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.joints.shape[0]
+
+
+def _loadmat(path, what):
+    import scipy.io
+
+    try:
+        return scipy.io.loadmat(str(path))
+    except FileNotFoundError:
+        raise CliError(f"{what} file not found: {path}") from None
+    except NotImplementedError:
+        raise CliError(f"{what} file {path} is a MATLAB v7.3 (HDF5) file; save it in the "
+                       f"v7 format (MATLAB: save(..., '-v7'); Python: scipy.io.savemat)") from None
+    except Exception as err:  # noqa: BLE001 - scipy raises many types for a bad file
+        raise CliError(f"cannot read {what} file {path} as a MATLAB .mat file: {err}") from None
+
+
+def _var(mat, name, path):
+    if name not in mat:
+        have = ", ".join(k for k in mat if not k.startswith("__")) or "none"
+        raise CliError(f"{path}: variable '{name}' is missing (variables found: {have})")
+    return np.asarray(mat[name])
+
+
+def load_mpii_ground_truth(path) -> MpiiGroundTruth:
+    """Read a ``gt_valid.mat``-style file: ``pos_gt_src`` 16x2xN, ``jnt_missing`` 16xN,
+    ``headboxes_src`` 2x2xN and (optional) ``dataset_joints`` 1x16 names, which must
+    follow the MPII joint order."""
+    mat = _loadmat(path, "annotation")
+    pos = _var(mat, "pos_gt_src", path)
+    missing = _var(mat, "jnt_missing", path)
+    boxes = _var(mat, "headboxes_src", path)
+    if pos.ndim != 3 or pos.shape[:2] != (16, 2):
+        raise CliError(f"{path}: pos_gt_src must be 16x2xN, got {'x'.join(map(str, pos.shape))}")
+    n = pos.shape[2]
+    if missing.shape != (16, n):
+        raise CliError(f"{path}: jnt_missing must be 16x{n} to match pos_gt_src, got "
+                       f"{'x'.join(map(str, missing.shape))}")
+    if boxes.shape != (2, 2, n):
+        raise CliError(f"{path}: headboxes_src must be 2x2x{n} to match pos_gt_src, got "
+                       f"{'x'.join(map(str, boxes.shape))}")
+    if "dataset_joints" in mat:
+        names = [str(np.asarray(v).ravel()[0]) for v in np.asarray(mat["dataset_joints"]).ravel()]
+        if names != list(skeleton.SHORT_NAMES):
+            raise CliError(f"{path}: dataset_joints {names} is not the MPII order "
+                           f"{list(skeleton.SHORT_NAMES)}")
+    joints = np.transpose(pos, (2, 0, 1)).astype(np.float64)
+    boxes = np.transpose(boxes, (2, 0, 1)).astype(np.float64)
+    if not np.all(np.isfinite(boxes)):
+        raise CliError(f"{path}: headboxes_src contains NaN or infinite values")
+    return MpiiGroundTruth(joints=joints, missing=missing.T.astype(bool), headboxes=boxes)
+
+
+def load_mpii_predictions(path, n: int | None = None) -> tuple[np.ndarray, str]:
+    """Read predictions: ``preds`` Nx16x2 (or 16x2xN); if there is no ``preds``, a
+    ``pos_pred_src`` 16x2xN (the layout of ``detections_our_format.mat``).
+
+    Returns ([N, 16, 2] float64, the variable name used).  Checks the shape,
+    ``n`` (the number of people in the annotations) and that every value is finite.
+    """
+    mat = _loadmat(path, "predictions")
+    if "preds" in mat:
+        name = "preds"
+    elif "pos_pred_src" in mat:
+        name = "pos_pred_src"
+    else:
+        _var(mat, "preds", path)  # raises, listing what is there
+    arr = np.asarray(mat[name])
+    shape = "x".join(map(str, arr.shape))
+    if not np.issubdtype(arr.dtype, np.number):
+        raise CliError(f"{path}: {name} must be numeric, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[1:] == (16, 2) and name == "preds":
+        preds = arr
+    elif arr.ndim == 3 and arr.shape[:2] == (16, 2):
+        preds = np.transpose(arr, (2, 0, 1))
+    else:
+        want = "Nx16x2 or 16x2xN" if name == "preds" else "16x2xN"
+        raise CliError(f"{path}: {name} must be {want} (16 MPII joints, x and y), got {shape}")
+    preds = preds.astype(np.float64)
+    if n is not None and preds.shape[0] != n:
+        raise CliError(f"{path}: {name} holds {preds.shape[0]} people but the annotations "
+                       f"hold {n}; predictions must follow the annotation order one to one")
+    bad = ~np.isfinite(preds)
+    if bad.any():
+        person, joint = np.argwhere(bad.any(axis=-1))[0]
+        raise CliError(f"{path}: {name} contains {int(bad.any(axis=-1).sum())} NaN or infinite "
+                       f"joint predictions (first: person {person}, joint {joint} "
+                       f"{skeleton.SHORT_NAMES[joint]}); predict every joint")
+    return preds, name
+
+
+def evaluate_mpii(annotations, predictions, threshold: float = PCKH_THRESHOLD):
+    """Official PCKh of a predictions file against a ``gt_valid.mat``-style file.
+
+    Returns (:class:`PCKhResult`, the predictions' variable name)."""
+    gt = load_mpii_ground_truth(annotations)
+    preds, name = load_mpii_predictions(predictions, gt.n)
+    return pckh(preds, gt.joints, gt.headboxes, ~gt.missing, threshold), name
+
+
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--annotations", required=True, metavar="GT.mat",
+                        help="ground truth in the gt_valid.mat layout: pos_gt_src 16x2xN, "
+                             "jnt_missing 16xN, headboxes_src 2x2xN, dataset_joints")
+    parser.add_argument("--predictions", required=True, metavar="PRED.mat",
+                        help="'preds' Nx16x2 (16x2xN accepted), same 1-based pixels and "
+                             "person order as the annotations; a file with only "
+                             "'pos_pred_src' 16x2xN (detections_our_format.mat) is read too")
+    parser.add_argument("--threshold", type=float, default=PCKH_THRESHOLD,
+                        help="PCKh threshold, a fraction of the head size (default 0.5)")
+    parser.add_argument("--json", nargs="?", const="-", metavar="OUT",
+                        help="also write the results as JSON to OUT ('-' or no value: stdout)")
+
+
+def _evaluate_run(args: argparse.Namespace) -> int:
+    if not 0 < args.threshold <= 1:
+        raise CliError(f"--threshold must be in (0, 1], got {args.threshold}")
+    result, name = evaluate_mpii(args.annotations, args.predictions, args.threshold)
+    from cpm_nb.cli import print_json
+
+    if args.json != "-":
+        print(f"{result.n_people} people; predictions from variable '{name}'; "
+              f"{int(result.counts[[j for j in range(16) if j not in PCKH_EXCLUDED]].sum())} "
+              f"joints counted (pelvis and thorax excluded)")
+        print(result.format_table())
+    if args.json:
+        print_json(result.as_json(), args.json)
+        if args.json != "-":
+            print(f"wrote {args.json}")
+    return 0
+
+
+EVALUATE_MPII = Command(
+    name="evaluate-mpii",
+    help="official MPII PCKh of a predictions .mat against gt_valid.mat-style annotations",
+    add_arguments=_evaluate_arguments,
+    run=_evaluate_run,
+    description="""\
+Score predictions with PCKh exactly as the official MPII MATLAB toolkit:
+head size = 0.6 x head-box diagonal, a joint is correct iff its distance
+<= threshold x head size, missing joints are excluded, and the Mean pools all
+counted joints except pelvis and thorax.  Prints the table Head (upper neck and
+head top), Shoulder, Elbow, Wrist, Hip, Knee, Ankle, Mean and Mean@0.1 (the
+total at exactly 0.10); --json adds per-joint values and the 0..0.5 curve.
+
+examples:
+  cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions pred.mat
+  cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions pred.mat --json scores.json
+  # the reference file carries Tompson et al.'s predictions as pos_pred_src:
+  cpm-nb evaluate-mpii --annotations detections_our_format.mat \\
+                       --predictions detections_our_format.mat
+""",
+)
