@@ -41,6 +41,7 @@ COMMANDS = [
     "cpm_nb.cli:INFO",
     "cpm_nb.notebooks:NOTEBOOKS",
     "cpm_nb.metrics:EVALUATE_MPII",
+    "cpm_nb.model:MODEL",
 ]
 
 

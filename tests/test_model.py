@@ -1,0 +1,463 @@
+"""Tests for cpm_nb.model: named configurations, scaled variants, cost, receptive field,
+centre map, the compiled predict function, the JAX backend, the CLI and the benchmark."""
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cpm_nb import config, model
+from cpm_nb.receptive_field import receptive_field
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The released CPM MPII model (pose_deploy_centerMap.prototxt), layer by layer:
+# (name, kernel, in_channels, out_channels).  Written out by hand from the prototxt.
+RELEASE_CONVS = (
+    [("conv1_1", 3, 3, 64), ("conv1_2", 3, 64, 64), ("conv2_1", 3, 64, 128),
+     ("conv2_2", 3, 128, 128), ("conv3_1", 3, 128, 256), ("conv3_2", 3, 256, 256),
+     ("conv3_3", 3, 256, 256), ("conv3_4", 3, 256, 256), ("conv4_1", 3, 256, 512),
+     ("conv4_2", 3, 512, 512), ("conv4_3_CPM", 3, 512, 256), ("conv4_4_CPM", 3, 256, 256),
+     ("conv4_5_CPM", 3, 256, 256), ("conv4_6_CPM", 3, 256, 256), ("conv4_7_CPM", 3, 256, 128),
+     ("conv5_1_CPM", 1, 128, 512), ("conv5_2_CPM", 1, 512, 15)]
+    + [row for t in range(2, 7) for row in (
+        (f"Mconv1_stage{t}", 7, 15 + 128 + 1, 128), (f"Mconv2_stage{t}", 7, 128, 128),
+        (f"Mconv3_stage{t}", 7, 128, 128), (f"Mconv4_stage{t}", 7, 128, 128),
+        (f"Mconv5_stage{t}", 7, 128, 128), (f"Mconv6_stage{t}", 1, 128, 128),
+        (f"Mconv7_stage{t}", 1, 128, 15))]
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def keras():
+    from cpm_nb.runtime import import_keras
+
+    return import_keras()
+
+
+@pytest.fixture(scope="module")
+def release_model(keras):
+    return model.build_cpm("cpm-mpii-release", seed=0)
+
+
+@pytest.fixture(scope="module")
+def fast_model(keras):
+    return model.build_cpm(model.from_profile("fast"), seed=0)
+
+
+def small_center_config(**changes):
+    """A tiny configuration with every feature on (centre map, background)."""
+    base = model.from_profile("fast", base="cpm-mpii-release")
+    return base.replace(**changes)
+
+
+# --- named configurations ------------------------------------------------------------
+
+
+def test_release_table_matches_the_prototxt_and_its_parameter_count():
+    expected = sum(k * k * i * o + o for _, k, i, o in RELEASE_CONVS)
+    assert expected == 29_852_058 == model.RELEASE_PARAMS
+    convs = [r for r in model.architecture("cpm-mpii-release") if r.kind == "conv"]
+    assert [(r.name, r.kernel, r.in_channels, r.channels) for r in convs] == RELEASE_CONVS
+    assert model.count_params("cpm-mpii-release") == 29_852_058
+
+
+def test_release_model_in_keras(release_model):
+    m = release_model
+    assert m.count_params() == 29_852_058
+    assert [t.name for t in m.inputs] == ["image", "center_map"]
+    assert [tuple(t.shape) for t in m.inputs] == [(None, 368, 368, 3), (None, 368, 368, 1)]
+    assert [tuple(o.shape) for o in m.outputs] == [(None, 46, 46, 15)] * 6
+    assert list(m.output_names) == model.get_config("cpm-mpii-release").output_names
+    assert m.get_layer("pool_center_lower").output.shape == (None, 46, 46, 1)
+    assert m.get_layer("concat_stage2").output.shape == (None, 46, 46, 15 + 128 + 1)
+    # layer by layer: every convolution of the prototxt, with its exact parameter count
+    for name, k, cin, cout in RELEASE_CONVS:
+        layer = m.get_layer(name)
+        assert tuple(layer.kernel.shape) == (k, k, cin, cout), name
+        assert layer.count_params() == k * k * cin * cout + cout, name
+    assert m.get_layer("conv5_2_CPM").activation.__name__ == "linear"
+    assert m.get_layer("Mconv7_stage6").activation.__name__ == "linear"
+    assert m.get_layer("Mconv6_stage6").activation.__name__ == "relu"
+
+
+def test_source_article_model(keras):
+    cfg = model.get_config("source-article")
+    assert (cfg.input_size, cfg.stages, cfg.num_maps, cfg.center_map) == (368, 6, 16, False)
+    m = model.build_cpm(cfg, seed=0)
+    # release minus the centre-map channel and with 16 instead of 15 maps
+    assert m.count_params() == model.count_params(cfg) == 29_853_216
+    assert [t.name for t in m.inputs] == ["image"]
+    assert [tuple(o.shape) for o in m.outputs] == [(None, 46, 46, 16)] * 6
+    names = {layer.name for layer in m.layers}
+    assert {n for n, *_ in RELEASE_CONVS} <= names
+    assert {"pool1_stage1", "pool2_stage1", "pool3_stage1", "normalize"} <= names
+    # every Keras layer has the analytic table's parameter count
+    for row in model.architecture(cfg):
+        assert m.get_layer(row.name).count_params() == row.params, row.name
+
+
+def test_get_config_names_and_errors():
+    assert model.get_config("gpu").replace(name="x") == model.get_config("source-article").replace(
+        name="x")
+    with pytest.raises(ValueError, match="source-article, cpm-mpii-release, fast"):
+        model.get_config("vgg")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        model.CPMConfig(input_size=100)
+    with pytest.raises(ValueError, match="odd"):
+        model.CPMConfig(stage_kernel=4)
+
+
+# --- scaled variants -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["fast", "cpu", "gpu"])
+def test_profile_variants_keep_the_structure(name):
+    profile = config.resolve_profile(name)
+    cfg = model.from_profile(profile)
+    assert (cfg.input_size, cfg.stages, cfg.width) == (profile.input_size, profile.stages,
+                                                      profile.width)
+    rows = model.architecture(cfg)
+    full = [r.name for r in model.architecture("source-article")]
+    # same layers in the same order, cut after the profile's last stage
+    assert [r.name for r in rows] == full[: len(rows)]
+    assert rows[-1].name == cfg.output_names[-1]
+    assert all(r.size == profile.map_size for r in rows if r.block.startswith("stage"))
+    assert all(r.channels >= 8 for r in rows if r.kind == "conv")
+
+
+def test_width_rounding():
+    cfg = model.from_profile("fast")  # width 0.125
+    assert [cfg.channels(c) for c in (64, 128, 256, 512)] == [8, 16, 32, 64]
+    cfg = model.CPMConfig(width=0.3)
+    assert [cfg.channels(c) for c in (64, 128, 512)] == [16, 40, 152]  # 19.2, 38.4, 153.6 to the nearest 8
+    assert model.CPMConfig(width=0.01).channels(64) == 8  # min_channels
+    assert model.from_profile("cpu").channels(128) == 32
+
+
+def test_profile_model_runs(fast_model, keras):
+    cfg = model.config_of(fast_model)
+    x = np.random.default_rng(0).integers(0, 256, (2, cfg.input_size, cfg.input_size, 3))
+    out = fast_model(keras.ops.convert_to_tensor(x.astype("float32")))
+    assert len(out) == cfg.stages == 2
+    assert all(tuple(o.shape) == (2, cfg.map_size, cfg.map_size, 16) for o in out)
+    assert fast_model.count_params() == model.count_params(cfg)
+
+
+def test_options_background_center_kernel(keras):
+    cfg = small_center_config(stages=3, stage_kernel=5)
+    m = model.build_cpm(cfg, seed=1)
+    assert m.count_params() == model.count_params(cfg)
+    assert [tuple(o.shape) for o in m.outputs] == [(None, 8, 8, 15)] * 3
+    assert m.get_layer("Mconv3_stage3").kernel.shape[:2] == (5, 5)
+    cfg1 = model.CPMConfig(input_size=64, stages=1, width=0.125, background=True)
+    m1 = model.build_cpm(cfg1)
+    assert len(m1.outputs) == 1 and m1.outputs[0].shape == (None, 8, 8, 17)
+
+
+def test_input_normalisation(fast_model, keras):
+    probe = keras.Model(fast_model.input, fast_model.get_layer("normalize").output)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    x[0, 0, :3, 0] = [0.0, 128.0, 255.0]
+    y = np.asarray(probe(x))
+    np.testing.assert_allclose(y, x / 256 - 0.5, atol=1e-6)
+
+
+def test_seeded_build_is_deterministic(keras):
+    cfg = model.from_profile("fast")
+    a = model.build_cpm(cfg, seed=3).get_layer("Mconv2_stage2").kernel
+    b = model.build_cpm(cfg, seed=3).get_layer("Mconv2_stage2").kernel
+    c = model.build_cpm(cfg, seed=4).get_layer("Mconv2_stage2").kernel
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+
+
+# --- cost -------------------------------------------------------------------------------
+
+
+def test_flops_formula_and_blocks():
+    rows = {r.name: r for r in model.architecture("source-article")}
+    assert rows["conv1_2"].flops == 2 * 3 * 3 * 64 * 64 * 368 * 368
+    assert rows["Mconv1_stage2"].flops == 2 * 7 * 7 * (16 + 128) * 128 * 46 * 46
+    total = model.flops_per_image("source-article")
+    assert 176e9 < total < 178e9
+    blocks = model.block_summary("source-article")
+    assert [b["block"] for b in blocks] == ["trunk"] + [f"stage{t}" for t in range(1, 7)]
+    assert sum(b["params"] for b in blocks) == model.count_params("source-article")
+    assert sum(b["flops"] for b in blocks) == total
+    assert blocks[0]["convs"] == 15 and blocks[2]["convs"] == 7
+    # FLOPs scale with the input area and (roughly) the square of the width
+    fast = model.flops_per_image("fast")
+    assert fast < total * (64 / 368) ** 2 * 0.125**2 * 1.2
+
+
+def test_flops_agree_with_tensorflow_profiler(fast_model):
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+    from tensorflow.python.profiler.model_analyzer import profile
+    from tensorflow.python.profiler.option_builder import ProfileOptionBuilder
+
+    cfg = model.config_of(fast_model)
+    fn = tf.function(lambda x: fast_model(x))
+    frozen = convert_variables_to_constants_v2(
+        fn.get_concrete_function(tf.TensorSpec([1, cfg.input_size, cfg.input_size, 3])))
+    opts = ProfileOptionBuilder(ProfileOptionBuilder.float_operation()).with_empty_output().build()
+    tf_flops = profile(frozen.graph, options=opts).total_float_ops
+    ours = model.flops_per_image(cfg)
+    # TensorFlow also counts bias adds, pooling and the input scaling: < 1 % more
+    assert ours <= tf_flops <= ours * 1.01
+
+
+# --- receptive field ---------------------------------------------------------------------
+
+
+def test_receptive_field_per_stage():
+    fields = model.stage_receptive_fields("source-article")
+    assert fields == [164, 404, 644, 884, 1124, 1364]
+    assert abs(fields[0] - model.PAPER_STAGE1_FIELD) <= 8  # the paper: ~160 px
+    # each later stage adds five 7x7 convolutions at stride 8: 5 * 6 * 8 = 240 px
+    assert np.all(np.diff(fields) == 240)
+    cfg11 = model.get_config("source-article").replace(stage_kernel=11)
+    assert np.all(np.diff(model.stage_receptive_fields(cfg11)) == 5 * 10 * 8)
+    # the chain is what the notebook-01 calculator sees
+    chain = model.receptive_field_chain("source-article", stage=1)
+    assert chain[-1].name == "conv5_2_CPM" and receptive_field(chain) == 164
+    rows = model.receptive_field_rows("fast")
+    assert rows[-1].jump == 8 and rows[-1].name == "Mconv7_stage2"
+
+
+def test_receptive_field_measured_with_a_gradient(keras):
+    """Positive weights, no cancellation: the input region that reaches the centre cell
+    of stage 1 is (up to max-pool argmax effects) the computed 164 px."""
+    import tensorflow as tf
+
+    cfg = model.CPMConfig(input_size=232, stages=1, width=0.125)
+    m = model.build_cpm(cfg, seed=0)
+    for layer in m.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            k = layer.kernel
+            fan_in = k.shape[0] * k.shape[1] * k.shape[2]
+            layer.kernel.assign(np.full(k.shape, 1.0 / fan_in, np.float32))
+            layer.bias.assign(np.full(layer.bias.shape, 1.0 if layer.name == "conv1_1" else 0.0,
+                                      np.float32))
+    x = tf.Variable(np.random.default_rng(0).uniform(0, 255, (1, 232, 232, 3)).astype("float32"))
+    with tf.GradientTape() as tape:
+        y = m(x)
+        y = y[0] if isinstance(y, list) else y
+        c = cfg.map_size // 2
+        value = tf.reduce_sum(y[0, c, c, :])
+    g = np.abs(tape.gradient(value, x).numpy()[0]).sum(-1)
+    rows, cols = np.flatnonzero(g.sum(1)), np.flatnonzero(g.sum(0))
+    measured = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    computed = model.stage_receptive_fields(cfg)[0]
+    assert computed == 164
+    assert computed - 8 <= measured <= computed
+    # and the region is centred on the cell centre c * 8 + 3.5
+    assert abs((rows[0] + rows[-1]) / 2 - (c * 8 + 3.5)) <= 4
+
+
+# --- centre map ---------------------------------------------------------------------------
+
+
+def caffe_average_pool(x, kernel=9, stride=8):
+    """Caffe's AVE pooling with pad 0 ('ceil' mode: the last window is clipped and
+    averaged over its valid pixels)."""
+    n = int(np.ceil((x.shape[0] - kernel) / stride)) + 1
+    out = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = x[i * stride: i * stride + kernel, j * stride: j * stride + kernel].mean()
+    return out
+
+
+def test_center_map():
+    cm = model.center_map(368, sigma=21.0)
+    assert cm.shape == (368, 368) and cm.dtype == np.float32
+    np.testing.assert_allclose(cm, cm[::-1, ::-1], atol=1e-7)  # centred at (183.5, 183.5)
+    assert cm.max() < 1.0 and cm[183, 183] == pytest.approx(np.exp(-0.5 / (2 * 21**2)), rel=1e-6)
+    # one sigma away from the peak: exp(-1/2)
+    off = model.center_map(101, sigma=10.0, center=(50, 50))
+    assert off[50, 50] == 1.0 and off[50, 60] == pytest.approx(np.exp(-0.5), rel=1e-6)
+    batch = model.center_maps(3, "cpm-mpii-release")
+    assert batch.shape == (3, 368, 368, 1)
+
+
+def test_pooled_center_map_is_caffe_ceil_mode(release_model, keras):
+    cm = model.center_map(368, 21.0, center=(100.0, 300.0))
+    probe = keras.Model(release_model.inputs[1], release_model.get_layer("pool_center_lower").output)
+    pooled = np.asarray(probe(cm[None, :, :, None]))[0, :, :, 0]
+    assert pooled.shape == (46, 46)  # padding "valid" would give 45
+    np.testing.assert_allclose(pooled, caffe_average_pool(cm), atol=1e-6)
+
+
+# --- inference ------------------------------------------------------------------------------
+
+
+def test_predict_fn_matches_eager(fast_model, keras):
+    cfg = model.config_of(fast_model)
+    images = np.random.default_rng(1).integers(0, 256, (3, cfg.input_size, cfg.input_size, 3),
+                                               dtype=np.uint8)
+    eager = [np.asarray(o) for o in fast_model(images.astype(np.float32), training=False)]
+    for jit in (False, True):
+        predict = model.make_predict_fn(fast_model, jit_compile=jit)
+        out = predict(images)
+        assert [o.shape for o in out] == [(3, 8, 8, 16)] * 2
+        for a, b in zip(out, eager):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        assert predict(images[:1])[0].shape == (1, 8, 8, 16)  # another batch size
+    assert model.make_predict_fn(fast_model).compiled == "tf.function"  # CPU default
+    with pytest.raises(ValueError, match=r"expected RGB images \[B, 64, 64, 3\]"):
+        predict(images[0])
+
+
+def test_predict_fn_adds_the_center_map(keras):
+    cfg = small_center_config()
+    m = model.build_cpm(cfg, seed=0)
+    images = np.full((2, 64, 64, 3), 128, np.uint8)
+    out = model.make_predict_fn(m)(images)
+    assert [o.shape for o in out] == [(2, 8, 8, 15)] * 2
+    expected = m([images.astype(np.float32), model.center_maps(2, cfg)], training=False)
+    np.testing.assert_allclose(out[-1], np.asarray(expected[-1]), rtol=1e-4, atol=1e-4)
+    assert cfg.center_sigma == pytest.approx(21.0 * 64 / 368)
+
+
+def test_config_survives_save_and_load(tmp_path, keras):
+    cfg = small_center_config()
+    m = model.build_cpm(cfg, seed=0)
+    path = tmp_path / "cpm.keras"
+    m.save(path)
+    loaded = keras.models.load_model(path)
+    inferred = model.config_of(loaded)
+    assert (inferred.input_size, inferred.stages, inferred.num_maps, inferred.center_map) == (
+        64, 2, 15, True)
+    images = np.zeros((1, 64, 64, 3), np.uint8)
+    np.testing.assert_allclose(model.make_predict_fn(loaded)(images)[1],
+                               model.make_predict_fn(m)(images)[1], atol=1e-5)
+
+
+# --- intermediate supervision --------------------------------------------------------------
+
+
+def test_gradient_magnitudes_with_and_without_intermediate_supervision(keras):
+    cfg = model.from_profile("fast").replace(stages=3)
+    m = model.build_cpm(cfg, seed=0)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+    targets = rng.uniform(0, 1, (2, 8, 8, 16)).astype(np.float32)
+    with_is = model.conv_gradient_magnitudes(m, images, targets, intermediate=True)
+    final = model.conv_gradient_magnitudes(m, images, targets, intermediate=False)
+    assert list(with_is)[0] == "conv1_1" and list(with_is)[-1] == "Mconv7_stage3"
+    # the last stage's layers do not feed the earlier losses: identical gradients
+    for name in [n for n in with_is if n.endswith("stage3")]:
+        assert with_is[name] == pytest.approx(final[name], rel=1e-5)
+    # the stage-1 output layer only receives the final loss through two stages
+    assert with_is["conv5_2_CPM"] != pytest.approx(final["conv5_2_CPM"], rel=1e-3)
+    assert all(v > 0 for v in with_is.values())
+
+
+# --- JAX backend ---------------------------------------------------------------------------
+
+JAX_SCRIPT = """
+import sys
+import numpy as np
+from cpm_nb import model
+from cpm_nb.runtime import import_keras
+keras = import_keras()
+assert keras.config.backend() == "jax", keras.config.backend()
+cfg = model.from_profile("fast", base="cpm-mpii-release")
+m = model.build_cpm(cfg, seed=0)
+m.load_weights(sys.argv[1])
+data = np.load(sys.argv[2])
+predict = model.make_predict_fn(m)
+out = predict(data["images"])
+assert predict.compiled == "jax.jit", predict.compiled
+eager = m([data["images"].astype("float32"), model.center_maps(2, cfg)])
+for a, b, c in zip(out, eager, [data["stage1"], data["stage2"]]):
+    np.testing.assert_allclose(a, np.asarray(b), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-4)
+g = model.conv_gradient_magnitudes(m, data["images"], data["targets"])
+assert g["conv1_1"] > 0
+print("JAX OK", [o.shape for o in out], m.count_params())
+"""
+
+
+def test_runs_under_the_jax_backend(tmp_path, keras):
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed (pip install jax: the dev extra lists it)")
+    cfg = small_center_config()
+    m = model.build_cpm(cfg, seed=0)
+    weights = tmp_path / "cpm.weights.h5"
+    m.save_weights(weights)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+    out = model.make_predict_fn(m, jit_compile=False)(images)
+    data = tmp_path / "data.npz"
+    np.savez(data, images=images, stage1=out[0], stage2=out[1],
+             targets=rng.uniform(0, 1, (2, 8, 8, 15)).astype(np.float32))
+    env = {**os.environ, "KERAS_BACKEND": "jax", "CPM_NB_PROFILE": "fast",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(weights), str(data)],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"JAX OK [(2, 8, 8, 15), (2, 8, 8, 15)] {m.count_params()}" in proc.stdout
+
+
+# --- import cost, CLI, benchmark --------------------------------------------------------------
+
+
+def test_import_is_cheap():
+    code = ("import sys, cpm_nb.model as m; m.describe('source-article'); "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=REPO)
+    assert out.stdout.strip() == "False False", out.stderr
+
+
+def test_cli_model(capsys, tmp_path):
+    from cpm_nb import cli
+
+    assert cli.main(["model", "--config", "cpm-mpii-release"]) == 0
+    text = capsys.readouterr().out
+    assert "29,852,058" in text and "164 px, 404 px" in text
+    out = tmp_path / "m.json"
+    assert cli.main(["--profile", "fast", "model", "--json", str(out), "--layers"]) == 0
+    info = json.loads(out.read_text())
+    assert info["config"]["input_size"] == 64 and info["params"] == model.count_params("fast")
+    assert info["receptive_field_per_stage"] == [164, 404]
+    assert cli.main(["model", "--config", "nope"]) == 2
+    assert "valid: source-article" in capsys.readouterr().err
+    assert cli.main(["model", "--config", "fast", "--check", "--json"]) == 0
+    check = json.loads(capsys.readouterr().out)["check"]
+    assert check == {"keras_params": model.count_params("fast"), "params_match": True,
+                     "output_shapes_match": True}
+
+
+def test_layer_table_text():
+    text = model.format_layer_table("cpm-mpii-release")
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["layer", "kind", "k/s"]
+    assert any(line.startswith("pool_center_lower  avgpool    9/8") for line in lines)
+    assert lines[-1].split()[:2] == ["total", "29,852,058"]
+
+
+def test_benchmark_is_registered_and_runs_small(capsys):
+    from cpm_nb import bench
+
+    assert bench.BENCHMARKS["model"][0] == "cpm_nb.model:bench_model"
+    result = model.bench_model(argparse.Namespace(quick=True, config="fast"))
+    assert result["config"] == model.from_profile("fast").name
+    for batch in ("1", "8"):
+        timings = result["batches"][batch]
+        assert set(timings) == {"eager", "tf.function", "tf.function+XLA"}
+        assert all(t["per_s"] > 0 and t["gflops_per_s"] > 0 for t in timings.values())
+    text = capsys.readouterr().out
+    assert "x eager" in text and "(baseline)" in text
