@@ -79,11 +79,13 @@ def cell_centres(map_size: int, stride: int = OUTPUT_STRIDE) -> np.ndarray:
     return np.arange(map_size, dtype=np.float64) * stride + (stride - 1) / 2.0
 
 
-def map_size_for(input_size: int, stride: int = OUTPUT_STRIDE) -> int:
-    """Side of the belief maps for a square input of ``input_size`` pixels."""
-    if input_size % stride:
+def map_size_for(input_size, stride: int = OUTPUT_STRIDE) -> tuple[int, int]:
+    """(rows, cols) of the belief maps for an input of ``input_size`` pixels: an int
+    (a square crop, the usual case) or (height, width)."""
+    h, w = (input_size, input_size) if np.ndim(input_size) == 0 else tuple(input_size)
+    if h % stride or w % stride:
         raise ValueError(f"input_size {input_size} is not a multiple of the stride {stride}")
-    return input_size // stride
+    return int(h) // stride, int(w) // stride
 
 
 # --------------------------------------------------------------------------- encoding
@@ -108,16 +110,16 @@ def render_numpy(joints, visibility, input_size: int, sigma: float | None = None
     """Gaussian target maps, NumPy reference.
 
     ``joints`` [B, J, 2] (x, y) in 0-based input pixels, ``visibility`` [B, J]
-    (0 = missing -> all-zero map), a square input of ``input_size`` pixels,
+    (0 = missing -> all-zero map), a square input of ``input_size`` pixels
+    (or a (height, width) pair, giving [B, H/stride, W/stride, J]),
     ``sigma`` in input pixels (default: the profile's).  Returns float32
     [B, M, M, J] (+1 background channel when ``background``), M = input_size // stride.
     Unbatched [J, 2] / [J] inputs give [M, M, J(+1)].
     """
     sigma = _default_sigma(sigma)
     joints, visibility, single = _batched(joints, visibility)
-    m = map_size_for(input_size, stride)
-    centres = cell_centres(m, stride)
-    gx, gy = np.meshgrid(centres, centres)  # [M, M]: x varies along columns
+    mh, mw = map_size_for(input_size, stride)
+    gx, gy = np.meshgrid(cell_centres(mw, stride), cell_centres(mh, stride))  # x along columns
     present = visibility > 0
     xy = np.where(present[..., None], joints, 0.0)  # missing joints may hold NaN
     dx = gx[None, :, :, None] - xy[:, None, None, :, 0]
@@ -139,16 +141,16 @@ def render_numpy_loop(joints, visibility, input_size: int, sigma: float | None =
     """
     sigma = _default_sigma(sigma)
     joints, visibility, single = _batched(joints, visibility)
-    m = map_size_for(input_size, stride)
-    centres = cell_centres(m, stride)
-    out = np.zeros((joints.shape[0], m, m, joints.shape[1]), np.float32)
+    mh, mw = map_size_for(input_size, stride)
+    cx, cy = cell_centres(mw, stride), cell_centres(mh, stride)
+    out = np.zeros((joints.shape[0], mh, mw, joints.shape[1]), np.float32)
     for b in range(joints.shape[0]):
         for j in range(joints.shape[1]):
             if visibility[b, j] <= 0:
                 continue
             x, y = joints[b, j]
-            gx = np.exp(-((centres - x) ** 2) / (2 * sigma**2))
-            gy = np.exp(-((centres - y) ** 2) / (2 * sigma**2))
+            gx = np.exp(-((cx - x) ** 2) / (2 * sigma**2))
+            gy = np.exp(-((cy - y) ** 2) / (2 * sigma**2))
             out[b, :, :, j] = np.outer(gy, gx)
     return out[0] if single else out
 
@@ -164,7 +166,7 @@ def render(joints, visibility, input_size: int, sigma: float | None = None,
 
     ops = import_keras().ops
     sigma = _default_sigma(sigma)
-    m = map_size_for(input_size, stride)
+    mh, mw = map_size_for(input_size, stride)
     joints = ops.cast(ops.convert_to_tensor(joints), "float32")
     visibility = ops.convert_to_tensor(visibility)
     single = len(joints.shape) == 2
@@ -174,10 +176,12 @@ def render(joints, visibility, input_size: int, sigma: float | None = None,
     zero = ops.zeros_like(joints[..., 0])
     x = ops.where(present, joints[..., 0], zero)  # missing joints may hold NaN
     y = ops.where(present, joints[..., 1], zero)
-    centres = ops.arange(m, dtype="float32") * float(stride) + (stride - 1) / 2.0  # [M]
+    half = (stride - 1) / 2.0
+    cx = ops.arange(mw, dtype="float32") * float(stride) + half  # cell centres, input px
+    cy = ops.arange(mh, dtype="float32") * float(stride) + half
     inv = -1.0 / (2.0 * sigma * sigma)
-    gx = ops.exp(ops.square(centres[None, :, None] - x[:, None, :]) * inv)  # [B, M, J]
-    gy = ops.exp(ops.square(centres[None, :, None] - y[:, None, :]) * inv)  # [B, M, J]
+    gx = ops.exp(ops.square(cx[None, :, None] - x[:, None, :]) * inv)  # [B, Mw, J]
+    gy = ops.exp(ops.square(cy[None, :, None] - y[:, None, :]) * inv)  # [B, Mh, J]
     gy = gy * ops.cast(present, "float32")[:, None, :]
     maps = gy[:, :, None, :] * gx[:, None, :, :]  # [B, M(rows: y), M(cols: x), J]
     if background:
@@ -188,7 +192,7 @@ def render(joints, visibility, input_size: int, sigma: float | None = None,
 
 def compiled_render(input_size: int, sigma: float | None = None, stride: int = OUTPUT_STRIDE,
                     background: bool = False):
-    """:func:`render` compiled for the active backend (``tf.function`` or ``jax.jit``).
+    """:func:`render` compiled for the active backend (XLA ``tf.function`` or ``jax.jit``).
 
     Returns ``fn(joints, visibility) -> maps``.  (The torch backend runs eagerly.)
     """
@@ -204,7 +208,7 @@ def compiled_render(input_size: int, sigma: float | None = None, stride: int = O
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, reduce_retracing=True)
+        return tf.function(fn, reduce_retracing=True, jit_compile=True)
     if backend == "jax":
         import jax
 

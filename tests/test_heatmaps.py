@@ -236,3 +236,16 @@ def test_encode_decode_to_original_end_to_end():
     maps = heatmaps.render_numpy(crop, np.full((1, 2), 2), 368, 7.0)
     decoded, _ = heatmaps.decode(maps)
     np.testing.assert_allclose(heatmaps.to_original(decoded, M), original, atol=0.02)
+
+
+def test_rectangular_inputs_give_rectangular_maps():
+    xy, vis = _random_batch(seed=11, batch=2)
+    ref = heatmaps.render_numpy(xy, vis, (48, 80), 3.0, background=True)
+    assert ref.shape == (2, 6, 10, 17)
+    got = np.asarray(heatmaps.render(xy, vis, (48, 80), 3.0, background=True))
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    np.testing.assert_allclose(heatmaps.render_numpy_loop(xy, vis, (48, 80), 3.0),
+                               ref[..., :16], atol=1e-6)
+    # the decoded peak of an isolated joint comes back on the right axis
+    one = heatmaps.render_numpy([[70.0, 20.0]], [2], (48, 80), 4.0)
+    np.testing.assert_allclose(heatmaps.decode(one)[0], [[70.0, 20.0]], atol=0.01)
