@@ -40,6 +40,7 @@ class Command:
 COMMANDS = [
     "cpm_nb.cli:INFO",
     "cpm_nb.notebooks:NOTEBOOKS",
+    "cpm_nb.prepare:PREPARE",
     "cpm_nb.metrics:EVALUATE_MPII",
     "cpm_nb.model:MODEL",
 ]

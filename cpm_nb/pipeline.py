@@ -1,0 +1,413 @@
+"""TFRecord shards of person crops and the tf.data input pipeline.
+
+``cpm-nb prepare`` turns annotation records (:mod:`cpm_nb.mpii`, real or
+synthetic) into TFRecord shards, one ``tf.train.Example`` per person:
+
+* ``image``: a JPEG *context crop* (:func:`cpm_nb.preprocess.context_matrix`):
+  the person at the training pixel density, ``CONTEXT = 2`` times wider than the
+  final crop, so every augmentation is one warp of this small image instead of a
+  decode of the full photo;
+* ``joints`` (16x2, 0-based context-crop pixels), ``visibility`` (16; 0 missing,
+  1 occluded, 2 visible) and, for evaluation, the original ``center``, ``scale``,
+  ``orig_joints`` (1-based), ``head_box``, ``img_index``, ``person_index``,
+  ``image_name``, ``n_others`` and the context matrix.
+
+Bad input never becomes a silent wrong sample: :func:`write_tfrecords` skips a
+person with a reason (missing/unreadable image file, zero or negative scale,
+no centre, no annotated joint), drops joints that lie outside the image (counted),
+converts grayscale and CMYK JPEGs to RGB (counted), and returns the counts.
+
+:func:`make_dataset` reads the shards with tf.data: parallel interleave and map,
+JPEG decoding, the CPM augmentation as one bilinear warp (stateless random
+draws keyed by ``seed`` and the element's position, so a ``deterministic=True``
+run is repeatable), batching and prefetch.  Batches are ``(images uint8
+[B,S,S,3], joints float32 [B,16,2] 0-based crop px, visibility int32 [B,16])``;
+with ``with_meta=True`` a fourth element, a dict, carries per example the
+``crop_matrix`` [3,3] (original 1-based -> crop 0-based; ``inv`` maps
+predictions back), ``center``, ``scale``, ``orig_joints`` [16,2], ``head_box``
+[4], ``img_index``, ``person_index``, ``image_name`` and ``n_others``.
+
+Import cost: TensorFlow is imported on first use, not with this module.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from cpm_nb import preprocess
+from cpm_nb.mpii import NUM_JOINTS, Person
+
+SHARD_SIZE = 500  # examples per shard (at most 64 shards)
+JPEG_QUALITY = 95
+META_FILE = "meta.json"
+
+# skip / fix reasons, as counted by write_tfrecords
+SKIP_NO_IMAGE_NAME = "no image file name"
+SKIP_MISSING_IMAGE = "missing image file"
+SKIP_UNREADABLE_IMAGE = "unreadable image file"
+SKIP_BAD_SCALE = "zero or negative scale"
+SKIP_NO_CENTER = "no person centre (objpos) or scale"
+SKIP_NO_JOINTS = "no annotated joints"
+SKIP_NO_JOINTS_INSIDE = "no annotated joint inside the image"
+FIX_OUTSIDE = "joints outside the image (dropped, person kept)"
+FIX_GRAYSCALE = "grayscale images (converted to RGB)"
+FIX_CMYK = "CMYK images (converted to RGB)"
+FIX_OTHER_MODE = "other colour modes (converted to RGB)"
+
+
+def _tf():
+    if "tensorflow" not in sys.modules:
+        from cpm_nb.runtime import quiet_native_stderr
+
+        with quiet_native_stderr():
+            import tensorflow  # noqa: F401
+    return sys.modules["tensorflow"]
+
+
+# --- checks ------------------------------------------------------------------------
+
+
+def check_person(person: Person) -> str | None:
+    """Why ``person`` cannot become a training example (before looking at the image)."""
+    if not np.all(np.isfinite(person.objpos)) or not math.isfinite(person.scale):
+        return SKIP_NO_CENTER
+    if person.scale <= 0:
+        return SKIP_BAD_SCALE
+    if person.num_annotated == 0:
+        return SKIP_NO_JOINTS
+    return None
+
+
+def joints_outside(person: Person, width: int, height: int) -> np.ndarray:
+    """(16,) bool: annotated joints outside the image (1-based pixel area [0.5, W+0.5])."""
+    x, y = person.joints[:, 0], person.joints[:, 1]
+    out = (x < 0.5) | (x > width + 0.5) | (y < 0.5) | (y > height + 0.5)
+    return out & ~person.missing
+
+
+def load_image(path: Path, counts: Counter | None = None):
+    """Open an image as RGB (PIL).  Grayscale/CMYK/other modes are converted and counted;
+    raises FileNotFoundError or ValueError (unreadable) with the file name."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            rgb = im.convert("RGB") if mode != "RGB" else im.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"unreadable image file {path}: {err}") from err
+    if counts is not None and mode != "RGB":
+        counts[{"L": FIX_GRAYSCALE, "CMYK": FIX_CMYK}.get(mode, FIX_OTHER_MODE)] += 1
+    return rgb
+
+
+# --- writing -----------------------------------------------------------------------
+
+
+def _example(tf, jpeg: bytes, person: Person, joints_ctx, visibility, m_ctx, n_others: int):
+    f = tf.train.Feature
+    floats = lambda v: f(float_list=tf.train.FloatList(value=np.ravel(v).tolist()))  # noqa: E731
+    ints = lambda v: f(int64_list=tf.train.Int64List(value=np.ravel(v).tolist()))  # noqa: E731
+    raw = lambda v: f(bytes_list=tf.train.BytesList(value=[v]))  # noqa: E731
+    head_box = person.head_box if person.head_box is not None else np.full(4, np.nan)
+    features = {
+        "image": raw(jpeg),
+        "joints": floats(joints_ctx),
+        "visibility": ints(visibility),
+        "center": floats(person.objpos),
+        "scale": floats([person.scale]),
+        "orig_joints": floats(np.where(person.missing[:, None], 0.0, person.joints)),
+        "head_box": floats(head_box),
+        "ctx_matrix": floats(m_ctx),
+        "img_index": ints([person.img_index or 0]),
+        "person_index": ints([person.person_index or 0]),
+        "image_name": raw((person.image or "").encode()),
+        "n_others": ints([n_others]),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def crop_context(image, person: Person, input_size: int, context: float = preprocess.CONTEXT):
+    """The context crop (PIL image), joints in its 0-based pixels, and its matrix."""
+    m = preprocess.context_matrix(person.objpos, person.scale, input_size, context)
+    crop = preprocess.warp_pil(image, m, preprocess.context_size(input_size, context))
+    joints, vis = preprocess.transform_joints(person.joints, person.visibility, m)
+    return crop, joints, vis, m
+
+
+def write_tfrecords(people: list[Person], image_dir, out_dir, split: str, input_size: int,
+                    context: float = preprocess.CONTEXT, counts: Counter | None = None,
+                    progress: bool = False) -> dict:
+    """Write ``people`` as TFRecord shards ``out_dir/<split>-NNNNN-of-NNNNN.tfrecord``.
+
+    Returns ``{"kept": n, "skipped": {reason: n}, "fixed": {what: n}, "files": [...]}``;
+    ``counts`` (a Counter) also accumulates every reason.  People sharing an image
+    are processed together (each image is decoded once).
+    """
+    tf = _tf()
+    image_dir, out_dir = Path(image_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = Counter() if counts is None else counts
+    local = Counter()
+    for old in out_dir.glob(f"{split}-*.tfrecord"):
+        old.unlink()
+    others = Counter(p.image for p in people)
+    order = sorted(range(len(people)), key=lambda i: (people[i].image or "", i))
+    examples = []
+    cache_name, cache_img, cache_err = None, None, None
+    iterator = order
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(order, desc=f"cropping {split}", unit="person")
+    for i in iterator:
+        person = people[i]
+        reason = check_person(person)
+        if reason is None and not person.image:
+            reason = SKIP_NO_IMAGE_NAME
+        if reason is None:
+            if person.image != cache_name:
+                cache_name, cache_img, cache_err = person.image, None, None
+                try:
+                    cache_img = load_image(image_dir / person.image, local)
+                except FileNotFoundError:
+                    cache_err = SKIP_MISSING_IMAGE
+                except ValueError:
+                    cache_err = SKIP_UNREADABLE_IMAGE
+            reason = cache_err
+        if reason is None:
+            outside = joints_outside(person, *cache_img.size)
+            if outside.any():
+                local[FIX_OUTSIDE] += int(outside.sum())
+                person = _drop_joints(person, outside)
+                if person.num_annotated == 0:
+                    reason = SKIP_NO_JOINTS_INSIDE
+        if reason is not None:
+            local[reason] += 1
+            continue
+        crop, joints, vis, m = crop_context(cache_img, person, input_size, context)
+        buf = io.BytesIO()
+        crop.save(buf, format="JPEG", quality=JPEG_QUALITY)
+        n_others = person.flags.get("n_others", others[person.image] - 1)
+        examples.append(_example(tf, buf.getvalue(), person, joints, vis, m, n_others))
+    # examples are in image-name order; shards take them round-robin (reproducible)
+    n = len(examples)
+    n_shards = max(1, min(64, math.ceil(n / SHARD_SIZE)))
+    files = [out_dir / f"{split}-{k:05d}-of-{n_shards:05d}.tfrecord" for k in range(n_shards)]
+    writers = [tf.io.TFRecordWriter(str(f)) for f in files]
+    for k, ex in enumerate(examples):
+        writers[k % n_shards].write(ex)
+    for w in writers:
+        w.close()
+    counts.update(local)
+    skipped = {k: v for k, v in local.items() if not k.startswith(("joints outside", "grayscale",
+                                                                   "CMYK", "other colour"))}
+    fixed = {k: v for k, v in local.items() if k not in skipped}
+    summary = {"split": split, "kept": n, "skipped": skipped, "fixed": fixed,
+               "files": [f.name for f in files]}
+    _update_meta(out_dir, split, summary, input_size, context)
+    return summary
+
+
+def _drop_joints(person: Person, drop: np.ndarray) -> Person:
+    import copy
+
+    p = copy.copy(person)
+    p.missing = person.missing | drop
+    p.visible = person.visible & ~drop
+    p.joints = np.where(p.missing[:, None], 0.0, person.joints)
+    return p
+
+
+def _update_meta(out_dir: Path, split: str, summary: dict, input_size: int, context: float):
+    path = out_dir / META_FILE
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    if meta.get("input_size") not in (None, input_size) or meta.get("context") not in (
+            None, context):
+        meta = {}
+    meta.update(input_size=input_size, context=context,
+                context_size=preprocess.context_size(input_size, context))
+    meta.setdefault("splits", {})[split] = summary
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def read_meta(tfrecord_dir) -> dict:
+    path = Path(tfrecord_dir) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {META_FILE} in {tfrecord_dir}: run `cpm-nb prepare` first")
+    return json.loads(path.read_text())
+
+
+# --- reading -----------------------------------------------------------------------
+
+
+def _feature_spec(tf):
+    fixed = tf.io.FixedLenFeature
+    return {
+        "image": fixed([], tf.string),
+        "joints": fixed([NUM_JOINTS * 2], tf.float32),
+        "visibility": fixed([NUM_JOINTS], tf.int64),
+        "center": fixed([2], tf.float32),
+        "scale": fixed([1], tf.float32),
+        "orig_joints": fixed([NUM_JOINTS * 2], tf.float32),
+        "head_box": fixed([4], tf.float32),
+        "ctx_matrix": fixed([9], tf.float32),
+        "img_index": fixed([1], tf.int64),
+        "person_index": fixed([1], tf.int64),
+        "image_name": fixed([], tf.string),
+        "n_others": fixed([1], tf.int64),
+    }
+
+
+def make_dataset(tfrecord_dir, split: str = "train", batch_size: int | None = None,
+                 augment: bool | None = None, shuffle: bool | None = None,
+                 repeat: bool | None = None, deterministic: bool = False, seed: int = 0,
+                 with_meta: bool = False, shuffle_buffer: int = 1024,
+                 scale_range=preprocess.SCALE_RANGE,
+                 max_rotation: float = preprocess.MAX_ROTATION,
+                 flip_prob: float = preprocess.FLIP_PROB, prefetch: bool = True):
+    """A ``tf.data.Dataset`` of batches ``(images, joints, visibility[, meta])``.
+
+    Defaults follow the split: ``train`` augments, shuffles and repeats forever;
+    other splits do none of these (an exact, ordered pass, e.g. for evaluation).
+    ``batch_size`` defaults to the active profile's; the crop size is the one the
+    shards were prepared for (``meta.json``).  ``deterministic=True`` fixes the
+    element order of parallel stages; augmentation draws are always keyed by
+    ``seed`` and the element position, so equal seeds give equal data.
+    """
+    tf = _tf()
+    from cpm_nb.config import get_profile
+
+    meta = read_meta(tfrecord_dir)
+    input_size, context = int(meta["input_size"]), float(meta["context"])
+    files = sorted(str(p) for p in Path(tfrecord_dir).glob(f"{split}-*.tfrecord"))
+    if not files:
+        raise FileNotFoundError(f"no {split}-*.tfrecord shards in {tfrecord_dir}")
+    train = split == "train"
+    augment = train if augment is None else augment
+    shuffle = train if shuffle is None else shuffle
+    repeat = train if repeat is None else repeat
+    batch_size = batch_size or get_profile().batch_size
+    autotune = tf.data.AUTOTUNE
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if len(files) > 1:
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                           block_length=1, num_parallel_calls=autotune,
+                           deterministic=deterministic)
+    else:
+        ds = tf.data.TFRecordDataset(files)
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.enumerate()
+    spec = _feature_spec(tf)
+
+    def parse(index, record):
+        ex = tf.io.parse_single_example(record, spec)
+        image = tf.io.decode_jpeg(ex["image"], channels=3)
+        joints = tf.reshape(ex["joints"], [1, NUM_JOINTS, 2])
+        vis = tf.cast(tf.reshape(ex["visibility"], [1, NUM_JOINTS]), tf.int32)
+        if augment:
+            rot, sf, flip = preprocess.tf_sample_augmentation(
+                tf.stack([tf.constant(seed, tf.int64), index]), 1, scale_range, max_rotation,
+                flip_prob)
+        else:
+            rot, sf, flip = tf.zeros([1]), tf.ones([1]), tf.zeros([1], tf.bool)
+        fwd, inv = preprocess.tf_augment_matrices(rot, sf, flip, input_size, context)
+        crop = preprocess.tf_warp(image[None], inv, input_size)[0]
+        crop.set_shape([input_size, input_size, 3])
+        joints, vis = preprocess.tf_transform_joints(joints, vis, fwd, flip)
+        out = (crop, joints[0], vis[0])
+        if with_meta:
+            m_ctx = tf.reshape(ex["ctx_matrix"], [3, 3])
+            info = {
+                "crop_matrix": tf.linalg.matmul(fwd[0], m_ctx),
+                "center": ex["center"], "scale": ex["scale"][0],
+                "orig_joints": tf.reshape(ex["orig_joints"], [NUM_JOINTS, 2]),
+                "head_box": ex["head_box"], "img_index": ex["img_index"][0],
+                "person_index": ex["person_index"][0], "image_name": ex["image_name"],
+                "n_others": ex["n_others"][0], "flipped": flip[0],
+            }
+            out = (*out, info)
+        return out
+
+    ds = ds.map(parse, num_parallel_calls=autotune, deterministic=deterministic)
+    ds = ds.batch(batch_size, drop_remainder=repeat,
+                  num_parallel_calls=autotune, deterministic=deterministic)
+    if prefetch:
+        ds = ds.prefetch(autotune)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return ds.with_options(options)
+
+
+def count_examples(tfrecord_dir, split: str) -> int:
+    """Number of examples in a split (from meta.json)."""
+    return int(read_meta(tfrecord_dir)["splits"][split]["kept"])
+
+
+# --- the synthetic set, end to end -----------------------------------------------------
+
+
+def synthetic_tfrecord_dir(profile=None, seed: int | None = None) -> Path:
+    from cpm_nb import synthetic
+    from cpm_nb.config import get_profile
+
+    profile = profile or get_profile()
+    return synthetic.default_root(profile, seed) / f"tfrecords-{profile.input_size}"
+
+
+def prepare_synthetic(profile=None, seed: int | None = None, force: bool = False,
+                      progress: bool = False) -> tuple[Path, dict]:
+    """Generate (or load) the synthetic set and write its TFRecords when missing.
+
+    Returns ``(tfrecord_dir, {split: summary})``.
+    """
+    from cpm_nb import synthetic
+    from cpm_nb.config import get_profile
+
+    profile = profile or get_profile()
+    data = synthetic.load_or_generate(profile, seed, force=force, progress=progress)
+    out = synthetic_tfrecord_dir(profile, seed)
+    summaries = {}
+    stamp = json.loads((data.root / "meta.json").read_text())
+    try:
+        meta = read_meta(out)
+    except FileNotFoundError:
+        meta = {}
+    fresh = (not force and meta.get("source") == stamp and meta.get("input_size")
+             == profile.input_size and all(s in meta.get("splits", {}) for s in ("train", "val")))
+    if fresh:
+        return out, meta["splits"]
+    for split, people in (("train", data.train), ("val", data.val)):
+        summaries[split] = write_tfrecords(people, data.image_dir, out, split,
+                                           profile.input_size, progress=progress)
+    meta = read_meta(out)
+    meta["source"] = stamp
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return out, summaries
+
+
+def synthetic_dataset(split: str = "train", profile=None, **kwargs):
+    """:func:`make_dataset` on the synthetic set of ``profile`` (prepared on demand)."""
+    from cpm_nb.config import get_profile
+
+    profile = profile or get_profile()
+    out, _ = prepare_synthetic(profile)
+    kwargs.setdefault("batch_size", profile.batch_size)
+    kwargs.setdefault("seed", profile.seed)
+    return make_dataset(out, split, **kwargs)
