@@ -1,0 +1,394 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,colab,accelerator
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Building the Convolutional Pose Machine
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cpm-nb/cpm-nb/blob/main/notebooks/04_building_cpm.ipynb)
+#
+# **What you will learn**
+#
+# * the CPM network as code: a VGG trunk, a stage that looks at the image, and stages that
+#   refine the previous beliefs with more and more context;
+# * how to check an implementation against a released model, layer by layer and to the last
+#   parameter (29,852,058 for the released CPM MPII model);
+# * where the parameters and the FLOPs go, block by block;
+# * the receptive field of every stage, and why CPM stacks stages instead of going deeper;
+# * the centre-map input that tells the released model *which* person to look at;
+# * what an untrained network predicts, and how to run a model fast (a compiled predict function);
+# * why intermediate supervision matters: the gradient that reaches the trunk with and without it.
+#
+# We use the receptive-field calculator of notebook 01 and the synthetic people and target maps
+# of notebooks 02 and 03.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:  # on Colab: install the course package first
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "cpm-nb @ git+https://github.com/cpm-nb/cpm-nb"], check=True)
+
+import cpm_nb
+
+profile = cpm_nb.setup(seed=0)
+
+# %% [markdown]
+# ## 1. The architecture as code
+#
+# A Convolutional Pose Machine (Wei et al., CVPR 2016) predicts, for every joint $p$, a *belief
+# map* $b_t^p$: a score for "joint $p$ is here" at every cell of a grid 8 times coarser than the
+# input. It does so in $T$ **stages**:
+#
+# * a **trunk** of 3x3 convolutions and three 2x2 max-pools (the first ten layers of VGG-19 plus
+#   five CPM layers) turns the 368x368 image into 128 feature channels at stride 8;
+# * **stage 1** classifies every cell from these local features alone (two 1x1 convolutions);
+# * **stage t ≥ 2** takes the beliefs of stage $t-1$ *and* the image features, and refines the
+#   beliefs with five 7x7 convolutions and two 1x1 ones. A 7x7 kernel on the stride-8 grid spans
+#   56 input pixels: stage $t$ can use where the *other* joints were believed to be.
+#
+# `cpm_nb.model.architecture(config)` is the network as a table of layers, with the names of the
+# released Caffe model; `build_cpm` turns exactly this table into Keras layers. Here is the
+# network of the article (`source-article`: 16 MPII joints, 6 stages, 368 px):
+
+# %%
+from cpm_nb import model as cpm
+
+print(cpm.format_layer_table("source-article"))
+
+# %% [markdown]
+# The model's first layer, `normalize`, applies CPM's input scaling $x/256 - 0.5$, so the model
+# takes raw RGB values in 0..255. Each stage's last layer (`conv5_2_CPM`, `Mconv7_stage2`, ...)
+# is one of the model's outputs: training attaches a loss to every one of them (section 7).
+#
+# ## 2. Checking against the released model
+#
+# The authors released a CPM trained on MPII (`pose_deploy_centerMap.prototxt`). It differs from
+# the article's network in two details: it predicts **15 maps** (14 joints of the LSP convention
+# plus a *background* map, "no joint here"), and it has a **fourth input channel**, a centre map
+# (section 3). The named configuration `cpm-mpii-release` reproduces it. Both models are built in
+# Keras below, and their parameter counts compared with the analytic table and with the released
+# model's 29,852,058.
+
+# %%
+for name in ["source-article", "cpm-mpii-release"]:
+    net = cpm.build_cpm(name)
+    print(f"{name:<17} Keras: {net.count_params():>10,} parameters  table: "
+          f"{cpm.count_params(name):>10,}  inputs: {[tuple(t.shape) for t in net.inputs]}")
+    print(f"{'':<17} outputs: {len(net.outputs)} x {tuple(net.outputs[0].shape)}, "
+          f"named {net.output_names[0]}, ..., {net.output_names[-1]}")
+release = net  # the cpm-mpii-release model, used in section 3
+print(f"released CPM MPII model: {cpm.RELEASE_PARAMS:,} parameters; match: "
+      f"{release.count_params() == cpm.RELEASE_PARAMS}")
+
+# %% [markdown]
+# Where does the 1,158-parameter difference come from? The centre-map channel takes the place of
+# the 16th belief map in the input of every `Mconv1` (16 + 128 = 15 + 128 + 1 = 144 channels), so
+# only the belief *outputs* differ: one map fewer in `conv5_2_CPM` (512 weights + 1 bias) and in
+# each of the five `Mconv7` layers (128 + 1).
+
+# %%
+print("source-article - release =", cpm.count_params("source-article") - cpm.RELEASE_PARAMS,
+      "=", (512 + 1) + 5 * (128 + 1))
+
+# %% [markdown]
+# ## 3. The centre map
+#
+# An MPII image can show several people; the released model is told which one to find by a
+# fourth input channel: a Gaussian of $\sigma = 21$ px at the person's centre (the crop centre).
+# The Caffe deploy file feeds one 4-channel blob and splits it at channel 3; our Keras model
+# says the same with two named inputs, `image` and `center_map` (the centre map is not
+# normalised). `pool_center_lower` average-pools it (kernel 9, stride 8) and the result is
+# concatenated into every stage from 2 on.
+#
+# Caffe pools in "ceil" mode: $\lceil (368 - 9)/8 \rceil + 1 = 46$ windows, the last one cut by
+# the border and averaged over its 8 valid pixels. Keras' `padding="same"` gives the same 46x46
+# grid (one padded row and column, left out of the average); `"valid"` would give 45x45.
+
+# %%
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+
+from cpm_nb.viz import save_figure
+
+rel = cpm.get_config("cpm-mpii-release")
+center = cpm.center_map(rel.input_size, rel.center_sigma)
+pool = keras.Model(release.inputs[1], release.get_layer("pool_center_lower").output)
+pooled = np.asarray(pool(center[None, :, :, None]))[0, :, :, 0]
+print("centre map:", center.shape, " pooled:", pooled.shape)
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), layout="constrained")
+axes[0].imshow(center, cmap="magma")
+axes[0].set(title=f"Centre map (sigma {rel.center_sigma:g} px)", xlabel="x (px)", ylabel="y (px)")
+im = axes[1].imshow(pooled, cmap="magma")
+axes[1].set(title="pool_center_lower (46 x 46)", xlabel="x (cells)", ylabel="y (cells)")
+fig.colorbar(im, ax=axes[1], label="value")
+save_figure(fig, "04_center_map")
+plt.show()
+
+# %% [markdown]
+# ## 4. Where the parameters and the FLOPs go
+#
+# The cost of a convolution is $2 \, k^2 \, C_{in} \, C_{out} \, H_{out} W_{out}$ floating-point
+# operations (a multiply and an add per weight and output pixel). Per block:
+
+# %%
+print(f"{'block':<7} {'convs':>5} {'parameters':>12} {'share':>7} {'GFLOPs':>8} {'share':>7}")
+blocks = cpm.block_summary("source-article")
+for b in blocks:
+    print(f"{b['block']:<7} {b['convs']:>5} {b['params']:>12,} {b['params_share']:>7.1%} "
+          f"{b['flops'] / 1e9:>8.2f} {b['flops_share']:>7.1%}")
+print(f"total {cpm.count_params('source-article'):>20,} "
+      f"{cpm.flops_per_image('source-article') / 1e9:>16.2f}")
+
+# %% [markdown]
+# The trunk holds under a third of the parameters but half of the FLOPs: its early layers run
+# at full resolution. Each refinement stage is cheap per pixel (46x46 cells) but has 4.1 M
+# parameters, mostly in its five 7x7 layers.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
+names = [b["block"] for b in blocks]
+axes[0].bar(names, [b["params"] / 1e6 for b in blocks], color="tab:blue")
+axes[0].set(title="Parameters per block (source-article)", xlabel="block",
+            ylabel="parameters (millions)")
+axes[1].bar(names, [b["flops"] / 1e9 for b in blocks], color="tab:orange")
+axes[1].set(title="Forward FLOPs per image, 368 px", xlabel="block", ylabel="GFLOPs")
+save_figure(fig, "04_cost_per_block")
+plt.show()
+
+# %% [markdown]
+# The course's profiles scale the same structure down (input size, stage count and a width
+# multiplier on every hidden channel count, rounded to a multiple of 8): same layer names, far
+# fewer FLOPs. The `gpu` profile is the article's network.
+
+# %%
+print(f"{'configuration':<24} {'input':>5} {'stages':>6} {'width':>5} {'params':>11} "
+      f"{'GFLOPs/img':>10}")
+for name in cpm.config_names():
+    c = cpm.get_config(name)
+    print(f"{c.name:<24} {c.input_size:>5} {c.stages:>6} {c.width:>5} "
+          f"{cpm.count_params(c):>11,} {cpm.flops_per_image(c) / 1e9:>10.3f}")
+
+# %% [markdown]
+# ## 5. The receptive field of every stage
+#
+# With the calculator of notebook 01 we follow the longest path from the image to each stage's
+# output. Stage $t \geq 2$ sees the beliefs of stage $t-1$, so the path runs through all earlier
+# stages: every stage adds five 7x7 convolutions at a jump of 8 px, i.e. $5 \cdot 6 \cdot 8 = 240$
+# px of receptive field.
+
+# %%
+fields = cpm.stage_receptive_fields("source-article")
+for t, (f, grow) in enumerate(zip(fields, np.diff([0, *fields])), start=1):
+    print(f"stage {t}: receptive field {f:>5} px  (+{grow} px)")
+print(f"the paper: stage 1 sees about {cpm.PAPER_STAGE1_FIELD} px")
+
+# %% [markdown]
+# Stage 1 sees 164 px, the paper's "about 160 px": less than half of a 368-px crop, enough for
+# a wrist's neighbourhood but not for the whole arm. From stage 2 on, every cell's field covers
+# the whole crop: the network can use the configuration of all joints. The plot follows the
+# field layer by layer.
+
+# %%
+rows = cpm.receptive_field_rows("source-article")
+depth = np.arange(1, len(rows) + 1)
+fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
+ax.plot(depth, [r.receptive_field for r in rows], ".-", label="receptive field")
+for t, name in enumerate(cpm.get_config("source-article").output_names, start=1):
+    i = [r.name for r in rows].index(name)
+    ax.annotate(f"stage {t}", (depth[i], rows[i].receptive_field), textcoords="offset points",
+                xytext=(-30, 8))
+ax.axhline(368, color="gray", ls="--", label="input crop (368 px)")
+ax.axhline(cpm.PAPER_STAGE1_FIELD, color="tab:red", ls=":", label="paper, stage 1 (160 px)")
+ax.set(title="Receptive field along the network (source-article)", xlabel="layer (depth)",
+       ylabel="receptive field (px)", ylim=(0, 1.12 * rows[-1].receptive_field))
+ax.legend()
+save_figure(fig, "04_receptive_field")
+plt.show()
+
+# %% [markdown]
+# The stage kernel sets the growth: the original CPM used 11x11 kernels in its later stages
+# (`stage_kernel` in `CPMConfig`). Try it with the control (headless runs show 7 and 11).
+
+# %%
+from cpm_nb.widgets import Slider, explore
+
+
+def show_fields(stage_kernel=7):
+    c = cpm.get_config("source-article").replace(stage_kernel=stage_kernel)
+    f = cpm.stage_receptive_fields(c)
+    fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
+    ax.bar(range(1, len(f) + 1), f)
+    ax.axhline(368, color="gray", ls="--")
+    ax.set(title=f"Stage kernel {stage_kernel}x{stage_kernel}: "
+           f"{cpm.count_params(c) / 1e6:.1f} M parameters", xlabel="stage",
+           ylabel="receptive field (px)")
+    plt.show()
+
+
+_ = explore(show_fields, stage_kernel=Slider(3, 13, 2, 7, static=(7, 11)))
+
+# %% [markdown]
+# ## 6. Our model, and what it predicts before training
+#
+# The rest of the notebook uses the active profile's model: the article's structure at the
+# profile's input size, stage count and width.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+cfg = cpm.from_profile(profile)
+net = cpm.build_cpm(cfg)
+print(f"{cfg.name}: input {cfg.input_size} px, {cfg.stages} stages, width {cfg.width}, "
+      f"{net.count_params():,} parameters, {cpm.flops_per_image(cfg) / 1e6:,.0f} MFLOPs/image")
+print("outputs:", {n: tuple(o.shape) for n, o in zip(net.output_names, net.outputs)})
+
+# %% [markdown]
+# `make_predict_fn` wraps the model in a compiled function (a `tf.function` graph on the
+# TensorFlow backend, optionally with XLA; `jax.jit` on JAX) that takes RGB images and returns
+# NumPy belief maps, one array per stage. Notebooks and the command line use it for inference.
+# A batch of synthetic people (notebook 02) goes through the untrained network:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from cpm_nb import heatmaps, pipeline
+
+batches = pipeline.synthetic_dataset("val", profile)
+images, joints, visibility = (np.asarray(t) for t in next(iter(batches)))
+predict = cpm.make_predict_fn(net)
+beliefs = predict(images)
+print(predict.compiled, "->", [b.shape for b in beliefs])
+
+# %% [markdown]
+# Eager calls run the model layer by layer from Python; the compiled function runs one graph.
+# (`python -m cpm_nb.bench model` measures both on the paper-size model.)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import time
+
+for label, fn in [("eager", lambda x: net(x, training=False)), ("compiled", predict)]:
+    fn(images)  # warm-up (tracing)
+    start = time.perf_counter()
+    for _ in range(3):
+        fn(images)
+    print(f"{label:>8}: {3 * len(images) / (time.perf_counter() - start):7.1f} images/s")
+
+# %% [markdown]
+# Untrained, the belief maps are noise: random filters respond to colour and texture, not to
+# joints. The targets (notebook 03) are Gaussians at the joints; training has to
+# turn the one into the other.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from cpm_nb.skeleton import JOINT
+
+joint = JOINT["r_wrist"]
+targets = np.asarray(heatmaps.render(joints, visibility, profile.input_size, profile.sigma))
+panels = [("input", images[0]), ("target: r_wrist", targets[0, ..., joint])] + [
+    (f"stage {t + 1} (untrained)", b[0, ..., joint]) for t, b in enumerate(beliefs)]
+fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8), layout="constrained")
+for ax, (title, img) in zip(axes, panels):
+    ax.imshow(img, cmap=None if img.ndim == 3 else "viridis")
+    ax.set(title=title, xlabel="x (px)" if img.ndim == 3 else "x (cells)",
+           ylabel="y (px)" if img.ndim == 3 else "y (cells)")
+save_figure(fig, "04_untrained_beliefs")
+plt.show()
+
+# %% [markdown]
+# ## 7. Why intermediate supervision matters
+#
+# CPM's loss is a sum over stages: $F = \sum_{t=1}^{T} \sum_p \lVert b_t^p - b_*^p \rVert^2$.
+# Every stage's output is pulled towards the targets, not only the last one. Without that, the
+# error signal reaching the early layers must traverse all later stages. The paper argues that
+# it then *vanishes*, and shows histograms of gradient magnitudes.
+#
+# We measure the same on our model: the mean absolute gradient of every convolution kernel,
+# averaged over a few batches, once for the full CPM loss and once for the last stage's loss
+# only. To make the effect visible we give the network the paper's **six stages** (input size
+# and width stay the profile's). Same weights, same batches: only the loss differs.
+
+# %%
+deep = cpm.build_cpm(cfg.replace(stages=6, name=cfg.name + "-6stages"), seed=0)
+grads = {True: [], False: []}
+for images, joints, visibility in batches.take(3):
+    targets = heatmaps.render(joints, visibility, profile.input_size, profile.sigma)
+    for intermediate in grads:
+        grads[intermediate].append(cpm.conv_gradient_magnitudes(
+            deep, np.asarray(images), np.asarray(targets), intermediate=intermediate))
+layers = list(grads[True][0])
+mean = {k: np.array([np.mean([g[n] for g in v]) for n in layers]) for k, v in grads.items()}
+
+# %%
+fig, ax = plt.subplots(figsize=(9, 3.6), layout="constrained")
+ax.semilogy(mean[True], ".-", label="all stages supervised (CPM)")
+ax.semilogy(mean[False], ".-", label="last stage only")
+trunk = [i for i, n in enumerate(layers) if not n.startswith(("conv5", "Mconv"))]
+ax.axvspan(-0.5, trunk[-1] + 0.5, color="gray", alpha=0.15, label="trunk")
+ax.set(title="Gradient magnitude per layer at initialisation (6 stages)",
+       xlabel="convolution layer (depth order: trunk, stage 1, stage 2, ...)",
+       ylabel="mean |dL/dW|")
+ax.legend()
+save_figure(fig, "04_gradients")
+plt.show()
+
+# %% [markdown]
+# The numbers (they depend on the profile's sizes, so they are not compared in CI):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+stage_of = {n: ("trunk" if i in trunk else "stage " + (n[-1] if n.startswith("M") else "1"))
+            for i, n in enumerate(layers)}
+for part in dict.fromkeys(stage_of.values()):
+    idx = [i for i, n in enumerate(layers) if stage_of[n] == part]
+    w, wo = mean[True][idx].mean(), mean[False][idx].mean()
+    print(f"{part:<8} with: {w:.2e}   last stage only: {wo:.2e}   ratio {w / wo:6.1f}x")
+
+# %% [markdown]
+# With the last stage's loss alone, the gradient reaching stage 1 and the early refinement
+# stages is far smaller than with intermediate supervision, whereas the last stage's layers get
+# exactly the same gradient in both cases (no earlier loss depends on them). The trunk fares
+# better than stage 1 even without intermediate supervision, because every stage reads the
+# trunk's features directly (a short path). Intermediate supervision gives each stage its own,
+# undiminished error signal, and the network trains all stages from the start.
+#
+# ## Summary
+#
+# * `cpm_nb.model` describes CPM as a table of layers with the released layer names and builds
+#   it with Keras layers only (TensorFlow and JAX backends). `cpm-mpii-release` has exactly the
+#   released model's 29,852,058 parameters; `source-article` (16 maps, no centre map) 29,853,216.
+# * Half of the 177 GFLOPs per 368-px image go to the trunk; each refinement stage adds 4.1 M
+#   parameters and 17.5 GFLOPs.
+# * Stage 1 sees 164 px (the paper: about 160); each further stage adds 240 px, so from stage 2 on
+#   every belief cell sees the whole crop and can use the other joints as context.
+# * The released model is told which person to look at by a pooled Gaussian centre map.
+# * `make_predict_fn` gives a compiled inference function; `python -m cpm_nb.bench model` times it.
+# * Intermediate supervision keeps the gradient at the early stages large.
+#
+# ## Exercises
+#
+# 1. Build a 3-stage model with `stage_kernel=11`. How many parameters and FLOPs does it cost
+#    compared with 6 stages of 7x7, and which sees more?
+# 2. Work out by hand why `AveragePooling2D(9, 8, padding="valid")` gives 45x45 on a 368 input,
+#    and what the last cell of the `"same"` version averages.
+# 3. Repeat the gradient experiment with `stages=2` and with `stages=8`. How does the ratio
+#    between the two losses at stage 1 change with depth?
+# 4. Run `cpm-nb model --config cpm-mpii-release --layers` and compare the table with the
+#    released `pose_deploy_centerMap.prototxt`.
