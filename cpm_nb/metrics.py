@@ -500,3 +500,30 @@ examples:
                        --predictions detections_our_format.mat
 """,
 )
+
+
+# --------------------------------------------------------------------------- illustration
+
+
+def draw_tolerances(ax, pred, gt, tolerance, valid=None, title=""):
+    """Draw one person's ground truth, prediction and per-joint tolerance circles.
+
+    ``pred``, ``gt`` [16, 2]; ``tolerance`` a radius in pixels (scalar or [16]).
+    Correct joints (distance <= tolerance) are green, wrong ones red; returns the
+    boolean ``correct`` array (False for joints that are not ``valid``).
+    """
+    import matplotlib.patches as patches
+
+    pred, gt = np.asarray(pred, float), np.asarray(gt, float)
+    valid = np.ones(len(gt), bool) if valid is None else np.asarray(valid, bool)
+    tol = np.broadcast_to(np.asarray(tolerance, float), (len(gt),))
+    correct = (np.linalg.norm(pred - gt, axis=-1) <= tol) & valid
+    for j in np.flatnonzero(valid):
+        colour = "tab:green" if correct[j] else "tab:red"
+        ax.add_patch(patches.Circle(gt[j], tol[j], fill=False, color=colour, lw=0.8, alpha=0.7))
+        ax.plot(*np.c_[gt[j], pred[j]], "-", color=colour, lw=1)
+    ax.plot(*gt[valid].T, "o", color="k", ms=3, label="truth")
+    ax.plot(*pred[valid].T, "x", color="tab:blue", ms=4, label="prediction")
+    ax.set_title(title)
+    ax.set_aspect("equal")
+    return correct
