@@ -281,7 +281,8 @@ def to_original(joints_input, M) -> np.ndarray:
     ``M`` is the 3x3 crop matrix of the data pipeline (original 1-based (x, y, 1)
     -> crop 0-based (x, y, 1)); the result is in the original file's 1-based
     convention.  ``joints_input`` [..., J, 2] with ``M`` [3, 3], or [B, J, 2]
-    with one matrix per example ``M`` [B, 3, 3].
+    with one matrix per example ``M`` [B, 3, 3].  (For a mirrored crop, also undo
+    the left/right swap of the joint order: ``joints[:, skeleton.flip_permutation()]``.)
     """
     pts = np.asarray(joints_input, dtype=np.float64)
     inv = np.linalg.inv(np.asarray(M, dtype=np.float64))

@@ -249,3 +249,16 @@ def test_rectangular_inputs_give_rectangular_maps():
     # the decoded peak of an isolated joint comes back on the right axis
     one = heatmaps.render_numpy([[70.0, 20.0]], [2], (48, 80), 4.0)
     np.testing.assert_allclose(heatmaps.decode(one)[0], [[70.0, 20.0]], atol=0.01)
+
+
+def test_round_trip_through_the_data_pipeline_crop_matrix():
+    preprocess = pytest.importorskip("cpm_nb.preprocess")
+    rng = np.random.default_rng(4)
+    centre, scale = (612.0, 340.0), 2.1  # 1-based objpos, MPII scale
+    original = np.array([centre]) + rng.uniform(-150, 150, (16, 2))
+    for rotation, flip in [(0.0, False), (25.0, False), (-10.0, True)]:
+        M = preprocess.crop_matrix(centre, scale, 368, rotation=rotation, flip=flip)
+        crop = preprocess.apply_matrix(M, original)
+        maps = heatmaps.render_numpy(crop[None], np.full((1, 16), 2), 368, 7.0)
+        decoded, _ = heatmaps.decode(maps)
+        np.testing.assert_allclose(heatmaps.to_original(decoded, M)[0], original, atol=0.05)
