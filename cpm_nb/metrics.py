@@ -458,7 +458,8 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=PCKH_THRESHOLD,
                         help="PCKh threshold, a fraction of the head size (default 0.5)")
     parser.add_argument("--json", nargs="?", const="-", metavar="OUT",
-                        help="also write the results as JSON to OUT ('-' or no value: stdout)")
+                        help="also write the results as JSON to OUT; '-' or no value: JSON on "
+                             "stdout instead of the table")
 
 
 def _evaluate_run(args: argparse.Namespace) -> int:

@@ -262,3 +262,15 @@ def test_round_trip_through_the_data_pipeline_crop_matrix():
         maps = heatmaps.render_numpy(crop[None], np.full((1, 16), 2), 368, 7.0)
         decoded, _ = heatmaps.decode(maps)
         np.testing.assert_allclose(heatmaps.to_original(decoded, M)[0], original, atol=0.05)
+
+
+def test_benchmark_smoke_run(capsys):
+    import argparse
+
+    result = heatmaps.benchmark(argparse.Namespace(quick=True))
+    out = capsys.readouterr().out
+    assert "ratio in-graph / loop" in out and "per-joint NumPy loop" in out
+    assert result["max_abs_diff"] < 1e-5
+    assert result["in_graph_maps_per_s"] > 0 and result["numpy_loop_maps_per_s"] > 0
+    assert result["ratio_in_graph_vs_loop"] == pytest.approx(
+        result["in_graph_maps_per_s"] / result["numpy_loop_maps_per_s"])
