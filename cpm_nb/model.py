@@ -488,9 +488,10 @@ def make_predict_fn(model, jit_compile: bool | None = None, config: CPMConfig | 
 
     Compilation follows the Keras backend: TensorFlow -> ``tf.function`` (a graph,
     traced once for any batch size); with XLA (``jit_compile=True``, the default when a
-    GPU is visible; compiles once per batch size).  On the 2-core CPU of
-    ``python -m cpm_nb.bench model`` XLA was faster at batch 1 but slower at batch 8
-    than the plain graph, so the CPU default is the plain graph, as in Keras;
+    GPU is visible; compiles once per batch size).  On a shared 2-core CPU
+    (``python -m cpm_nb.bench model``) XLA was not consistently faster than the plain
+    graph at 368 px and slower for the small profile models, so the CPU default is the
+    plain graph, as in Keras;
     JAX -> ``jax.jit`` of ``model.stateless_call`` (one compilation per batch size);
     other backends -> ``model.predict_on_batch``.  The function's ``.compiled``
     attribute says which.
@@ -682,7 +683,9 @@ def bench_model(args) -> dict:
 
     TensorFlow backend: eager ``model(x)``, ``tf.function`` (graph) and ``tf.function``
     with XLA; JAX: eager versus ``jax.jit``.  The first call of each variant (tracing,
-    compilation) is reported separately and not timed.
+    compilation) is reported separately and not timed; the timed calls of the variants
+    are interleaved, and the CPU time per wall second ("cores") shows how much of the
+    machine the run really had while other processes shared it.
     """
     import os
 
@@ -719,7 +722,7 @@ def bench_model(args) -> dict:
             np.float32)
         x = keras.ops.convert_to_tensor(images)
         repeat = 1 if quick else (3 if batch == 1 else 2)
-        per_batch = {}
+        calls, first, samples = {}, {}, {}
         for name, fn in variants.items():
             if fn is None:
                 def call(x=x):
@@ -729,11 +732,24 @@ def bench_model(args) -> dict:
                     return fn(images)
             t0 = time.perf_counter()
             call()  # first call: tracing / compilation (+ one forward pass)
-            first_s = time.perf_counter() - t0
-            timing = bench.timeit(call, items=batch, warmup=0, repeat=repeat, min_time=0.0)
-            timing["first_call_s"] = first_s
-            timing["gflops_per_s"] = timing["per_s"] * flops / 1e9
-            per_batch[name] = timing
+            first[name] = time.perf_counter() - t0
+            calls[name], samples[name] = call, []
+        # Interleave the variants (round robin), so that a change in the load from other
+        # processes affects all of them alike; CPU time / wall time = cores we really got.
+        for _ in range(repeat):
+            for name, call in calls.items():
+                cpu0 = time.process_time()
+                t = bench.timeit(call, items=batch, warmup=0, repeat=1, min_time=0.0)
+                samples[name].append((t["median_s"], time.process_time() - cpu0))
+        per_batch = {}
+        for name, runs in samples.items():
+            walls = sorted(w for w, _ in runs)
+            median = walls[len(walls) // 2]
+            per_batch[name] = {
+                "calls": len(runs), "best_s": walls[0], "median_s": median,
+                "per_s": batch / median, "gflops_per_s": batch / median * flops / 1e9,
+                "first_call_s": first[name],
+                "cores_used": sum(c for _, c in runs) / sum(w for w, _ in runs)}
         results["batches"][str(batch)] = per_batch
         eager = per_batch["eager"]["per_s"]
         for name, t in per_batch.items():
@@ -741,7 +757,7 @@ def bench_model(args) -> dict:
             rows.append((f"batch {batch}  {name}",
                          f"{t['per_s']:6.2f} images/s {t['gflops_per_s']:7.1f} GFLOP/s  "
                          f"{ratio:<11} median {t['median_s']:.2f} s/batch over {t['calls']}, "
-                         f"first call {t['first_call_s']:.1f} s"))
+                         f"first call {t['first_call_s']:.1f} s, {t['cores_used']:.1f} cores"))
     results["load_average_1min_after"] = os.getloadavg()[0]
     rows.append(("make_predict_fn", f"uses {default} by default on this machine"))
     bench.print_table("model: CPM forward pass, compiled vs eager (baseline)", rows)
