@@ -30,7 +30,8 @@
 # * decoding: argmax, sub-pixel refinement, and back to original-image pixels;
 # * the metrics: the article's 25-px radius, PCK@alpha, the official MPII PCKh, strict PCP.
 #
-# The maps built here are the training targets of notebook 04; the metrics score every model after it.
+# The maps built here are the training targets of the CPM we build in notebook 04 and train after
+# it; the metrics score every model from then on.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -298,20 +299,20 @@ plt.show()
 # that. The parabola on raw values is biased towards the cell centre when sigma is small (the peak
 # is then too sharp for a parabola) and gets better as sigma grows; the parabola on log values is
 # exact away from the border for every sigma. The remaining maximum error comes from joints in the
-# outermost cells. On a *trained* network's maps the peak is not a perfect Gaussian, so the gains
-# are smaller; the evaluation notebooks measure them.
+# outermost cells. A *trained* network's maps are not perfect Gaussians, so expect smaller gains
+# there (exercise 1 adds noise to see which refinement holds up).
 #
 # **Back to the original image.** The data pipeline cuts each person out of the photograph with a
 # 3x3 affine matrix $M$ (original 1-based pixels $\to$ crop 0-based pixels, see notebook 02).
 # `to_original` applies $M^{-1}$:
 
 # %%
-s = profile.input_size / 400  # a crop of 400 original px around (500, 300), scaled to the input
-M = np.array([[s, 0, (profile.input_size - 1) / 2 - s * (500 - 1)],
-              [0, s, (profile.input_size - 1) / 2 - s * (300 - 1)],
-              [0, 0, 1]])
+from cpm_nb import preprocess
+
+# a person at objpos (500, 300) with MPII scale 2, rotated by 15 degrees
+M = preprocess.crop_matrix((500, 300), 2.0, profile.input_size, rotation=15.0)
 original = np.array([[520.0, 280.0], [450.5, 390.4]])
-crop = (np.c_[original, np.ones(2)] @ M.T)[:, :2]
+crop = preprocess.apply_matrix(M, original)
 decoded, confidence = H.decode(H.render_numpy(crop, [2, 2], profile.input_size, profile.sigma))
 print("back in the original image:", np.round(H.to_original(decoded, M), 1).tolist())
 print("error below 0.05 px:", bool(np.abs(H.to_original(decoded, M) - original).max() < 0.05))
