@@ -148,7 +148,8 @@ NAMED_CONFIGS: dict[str, CPMConfig] = {
     # The network of the source article: 16 MPII joints, no background, no centre map.
     "source-article": CPMConfig(name="source-article"),
     # The released CPM MPII model (pose_deploy_centerMap.prototxt, pose_iter_*.caffemodel):
-    # 14 joints + background = 15 maps and the centre-map input.
+    # 14 joints (head top, neck, R/L shoulder, elbow, wrist, hip, knee, ankle: MPII without
+    # pelvis and thorax) + background = 15 maps, and the centre-map input.
     "cpm-mpii-release": CPMConfig(name="cpm-mpii-release", num_joints=14, background=True,
                                   center_map=True, center_sigma=21.0),
 }

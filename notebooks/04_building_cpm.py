@@ -79,7 +79,8 @@ print(cpm.format_layer_table("source-article"))
 # ## 2. Checking against the released model
 #
 # The authors released a CPM trained on MPII (`pose_deploy_centerMap.prototxt`). It differs from
-# the article's network in two details: it predicts **15 maps** (14 joints of the LSP convention
+# the article's network in two details: it predicts **15 maps** (14 joints: head top, neck,
+# shoulders, elbows, wrists, hips, knees and ankles, i.e. MPII's 16 without pelvis and thorax,
 # plus a *background* map, "no joint here"), and it has a **fourth input channel**, a centre map
 # (section 3). The named configuration `cpm-mpii-release` reproduces it. Both models are built in
 # Keras below, and their parameter counts compared with the analytic table and with the released
