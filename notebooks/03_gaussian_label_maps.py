@@ -444,8 +444,9 @@ if official is not None:
 #
 # ## Exercises
 #
-# 1. Add Gaussian noise to the maps before decoding. Which refinement degrades first as the noise
-#    grows, and why is the log-parabola the most sensitive?
+# 1. Add Gaussian noise to the maps before decoding (`maps + rng.normal(0, sd, maps.shape)`). How
+#    do the four decoders rank as `sd` grows, and from which `sd` on does the argmax itself start
+#    to jump to wrong cells?
 # 2. Change the stride to 4 in the round-trip experiment. How do the argmax and refined errors
 #    scale?
 # 3. Compute PCKh@0.5 of the worked example with the ankles *not* swapped. How many points is one
