@@ -285,18 +285,38 @@ def tf_warp(images, inverse, size: int, fill: int = FILL_VALUE):
     """Warp ``[B,H,W,3]`` images with ``[B,3,3]`` inverse (output -> input) matrices.
 
     TF's projective transform samples output pixel (x, y) at ``inverse @ (x, y, 1)``
-    with pixel centres at integers: the same convention as ours.  Bilinear, grey fill.
-    Returns uint8 ``[B, size, size, 3]``.
+    with pixel centres at integers: the same convention as ours.  Bilinear, grey fill,
+    computed on uint8 directly (no float copy of the source).  Returns uint8
+    ``[B, size, size, 3]``.
     """
     import tensorflow as tf
 
     flat = tf.reshape(inverse, [-1, 9])[:, :8]
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(images, tf.float32), transforms=tf.cast(flat, tf.float32),
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.uint8), transforms=tf.cast(flat, tf.float32),
         output_shape=tf.constant([size, size], tf.int32),
         fill_value=tf.constant(float(fill), tf.float32),
         interpolation="BILINEAR", fill_mode="CONSTANT")
-    return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
+
+
+def tf_source_window(inverse, size: int, source_size: int, margin: int = 2):
+    """The part of a ``source_size`` square source that a ``size`` crop samples.
+
+    ``inverse`` [3,3] maps crop -> source.  Returns ``(y0, x0, h, w)`` int32 (the
+    bounding box of the crop's corners plus ``margin`` px for bilinear neighbours,
+    clipped to the source), so that only that window needs decoding.
+    """
+    import tensorflow as tf
+
+    c = float(size - 1)
+    corners = tf.constant([[0.0, 0.0, 1.0], [c, 0.0, 1.0], [0.0, c, 1.0], [c, c, 1.0]])
+    pts = tf.linalg.matmul(corners, tf.cast(inverse, tf.float32), transpose_b=True)[:, :2]
+    lo = tf.cast(tf.floor(tf.reduce_min(pts, 0)), tf.int32) - margin
+    hi = tf.cast(tf.math.ceil(tf.reduce_max(pts, 0)), tf.int32) + margin
+    lo = tf.clip_by_value(lo, 0, source_size - 1)
+    hi = tf.clip_by_value(hi, 0, source_size - 1)
+    hi = tf.maximum(hi, lo)
+    return lo[1], lo[0], hi[1] - lo[1] + 1, hi[0] - lo[0] + 1
 
 
 def tf_transform_joints(joints, visibility, forward, flip):

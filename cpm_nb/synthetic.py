@@ -294,11 +294,14 @@ def _head_box(fig) -> np.ndarray:
     return np.array([c[0] - ex, c[1] - ey, c[0] + ex, c[1] + ey])
 
 
-def render_image(rng: np.random.Generator, input_size: int):
-    """One synthetic image (PIL RGB) and its people as MPII-style dicts (0-based px)."""
+def render_image(rng: np.random.Generator, input_size: int, size=None):
+    """One synthetic image (PIL RGB) and its people as MPII-style dicts (0-based px).
+
+    ``size`` (width, height) defaults to :func:`image_size` of ``input_size``.
+    """
     from PIL import Image, ImageDraw
 
-    width, height = image_size(input_size)
+    width, height = size or image_size(input_size)
     img = _background(rng, width, height)
     n_people = int(rng.choice(len(PEOPLE_PROBS), p=PEOPLE_PROBS)) + 1
     target = input_size * 0.636  # 200*scale in px at a pixel density of ~1 in the crop
@@ -384,9 +387,9 @@ def _make_records(people, name, img_index, is_train, size, occluders) -> list[mp
 
 
 def _generate_one(args):
-    seed, split, index, input_size, folder = args
+    seed, split, index, input_size, folder, size = args
     rng = np.random.default_rng([seed, SPLITS[split], index])
-    img, people, occluders = render_image(rng, input_size)
+    img, people, occluders = render_image(rng, input_size, size)
     name = f"{split}/{index:06d}.jpg"
     img.save(Path(folder) / name, quality=JPEG_QUALITY)
     return _make_records(people, name, index + 1, split == "train", img.size, occluders)
@@ -405,13 +408,16 @@ class SyntheticSet(NamedTuple):
 
 
 def generate(root, n_train: int, n_val: int, input_size: int, seed: int = 0,
-             progress: bool = False) -> SyntheticSet:
-    """Render ``n_train + n_val`` images into ``root`` (images/, train.json, val.json)."""
+             progress: bool = False, size=None) -> SyntheticSet:
+    """Render ``n_train + n_val`` images into ``root`` (images/, train.json, val.json).
+
+    ``size`` (width, height) overrides the image size (default: :func:`image_size`).
+    """
     root = Path(root)
     image_dir = root / "images"
     for split in SPLITS:
         (image_dir / split).mkdir(parents=True, exist_ok=True)
-    jobs = [(seed, s, i, input_size, str(image_dir))
+    jobs = [(seed, s, i, input_size, str(image_dir), size)
             for s, n in (("train", n_train), ("val", n_val)) for i in range(n)]
     start = time.perf_counter()
     # One process: ~5 ms per image, so the cpu-profile set takes ~20 s; worker

@@ -163,3 +163,24 @@ def test_import_does_not_load_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_tf_source_window_warp_equals_full_warp():
+    pytest.importorskip("tensorflow")
+    size = 48
+    ctx = preprocess.context_size(size)
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (ctx, ctx, 3), dtype=np.uint8)
+    for aug in (Augmentation(0, 1.3, False), Augmentation(33, 0.75, True),
+                Augmentation(-40, 0.7, False)):
+        inv = np.linalg.inv(preprocess.augment_matrix(size, aug)).astype(np.float32)
+        y0, x0, h, w = (int(v) for v in preprocess.tf_source_window(inv, size, ctx))
+        assert 0 <= y0 and 0 <= x0 and y0 + h <= ctx and x0 + w <= ctx
+        shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float32)
+        full = preprocess.tf_warp(image[None], inv[None], size).numpy()
+        part = preprocess.tf_warp(image[None, y0:y0 + h, x0:x0 + w], (shift @ inv)[None],
+                                  size).numpy()
+        diff = np.abs(full.astype(int) - part.astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.05  # float rounding only
+        if aug.scale_factor > 1:
+            assert h * w < 0.5 * ctx * ctx  # zooming in decodes much less
