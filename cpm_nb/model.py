@@ -362,6 +362,46 @@ def stage_receptive_fields(config: str | CPMConfig | None = None) -> list[int]:
     return [rows[name] for name in cfg.output_names]
 
 
+def measure_receptive_field(config: str | CPMConfig | None = None, stage: int = 1,
+                            seed: int = 0) -> int:
+    """Measure stage ``stage``'s receptive field with a gradient (TensorFlow backend).
+
+    Builds a thin copy of the network (width 1/8; the field does not depend on the
+    width) on a crop large enough to hold the computed field, sets every kernel
+    positive and ``conv1_1``'s bias to 1 (so no ReLU cuts the signal and nothing
+    cancels), and returns the side of the box of input pixels whose gradient on the
+    centre belief cell is non-zero.  Max-pooling passes the gradient to one pixel per
+    window only, so the measurement may fall a few pixels short of the computed field.
+    """
+    from cpm_nb.runtime import import_keras
+
+    keras = import_keras()
+    import tensorflow as tf
+
+    cfg = get_config(config)
+    field = stage_receptive_fields(cfg.replace(stages=stage))[-1]
+    size = -(-(field + 24) // 8) * 8
+    cfg = cfg.replace(name="rf-probe", input_size=size, stages=stage, width=0.125,
+                      center_map=False)
+    net = build_cpm(cfg, seed=seed)
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            shape = tuple(layer.kernel.shape)
+            layer.kernel.assign(np.full(shape, 1.0 / np.prod(shape[:3]), np.float32))
+            layer.bias.assign(np.full(layer.bias.shape, float(layer.name == "conv1_1"),
+                                      np.float32))
+    rng = np.random.default_rng(seed)
+    x = tf.Variable(rng.uniform(0, 255, (1, size, size, 3)).astype(np.float32))
+    c = cfg.map_size // 2
+    with tf.GradientTape() as tape:
+        out = net(x)
+        out = out[-1] if isinstance(out, (list, tuple)) else out
+        value = tf.reduce_sum(out[0, c, c, :])
+    grad = np.abs(tape.gradient(value, x).numpy()[0]).sum(-1)
+    rows, cols = np.flatnonzero(grad.sum(1)), np.flatnonzero(grad.sum(0))
+    return int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
+
+
 def describe(config: str | CPMConfig | None = None) -> dict:
     """The facts of one configuration: sizes, parameters, FLOPs, receptive fields."""
     cfg = get_config(config)

@@ -178,15 +178,17 @@ plt.show()
 # %% [markdown]
 # The course's profiles scale the same structure down (input size, stage count and a width
 # multiplier on every hidden channel count, rounded to a multiple of 8): same layer names, far
-# fewer FLOPs. The `gpu` profile is the article's network.
+# fewer FLOPs. The `gpu` profile is the article's network. (The receptive field does not depend
+# on the width or the input size, only on the layers; section 5 explains it.)
 
 # %%
-print(f"{'configuration':<24} {'input':>5} {'stages':>6} {'width':>5} {'params':>11} "
-      f"{'GFLOPs/img':>10}")
+print(f"{'configuration':<20} {'input':>5} {'stages':>6} {'width':>5} {'params':>11} "
+      f"{'GFLOPs/img':>10}  receptive field per stage (px)")
 for name in cpm.config_names():
     c = cpm.get_config(name)
-    print(f"{c.name:<24} {c.input_size:>5} {c.stages:>6} {c.width:>5} "
-          f"{cpm.count_params(c):>11,} {cpm.flops_per_image(c) / 1e9:>10.3f}")
+    fields = "/".join(str(f) for f in cpm.stage_receptive_fields(c))
+    print(f"{c.name:<20} {c.input_size:>5} {c.stages:>6} {c.width:>5} "
+          f"{cpm.count_params(c):>11,} {cpm.flops_per_image(c) / 1e9:>10.3f}  {fields}")
 
 # %% [markdown]
 # ## 5. The receptive field of every stage
@@ -201,6 +203,16 @@ fields = cpm.stage_receptive_fields("source-article")
 for t, (f, grow) in enumerate(zip(fields, np.diff([0, *fields])), start=1):
     print(f"stage {t}: receptive field {f:>5} px  (+{grow} px)")
 print(f"the paper: stage 1 sees about {cpm.PAPER_STAGE1_FIELD} px")
+
+# %% [markdown]
+# As in notebook 01 we can also *measure* a field: set every weight positive (so that nothing
+# cancels and no ReLU switches off), and find the input pixels whose gradient on the centre
+# belief cell is non-zero. `measure_receptive_field` does this on a thin copy of the network.
+
+# %%
+for stage in (1, 2, 3):
+    print(f"stage {stage}: computed {fields[stage - 1]} px, "
+          f"measured {cpm.measure_receptive_field('source-article', stage)} px")
 
 # %% [markdown]
 # Stage 1 sees 164 px, the paper's "about 160 px": less than half of a 368-px crop, enough for
