@@ -377,10 +377,12 @@ for part in dict.fromkeys(stage_of.values()):
 # %% [markdown]
 # With the last stage's loss alone, the gradient reaching stage 1 and the early refinement
 # stages is far smaller than with intermediate supervision, whereas the last stage's layers get
-# exactly the same gradient in both cases (no earlier loss depends on them). The trunk fares
-# better than stage 1 even without intermediate supervision, because every stage reads the
-# trunk's features directly (a short path). Intermediate supervision gives each stage its own,
-# undiminished error signal, and the network trains all stages from the start.
+# exactly the same gradient in both cases (no earlier loss depends on them). So the sum of six
+# losses is not simply "more loss": the extra signal arrives exactly where the last stage's loss
+# arrives weakened. The trunk fares better than stage 1 even without intermediate supervision,
+# because every stage reads the trunk's features directly (a short path). Intermediate
+# supervision gives each stage its own, undiminished error signal, and the network trains all
+# stages from the start.
 #
 # ## Summary
 #
