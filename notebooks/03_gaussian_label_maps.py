@@ -429,7 +429,8 @@ if official is not None:
 # ```
 # cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions pred.mat --json scores.json
 # ```
-#
+
+# %% [markdown]
 # ## Summary
 #
 # * A belief map can hold one peak per person; a coordinate regressor cannot, and under an L2 loss
