@@ -446,13 +446,15 @@ def center_maps(batch: int, config: str | CPMConfig | None = None) -> np.ndarray
 # --- the Keras model ---------------------------------------------------------------------
 
 
-def build_cpm(config: str | CPMConfig | None = None, seed: int | None = None):
+def build_cpm(config: str | CPMConfig | None = None, seed: int | None = None,
+              kernel_initializer: str = "he_normal"):
     """Build the CPM as a Keras functional model (Keras layers only: any backend).
 
     ``config``: a :class:`CPMConfig`, the name of a named configuration
     (``source-article``, ``cpm-mpii-release``) or of a profile (``fast``, ``cpu``,
-    ``gpu``); ``None`` = the active profile.  Weights: He-normal kernels (seeded
-    from ``seed``, default the profile's seed), zero biases.  The model has
+    ``gpu``); ``None`` = the active profile.  Weights: kernels from
+    ``kernel_initializer`` (a Keras initializer name, default He-normal), seeded per
+    layer from ``seed`` (default: the profile's seed); zero biases.  The model has
     ``model.cpm_config``; inputs/outputs as described in the module docstring.
     """
     from cpm_nb.runtime import import_keras
@@ -470,7 +472,10 @@ def build_cpm(config: str | CPMConfig | None = None, seed: int | None = None):
         elif spec.kind == "rescale":
             out = layers.Rescaling(1 / 256, offset=-0.5, name=spec.name)(ins[0])
         elif spec.kind == "conv":
-            init = keras.initializers.HeNormal(seed=seed + conv_index)
+            init = keras.initializers.get(kernel_initializer)
+            init_config = init.get_config()
+            if "seed" in init_config:  # one seed per layer, distinct across model seeds
+                init = type(init).from_config({**init_config, "seed": seed * 1000 + conv_index})
             conv_index += 1
             out = layers.Conv2D(spec.channels, spec.kernel, padding="same",
                                 activation=spec.activation or None, kernel_initializer=init,

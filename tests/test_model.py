@@ -176,6 +176,9 @@ def test_seeded_build_is_deterministic(keras):
     c = model.build_cpm(cfg, seed=4).get_layer("Mconv2_stage2").kernel
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.array_equal(np.asarray(a), np.asarray(c))
+    small = model.build_cpm(cfg, seed=3, kernel_initializer="glorot_uniform")
+    limit = np.sqrt(6 / (7 * 7 * 16 + 7 * 7 * 16))
+    assert np.abs(np.asarray(small.get_layer("Mconv2_stage2").kernel)).max() <= limit
 
 
 # --- cost -------------------------------------------------------------------------------
