@@ -407,6 +407,50 @@ def people_per_image(people: list[Person]) -> Counter:
     return Counter(per_image.values())
 
 
+def statistics(people: list[Person]) -> dict:
+    """Counts a notebook plots: people per image, annotated / visible people per joint,
+    the scales and the activities."""
+    vis = np.stack([p.visibility for p in people]) if people else np.zeros((0, NUM_JOINTS))
+    acts = Counter((p.activity or {}).get("name") or "unknown" for p in people)
+    return {
+        "people": len(people),
+        "images": len({p.image if p.image is not None else p.img_index for p in people}),
+        "people_per_image": dict(sorted(people_per_image(people).items())),
+        "annotated_per_joint": (vis > 0).sum(0).astype(int),
+        "visible_per_joint": (vis == 2).sum(0).astype(int),
+        "scales": np.array([p.scale for p in people]),
+        "activities": dict(acts.most_common()),
+    }
+
+
+def draw_people(ax, image, people: list[Person], boxes: bool = True, title: str | None = None):
+    """Show ``image`` with each person's skeleton, head box (white) and objpos (+).
+
+    Occluded joints get a black cross.  Coordinates are drawn in the file's 1-based
+    pixels, so the image spans 0.5 .. W + 0.5.
+    """
+    from cpm_nb.viz import draw_skeleton
+
+    img = np.asarray(image)
+    h, w = img.shape[:2]
+    ax.imshow(img, extent=(0.5, w + 0.5, h + 0.5, 0.5))
+    for p in people:
+        draw_skeleton(ax, p.joints, ~p.missing, linewidth=1.5, markersize=3)
+        hidden = p.visibility == 1
+        ax.plot(p.joints[hidden, 0], p.joints[hidden, 1], "kx", ms=5, mew=1.5)
+        if boxes and p.head_box is not None:
+            x1, y1, x2, y2 = p.head_box
+            ax.plot([x1, x2, x2, x1, x1], [y1, y1, y2, y2, y1], "w-", lw=1)
+        ax.plot(*p.objpos, "w+", ms=10, mew=2)
+    ax.set_xlim(0.5, w + 0.5)
+    ax.set_ylim(h + 0.5, 0.5)
+    ax.set_xlabel("x (px, 1-based)")
+    ax.set_ylabel("y (px, 1-based)")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 # --- writing the official layout (small files for tests and examples) -------------------
 
 

@@ -1,0 +1,400 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,colab,accelerator
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · MPII and preprocessing
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cpm-nb/cpm-nb/blob/main/notebooks/02_mpii_preprocessing.ipynb)
+#
+# **What you will learn**
+#
+# * what an MPII Human Pose annotation holds (joints, visibility, head box, `objpos`, `scale`) and
+#   the quirks of the official file;
+# * the statistics that shape the learning problem: people per image, missing and occluded
+#   joints, person sizes, activities;
+# * the multi-person problem, and why CPM crops around one person;
+# * the person-centric crop as one 3x3 matrix, and the paper's augmentation (scale, rotation,
+#   flip with the left/right swap) applied consistently to pixels and joints;
+# * TFRecords and a `tf.data` pipeline fast enough to keep a GPU busy.
+#
+# Real MPII is a 12.9 GB download, so everything here also runs on an embedded **synthetic**
+# dataset in exactly the same format. On Colab, `cpm-nb prepare mpii --root DIR` fetches the real
+# one and the same code runs on it.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:  # on Colab: install the course package first
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "cpm-nb @ git+https://github.com/cpm-nb/cpm-nb"], check=True)
+
+import cpm_nb
+
+profile = cpm_nb.setup(seed=0)
+
+# %% [markdown]
+# ## 1. The annotation format
+#
+# The official file `mpii_human_pose_v1_u12_1.mat` is one MATLAB struct, `RELEASE`. For every
+# image it lists the people (`annorect`), and for every person:
+#
+# | field | meaning |
+# |---|---|
+# | `annopoints.point` | one entry per *annotated* joint: `x`, `y`, `id` (0 r-ankle ... 15 l-wrist), `is_visible` |
+# | `x1 y1 x2 y2` | the head box; PCKh measures errors in units of its size |
+# | `objpos` | a rough centre of the person |
+# | `scale` | person height / 200 px |
+#
+# plus per image the train/test flag, which people are well separated (`single_person`) and an
+# activity. `cpm_nb.mpii.read_annotations` flattens this into one record per person and keeps the
+# file's **1-based** pixel convention (MATLAB: the top-left pixel's centre is (1, 1)).
+#
+# The synthetic set is generated on first use (seconds) and cached under `data/synthetic/`. Each
+# image shows one to three articulated figures on a cluttered background, sometimes behind
+# occluding objects.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import time
+
+from cpm_nb import mpii, synthetic
+
+start = time.perf_counter()
+data = synthetic.load_or_generate(profile)
+made = mpii.read_json_meta(data.root / "train.json")["seconds"]
+print(f"{len(data.train)} training and {len(data.val)} validation people in "
+      f"{profile.n_train + profile.n_val} images, ready in {time.perf_counter() - start:.1f} s "
+      f"(generated once in {made} s, cached in {data.root})")
+
+# %% [markdown]
+# One record, as the reader returns it for real MPII too (the synthetic generator adds `flags`,
+# the ground truth of what it drew: other people in the image, occluded joints):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import numpy as np
+
+np.set_printoptions(precision=3, suppress=True, linewidth=100)
+person = data.train[0]
+print("image", person.image, "| objpos", person.objpos, "| scale", round(person.scale, 3))
+print("head box", person.head_box, "| activity", person.activity["name"])
+print("visibility (0 missing, 1 occluded, 2 visible):", person.visibility)
+print("flags", person.flags)
+
+# %% [markdown]
+# Drawn on the image: skeletons, head boxes (white), `objpos` (+) and occluded joints (x).
+
+# %%
+import matplotlib.pyplot as plt
+from PIL import Image
+
+from cpm_nb.viz import save_figure
+
+by_image = {}
+for p in data.train:
+    by_image.setdefault(p.image, []).append(p)
+names = [n for n, ps in by_image.items() if len(ps) > 1][:3]
+fig, axes = plt.subplots(1, 3, figsize=(10.5, 2.9), layout="constrained")
+for ax, name in zip(axes, names):
+    mpii.draw_people(ax, Image.open(data.image_dir / name), by_image[name],
+                     title=f"{name}: {len(by_image[name])} people")
+save_figure(fig, "02_annotations")
+plt.show()
+
+# %% [markdown]
+# ### Real MPII, when it is here
+#
+# The course repository's tests use a real slice of the official format: the 2,958 validation
+# people of Tompson et al. (the split most papers report on), in the file `detections.mat`. If it
+# (or your own `mpii_human_pose_v1_u12_1.mat`) is present we read it with the same function.
+# Note its quirks: `is_visible` comes as a number, an empty array or a string; unannotated joints
+# are simply absent; coordinates are integers for most joints and floats for neck and head.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from cpm_nb.viz import repo_root
+
+candidates = [(repo_root() or __import__("pathlib").Path.cwd()).parent / "shared"
+              / "mpii_reference" / "detections.mat"]
+real_file = next((f for f in candidates if f.is_file()), None)
+real = mpii.read_annotations(real_file) if real_file else []
+print(f"real MPII: {len(real)} people from {real_file}" if real
+      else "real MPII annotations not found: showing the synthetic set only")
+if real:
+    print("missing joints per joint:", mpii.missing_counts(real))
+
+# %% [markdown]
+# ## 2. Statistics
+#
+# Four numbers shape the learning problem: how many people share an image (the crop must pick
+# one), how often each joint is annotated and visible (ankles are often cut off; wrists are the
+# most often occluded), how large people are, and what they do.
+
+# %%
+from cpm_nb import skeleton
+
+stats = {"synthetic": mpii.statistics(data.train)}
+if real:
+    stats["real MPII (validation)"] = mpii.statistics(real)
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.6), layout="constrained")
+x = np.arange(16)
+for k, (label, s) in enumerate(stats.items()):
+    w = 0.4
+    axes[0].bar(x + (k - 0.5) * w, s["annotated_per_joint"] / s["people"], w, label=f"{label}: annotated")
+    axes[0].bar(x + (k - 0.5) * w, s["visible_per_joint"] / s["people"], w * 0.5, color="k", alpha=0.4)
+    axes[1].hist(s["scales"] * 200, bins=np.geomspace(10, 3000, 40), alpha=0.6, label=label)
+axes[0].set(xticks=x, title="Annotated (bars) and visible (dark) per joint",
+            ylabel="fraction of people", xlabel="joint")
+axes[0].set_xticklabels(skeleton.SHORT_NAMES, rotation=90)
+axes[0].legend(fontsize=7, loc="lower left")
+axes[1].set(title="Person size", xlabel="200 x scale (px, ~ person height)", ylabel="people",
+            xscale="log")
+axes[1].legend(fontsize=8)
+ppi = stats["synthetic"]["people_per_image"]
+axes[2].bar(list(ppi), list(ppi.values()))
+axes[2].set(title="People per image (synthetic)", xlabel="people", ylabel="images",
+            xticks=list(ppi))
+save_figure(fig, "02_statistics")
+plt.show()
+
+# %% [markdown]
+# Real MPII records also carry an activity (20 categories, 410 activities, from the video they
+# were cut from); the synthetic figures carry the pose family they were drawn from:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print(stats["synthetic"]["activities"])
+
+# %% [markdown]
+# ## 3. The multi-person problem
+#
+# A network that sees a whole image with three people must decide *whose* left wrist to output.
+# CPM sidesteps it: each example is a crop **centred on one person** (its `objpos`), and the
+# network also receives a Gaussian "centre map" telling it which person is meant. Other people
+# still appear in the crop, as distractors, so the network must learn to ignore them. Below, the
+# same image cropped around each of its people.
+
+# %%
+from cpm_nb import preprocess
+
+name = max(by_image, key=lambda n: len(by_image[n]))
+image = np.asarray(Image.open(data.image_dir / name).convert("RGB"))
+people = by_image[name]
+fig, axes = plt.subplots(1, len(people) + 1, figsize=(2.6 * (len(people) + 1), 2.6),
+                         layout="constrained")
+mpii.draw_people(axes[0], image, people, title="the image")
+for ax, p in zip(axes[1:], people):
+    crop, j, v, _ = preprocess.crop_person_numpy(image, p.joints, p.visibility, p.objpos,
+                                                 p.scale, profile.input_size)
+    preprocess.show_crop(ax, crop, j, v, title=f"crop around person {p.person_index}")
+save_figure(fig, "02_multi_person")
+plt.show()
+
+# %% [markdown]
+# ## 4. The crop as one matrix
+#
+# A crop is an affine map from original pixels to crop pixels. Following CPM's released training
+# code (`target_dist = 1.171` at 368 px), `200 x scale` original pixels become
+# `PERSON_FRACTION = 1.171 x 200 / 368 = 0.636` of the crop side, and `objpos` lands in the
+# centre. With scale factor $f$, rotation $\theta$ and an optional mirror $F$:
+#
+# $$M = T\!\left(\tfrac{S-1}{2}\right)\, F\, s\,R(\theta)\, T(-(\mathbf{c} - 1)), \qquad
+#   s = \frac{S \cdot 0.636 \cdot f}{200\,\mathrm{scale}}$$
+#
+# The $-1$ converts MATLAB's 1-based pixels to the crop's 0-based pixel centres, so `inv(M)` maps
+# a prediction in the crop straight back to the original file's coordinates. A person of scale
+# 1.0 at (100, 80) in a 368-px crop:
+
+# %%
+M = preprocess.crop_matrix(center=(100, 80), scale=1.0, input_size=368)
+print(M.round(4))
+print("objpos ->", preprocess.apply_matrix(M, (100, 80)), "(the crop centre, (368-1)/2)")
+
+# %% [markdown]
+# Going back: a point mapped by `M` and then by `inv(M)` returns exactly (up to float rounding).
+
+# %%
+rng = np.random.default_rng(0)
+pts = rng.uniform(1, 1000, (16, 2))
+back = preprocess.apply_matrix(np.linalg.inv(M), preprocess.apply_matrix(M, pts))
+print("round trip exact to 1e-9 px:", bool(np.abs(back - pts).max() < 1e-9))
+
+# %% [markdown]
+# ## 5. Augmentation
+#
+# The paper augments every training example with a random **scale** factor in [0.7, 1.3], a
+# **rotation** in [-40, 40] degrees and a horizontal **flip** with probability 1/2. They are all
+# parameters of the same matrix $M$, so pixels and joints move together. A flip needs one more
+# step: the person's right wrist now appears where a left wrist would, so the joint *labels* are
+# swapped (`skeleton.FLIP_PAIRS`). Each augmentation on its own:
+
+# %%
+p = next((q for q in data.train if q.num_annotated == 16 and len(q.flags["occluded"]) == 1),
+         data.train[0])  # a fully annotated person with one occluded joint (x)
+img = np.asarray(Image.open(data.image_dir / p.image).convert("RGB"))
+settings = {"no augmentation": preprocess.Augmentation(),
+            "scale x0.7": preprocess.Augmentation(scale_factor=0.7),
+            "scale x1.3": preprocess.Augmentation(scale_factor=1.3),
+            "rotation +40 deg": preprocess.Augmentation(rotation=40),
+            "horizontal flip": preprocess.Augmentation(flip=True)}
+fig, axes = plt.subplots(1, 5, figsize=(12.5, 2.7), layout="constrained")
+for ax, (label, aug) in zip(axes, settings.items()):
+    crop, j, v, _ = preprocess.crop_person_numpy(img, p.joints, p.visibility, p.objpos,
+                                                 p.scale, profile.input_size, aug)
+    preprocess.show_crop(ax, crop, j, v, title=label)
+save_figure(fig, "02_augmentations")
+plt.show()
+
+# %% [markdown]
+# Combine them with the sliders (in a static rendering: one setting).
+
+# %%
+from cpm_nb.widgets import Choice, Slider, explore
+
+
+def render(rotation=0.0, scale_factor=1.0, flip="no"):
+    aug = preprocess.Augmentation(rotation, scale_factor, flip == "yes")
+    crop, j, v, _ = preprocess.crop_person_numpy(img, p.joints, p.visibility, p.objpos,
+                                                 p.scale, profile.input_size, aug)
+    fig, ax = plt.subplots(figsize=(3.0, 3.0), layout="constrained")
+    preprocess.show_crop(ax, crop, j, v, f"rotation {rotation:+.0f} deg, scale x{scale_factor}, "
+                         f"flip {flip}")
+    save_figure(fig, "02_augment_explorer")
+    plt.show()
+
+
+_ = explore(render, rotation=Slider(-40, 40, 5, 0, static=(-30,)),
+            scale_factor=Slider(0.7, 1.3, 0.1, 1.0, static=(1.2,)),
+            flip=Choice(("no", "yes"), static=("yes",)))
+
+# %% [markdown]
+# Check the colours: after a flip, the warm-coloured (right-side) limbs are still the person's
+# right limbs, now on the image's right. Without the label swap the network would be taught that
+# a right wrist sometimes looks like a left one.
+#
+# ## 6. TFRecords
+#
+# Decoding a whole 1280x720 photo for every training example is what makes simple loaders slow.
+# `cpm-nb prepare` therefore stores, per person, a JPEG **context crop**: the person at training
+# resolution, twice as wide as the final crop, which covers every augmentation (zoom out 0.7 and
+# rotate 40 degrees needs 1/0.7 x (cos 40 + sin 40) = 2.0 crop widths). Bad input is counted, never
+# silently kept: missing or unreadable images, zero or negative scale, people without joints,
+# joints outside the image, grayscale and CMYK JPEGs (converted).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from cpm_nb import pipeline
+
+start = time.perf_counter()
+tfrecord_dir, summaries = pipeline.prepare_synthetic(profile)
+print(f"TFRecords ready in {time.perf_counter() - start:.1f} s: {tfrecord_dir}")
+for split, s in summaries.items():
+    size = sum((tfrecord_dir / f).stat().st_size for f in s["files"]) / 2**20
+    print(f"  {split:<5} kept {s['kept']:>5}  skipped {s['skipped'] or 'none'}  "
+          f"{len(s['files'])} shard(s), {size:.1f} MB")
+
+# %% [markdown]
+# Each record is a `tf.train.Example`: the JPEG bytes, joints and visibility in context-crop
+# pixels, and what evaluation needs to go back to the original image.
+
+# %%
+import tensorflow as tf
+
+raw = next(iter(tf.data.TFRecordDataset(sorted(map(str, tfrecord_dir.glob("val-*"))))))
+example = tf.train.Example.FromString(raw.numpy())
+for key, feature in sorted(example.features.feature.items()):
+    kind = feature.WhichOneof("kind")
+    n = len(getattr(feature, kind).value)
+    print(f"{key:<13} {kind:<10} {n:>3} value(s)")
+
+# %% [markdown]
+# ## 7. The `tf.data` pipeline
+#
+# `pipeline.make_dataset` interleaves the shards, shuffles, decodes only the part of the context
+# crop that the drawn augmentation needs, warps it with one bilinear resampling, transforms the
+# joints, batches and prefetches, all in parallel. Random draws are keyed by the seed and the
+# example's position, so `deterministic=True` gives the same batches every run. The batch is
+# `(images uint8 [B,S,S,3], joints float32 [B,16,2] in 0-based crop pixels, visibility int32
+# [B,16])`; label maps are drawn from the joints later, on the accelerator (notebook 03).
+
+# %%
+train = pipeline.make_dataset(tfrecord_dir, "train", batch_size=profile.batch_size,
+                              seed=profile.seed, deterministic=True)
+images, joints, visibility = next(iter(train))
+print("images", images.dtype.name, "| joints", joints.dtype.name, joints.shape[1:],
+      "| visibility", visibility.dtype.name, visibility.shape[1:])
+
+# %%
+fig, axes = plt.subplots(1, 5, figsize=(12.5, 2.8), layout="constrained")
+for k, ax in enumerate(axes.ravel()):
+    preprocess.show_crop(ax, images[k].numpy(), joints[k].numpy(), visibility[k].numpy(),
+                         title=f"training example {k}")
+fig.suptitle("An augmented training batch (random scale, rotation and flip)")
+save_figure(fig, "02_batch")
+plt.show()
+
+# %% [markdown]
+# For evaluation, the validation split is read once, in order, without augmentation, and with
+# `with_meta=True` each example also carries its crop matrix, so predictions can be mapped back
+# with `inv(M)` and scored against the original joints and head box:
+
+# %%
+val = pipeline.make_dataset(tfrecord_dir, "val", batch_size=4, with_meta=True)
+*_, meta = next(iter(val))
+print(sorted(meta))
+
+# %% [markdown]
+# ## 8. Throughput
+#
+# How fast is it? We time the pipeline against what common PyTorch pose loaders do, one example
+# at a time: open the photo with PIL, warp the crop with SciPy (the NumPy reference of section 4)
+# or with PIL's C resampler, transform the joints. The course's speed goal is measured at the
+# paper's 368 px by `python -m cpm_nb.bench pipeline`; here we use this profile's crop size.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from cpm_nb import bench
+
+result = pipeline.compare_throughput(data.train, data.image_dir, tfrecord_dir,
+                                     batch_size=profile.batch_size, seconds=2.0)
+bench.print_table(f"augmented {profile.input_size}-px examples per second on this machine",
+                  pipeline.throughput_rows(result))
+
+# %% [markdown]
+# ## Summary
+#
+# * An MPII record is a list of joints with visibility, a head box, a rough centre and a scale;
+#   missing joints are common (ankles), and the file's 1-based pixels must be handled once, in
+#   one place: the crop matrix.
+# * CPM trains on person-centric crops: `objpos` at the centre, `200 x scale` at 0.64 of the side.
+#   Distractor people remain in the crop.
+# * Scale, rotation and flip are parameters of one 3x3 matrix, so pixels and joints stay
+#   consistent; a flip also swaps left and right labels. `inv(M)` maps predictions back.
+# * Storing context crops in TFRecords and augmenting in `tf.data` keeps the input pipeline fast.
+#
+# ## Exercises
+#
+# 1. Set `PERSON_FRACTION` smaller (say 0.4) in a copy of `crop_matrix`. What happens to the
+#    distractors in section 3? What would a network gain and lose?
+# 2. Remove the left/right swap from `transform_joints` and look at a flipped crop's colours.
+#    What would the network learn about right wrists?
+# 3. Find the fraction of synthetic people with at least one occluded joint, per number of other
+#    people in the image (`flags["n_others"]`). Does crowding hide joints?
+# 4. Time `make_dataset` with `deterministic=True` and `False`. Why can the non-deterministic
+#    order be faster?
