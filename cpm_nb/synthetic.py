@@ -258,7 +258,7 @@ def _background(rng, width, height):
     from PIL import Image, ImageDraw
 
     coarse = rng.integers(0, 256, (rng.integers(2, 6), rng.integers(2, 6), 3)).astype(np.uint8)
-    base = Image.fromarray(coarse).resize((width, height), Image.BILINEAR)
+    base = Image.fromarray(coarse).resize((width, height), Image.Resampling.BILINEAR)
     arr = np.asarray(base, dtype=np.int16)
     arr = arr + rng.integers(-12, 13, (height, width, 1), dtype=np.int16)  # grain
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
