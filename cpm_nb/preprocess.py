@@ -242,7 +242,8 @@ def warp_pil(image, matrix: np.ndarray, size: int, fill: int = FILL_VALUE,
     unshift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1.0]])
     pil = shift @ inv @ unshift
     data = tuple(pil[:2].ravel())
-    return image.transform((size, size), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR,
+    return image.transform((size, size), Image.Transform.AFFINE, data,
+                           resample=Image.Resampling.BILINEAR,
                            fillcolor=(fill,) * len(image.getbands()))
 
 
