@@ -43,6 +43,8 @@ COMMANDS = [
     "cpm_nb.prepare:PREPARE",
     "cpm_nb.metrics:EVALUATE_MPII",
     "cpm_nb.model:MODEL",
+    "cpm_nb.train:TRAIN",
+    "cpm_nb.train:EVALUATE",
 ]
 
 
