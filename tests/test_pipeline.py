@@ -184,3 +184,16 @@ def test_load_image_errors_name_the_file(bad_input):
         pipeline.load_image(images / "missing.jpg")
     with pytest.raises(ValueError, match="unreadable image file .*corrupt.jpg"):
         pipeline.load_image(images / "corrupt.jpg")
+
+
+def test_pil_and_tf_warps_agree(prepared):
+    _, out, _ = prepared
+    batches = [next(iter(pipeline.make_dataset(out, "train", batch_size=8, seed=3, warp=w,
+                                               deterministic=True)))
+               for w in ("pil", "tf")]
+    (a, ja, va), (b, jb, vb) = batches
+    assert np.array_equal(ja.numpy(), jb.numpy()) and np.array_equal(va.numpy(), vb.numpy())
+    diff = np.abs(a.numpy().astype(int) - b.numpy().astype(int))
+    assert diff.mean() < 0.5 and np.percentile(diff, 99.9) <= 3
+    with pytest.raises(ValueError, match="warp must be"):
+        pipeline.make_dataset(out, "train", warp="cv2")
