@@ -25,7 +25,14 @@ run is repeatable), batching and prefetch.  Batches are ``(images uint8
 with ``with_meta=True`` a fourth element, a dict, carries per example the
 ``crop_matrix`` [3,3] (original 1-based -> crop 0-based; ``inv`` maps
 predictions back), ``center``, ``scale``, ``orig_joints`` [16,2], ``head_box``
-[4], ``img_index``, ``person_index``, ``image_name`` and ``n_others``.
+[4], ``img_index``, ``person_index``, ``image_name``, ``n_others`` and
+``flipped``.  For an augmented example ``crop_matrix`` includes the augmentation,
+and when ``flipped`` the batch's joint ``k`` is the original joint
+``preprocess.FLIP_PERM[k]``.  Evaluation uses the unaugmented validation pass::
+
+    val = make_dataset(tfrecord_dir, "val", with_meta=True)   # ordered, no augmentation
+    for images, joints, visibility, meta in val:
+        ...  # predictions (crop px) -> heatmaps.to_original(pred, meta["crop_matrix"])
 
 Import cost: TensorFlow is imported on first use, not with this module.
 """
