@@ -42,6 +42,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -152,48 +153,28 @@ def crop_context(image, person: Person, input_size: int, context: float = prepro
     return crop, joints, vis, m
 
 
-def write_tfrecords(people: list[Person], image_dir, out_dir, split: str, input_size: int,
-                    context: float = preprocess.CONTEXT, counts: Counter | None = None,
-                    progress: bool = False) -> dict:
-    """Write ``people`` as TFRecord shards ``out_dir/<split>-NNNNN-of-NNNNN.tfrecord``.
-
-    Returns ``{"kept": n, "skipped": {reason: n}, "fixed": {what: n}, "files": [...]}``;
-    ``counts`` (a Counter) also accumulates every reason.  People sharing an image
-    are processed together (each image is decoded once).
-    """
-    tf = _tf()
-    image_dir, out_dir = Path(image_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    counts = Counter() if counts is None else counts
+def _process_image(tf, group: list[Person], image_dir: Path, input_size: int, context: float,
+                   n_people: int) -> tuple[list[bytes], Counter]:
+    """Serialized examples for the people of one image, and what was skipped or fixed."""
     local = Counter()
-    for old in out_dir.glob(f"{split}-*.tfrecord"):
-        old.unlink()
-    others = Counter(p.image for p in people)
-    order = sorted(range(len(people)), key=lambda i: (people[i].image or "", i))
     examples = []
-    cache_name, cache_img, cache_err = None, None, None
-    iterator = order
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(order, desc=f"cropping {split}", unit="person")
-    for i in iterator:
-        person = people[i]
+    image, error, loaded = None, None, False
+    for person in group:
         reason = check_person(person)
         if reason is None and not person.image:
             reason = SKIP_NO_IMAGE_NAME
+        if reason is None and not loaded:  # decode each image once, and only when needed
+            loaded = True
+            try:
+                image = load_image(image_dir / person.image, local)
+            except FileNotFoundError:
+                error = SKIP_MISSING_IMAGE
+            except ValueError:
+                error = SKIP_UNREADABLE_IMAGE
         if reason is None:
-            if person.image != cache_name:
-                cache_name, cache_img, cache_err = person.image, None, None
-                try:
-                    cache_img = load_image(image_dir / person.image, local)
-                except FileNotFoundError:
-                    cache_err = SKIP_MISSING_IMAGE
-                except ValueError:
-                    cache_err = SKIP_UNREADABLE_IMAGE
-            reason = cache_err
+            reason = error
         if reason is None:
-            outside = joints_outside(person, *cache_img.size)
+            outside = joints_outside(person, *image.size)
             if outside.any():
                 local[FIX_OUTSIDE] += int(outside.sum())
                 person = _drop_joints(person, outside)
@@ -202,20 +183,69 @@ def write_tfrecords(people: list[Person], image_dir, out_dir, split: str, input_
         if reason is not None:
             local[reason] += 1
             continue
-        crop, joints, vis, m = crop_context(cache_img, person, input_size, context)
+        crop, joints, vis, m = crop_context(image, person, input_size, context)
         buf = io.BytesIO()
         crop.save(buf, format="JPEG", quality=JPEG_QUALITY)
-        n_others = person.flags.get("n_others", others[person.image] - 1)
+        n_others = person.flags.get("n_others", n_people - 1)
         examples.append(_example(tf, buf.getvalue(), person, joints, vis, m, n_others))
-    # examples are in image-name order; shards take them round-robin (reproducible)
-    n = len(examples)
-    n_shards = max(1, min(64, math.ceil(n / SHARD_SIZE)))
+    return examples, local
+
+
+def write_tfrecords(people: list[Person], image_dir, out_dir, split: str, input_size: int,
+                    context: float = preprocess.CONTEXT, counts: Counter | None = None,
+                    progress: bool = False, workers: int | None = None) -> dict:
+    """Write ``people`` as TFRecord shards ``out_dir/<split>-NNNNN-of-NNNNN.tfrecord``.
+
+    Returns ``{"kept": n, "skipped": {reason: n}, "fixed": {what: n}, "files": [...]}``;
+    ``counts`` (a Counter) also accumulates every reason.  People sharing an image
+    are processed together (each image is decoded once), images in name order by
+    ``workers`` threads (PIL releases the GIL); examples are streamed round-robin
+    into the shards, so the output is the same for any number of workers.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    tf = _tf()
+    image_dir, out_dir = Path(image_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = Counter() if counts is None else counts
+    local = Counter()
+    for old in out_dir.glob(f"{split}-*.tfrecord"):
+        old.unlink()
+    groups: dict = {}
+    for i, p in enumerate(people):
+        groups.setdefault(p.image if p.image else ("", i), []).append(p)
+    ordered = [groups[k] for k in sorted(groups, key=lambda k: (k, 0) if isinstance(k, str)
+                                         else k)]
+    n_shards = max(1, min(64, math.ceil(len(people) / SHARD_SIZE)))
     files = [out_dir / f"{split}-{k:05d}-of-{n_shards:05d}.tfrecord" for k in range(n_shards)]
     writers = [tf.io.TFRecordWriter(str(f)) for f in files]
-    for k, ex in enumerate(examples):
-        writers[k % n_shards].write(ex)
-    for w in writers:
-        w.close()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(people), desc=f"cropping {split}", unit="person")
+    workers = workers or min(4, os.cpu_count() or 1)
+    n = 0
+
+    def work(group):
+        return _process_image(tf, group, image_dir, input_size, context, len(group))
+
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            for start in range(0, len(ordered), 256):  # bounded memory
+                chunk = ordered[start:start + 256]
+                for group, (examples, found) in zip(chunk, pool.map(work, chunk)):
+                    for ex in examples:
+                        writers[n % n_shards].write(ex)
+                        n += 1
+                    local.update(found)
+                    if bar is not None:
+                        bar.update(len(group))
+    finally:
+        for w in writers:
+            w.close()
+        if bar is not None:
+            bar.close()
     counts.update(local)
     skipped = {k: v for k, v in local.items() if not k.startswith(("joints outside", "grayscale",
                                                                    "CMYK", "other colour"))}

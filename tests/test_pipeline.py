@@ -197,3 +197,13 @@ def test_pil_and_tf_warps_agree(prepared):
     assert diff.mean() < 0.5 and np.percentile(diff, 99.9) <= 3
     with pytest.raises(ValueError, match="warp must be"):
         pipeline.make_dataset(out, "train", warp="cv2")
+
+
+def test_shards_do_not_depend_on_the_number_of_workers(prepared, tmp_path):
+    data, _, _ = prepared
+    outs = []
+    for workers in (1, 3):
+        out = tmp_path / f"w{workers}"
+        pipeline.write_tfrecords(data.val, data.image_dir, out, "val", SIZE, workers=workers)
+        outs.append(sorted((f.name, f.read_bytes()) for f in out.glob("*.tfrecord")))
+    assert outs[0] == outs[1]
