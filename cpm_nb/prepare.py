@@ -283,10 +283,15 @@ def prepare_mpii(args) -> dict:
             raise CliError(f"{DOWNLOADS['split'].name} holds no {SPLIT_FILE}")
     # images
     image_dir = Path(args.images) if args.images else root / "images"
-    if not image_dir.is_dir():
+    archive = root / DOWNLOADS["images"].name
+    extracted = (root / f".extracted-{archive.name}").is_file()
+    # extract unless the images were given, or fully extracted before, or put there by hand
+    # (an images/ folder without the archive); a partial extraction is redone
+    if not args.images and not extracted and (archive.is_file() or not image_dir.is_dir()):
         extract(_obtain("images", root, args), root, progress=not args.quiet)
-        if not image_dir.is_dir():
-            raise CliError(f"{DOWNLOADS['images'].name} did not unpack to {image_dir}")
+    if not image_dir.is_dir():
+        raise CliError(f"no image folder {image_dir}" + ("" if args.images else
+                       f": {archive.name} did not unpack to it"))
     print(f"reading {ann}", flush=True)
     read_skipped = Counter()
     try:

@@ -282,3 +282,17 @@ def test_prepare_synthetic_command(tmp_path, monkeypatch, capsys):
     assert result["out"].startswith(str(tmp_path))
     assert cli.main(["--profile", "fast", "prepare", "synthetic", "--quiet"]) == 0
     assert "train kept" in capsys.readouterr().out
+
+
+def test_prepare_mpii_from_local_files_without_downloading(mpii_mirror, tmp_path, capsys):
+    src = tmp_path / "mirror"
+    images = tmp_path / "my_images"
+    images.mkdir()
+    Image.fromarray(np.zeros((160, 200, 3), np.uint8)).save(images / "a.jpg")
+    argv = ["prepare", "mpii", "--root", str(tmp_path / "m"), "--no-download", "--quiet",
+            "--input-size", "32", "--annotations", str(src / prepare.ANNOTATION_FILE),
+            "--split-file", str(src / "detections.mat"), "--images", str(images)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "train kept      2" in out and "skipped: missing image file: 2" in out
+    assert _Handler.log == []
