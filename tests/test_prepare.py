@@ -294,5 +294,7 @@ def test_prepare_mpii_from_local_files_without_downloading(mpii_mirror, tmp_path
             "--split-file", str(src / "detections.mat"), "--images", str(images)]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "train kept      2" in out and "skipped: missing image file: 2" in out
+    assert "train kept      2   skipped     3" in out  # gone.jpg, b.jpg's zero scale, c.jpg
+    assert "val   kept      0   skipped     1" in out  # b.jpg is not in my_images
+    assert out.count("skipped: missing image file: 1") == 2
     assert _Handler.log == []
