@@ -336,6 +336,18 @@ def train_dataset(folder, batch_size: int, seed: int = 0, start_step: int = 0,
 # --- evaluation ---------------------------------------------------------------------------
 
 
+def predict_fn(model):
+    """:func:`cpm_nb.model.make_predict_fn` of ``model``, made once and kept on the model
+    (a fresh ``tf.function`` per call would be traced again every time)."""
+    from cpm_nb import model as M
+
+    fn = getattr(model, "_cpm_nb_predict", None)
+    if fn is None:
+        fn = M.make_predict_fn(model)
+        model._cpm_nb_predict = fn
+    return fn
+
+
 def _pckh_mean(pred, gt, headboxes, valid) -> float | None:
     from cpm_nb import metrics
 
@@ -362,7 +374,7 @@ def evaluate(model, folder, split: str = "val", batch_size: int = 32,
     from cpm_nb import model as M
 
     cfg = M.config_of(model)
-    predict = predict or M.make_predict_fn(model)
+    predict = predict or predict_fn(model)
     ds = pipeline.make_dataset(folder, split, batch_size=batch_size, augment=False,
                                shuffle=False, repeat=False, deterministic=True, with_meta=True)
     preds = [[] for _ in range(cfg.stages)]
@@ -651,12 +663,14 @@ def _progress(total: int, initial: int, enabled: bool | None, desc: str):
 
 
 def train(cfg: TrainConfig, out=None, resume: bool = True, progress: bool | None = None,
-          verbose: bool = True, stop_after: int | None = None) -> TrainResult:
+          verbose: bool = True, stop_after: int | None = None,
+          checkpoint_on_stop: bool = True) -> TrainResult:
     """Train ``cfg`` into ``out`` (default: the cache folder of :func:`run_dir`).
 
     ``resume``: continue from ``out/checkpoint.npz`` when it exists (its configuration
     must match: :class:`ConfigMismatch` otherwise); ``False`` starts afresh.
-    ``stop_after``: stop (with a checkpoint) after that many steps of this call.
+    ``stop_after``: stop after that many steps of this call, with a checkpoint unless
+    ``checkpoint_on_stop=False`` (which simulates a kill: only the cadence's checkpoints).
     Raises :class:`TrainingDiverged` on a NaN/Inf loss (the last good checkpoint stays).
     """
     from cpm_nb.runtime import import_keras, seed_everything
@@ -682,7 +696,9 @@ def train(cfg: TrainConfig, out=None, resume: bool = True, progress: bool | None
                 f"{state.get('key')}, this run {cfg.key()}); use another --out or drop --resume")
         state = restore_checkpoint(ckpt, model, optimizer)
         start, history = int(state["step"]), state["history"]
-        if int(np.asarray(optimizer.iterations)) != start:
+        # (a loss-scale optimizer skips the updates whose float16 gradients overflowed, so
+        # its counter may lag behind the step: only checked in full precision)
+        if not dev.mixed_precision and int(np.asarray(optimizer.iterations)) != start:
             raise ConfigMismatch(f"{ckpt}: optimizer step {int(optimizer.iterations)} != "
                                  f"checkpoint step {start}")
     elif not resume:
@@ -761,7 +777,8 @@ def train(cfg: TrainConfig, out=None, resume: bool = True, progress: bool | None
                 n_acc = 0
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
                 periodic_eval()
-            if step % cfg.checkpoint_every == 0 or step == end:
+            if step % cfg.checkpoint_every == 0 or (
+                    step == end and (checkpoint_on_stop or step >= cfg.steps)):
                 save_checkpoint(ckpt, model, optimizer, state_now())
                 atomic_write_json(out / HISTORY, history)
             if bar is not None:
@@ -939,6 +956,56 @@ def format_experiment(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# --- plots -----------------------------------------------------------------------------------
+
+
+def plot_history(history: dict, axes, title: str = "") -> None:
+    """Learning curves on two axes: MSE per stage (log scale) and validation PCKh@0.5."""
+    steps = np.asarray(history["step"])
+    mse = np.asarray(history["stage_mse"])
+    ax = axes[0]
+    for s in range(mse.shape[1]):
+        ax.plot(steps, mse[:, s], label=f"stage {s + 1}", lw=1.2)
+    ax.set(yscale="log", xlabel="training step", ylabel="MSE to the target maps",
+           title=f"Training loss per stage{title}")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    if history["val_step"]:
+        per = np.asarray([[np.nan if v is None else v for v in row]
+                          for row in history["val_per_stage"]])
+        for s in range(per.shape[1]):
+            ax.plot(history["val_step"], per[:, s], "o-", ms=3, lw=1,
+                    label=f"stage {s + 1}")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="training step", ylabel="PCKh@0.5 (%)", ylim=(0, 100),
+           title=f"Validation PCKh@0.5{title}")
+
+
+def validation_examples(folder, n: int = 4) -> tuple:
+    """The first ``n`` unaugmented validation crops: (images, joints, visibility)."""
+    from cpm_nb import pipeline
+
+    ds = pipeline.make_dataset(folder, "val", batch_size=n, augment=False, shuffle=False,
+                               repeat=False, deterministic=True)
+    return next(ds.as_numpy_iterator())
+
+
+def show_predictions(model, images, joints, visibility, axes, stage: int = -1) -> None:
+    """Crops with the predicted skeleton (solid) and the ground truth (faint)."""
+    from cpm_nb import heatmaps
+    from cpm_nb import model as M
+    from cpm_nb.viz import draw_skeleton
+
+    cfg = M.config_of(model)
+    maps = predict_fn(model)(images)[stage][..., : cfg.num_joints]
+    pred, _ = heatmaps.decode(maps)
+    for ax, im, p, j, v in zip(axes, images, pred, joints, visibility):
+        ax.imshow(im)
+        draw_skeleton(ax, j, v > 0, linewidth=1, markersize=2, alpha=0.35)
+        draw_skeleton(ax, p, v > 0, linewidth=1.5, markersize=3)
+        ax.set(xticks=[], yticks=[])
+
+
 # --- CLI ------------------------------------------------------------------------------------
 
 
@@ -1101,6 +1168,19 @@ examples:
 # --- benchmark: python -m cpm_nb.bench train -------------------------------------------------
 
 
+# Dense peak TFLOP/s (datasheets): (float16 tensor cores, float32 without TF32), by name part.
+GPU_PEAK_TFLOPS = {"H200": (989.0, 67.0), "H100": (989.0, 67.0), "A100": (312.0, 19.5),
+                   "L4": (121.0, 30.3), "V100": (125.0, 15.7), "T4": (65.0, 8.1)}
+
+
+def gpu_peak(name: str) -> tuple[float, float] | None:
+    """(float16, float32) peak TFLOP/s of a GPU model named in ``name``, if known."""
+    for key, peak in GPU_PEAK_TFLOPS.items():
+        if key.lower() in name.lower():
+            return peak
+    return None
+
+
 def bench_train(args) -> dict:
     """Training examples/s per profile (fast, cpu, and gpu when a GPU is visible).
 
@@ -1116,10 +1196,16 @@ def bench_train(args) -> dict:
     _tf()
     quick = getattr(args, "quick", False)
     load = os.getloadavg()[0]
-    n_gpus = len(_gpus())
+    gpus = _gpus()
+    n_gpus = len(gpus)
+    gpu_name = ""
+    if gpus:
+        tf = _tf()
+        gpu_name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "")
+    peak = gpu_peak(gpu_name) if gpu_name else None
     profiles = ["fast", "cpu"] + (["gpu"] if n_gpus else [])
-    results: dict = {"gpus": n_gpus, "load_average_1min_before": load, "quick": quick,
-                     "profiles": {}}
+    results: dict = {"gpus": n_gpus, "gpu_name": gpu_name, "gpu_peak_tflops": peak,
+                     "load_average_1min_before": load, "quick": quick, "profiles": {}}
     rows = [("machine", f"{os.cpu_count()} CPUs, {n_gpus} GPUs; 1-min load average "
                         f"{load:.2f} before the run (shared cores)")]
     steps = 3 if quick else 10
@@ -1157,6 +1243,9 @@ def bench_train(args) -> dict:
             timing = bench.timeit(call, items=c.batch_size, warmup=1, repeat=n, min_time=0.0)
             timing["first_call_s"] = first
             timing["tflops_per_s"] = timing["per_s"] * flops / 1e12
+            if peak and name == "gpu":
+                timing["fraction_of_peak"] = timing["tflops_per_s"] / peak[
+                    0 if dev.mixed_precision else 1]
             per[label] = timing
         ds = iter(train_dataset(folder, cfg.batch_size, cfg.seed, 0, cfg.augment))
         pipe = bench.timeit(lambda ds=ds: next(ds), items=cfg.batch_size, warmup=2,
@@ -1167,9 +1256,13 @@ def bench_train(args) -> dict:
         base = per.get("eager (baseline)", per.get("fp32"))
         for label, t in per.items():
             ratio = "(baseline)" if t is base else f"{t['per_s'] / base['per_s']:.2f}x"
+            if label == "input pipeline only":
+                ratio = "(feeds)"
             rows.append((f"{name:<4} {label}", f"{t['per_s']:8.1f} examples/s  {ratio:<10}"
                          + (f" {t.get('tflops_per_s', 0) * 1e3:8.1f} GFLOP/s"
-                            if "tflops_per_s" in t else "")))
+                            if "tflops_per_s" in t else "")
+                         + (f" = {t['fraction_of_peak']:.1%} of {gpu_name}'s peak"
+                            if "fraction_of_peak" in t else "")))
     if not n_gpus:
         rows.append(("gpu", "no GPU visible: mixed precision / XLA not measured"))
     results["load_average_1min_after"] = os.getloadavg()[0]

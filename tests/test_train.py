@@ -318,3 +318,21 @@ def test_cli_help_teaches():
     done = subprocess.run([sys.executable, "-m", "cpm_nb", "train", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--resume" in done.stdout and "examples:" in done.stdout
+
+
+def test_mixed_precision_step_and_checkpoint_on_cpu(tmp_path, keras):
+    """The GPU code path (float16 compute, loss scaling) runs and checkpoints on the CPU too."""
+    cfg = T.train_config("fast", mixed_precision=True, xla=False)
+    dev = T.devices_for(cfg)
+    model, optimizer, strategy = T.build_model_and_optimizer(cfg, dev)
+    assert type(optimizer).__name__ == "LossScaleOptimizer"
+    assert model.outputs[0].dtype == "float16" and model.weights[0].dtype == "float32"
+    assert str(keras.config.dtype_policy().name) == "float32"  # the global policy is restored
+    step = T.make_train_step(model, optimizer, cfg, strategy, dev)
+    values = np.asarray(step(*next(iter(T.train_dataset(T.data_dir(cfg), cfg.batch_size)))))
+    assert values.shape == (2 + cfg.stages,) and np.all(np.isfinite(values))
+    T.save_checkpoint(tmp_path / "c.npz", model, optimizer, {"step": 1})
+    other, other_opt, _ = T.build_model_and_optimizer(cfg, dev)
+    assert T.restore_checkpoint(tmp_path / "c.npz", other, other_opt) == {"step": 1}
+    for a, b in zip(weights_of(model), weights_of(other)):
+        np.testing.assert_array_equal(a, b)
