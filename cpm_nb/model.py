@@ -796,6 +796,8 @@ def bench_model(args) -> dict:
                 "per_s": batch / median, "gflops_per_s": batch / median * flops / 1e9,
                 "first_call_s": first[name],
                 "cores_used": sum(c for _, c in runs) / sum(w for w, _ in runs)}
+            t = per_batch[name]
+            t["gflops_per_s_per_core"] = t["gflops_per_s"] / max(t["cores_used"], 1e-9)
         results["batches"][str(batch)] = per_batch
         eager = per_batch["eager"]["per_s"]
         for name, t in per_batch.items():
@@ -803,7 +805,8 @@ def bench_model(args) -> dict:
             rows.append((f"batch {batch}  {name}",
                          f"{t['per_s']:6.2f} images/s {t['gflops_per_s']:7.1f} GFLOP/s  "
                          f"{ratio:<11} median {t['median_s']:.2f} s/batch over {t['calls']}, "
-                         f"first call {t['first_call_s']:.1f} s, {t['cores_used']:.1f} cores"))
+                         f"first call {t['first_call_s']:.1f} s, {t['cores_used']:.1f} cores "
+                         f"({t['gflops_per_s_per_core']:.0f} GFLOP/s per core)"))
     results["load_average_1min_after"] = os.getloadavg()[0]
     rows.append(("make_predict_fn", f"uses {default} by default on this machine"))
     bench.print_table("model: CPM forward pass, compiled vs eager (baseline)", rows)
