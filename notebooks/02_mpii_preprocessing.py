@@ -143,8 +143,11 @@ if real:
 # ## 2. Statistics
 #
 # Four numbers shape the learning problem: how many people share an image (the crop must pick
-# one), how often each joint is annotated and visible (ankles are often cut off; wrists are the
-# most often occluded), how large people are, and what they do.
+# one), how often each joint is annotated and visible, how large people are, and what they do.
+# In the real validation set, ankles lack a label for 28 % of people and knees for 16 % (cut off
+# by the frame); of the annotated joints, about a quarter of hips, wrists and ankles are marked
+# occluded, pelvis and thorax almost half. The synthetic set is gentler (5-11 % occluded per
+# joint), its difficulty coming instead from clutter and the people around each person.
 
 # %%
 from cpm_nb import skeleton
