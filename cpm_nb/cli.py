@@ -45,6 +45,7 @@ COMMANDS = [
     "cpm_nb.model:MODEL",
     "cpm_nb.train:TRAIN",
     "cpm_nb.train:EVALUATE",
+    "cpm_nb.predict:PREDICT",
 ]
 
 
