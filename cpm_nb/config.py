@@ -81,7 +81,7 @@ PROFILES: dict[str, Profile] = {
         n_train=3000,
         n_val=300,
         batch_size=16,
-        train_steps=3000,
+        train_steps=4500,
         learning_rate=1e-3,
     ),
     "gpu": Profile(

@@ -978,7 +978,7 @@ def plot_history(history: dict, axes, title: str = "") -> None:
                     label=f"stage {s + 1}")
         ax.legend(fontsize=8)
     ax.set(xlabel="training step", ylabel="PCKh@0.5 (%)", ylim=(0, 100),
-           title=f"Validation PCKh@0.5{title}")
+           xlim=(0, steps[-1] * 1.03), title=f"Validation PCKh@0.5{title}")
 
 
 def validation_examples(folder, n: int = 4) -> tuple:

@@ -181,7 +181,7 @@ def test_kill_and_resume_a_real_training_subprocess(tmp_path, keras):
     """SIGKILL a training process mid-run; --resume continues from the last checkpoint
     (same step counter, optimizer state, schedule, data order) to the same weights as an
     uninterrupted run."""
-    steps, every = 300, 10
+    steps, every = 120, 10
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "cpm_nb", "--profile", "fast", "train", "--out", str(out),
            "--steps", str(steps), "--checkpoint-every", str(every), "--no-progress"]
