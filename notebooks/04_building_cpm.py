@@ -383,7 +383,8 @@ for part in dict.fromkeys(stage_of.values()):
 # because every stage reads the trunk's features directly (a short path). Intermediate
 # supervision gives each stage its own, undiminished error signal, and the network trains all
 # stages from the start.
-#
+
+# %% [markdown]
 # ## Summary
 #
 # * `cpm_nb.model` describes CPM as a table of layers with the released layer names and builds
