@@ -46,6 +46,7 @@ COMMANDS = [
     "cpm_nb.train:TRAIN",
     "cpm_nb.train:EVALUATE",
     "cpm_nb.predict:PREDICT",
+    "cpm_nb.export:EXPORT",
 ]
 
 

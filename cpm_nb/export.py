@@ -1,0 +1,256 @@
+"""Deployment exports of a trained CPM -- SavedModel and TFLite -- with a parity check.
+
+The native format
+-----------------
+``cpm-nb train`` already saves what :mod:`cpm_nb.predict` needs: ``model.keras``
+(the Keras 3 native format: architecture as JSON + weights, built-in layers only,
+loadable with ``safe_mode=True``, i.e. without running any stored Python code) and
+``cpm_config.json`` (joints, input size, stages, map stride, normalisation,
+training settings and metrics).  The normalisation ``x / 256 - 0.5`` is a layer of
+the network, so every export below takes raw RGB 0..255.
+
+Optional exports
+----------------
+* **SavedModel** (``model.export(dir, format="tf_saved_model")``): a TensorFlow
+  graph with a ``serve`` endpoint, for TF Serving or ``tf.saved_model.load``.
+* **TFLite** (``tf.lite.TFLiteConverter.from_saved_model``): a flat buffer for
+  mobile / edge runtimes (float32, no quantisation).  ``tf.lite.Interpreter``
+  is deprecated in favour of the ``ai-edge-litert`` package, but still present in
+  TensorFlow 2.21; when the converter or the interpreter is missing, the TFLite
+  step is skipped with the reason.
+
+:func:`parity` runs the same images through Keras and each export and reports the
+largest absolute difference of the belief maps and of the decoded joints
+(``cpm-nb export`` fails when a difference exceeds the tolerance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from cpm_nb.cli import CliError, Command
+
+MAPS_ATOL = 1e-4  # belief maps are ~0..1; float32 graph rewrites differ by ~1e-6
+JOINTS_ATOL_PX = 0.05  # decoded joints, crop pixels
+
+
+def _tf():
+    from cpm_nb.runtime import import_keras
+
+    import_keras()
+    import tensorflow as tf
+
+    return tf
+
+
+def export_savedmodel(model, out) -> Path:
+    """Write ``model`` as a TensorFlow SavedModel folder ``out`` (replaced if present)."""
+    from cpm_nb.runtime import quiet_native_stderr
+
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    with quiet_native_stderr():
+        model.export(str(out), format="tf_saved_model", verbose=False)
+    return out
+
+
+def export_tflite(savedmodel_dir, out_file) -> Path:
+    """Convert a SavedModel folder to a float32 ``.tflite`` file."""
+    from cpm_nb.runtime import quiet_native_stderr
+
+    tf = _tf()
+    with quiet_native_stderr():
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_dir))
+        data = converter.convert()
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_bytes(data)
+    return out_file
+
+
+def _stage_order(keys) -> list:
+    """Output keys in stage order (``output_0``, ``output_1``, ... by their number)."""
+    def number(k):
+        m = re.findall(r"\d+", str(k))
+        return int(m[-1]) if m else 0
+
+    return sorted(keys, key=number)
+
+
+def savedmodel_runner(folder):
+    """``images -> list of per-stage maps`` through a reloaded SavedModel's ``serve``."""
+    tf = _tf()
+    loaded = tf.saved_model.load(str(folder))
+
+    def run(inputs):
+        xs = inputs if isinstance(inputs, list) else [inputs]
+        out = loaded.serve(*[tf.constant(np.asarray(x, np.float32)) for x in xs])
+        if isinstance(out, dict):
+            out = [out[k] for k in _stage_order(out)]
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return [np.asarray(o) for o in out]
+
+    run.loaded = loaded
+    return run
+
+
+def tflite_runner(path):
+    """``images -> list of per-stage maps`` through the TFLite interpreter (signature
+    ``serving_default``; resized to the batch on each call)."""
+    tf = _tf()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated" (still works)
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    runner = interpreter.get_signature_runner()
+    in_names = sorted(runner.get_input_details(), key=lambda k: runner.get_input_details()[k]
+                      ["index"])
+
+    def run(inputs):
+        xs = inputs if isinstance(inputs, list) else [inputs]
+        out = runner(**{n: np.asarray(x, np.float32) for n, x in zip(in_names, xs)})
+        return [np.asarray(out[k]) for k in _stage_order(out)]
+
+    return run
+
+
+def parity(model, runners: dict, images, atol: float = MAPS_ATOL,
+           joints_atol: float = JOINTS_ATOL_PX) -> dict:
+    """Compare each runner (name -> ``images -> maps``) with the Keras model on ``images``.
+
+    Returns per runner the largest absolute difference of the maps of every stage,
+    of the decoded joints (crop px) and ``ok`` (both within tolerance)."""
+    from cpm_nb import heatmaps
+    from cpm_nb import model as M
+
+    cfg = M.config_of(model)
+    x = M.model_inputs(images, cfg)
+    ref = [np.asarray(o) for o in model(x, training=False)]
+    ref_joints, _ = heatmaps.decode(ref[-1][..., : cfg.num_joints])
+    out = {}
+    for name, run in runners.items():
+        got = run(x)
+        if len(got) != len(ref) or any(g.shape != r.shape for g, r in zip(got, ref)):
+            out[name] = {"ok": False, "error": f"outputs {[g.shape for g in got]} differ from "
+                                               f"Keras {[r.shape for r in ref]}"}
+            continue
+        diffs = [float(np.max(np.abs(g - r))) for g, r in zip(got, ref)]
+        joints, _ = heatmaps.decode(got[-1][..., : cfg.num_joints])
+        jd = float(np.max(np.abs(joints - ref_joints)))
+        out[name] = {"max_abs_diff_per_stage": diffs, "max_abs_diff": max(diffs),
+                     "max_joint_diff_px": jd, "ok": max(diffs) <= atol and jd <= joints_atol}
+    return out
+
+
+def export_model(model, out, formats=("savedmodel", "tflite"), check: bool = True,
+                 n_check: int = 4, seed: int = 0, meta: dict | None = None) -> dict:
+    """Export ``model`` into folder ``out``: ``saved_model/`` and/or ``model.tflite``
+    (TFLite needs the SavedModel; it is made in a temporary folder when not asked for),
+    then check parity on ``n_check`` random images.  Returns a report dict; a format
+    that cannot be produced here is listed under ``skipped`` with the reason."""
+    from cpm_nb import model as M
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = M.config_of(model)
+    report = {"out": str(out), "formats": {}, "skipped": {}, "parity": {}}
+    runners = {}
+    sm_dir = out / "saved_model"
+    if "savedmodel" in formats or "tflite" in formats:
+        export_savedmodel(model, sm_dir)
+        if "savedmodel" in formats:
+            report["formats"]["savedmodel"] = str(sm_dir)
+            runners["savedmodel"] = savedmodel_runner(sm_dir)
+    if "tflite" in formats:
+        try:
+            path = export_tflite(sm_dir, out / "model.tflite")
+            runners["tflite"] = tflite_runner(path)
+            report["formats"]["tflite"] = str(path)
+        except Exception as err:  # converter/interpreter missing or failing in this build
+            reason = " ".join(str(err).split())[:300]
+            report["skipped"]["tflite"] = f"{type(err).__name__}: {reason}"
+        if "savedmodel" not in formats:
+            shutil.rmtree(sm_dir, ignore_errors=True)
+    if meta is not None:
+        (out / "cpm_config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if check and runners:
+        rng = np.random.default_rng(seed)
+        images = rng.integers(0, 256, (n_check, cfg.input_size, cfg.input_size, 3)).astype(
+            np.float32)
+        report["parity"] = parity(model, runners, images)
+    report["ok"] = all(r.get("ok", False) for r in report["parity"].values())
+    return report
+
+
+# --- CLI: cpm-nb export ----------------------------------------------------------------------
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="M",
+                        help="a run folder of `cpm-nb train` or a .keras file")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--format", nargs="+", choices=("savedmodel", "tflite"),
+                        default=["savedmodel", "tflite"], help="what to write (default: both)")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip the parity check against the Keras model")
+    parser.add_argument("--json", nargs="?", const="-", metavar="OUT",
+                        help="print the report as JSON (or write it to OUT)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cpm_nb.predict import ModelError, load_predictor
+
+    try:
+        predictor = load_predictor(args.model)
+    except ModelError as err:
+        raise CliError(str(err)) from None
+    report = export_model(predictor.model, args.out, tuple(args.format),
+                          check=not args.no_check, meta=predictor.meta or None)
+    if args.json:
+        from cpm_nb.cli import print_json
+
+        print_json(report, args.json)
+    if args.json != "-":
+        for name, path in report["formats"].items():
+            print(f"{name:<10} {path}")
+        for name, why in report["skipped"].items():
+            print(f"{name:<10} skipped: {why}")
+        for name, r in report["parity"].items():
+            if "error" in r:
+                print(f"parity {name}: FAILED: {r['error']}")
+            else:
+                print(f"parity {name}: max |maps - keras| = {r['max_abs_diff']:.2e}, max joint "
+                      f"shift {r['max_joint_diff_px']:.3f} px -> {'ok' if r['ok'] else 'FAILED'}")
+    if report["parity"] and not report["ok"]:
+        print("cpm-nb export: error: an export differs from the Keras model beyond the "
+              f"tolerance (maps {MAPS_ATOL:g}, joints {JOINTS_ATOL_PX:g} px)")
+        return 1
+    return 0
+
+
+EXPORT = Command(
+    name="export",
+    help="export a trained model as a TensorFlow SavedModel and/or TFLite, with a parity check",
+    add_arguments=_arguments,
+    run=_run,
+    description="""\
+Export a trained CPM for deployment. The native model.keras + cpm_config.json
+of a run folder is all `cpm-nb predict` needs; this adds a TensorFlow
+SavedModel (DIR/saved_model, endpoint `serve`) and a float32 TFLite file
+(DIR/model.tflite), copies cpm_config.json, and checks that both give the
+Keras model's belief maps (max abs difference <= 1e-4) and joints (<= 0.05 px)
+on random images. Inputs are raw RGB 0..255 [B, S, S, 3]; the outputs are the
+per-stage belief maps, stage 1 first.
+
+examples:
+  cpm-nb export --model runs/cpu-3st-synthetic-<hash> --out exported/
+  cpm-nb export --model model.keras --out exported/ --format tflite --json
+""",
+)
