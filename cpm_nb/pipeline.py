@@ -485,27 +485,44 @@ BENCH_SIZE = 368  # the paper's crop
 BENCH_IMAGE = (1280, 720)  # source photos of MPII's typical size
 
 
+def _timed(fn, items: int, warmup: int, min_time: float, repeat: int) -> dict:
+    """:func:`cpm_nb.bench.timeit` plus the process CPU time (all threads) per item."""
+    import time
+
+    from cpm_nb import bench
+
+    for _ in range(warmup):
+        fn()
+    cpu = time.process_time()
+    t = bench.timeit(fn, items=items, warmup=0, repeat=repeat, min_time=min_time)
+    t["cpu_ms_per_item"] = 1000 * (time.process_time() - cpu) / (t["calls"] * items)
+    return t
+
+
 def compare_throughput(people: list[Person], image_dir, tfrecord_dir, batch_size: int = 16,
-                       seconds: float = 10.0, seed: int = 0) -> dict:
+                       seconds: float = 10.0, seed: int = 0, cores: int = 2) -> dict:
     """Augmented examples/s: :func:`make_dataset` vs two per-sample baselines.
 
     The baselines do what common PyTorch pose loaders do, one example at a time:
     open the photo (PIL), draw an augmentation, warp the person crop with SciPy
     (:func:`cpm_nb.preprocess.warp_numpy`, the NumPy reference) or with PIL's C
-    resampler, and transform the joints.  All three run in this process, now.
+    resampler, and transform the joints.  All run in this process, now.
+
+    Besides wall-clock rates (which other processes on a shared machine depress,
+    the parallel pipeline more than the serial baselines), it reports the CPU time
+    per example and the rate it implies on ``cores`` idle cores: ``cores / CPU
+    time`` for the pipeline, ``1 / CPU time`` for a baseline (one process).
     """
     from PIL import Image
 
-    from cpm_nb import bench
-
     image_dir = Path(image_dir)
     input_size = int(read_meta(tfrecord_dir)["input_size"])
+
     def ours(warp):
         it = iter(make_dataset(tfrecord_dir, "train", batch_size=batch_size, seed=seed,
                                warp=warp))
         # warm-up: tracing, tf.data autotuning and the shuffle buffer settle in ~10 batches
-        return bench.timeit(lambda: next(it)[0].numpy(), items=batch_size, warmup=15,
-                            repeat=5, min_time=seconds)
+        return _timed(lambda: next(it)[0].numpy(), batch_size, 15, seconds, 5)
 
     pil_warp_t, tf_warp_t = ours("pil"), ours("tf")
     ours_t = pil_warp_t if input_size >= AUTO_PIL_SIZE else tf_warp_t  # warp="auto"
@@ -533,29 +550,49 @@ def compare_throughput(people: list[Person], image_dir, tfrecord_dir, batch_size
     def pil_warp(img, m):
         return np.asarray(preprocess.warp_pil(img, m, input_size))
 
-    base_t = bench.timeit(per_sample(scipy_warp), items=batch_size, repeat=3,
-                          min_time=seconds / 2)
-    pil_t = bench.timeit(per_sample(pil_warp), items=batch_size, repeat=3, min_time=seconds / 2)
+    base_t = _timed(per_sample(scipy_warp), batch_size, 1, seconds / 2, 3)
+    pil_t = _timed(per_sample(pil_warp), batch_size, 1, seconds / 2, 3)
+    ours_idle = 1000 * cores / ours_t["cpu_ms_per_item"]
+    base_idle = 1000 / base_t["cpu_ms_per_item"]
+    pil_idle = 1000 / pil_t["cpu_ms_per_item"]
     return {"ours_per_s": ours_t["per_s"], "baseline_per_s": base_t["per_s"],
             "ratio": ours_t["per_s"] / base_t["per_s"], "baseline_pil_per_s": pil_t["per_s"],
             "ratio_pil": ours_t["per_s"] / pil_t["per_s"],
             "ours_pil_warp_per_s": pil_warp_t["per_s"], "ours_tf_warp_per_s": tf_warp_t["per_s"],
-            "ours_warp": "pil" if input_size >= AUTO_PIL_SIZE else "tf", "batch_size": batch_size,
-            "input_size": input_size, "ours": ours_t, "baseline": base_t, "baseline_pil": pil_t}
+            "ours_warp": "pil" if input_size >= AUTO_PIL_SIZE else "tf",
+            "cpu_ms_per_example": {"ours": ours_t["cpu_ms_per_item"],
+                                   "ours_pil_warp": pil_warp_t["cpu_ms_per_item"],
+                                   "ours_tf_warp": tf_warp_t["cpu_ms_per_item"],
+                                   "baseline": base_t["cpu_ms_per_item"],
+                                   "baseline_pil": pil_t["cpu_ms_per_item"]},
+            "idle_cores": cores, "ours_idle_per_s": ours_idle, "baseline_idle_per_s": base_idle,
+            "baseline_pil_idle_per_s": pil_idle, "ratio_idle": ours_idle / base_idle,
+            "ratio_pil_idle": ours_idle / pil_idle,
+            "batch_size": batch_size, "input_size": input_size, "ours": ours_t,
+            "baseline": base_t, "baseline_pil": pil_t}
 
 
 def throughput_rows(r: dict) -> list[tuple[str, str]]:
+    cpu = r["cpu_ms_per_example"]
+
+    def row(label, rate, ms):
+        return label, f"{rate:>8.1f} examples/s   {ms:>6.2f} CPU ms/example"
+
+    n = r["idle_cores"]
     return [
-        (f"ours: tf.data from TFRecords (warp='{r['ours_warp']}')",
-         f"{r['ours_per_s']:>8.1f} examples/s"),
-        ("  variant warp='pil'", f"{r['ours_pil_warp_per_s']:>8.1f} examples/s"),
-        ("  variant warp='tf'", f"{r['ours_tf_warp_per_s']:>8.1f} examples/s"),
-        ("baseline: per sample, PIL decode + SciPy warp", f"{r['baseline_per_s']:>8.1f} "
-                                                          "examples/s"),
-        ("baseline: per sample, PIL decode + PIL warp", f"{r['baseline_pil_per_s']:>8.1f} "
-                                                        "examples/s"),
-        ("ratio ours / SciPy baseline", f"{r['ratio']:>8.1f} x"),
-        ("ratio ours / PIL baseline", f"{r['ratio_pil']:>8.1f} x"),
+        row(f"ours: tf.data from TFRecords (warp='{r['ours_warp']}')", r["ours_per_s"],
+            cpu["ours"]),
+        row("  variant warp='pil'", r["ours_pil_warp_per_s"], cpu["ours_pil_warp"]),
+        row("  variant warp='tf'", r["ours_tf_warp_per_s"], cpu["ours_tf_warp"]),
+        row("baseline: per sample, PIL decode + SciPy warp", r["baseline_per_s"],
+            cpu["baseline"]),
+        row("baseline: per sample, PIL decode + PIL warp", r["baseline_pil_per_s"],
+            cpu["baseline_pil"]),
+        ("ratio ours / SciPy baseline (wall)", f"{r['ratio']:>8.1f} x"),
+        ("ratio ours / PIL baseline (wall)", f"{r['ratio_pil']:>8.1f} x"),
+        (f"on {n} idle cores (from CPU time): ours", f"{r['ours_idle_per_s']:>8.1f} examples/s"),
+        ("  ratio to SciPy / PIL baselines (1 process)",
+         f"{r['ratio_idle']:>8.1f} x / {r['ratio_pil_idle']:.1f} x"),
     ]
 
 
