@@ -359,7 +359,9 @@ def format_summary(result: dict) -> str:
 def _arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
     syn = sub.add_parser("synthetic", help="render the synthetic set for the profile and "
-                         "write its TFRecords (seconds)")
+                         "write its TFRecords (seconds)",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description=SYNTHETIC_DESCRIPTION)
     syn.add_argument("--seed", type=int, help="dataset seed (default: the profile's)")
     syn.add_argument("--force", action="store_true", help="re-render even when cached")
     mp = sub.add_parser("mpii", help="download (when missing), extract and convert real MPII",
@@ -398,6 +400,18 @@ def _run(args: argparse.Namespace) -> int:
         print_json(result, args.json)
     return 0
 
+
+SYNTHETIC_DESCRIPTION = """\
+Render the embedded synthetic dataset for the active profile (profile.n_train +
+profile.n_val images of 1-3 articulated people, deterministic by seed) and write
+its TFRecords. Everything goes to data/synthetic/<profile>-seed<seed>/ of the
+checkout (or $CPM_NB_DATA/synthetic/...); a second run finds it cached.
+
+examples:
+  cpm-nb prepare synthetic                       the active profile
+  cpm-nb --profile cpu prepare synthetic --json  3,300 images in ~20 s, summary as JSON
+  cpm-nb prepare synthetic --seed 1 --force      another sample, re-rendered
+"""
 
 MPII_DESCRIPTION = """\
 Download (when missing), extract and convert real MPII Human Pose into TFRecords.
