@@ -65,6 +65,7 @@ configuration, data, steps, final metrics).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -662,6 +663,33 @@ def _progress(total: int, initial: int, enabled: bool | None, desc: str):
     return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
 
 
+class RunLocked(RuntimeError):
+    """Another process is training into the same run folder."""
+
+
+@contextlib.contextmanager
+def run_lock(out, wait: bool = False):
+    """Hold ``out/.lock`` (an advisory ``flock``) while training into ``out``: two processes
+    never train the same run folder at once.  ``wait=False`` raises :class:`RunLocked` when
+    another process holds it.  (No-op where ``fcntl`` is missing, i.e. on Windows.)"""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with open(Path(out) / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise RunLocked(f"{out} is being trained by another process; wait for it to "
+                            "finish (load_or_train waits by itself)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def train(cfg: TrainConfig, out=None, resume: bool = True, progress: bool | None = None,
           verbose: bool = True, stop_after: int | None = None,
           checkpoint_on_stop: bool = True) -> TrainResult:
@@ -671,13 +699,20 @@ def train(cfg: TrainConfig, out=None, resume: bool = True, progress: bool | None
     must match: :class:`ConfigMismatch` otherwise); ``False`` starts afresh.
     ``stop_after``: stop after that many steps of this call, with a checkpoint unless
     ``checkpoint_on_stop=False`` (which simulates a kill: only the cadence's checkpoints).
-    Raises :class:`TrainingDiverged` on a NaN/Inf loss (the last good checkpoint stays).
+    Raises :class:`TrainingDiverged` on a NaN/Inf loss (the last good checkpoint stays),
+    :class:`RunLocked` when another process is training into ``out``.
     """
+    out = Path(out) if out is not None else run_dir(cfg)
+    with run_lock(out):
+        return _train(cfg, out, resume, progress, verbose, stop_after, checkpoint_on_stop)
+
+
+def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool | None, verbose: bool,
+           stop_after: int | None, checkpoint_on_stop: bool) -> TrainResult:
     from cpm_nb.runtime import import_keras, seed_everything
 
     keras = import_keras()
     tf = _tf()
-    out = Path(out) if out is not None else run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     dev = devices_for(cfg)
@@ -903,8 +938,16 @@ def load_or_train(profile: str | _config.Profile | None = None, cache_dir=None,
     cfg = train_config(profile, **overrides)
     folder = cached(cfg, cache_dir)
     if folder is None:
-        train(cfg, run_dir(cfg, cache_dir), resume=True, progress=progress, verbose=verbose)
         folder = run_dir(cfg, cache_dir)
+        try:
+            train(cfg, folder, resume=True, progress=progress, verbose=verbose)
+        except RunLocked:
+            if verbose:
+                print(f"another process is training {folder.name}: waiting for it", flush=True)
+            with run_lock(folder, wait=True):
+                pass
+            if cached(cfg, cache_dir) is None:  # it stopped early: resume its checkpoint
+                train(cfg, folder, resume=True, progress=progress, verbose=verbose)
     elif verbose:
         print(f"loaded the cached run {folder.name} (delete the folder to retrain)")
     return load_model(folder)
@@ -1053,7 +1096,7 @@ def _train_run(args: argparse.Namespace) -> int:
     try:
         result = train(cfg, out, resume=args.resume, progress=not args.no_progress,
                        stop_after=args.stop_after)
-    except (TrainingDiverged, ConfigMismatch) as err:
+    except (TrainingDiverged, ConfigMismatch, RunLocked) as err:
         raise CliError(str(err)) from None
     if args.json and result.metrics:
         from cpm_nb.cli import print_json

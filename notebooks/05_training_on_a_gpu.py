@@ -64,6 +64,7 @@ profile = cpm_nb.setup(seed=0, wants_gpu=True)
 # train step from the batch's joints (`heatmaps.render`): no label maps are stored or copied.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 from cpm_nb import heatmaps
 from cpm_nb import model as M
 from cpm_nb import train as T

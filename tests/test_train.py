@@ -336,3 +336,12 @@ def test_mixed_precision_step_and_checkpoint_on_cpu(tmp_path, keras):
     assert T.restore_checkpoint(tmp_path / "c.npz", other, other_opt) == {"step": 1}
     for a, b in zip(weights_of(model), weights_of(other)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_one_process_at_a_time_per_run_folder(tmp_path):
+    cfg = T.train_config("fast")
+    with T.run_lock(tmp_path):
+        with pytest.raises(T.RunLocked, match="another process"):
+            T.train(cfg, tmp_path, progress=False, verbose=False)
+    with T.run_lock(tmp_path):  # released again
+        pass
