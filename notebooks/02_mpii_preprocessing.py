@@ -391,7 +391,8 @@ bench.print_table(f"augmented {profile.input_size}-px examples per second on thi
 # the paper's 368 px from MPII-sized (1280x720) photos the pipeline needs less CPU per example as
 # well, because it decodes a small context crop instead of the whole photo:
 # `python -m cpm_nb.bench pipeline` measures that case (figures in the README).
-#
+
+# %% [markdown]
 # ## Summary
 #
 # * An MPII record is a list of joints with visibility, a head box, a rough centre and a scale;
