@@ -1,0 +1,269 @@
+"""Looking inside a validation score (notebook 06): per-person predictions and their breakdowns.
+
+:func:`cpm_nb.train.evaluate` returns the numbers; :func:`collect` keeps what is
+behind them -- every validation crop, the predicted joints of every stage (crop
+and original pixels), the confidences and the last stage's belief maps, the
+ground truth, visibility, head boxes and the number of other people in the
+image -- so that the score can be broken down by metric, joint, stage, threshold,
+occlusion and distractors, and the best and worst people can be looked at.
+
+All scores are computed in *original-image* pixels (1-based, as MPII), like
+``train.evaluate`` and ``cpm-nb evaluate-mpii``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cpm_nb import metrics, preprocess, skeleton
+
+# In a 368-px CPM crop a person (200*scale px) is 1.171*200 = 234 px tall and the MPII head
+# size (0.6 x head-box diagonal, 200*scale = 4.8 diagonals) is 0.6 * 234 / 4.8 = 29 px.
+ARTICLE_PERSON_PX = preprocess.CPM_TARGET_DIST * 200.0
+ARTICLE_HEAD_SIZE_PX = metrics.SC_BIAS * ARTICLE_PERSON_PX / 4.8
+
+# The source article's confidence-map figure: head yellow, left knee red, right foot blue.
+ARTICLE_MAPS = (("head_top", "yellow"), ("l_knee", "red"), ("r_ankle", "blue"))
+
+
+@dataclass
+class ValidationPredictions:
+    """Predictions of every stage for every person of a split, with the ground truth."""
+
+    images: np.ndarray  # uint8 [N, S, S, 3] unaugmented crops
+    pred: list  # per stage: [N, 16, 2] original px (1-based)
+    pred_crop: np.ndarray  # last stage, [N, 16, 2] crop px (0-based)
+    confidence: np.ndarray  # last stage, [N, 16]
+    maps: np.ndarray = field(repr=False)  # last stage, float16 [N, M, M, maps]
+    gt: np.ndarray = field(repr=False, default=None)  # [N, 16, 2] original px
+    gt_crop: np.ndarray = field(repr=False, default=None)  # [N, 16, 2] crop px
+    visibility: np.ndarray = field(repr=False, default=None)  # [N, 16] 0/1/2
+    headboxes: np.ndarray = field(repr=False, default=None)  # [N, 2, 2]
+    n_others: np.ndarray = field(repr=False, default=None)  # [N]
+    scale: np.ndarray = field(repr=False, default=None)  # [N] MPII person scale
+
+    @property
+    def n(self) -> int:
+        return len(self.gt)
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.visibility > 0
+
+    @property
+    def stages(self) -> int:
+        return len(self.pred)
+
+    @property
+    def final(self) -> np.ndarray:
+        return self.pred[-1]
+
+
+def collect(model, folder, split: str = "val", batch_size: int = 32,
+            max_examples: int | None = None) -> ValidationPredictions:
+    """Run ``model`` on the unaugmented ``split`` of a TFRecord folder (the same pass as
+    :func:`cpm_nb.train.evaluate`) and keep everything (see the module docstring)."""
+    from cpm_nb import heatmaps, pipeline, train
+    from cpm_nb import model as M
+
+    cfg = M.config_of(model)
+    predict = train.predict_fn(model)
+    ds = pipeline.make_dataset(folder, split, batch_size=batch_size, augment=False,
+                               shuffle=False, repeat=False, deterministic=True, with_meta=True)
+    keep: dict[str, list] = {k: [] for k in ("images", "pred_crop", "conf", "maps", "gt",
+                                             "gt_crop", "vis", "boxes", "others", "scale")}
+    stage_preds: list[list] = [[] for _ in range(cfg.stages)]
+    seen = 0
+    for images, joints, vis, meta in ds.as_numpy_iterator():
+        if max_examples:
+            k = min(len(images), max_examples - seen)
+            images, joints, vis = images[:k], joints[:k], vis[:k]
+            meta = {key: v[:k] for key, v in meta.items()}
+        outs = predict(images)
+        for s, maps in enumerate(outs):
+            j, c = heatmaps.decode(maps[..., : cfg.num_joints])
+            stage_preds[s].append(heatmaps.to_original(j, meta["crop_matrix"]))
+        keep["pred_crop"].append(j)
+        keep["conf"].append(c)
+        keep["maps"].append(outs[-1].astype(np.float16))
+        keep["images"].append(images)
+        keep["gt"].append(meta["orig_joints"].astype(np.float64))
+        keep["gt_crop"].append(joints)
+        keep["vis"].append(vis)
+        keep["boxes"].append(meta["head_box"].reshape(-1, 2, 2).astype(np.float64))
+        keep["others"].append(meta["n_others"])
+        keep["scale"].append(meta["scale"])
+        seen += len(images)
+        if max_examples and seen >= max_examples:
+            break
+    cat = {k: np.concatenate(v) for k, v in keep.items()}
+    return ValidationPredictions(
+        images=cat["images"], pred=[np.concatenate(p) for p in stage_preds],
+        pred_crop=cat["pred_crop"], confidence=cat["conf"], maps=cat["maps"], gt=cat["gt"],
+        gt_crop=cat["gt_crop"], visibility=cat["vis"], headboxes=cat["boxes"],
+        n_others=cat["others"], scale=cat["scale"])
+
+
+# --- metrics side by side ------------------------------------------------------------------
+
+
+def head_size(vp: ValidationPredictions) -> np.ndarray:
+    return metrics.head_sizes(vp.headboxes)
+
+
+def metric_summary(vp: ValidationPredictions, radius: float = metrics.ARTICLE_RADIUS) -> dict:
+    """The source article's fixed radius, PCKh@0.5 (and @0.1) and strict PCP of the last
+    stage, in percent, plus what the fixed radius means here in head sizes."""
+    pck = metrics.pckh(vp.final, vp.gt, vp.headboxes, vp.valid)
+    fixed = metrics.fixed_radius(vp.final, vp.gt, vp.valid, radius)
+    pcp = metrics.pcp(vp.final, vp.gt, vp.valid)
+    hs = head_size(vp)
+    # the same radius relative to the person, as in the article's 368-px crops
+    height_fraction = radius / ARTICLE_PERSON_PX
+    rescaled = metrics.pck(vp.final, vp.gt, 200 * vp.scale, height_fraction, vp.valid)
+    return {"article_radius": fixed.total, "pckh@0.5": pck.mean, "pckh@0.1": pck.mean_at_0_1,
+            "strict_pcp": pcp.total, "radius_px": radius,
+            "article_radius_rescaled": rescaled.total,
+            "rescaled_radius_px": float(height_fraction * np.median(200 * vp.scale)),
+            "article_radius_in_head_sizes_at_368": float(radius / ARTICLE_HEAD_SIZE_PX),
+            "median_head_size_px": float(np.median(hs)),
+            "radius_in_head_sizes": float(radius / np.median(hs)),
+            "median_person_height_px": float(np.median(200 * vp.scale)),
+            "pckh": pck, "pcp": pcp}
+
+
+def per_joint_rows(vp: ValidationPredictions, radius: float = metrics.ARTICLE_RADIUS):
+    """One row per joint: name, PCKh@0.5, PCKh@0.1, fixed-radius %, annotated count."""
+    p5 = metrics.pckh(vp.final, vp.gt, vp.headboxes, vp.valid)
+    p1 = metrics.pckh(vp.final, vp.gt, vp.headboxes, vp.valid, threshold=0.1)
+    fixed = metrics.fixed_radius(vp.final, vp.gt, vp.valid, radius)
+    return [(name, p5.per_joint[j], p1.per_joint[j], fixed.per_joint[j], int(p5.counts[j]))
+            for j, name in enumerate(skeleton.JOINT_NAMES)]
+
+
+def format_per_joint(rows, radius: float = metrics.ARTICLE_RADIUS) -> str:
+    head = f"{'joint':<11} {'PCKh@0.5':>9} {'PCKh@0.1':>9} {f'{radius:g} px':>7} {'n':>5}"
+    lines = [head]
+    for name, a, b, c, n in rows:
+        note = "  (not in the PCKh mean)" if skeleton.JOINT[name] in metrics.PCKH_EXCLUDED \
+            else ""
+        lines.append(f"{name:<11} {a:>9.1f} {b:>9.1f} {c:>7.1f} {n:>5}{note}")
+    return "\n".join(lines)
+
+
+def pckh_of(vp: ValidationPredictions, mask: np.ndarray, stage: int = -1) -> float:
+    """PCKh@0.5 (official pooling) of the joints selected by ``mask`` [N, 16]."""
+    mask = mask & vp.valid
+    if not mask.any():
+        return float("nan")
+    return metrics.pckh(vp.pred[stage], vp.gt, vp.headboxes, mask).mean
+
+
+def per_stage(vp: ValidationPredictions) -> dict:
+    """PCKh@0.5 after each stage: all joints, occluded joints, people with distractors."""
+    distract = (vp.n_others > 0)[:, None] & vp.valid
+    subsets = {"all joints": vp.valid, "occluded joints": vp.visibility == 1,
+               "with distractors": distract}
+    return {name: [pckh_of(vp, mask, s) for s in range(vp.stages)]
+            for name, mask in subsets.items()}
+
+
+def by_occlusion(vp: ValidationPredictions) -> dict:
+    """PCKh@0.5 of visible versus occluded joints, and per person by how many of its
+    joints are occluded (0, 1-2, 3+); values with their joint counts."""
+    out = {}
+    for name, mask in (("visible joints", vp.visibility == 2),
+                       ("occluded joints", vp.visibility == 1)):
+        out[name] = (pckh_of(vp, mask), int(mask.sum()))
+    n_occ = (vp.visibility == 1).sum(1)
+    for name, sel in (("people, 0 occluded", n_occ == 0), ("people, 1-2 occluded",
+                                                           (n_occ >= 1) & (n_occ <= 2)),
+                      ("people, 3+ occluded", n_occ >= 3)):
+        mask = sel[:, None] & vp.valid
+        out[name] = (pckh_of(vp, mask), int(sel.sum()))
+    return out
+
+
+def by_distractors(vp: ValidationPredictions) -> dict:
+    """PCKh@0.5 by the number of other people in the image (0, 1, 2+), with people counts."""
+    out = {}
+    for name, sel in (("alone", vp.n_others == 0), ("1 other person", vp.n_others == 1),
+                      ("2+ other people", vp.n_others >= 2)):
+        out[name] = (pckh_of(vp, sel[:, None] & vp.valid), int(sel.sum()))
+    return out
+
+
+def person_scores(vp: ValidationPredictions, threshold: float = 0.5) -> np.ndarray:
+    """Per person: % of its annotated joints within ``threshold`` head sizes, [N]."""
+    d = metrics.pckh_distances(vp.final, vp.gt, vp.headboxes, vp.valid)
+    with np.errstate(invalid="ignore"):
+        ok = d <= threshold
+    return 100.0 * (ok & vp.valid).sum(1) / np.maximum(vp.valid.sum(1), 1)
+
+
+def best_and_worst(vp: ValidationPredictions, k: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the ``k`` best and ``k`` worst people (ties: by mean normalised error)."""
+    score = person_scores(vp)
+    d = metrics.pckh_distances(vp.final, vp.gt, vp.headboxes, vp.valid)
+    err = np.nanmean(np.where(np.isfinite(d), d, np.nan), axis=1)
+    order = np.lexsort((err, -score))  # best first
+    return order[:k], order[::-1][:k]
+
+
+def hardest(vp: ValidationPredictions, k: int = 3) -> np.ndarray:
+    """``k`` hard people: the most occluded joints, then the most other people."""
+    n_occ = (vp.visibility == 1).sum(1)
+    return np.lexsort((-vp.n_others, -n_occ))[:k]
+
+
+def show_people(vp: ValidationPredictions, idx, axes, show_truth: bool = True) -> None:
+    """Crops with the predicted skeleton (solid) and the ground truth (faint)."""
+    from cpm_nb.viz import draw_skeleton
+
+    scores = person_scores(vp)
+    for ax, i in zip(axes, idx):
+        ax.imshow(vp.images[i])
+        v = vp.valid[i]
+        if show_truth:
+            draw_skeleton(ax, vp.gt_crop[i], v, linewidth=1, markersize=2, alpha=0.35)
+        draw_skeleton(ax, vp.pred_crop[i], v, linewidth=1.5, markersize=3)
+        ax.set(xticks=[], yticks=[])
+        ax.set_title(f"#{i}: {scores[i]:.0f} % correct", fontsize=9)
+
+
+def show_article_maps(vp: ValidationPredictions, idx, axes) -> None:
+    """The source article's figure: head-top (yellow), left-knee (red) and right-ankle
+    (blue) belief maps of the last stage over each crop."""
+    from cpm_nb.predict import maps_overlay
+
+    joints = [skeleton.JOINT[name] for name, _ in ARTICLE_MAPS]
+    colors = [c for _, c in ARTICLE_MAPS]
+    for ax, i in zip(axes, idx):
+        ax.imshow(maps_overlay(vp.images[i], vp.maps[i].astype(np.float32), joints, colors))
+        ax.set(xticks=[], yticks=[])
+        n_occ = int((vp.visibility[i] == 1).sum())
+        ax.set_title(f"#{i}: {n_occ} occluded, {int(vp.n_others[i])} others", fontsize=9)
+
+
+def write_mpii_files(vp: ValidationPredictions, folder) -> tuple:
+    """Write the ground truth in the ``gt_valid.mat`` layout (``pos_gt_src`` 16x2xN,
+    ``jnt_missing`` 16xN, ``headboxes_src`` 2x2xN, ``dataset_joints``) and the last stage's
+    predictions as ``preds`` Nx16x2 (1-based original px): the two files
+    ``cpm-nb evaluate-mpii`` scores.  Returns their paths."""
+    from pathlib import Path
+
+    import scipy.io
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    gt = np.where(vp.valid[..., None], vp.gt, 0.0)
+    gt_path, pred_path = folder / "gt_valid.mat", folder / "pred.mat"
+    names = np.array(skeleton.SHORT_NAMES, dtype=object)[None]
+    scipy.io.savemat(gt_path, {"pos_gt_src": gt.transpose(1, 2, 0),
+                               "jnt_missing": (~vp.valid).T.astype(np.uint8),
+                               "headboxes_src": vp.headboxes.transpose(1, 2, 0),
+                               "dataset_joints": names})
+    scipy.io.savemat(pred_path, {"preds": vp.final})
+    return gt_path, pred_path
