@@ -59,7 +59,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from cpm_nb import evaluation as E
-from cpm_nb import metrics, skeleton
+from cpm_nb import metrics
 from cpm_nb import train as T
 from cpm_nb.viz import save_figure
 

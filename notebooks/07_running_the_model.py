@@ -1,0 +1,335 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,colab,accelerator
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · Running the model on any image
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cpm-nb/cpm-nb/blob/main/notebooks/07_running_the_model.ipynb)
+#
+# **What you will learn**
+#
+# * to load a trained CPM from its run folder (or a `.keras` file) safely, with its configuration;
+# * to tell a single-person network *where* the person is: centre and scale, a box, or the image
+#   centre by default -- and what the crop then looks like;
+# * to read the belief maps stage by stage and decode them to joints in original-image pixels;
+# * the paper's multi-scale test: averaging the maps of several crop scales;
+# * to run the model on any photo or array, from Python and with `cpm-nb predict`;
+# * how to use weights trained on real MPII images instead of the synthetic ones.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:  # on Colab: install the course package first
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "cpm-nb @ git+https://github.com/cpm-nb/cpm-nb"], check=True)
+
+import cpm_nb
+
+profile = cpm_nb.setup(seed=0)
+
+# %% [markdown]
+# ## 1. Loading a trained model
+#
+# A run of `cpm-nb train` (notebook 05) leaves a folder with `model.keras` -- the Keras native
+# format: the architecture as JSON and the weights, nothing executable -- and `cpm_config.json`,
+# which records the joints, the input size, the stages and the normalisation. That folder is all
+# inference needs. `predict.load_predictor` loads it in Keras **safe mode** (a file cannot run
+# code on your machine) and checks that the network is a CPM of the 16 MPII joints matching its
+# configuration file.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import matplotlib.pyplot as plt
+import numpy as np
+
+from cpm_nb import predict as P
+from cpm_nb import skeleton, synthetic
+from cpm_nb import train as T
+from cpm_nb.viz import draw_skeleton, save_figure
+
+run = T.load_or_train(profile, progress=False).run_dir
+predictor = P.load_predictor(run)
+print(predictor)
+print("files:", sorted(p.name for p in run.iterdir() if p.suffix in (".keras", ".json")))
+print("cpm_config.json:", {k: predictor.meta[k] for k in ("input_size", "stages", "stride")})
+
+# %% [markdown]
+# Anything else is refused with a one-line reason -- for example a network of another joint set:
+
+# %%
+from cpm_nb import model as M
+
+other = M.build_cpm(M.get_config("cpm-mpii-release").replace(input_size=64, stages=1,
+                                                               width=0.125))
+try:
+    P.Predictor(other)
+except P.ModelError as err:
+    print("ModelError:", err)
+
+# %% [markdown]
+# ## 2. An image and its person
+#
+# We start from a validation image of the synthetic set, a JPEG file on disk never seen in
+# training. Its annotation gives, like MPII, each person's rough centre `objpos` and `scale`
+# (`200 * scale` pixels is about the person's height), in **1-based** pixels.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+data = synthetic.load_or_generate(profile)
+person = max(data.val[:40], key=lambda p: p.flags["n_others"])  # someone with company
+path = data.image_dir / person.image
+print(f"{path.name}: {person.image_size[0]}x{person.image_size[1]} px, centre "
+      f"{np.round(person.objpos, 1).tolist()}, scale {person.scale:.3f}, "
+      f"{person.flags['n_others']} other people")
+
+# %% [markdown]
+# CPM is a single-person estimator: it expects the person centred in its square input at a known
+# size. There are three ways to say where the person is:
+#
+# * **centre and scale** (MPII's `objpos` and `scale`);
+# * **a box** around the person (from a detector or by hand): centre of the box and
+#   `scale = longer side / 200`;
+# * **nothing**: the image centre, the person as tall as the image.
+#
+# The white dashed square is the region the network sees in each case.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+j = person.joints[~person.missing]
+box = (*j.min(0) - 4, *j.max(0) + 4)
+ways = {"centre + scale": dict(center=person.objpos, scale=person.scale),
+        "box": dict(box=box), "default (image centre)": {}}
+preds = {name: predictor(path, **kw) for name, kw in ways.items()}
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.3), layout="constrained")
+for ax, (name, pred) in zip(axes, preds.items()):
+    P.draw_prediction(ax, pred, title=f"{name}: scale {pred.person.scale:.2f}")
+save_figure(fig, "07_three_placements")
+plt.show()
+
+# %% [markdown]
+# With the right centre and scale the network sees what it was trained on. The default crop
+# contains several people at a smaller size: the network follows whoever is nearest the centre,
+# at whatever size -- a detector (or a hand-drawn box) is what makes CPM work on real photos.
+#
+# ## 3. The crop and the way back
+#
+# The crop is the training crop of notebook 02: a 3x3 matrix `M` maps original 1-based pixels to
+# 0-based crop pixels (the person spans 0.64 of the crop side), and `inv(M)` maps the decoded
+# joints back to the original image.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+pred = preds["centre + scale"]
+print("M =\n", np.round(pred.crop_matrix, 3))
+truth = person.joints
+err = np.linalg.norm(pred.joints - truth, axis=1)[~person.missing]
+head = 0.6 * np.linalg.norm(person.head_box[2:] - person.head_box[:2])
+print(f"mean error {err.mean():.1f} px = {err.mean() / head:.2f} head sizes; "
+      f"{(err <= 0.5 * head).mean():.0%} of the joints within PCKh@0.5")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), layout="constrained")
+axes[0].imshow(pred.crop)
+draw_skeleton(axes[0], pred.joints_crop)
+axes[0].set(title=f"network input ({predictor.input_size} px crop)", xlabel="x (crop px)",
+            ylabel="y (crop px)")
+P.draw_prediction(axes[1], pred, show_crop=False, title="back on the original image")
+draw_skeleton(axes[1], truth - 1, ~person.missing, linewidth=1, markersize=0, alpha=0.4)
+save_figure(fig, "07_crop_and_original")
+plt.show()
+
+# %% [markdown]
+# ## 4. Belief maps, stage by stage
+#
+# Each stage outputs one map per joint on the stride-8 grid. Below, the maps of one wrist and one
+# ankle after each stage, over the crop: the first stage only sees local appearance; the later
+# ones combine it with the other joints' beliefs and sharpen (or move) the peak.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+show = [skeleton.JOINT["r_wrist"], skeleton.JOINT["l_ankle"]]
+fig, axes = plt.subplots(len(show), predictor.stages, figsize=(2.6 * predictor.stages, 5.2),
+                         layout="constrained", squeeze=False)
+s = predictor.input_size
+for row, joint in zip(axes, show):
+    for t, ax in enumerate(row):
+        ax.imshow(pred.crop, alpha=0.5)
+        ax.imshow(pred.stage_maps[t][..., joint], cmap="magma", alpha=0.6, extent=(-0.5, s - 0.5,
+                  s - 0.5, -0.5), vmin=0, vmax=max(pred.stage_maps[-1][..., joint].max(), 1e-3))
+        ax.set(xticks=[], yticks=[], title=f"stage {t + 1}: {skeleton.JOINT_NAMES[joint]}")
+fig.suptitle("Belief maps after each stage")
+save_figure(fig, "07_stage_maps")
+plt.show()
+
+# %% [markdown]
+# ## 5. Multi-scale averaging
+#
+# The paper tests at several scales (0.7 ... 1.3 times the nominal size) and averages the belief
+# maps: a joint missed at one scale may be found at another. `scales=` crops the person at each
+# factor, runs all crops in one batch, resamples every map onto the scale-1 grid and averages.
+# We compare one scale with seven on validation people (their own centre and scale).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from cpm_nb import metrics
+
+people = data.val[: min(len(data.val), 4 * profile.batch_size)]
+files = [data.image_dir / p.image for p in people]
+gt = np.stack([np.where(p.missing[:, None], np.nan, p.joints) for p in people])
+boxes = np.stack([p.head_box.reshape(2, 2) for p in people])
+for scales in [(1.0,), P.PAPER_SCALES]:
+    out = [predictor(f, center=p.objpos, scale=p.scale, scales=scales, keep_image=False)
+           for f, p in zip(files, people)]
+    score = metrics.pckh(np.stack([o.joints for o in out]), gt, boxes, ~np.isnan(gt[..., 0]))
+    print(f"scales {', '.join(f'{f:g}' for f in sorted(scales))}: PCKh@0.5 {score.mean:.1f} %"
+          f" over {len(people)} people")
+
+# %% [markdown]
+# Averaging costs one forward pass per scale. Whether it pays depends on how well the network
+# already handles the size variation (training augments scales by 0.7-1.3 too); resampling the
+# coarse maps of the other scales also blurs the peaks slightly.
+#
+# ## 6. Any photo: Grace Hopper
+#
+# Matplotlib ships a photograph (no download). Any file Pillow reads works -- grayscale, palette
+# and CMYK images are converted to RGB, a phone photo's EXIF rotation is applied -- and so does a
+# NumPy array (`[H, W]` or `[H, W, 3]`, uint8 or floats in 0..1).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import matplotlib.cbook as cbook
+
+photo = P.load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+gray = photo.mean(axis=-1) / 255.0  # a float grayscale array works as well
+h, w = photo.shape[:2]
+results = {"RGB photo, default placement": predictor(photo),
+           "grayscale array, box on the upper body": predictor(gray, box=(60, 40, w - 60, h))}
+fig, axes = plt.subplots(1, 2, figsize=(8, 4.2), layout="constrained")
+for ax, (name, r) in zip(axes, results.items()):
+    P.draw_prediction(ax, r, title=name)
+    ax.text(5, h - 10, f"mean confidence {r.confidence.mean():.2f}", color="w", fontsize=8)
+save_figure(fig, "07_grace_hopper")
+plt.show()
+
+# %% [markdown]
+# **Honestly: this goes badly.** The model of this notebook was trained on synthetic stick-figure
+# people (notebook 02), all full-body, in front of textured backgrounds. A head-and-shoulders
+# portrait of a real person in uniform is far outside that distribution: the confidences are low
+# and the skeleton is mostly guesswork. Section 9 shows how to use weights trained on MPII, which
+# is made of exactly such real photos.
+#
+# ## 7. Explore: any joint, any stage
+#
+# Pick a joint and a stage to see its belief map over the crop with the decoded position
+# (interactive in Jupyter and Colab; a few preset views when run headless).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from cpm_nb.widgets import Choice, Slider, explore
+
+
+def render(joint="r_wrist", stage=predictor.stages):
+    j = skeleton.JOINT[joint]
+    maps = pred.stage_maps[int(stage) - 1]
+    xy, conf = pred.stage_joints(int(stage))
+    fig, ax = plt.subplots(figsize=(3.4, 3.4))
+    ax.imshow(pred.crop)
+    ax.imshow(maps[..., j], cmap="magma", alpha=0.55, extent=(-0.5, s - 0.5, s - 0.5, -0.5))
+    crop_xy = np.c_[xy, np.ones(16)] @ pred.crop_matrix.T
+    ax.plot(*crop_xy[j, :2], "c+", ms=14, mew=2)
+    ax.set(xticks=[], yticks=[], title=f"{joint}, stage {int(stage)}: peak {conf[j]:.2f}")
+    plt.show()
+
+
+views = explore(render, joint=Choice(skeleton.JOINT_NAMES, value="r_wrist",
+                                   static=("r_wrist", "head_top")),
+                stage=Slider(1, predictor.stages, 1, predictor.stages,
+                             static=(1, predictor.stages)))
+
+# %% [markdown]
+# ## 8. The command line: `cpm-nb predict`
+#
+# The same from a terminal, for a batch of files: an overlay PNG and a JSON file per image. The
+# coordinates are in original-image pixels, **1-based as in MPII** (the centre of the top-left
+# pixel is (1, 1): subtract 1 for NumPy indices), each joint with its confidence (the peak of its
+# map). An unreadable image is reported on one line and skipped; the others are still done.
+#
+# ```bash
+# cpm-nb predict photo.jpg other.png --model runs/<run> --out poses/
+# cpm-nb predict img.jpg --model runs/<run> --center 594 257 --scale 3.02 --out poses/ --json
+# cpm-nb predict img.jpg --model model.keras --box 120 40 330 600 --scales 0.8 1 1.2 --out poses/
+# ```
+#
+# Here we call it in-process on our validation image:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import json
+import tempfile
+from pathlib import Path
+
+from cpm_nb import cli
+
+out_dir = tempfile.mkdtemp(prefix="cpm_nb_predict_")
+cx, cy = person.objpos
+cli.main(["predict", str(path), "--model", str(run), "--out", out_dir, "--center", str(cx),
+          str(cy), "--scale", str(person.scale)])
+record = json.loads((Path(out_dir) / f"{path.stem}_pose.json").read_text())
+print(record["pixel_convention"])
+print(json.dumps(record["joints"][:2], indent=1))
+
+# %% [markdown]
+# ## 9. Weights trained on MPII
+#
+# To run CPM on real photos, train it on MPII (on a GPU: notebook 05 on Colab), then point the
+# same code at that run folder -- nothing else changes:
+#
+# ```bash
+# cpm-nb prepare mpii --root /content/mpii          # downloads MPII, writes the TFRecords
+# cpm-nb --profile gpu train --data mpii --data-dir /content/mpii/tfrecords-368
+# cpm-nb predict my_photo.jpg --model runs/gpu-6st-mpii-<hash> --box X1 Y1 X2 Y2 --out poses/
+# ```
+#
+# ```python
+# predictor = P.load_predictor("runs/gpu-6st-mpii-<hash>")   # or a copied model.keras
+# pose = predictor("my_photo.jpg", box=(x1, y1, x2, y2), scales=P.PAPER_SCALES)
+# ```
+#
+# On Colab with Google Drive mounted, runs are kept in `MyDrive/cpm_nb/runs` and survive a
+# disconnect. For deployment, `cpm-nb export --model RUN --out DIR` also writes a TensorFlow
+# SavedModel and a TFLite file and checks that they give the same belief maps as Keras.
+#
+# ## Summary
+#
+# * A run folder (`model.keras` + `cpm_config.json`) is a complete, safely loadable model.
+# * CPM needs to know where the person is: centre + scale, a box, or (poorly) the image centre.
+# * Crop with `M`, predict, decode the last stage's maps with sub-pixel refinement, map back with
+#   `inv(M)`: joints in original-image pixels (1-based), each with a confidence.
+# * The stages refine the belief maps; the paper's multi-scale test averages maps over crop scales.
+# * A model trained on synthetic figures does not transfer to real photographs: train on MPII.
+#
+# ## Exercises
+#
+# 1. Draw your own box around one of the *other* people of the validation image and predict
+#    their pose. How tight can the box be before the prediction breaks?
+# 2. Plot PCKh@0.5 against a scale error: multiply each person's true scale by 0.5 ... 2 before
+#    predicting. How much does multi-scale averaging widen the range that works?
+# 3. Mirror the crop horizontally, predict, swap left and right joints back
+#    (`skeleton.flip_permutation()`) and average with the unmirrored maps (flip testing). Does it
+#    help on the validation people?
