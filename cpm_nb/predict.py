@@ -605,8 +605,9 @@ def draw_prediction(ax, pred: Prediction, image=None, min_confidence: float = 0.
         sq = to_original(corners, pred.crop_matrix) - 1.0
         ax.plot(*sq.T, "--", color="w", lw=1, alpha=0.8)
     draw_skeleton(ax, joints0, pred.confidence >= min_confidence)
+    w, h = pred.image_size
     ax.set(title=title if title is not None else Path(pred.name).name,
-           xlabel="x (px)", ylabel="y (px)")
+           xlabel="x (px)", ylabel="y (px)", xlim=(-0.5, w - 0.5), ylim=(h - 0.5, -0.5))
     return ax
 
 

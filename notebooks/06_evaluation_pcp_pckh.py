@@ -270,7 +270,8 @@ code = cli.main(["evaluate-mpii", "--annotations", str(gt_file), "--predictions"
 # each person's `objpos` and `scale`), and score them against `gt_valid.mat` with
 # `cpm-nb evaluate-mpii`. The test-set annotations are not public: test scores come from the MPII
 # benchmark server.
-#
+
+# %% [markdown]
 # ## Summary
 #
 # * The article's fixed 25-px radius depends on image resolution: on small images it saturates,

@@ -314,7 +314,8 @@ print(json.dumps(record["joints"][:2], indent=1))
 # On Colab with Google Drive mounted, runs are kept in `MyDrive/cpm_nb/runs` and survive a
 # disconnect. For deployment, `cpm-nb export --model RUN --out DIR` also writes a TensorFlow
 # SavedModel and a TFLite file and checks that they give the same belief maps as Keras.
-#
+
+# %% [markdown]
 # ## Summary
 #
 # * A run folder (`model.keras` + `cpm_config.json`) is a complete, safely loadable model.
