@@ -89,7 +89,8 @@ def _to_rgb(im):
     from PIL import Image, ImageOps
 
     try:
-        im = ImageOps.exif_transpose(im)
+        if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation: 1 = as stored
+            im = ImageOps.exif_transpose(im)
     except Exception:  # a broken EXIF block is no reason to refuse the pixels
         pass
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -276,12 +277,11 @@ def prepare(source, input_size: int, center=None, scale=None, box=None, scales=(
             im.draft("RGB", (math.ceil(width / shrink), math.ceil(height / shrink)))
             reduce = width / im.size[0]  # 1, 2, 4 or 8
     rgb = _decode(im, name)
-    # Original 1-based -> (reduced) image 1-based: x' = (x - 0.5) / k + 0.5.
-    to_reduced = np.array([[1 / reduce, 0, 0.5 - 0.5 / reduce],
-                           [0, 1 / reduce, 0.5 - 0.5 / reduce], [0, 0, 1.0]])
-    crops = np.stack([
-        np.asarray(preprocess.warp_pil(rgb, m @ np.linalg.inv(to_reduced), input_size))
-        for m in matrices])
+    # (reduced) image 1-based -> original 1-based: x = k (x' - 0.5) + 0.5
+    from_reduced = np.array([[reduce, 0, 0.5 - 0.5 * reduce],
+                             [0, reduce, 0.5 - 0.5 * reduce], [0, 0, 1.0]])
+    crops = np.stack([np.asarray(preprocess.warp_pil(rgb, m @ from_reduced, input_size))
+                      for m in matrices])
     image = None
     if keep_image:  # the full-resolution pixels, for drawing
         image = np.asarray(rgb) if reduce == 1 else load_image(source)
