@@ -105,6 +105,8 @@ def savedmodel_runner(folder):
 def tflite_runner(path):
     """``images -> list of per-stage maps`` through the TFLite interpreter (signature
     ``serving_default``; resized to the batch on each call)."""
+    from cpm_nb.runtime import quiet_native_stderr
+
     tf = _tf()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated" (still works)
@@ -115,7 +117,8 @@ def tflite_runner(path):
 
     def run(inputs):
         xs = inputs if isinstance(inputs, list) else [inputs]
-        out = runner(**{n: np.asarray(x, np.float32) for n, x in zip(in_names, xs)})
+        with quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+            out = runner(**{n: np.asarray(x, np.float32) for n, x in zip(in_names, xs)})
         return [np.asarray(out[k]) for k in _stage_order(out)]
 
     return run
