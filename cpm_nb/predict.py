@@ -605,9 +605,12 @@ def draw_prediction(ax, pred: Prediction, image=None, min_confidence: float = 0.
         sq = to_original(corners, pred.crop_matrix) - 1.0
         ax.plot(*sq.T, "--", color="w", lw=1, alpha=0.8)
     draw_skeleton(ax, joints0, pred.confidence >= min_confidence)
-    w, h = pred.image_size
+    w, h = pred.image_size  # the image, widened to joints predicted outside it
+    shown = joints0[pred.confidence >= min_confidence]
+    lo = np.minimum([-0.5, -0.5], shown.min(0, initial=np.inf) - 8)
+    hi = np.maximum([w - 0.5, h - 0.5], shown.max(0, initial=-np.inf) + 8)
     ax.set(title=title if title is not None else Path(pred.name).name,
-           xlabel="x (px)", ylabel="y (px)", xlim=(-0.5, w - 0.5), ylim=(h - 0.5, -0.5))
+           xlabel="x (px)", ylabel="y (px)", xlim=(lo[0], hi[0]), ylim=(hi[1], lo[1]))
     return ax
 
 
