@@ -17,9 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 EPILOG = """\
-typical session:
-  cpm-nb info                          what will run, on which device, with which profile
-  cpm-nb notebooks                     execute every notebook in place (headless)
+the workflow (each command has --help with examples):
+  cpm-nb info                               versions, backend, devices, active profile
+  cpm-nb prepare synthetic                  render the embedded synthetic set + TFRecords
+  cpm-nb prepare mpii --root DIR            download/convert real MPII (12.9 GB images)
+  cpm-nb train --data synthetic --out runs/my-run
+  cpm-nb evaluate --model runs/my-run --data synthetic --json scores.json
+  cpm-nb predict photo.jpg --model runs/my-run --out predictions/ --json
+  cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions preds.mat
+  cpm-nb notebooks                          execute every notebook in place (headless)
 
 profiles (CPM_NB_PROFILE or --profile): fast (CI), cpu (laptop), gpu (paper size)
 """
