@@ -193,9 +193,10 @@ plt.show()
 # %% [markdown]
 # Occluded joints are much harder than visible ones: the network has to infer them from the rest
 # of the body, which is exactly what the later stages' context is for (compare their per-stage
-# curve above). People sharing the image with others lose less: the person is centred in the
+# curve above). People sharing the image with others lose little: the person is centred in the
 # crop, and the network has learned to follow the person in the middle rather than the
-# strongest nearby limb.
+# strongest nearby limb (in the crops of section 8, look for limbs of the neighbours that did
+# *not* attract a peak).
 #
 # ## 7. The best and the worst people
 #

@@ -230,9 +230,11 @@ plt.show()
 # %% [markdown]
 # **Honestly: this goes badly.** The model of this notebook was trained on synthetic stick-figure
 # people (notebook 02), all full-body, in front of textured backgrounds. A head-and-shoulders
-# portrait of a real person in uniform is far outside that distribution: the confidences are low
-# and the skeleton is mostly guesswork. Section 9 shows how to use weights trained on MPII, which
-# is made of exactly such real photos.
+# portrait of a real person in uniform is far outside that distribution: the network squeezes a
+# whole stick figure into the head and shoulders, and the skeleton is guesswork. Note the mean
+# confidence: the peak of a belief map says how much a spot looks like a joint *of the training
+# data*, so an out-of-distribution photo can get confident, wrong answers. Section 9 shows how to
+# use weights trained on MPII, which is made of exactly such real photos.
 #
 # ## 7. Explore: any joint, any stage
 #
