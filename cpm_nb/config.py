@@ -73,7 +73,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "cpu": Profile(
         name="cpu",
-        description="laptop CPU: synthetic data, minutes per notebook",
+        description="laptop CPU: synthetic data; training ~30 min once, then cached",
         input_size=128,
         stages=3,
         width=0.25,

@@ -72,6 +72,7 @@ def execute(ipynb: Path, out: Path, profile: str | None, timeout: int) -> float:
         nb = nbformat.read(ipynb, as_version=4)
         start = time.perf_counter()
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no transport notices
                        resources={"metadata": {"path": str(ipynb.parent)}}).execute()
         elapsed = time.perf_counter() - start
     finally:
