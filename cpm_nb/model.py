@@ -646,7 +646,8 @@ def conv_gradient_magnitudes(model, images, targets, intermediate: bool = True) 
         index = {id(v): i for i, v in enumerate(model.trainable_variables)}
         grads = [all_grads[index[id(c.kernel)]] for c in convs]
     else:
-        raise NotImplementedError("gradients are implemented for the TensorFlow and JAX backends")
+        raise ValueError(f"gradient magnitudes need the TensorFlow or JAX backend, not "
+                         f"{keras_backend()!r}: set KERAS_BACKEND=tensorflow or jax")
     return {c.name: float(np.mean(np.abs(np.asarray(g)))) for c, g in zip(convs, grads)}
 
 

@@ -167,12 +167,17 @@ def reference_mat(mpii_reference):
     return scipy.io.loadmat(str(mpii_reference / "detections_our_format.mat"))
 
 
-def test_official_pckh_on_tompson_predictions_matches_an_independent_loop(reference_mat):
-    d = reference_mat
+def _person_major(d):
+    """(pred, gt, head boxes, valid) of the reference file, person-major."""
     gt = np.transpose(d["pos_gt_src"], (2, 0, 1))
     pred = np.transpose(d["pos_pred_src"], (2, 0, 1))
     boxes = np.transpose(d["headboxes_src"], (2, 0, 1))
-    valid = d["jnt_missing"].T == 0
+    return pred, gt, boxes, d["jnt_missing"].T == 0
+
+
+def test_official_pckh_on_tompson_predictions_matches_an_independent_loop(reference_mat):
+    d = reference_mat
+    pred, gt, boxes, valid = _person_major(d)
     r = metrics.pckh(pred, gt, boxes, valid)
     args = (d["pos_pred_src"], d["pos_gt_src"], d["jnt_missing"], d["headboxes_src"])
     table, total, per = _independent_pckh(*args, 0.5)
@@ -194,10 +199,7 @@ def test_official_pckh_on_tompson_predictions_matches_an_independent_loop(refere
 def test_how_the_common_python_evaluator_conventions_differ(reference_mat):
     """Documents the numbers other conventions give on the same predictions."""
     d = reference_mat
-    gt = np.transpose(d["pos_gt_src"], (2, 0, 1))
-    pred = np.transpose(d["pos_pred_src"], (2, 0, 1))
-    boxes = np.transpose(d["headboxes_src"], (2, 0, 1))
-    valid = d["jnt_missing"].T == 0
+    pred, gt, boxes, valid = _person_major(d)
     r = metrics.pckh(pred, gt, boxes, valid)
     # "Head" = head top only (the Python evaluators): 95.60 instead of 96.66
     assert round(r.per_joint[skeleton.JOINT["head_top"]], 2) == 95.60
