@@ -118,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def add_json_option(parser: argparse.ArgumentParser, what: str, note: str = "") -> None:
+    """The shared ``--json [OUT]`` option: ``what`` as JSON on stdout ('-' or no value)
+    or written to OUT; pair it with :func:`print_json`."""
+    parser.add_argument("--json", nargs="?", const="-", metavar="OUT",
+                        help=f"{what} as JSON on stdout ('-' or no value) or written to OUT{note}")
+
+
 def print_json(data, path: str | None = None) -> None:
     """Print ``data`` as JSON, or write it to ``path`` ('-' is stdout)."""
     text = json.dumps(data, indent=2, sort_keys=False)

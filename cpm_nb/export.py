@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpm_nb.cli import CliError, Command
+from cpm_nb.cli import CliError, Command, add_json_option
 
 MAPS_ATOL = 1e-4  # belief maps are ~0..1; float32 graph rewrites differ by ~1e-6
 JOINTS_ATOL_PX = 0.05  # decoded joints, crop pixels
@@ -203,8 +203,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         default=["savedmodel", "tflite"], help="what to write (default: both)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the parity check against the Keras model")
-    parser.add_argument("--json", nargs="?", const="-", metavar="OUT",
-                        help="print the report as JSON (or write it to OUT)")
+    add_json_option(parser, "the report")
 
 
 def _run(args: argparse.Namespace) -> int:

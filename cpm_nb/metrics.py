@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cpm_nb import skeleton
-from cpm_nb.cli import CliError, Command
+from cpm_nb.cli import CliError, Command, add_json_option
 
 ARTICLE_RADIUS = 25.0  # px: the source article's fixed-radius metric
 SC_BIAS = 0.6  # head size = SC_BIAS x head-box diagonal (MPII toolkit)
@@ -457,9 +457,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                              "'pos_pred_src' 16x2xN (detections_our_format.mat) is read too")
     parser.add_argument("--threshold", type=float, default=PCKH_THRESHOLD,
                         help="PCKh threshold, a fraction of the head size (default 0.5)")
-    parser.add_argument("--json", nargs="?", const="-", metavar="OUT",
-                        help="also write the results as JSON to OUT; '-' or no value: JSON on "
-                             "stdout instead of the table")
+    add_json_option(parser, "the results", "; on stdout it replaces the table")
 
 
 def _evaluate_run(args: argparse.Namespace) -> int:

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cpm_nb import config as _config
-from cpm_nb.cli import CliError, Command
+from cpm_nb.cli import CliError, Command, add_json_option
 from cpm_nb.receptive_field import FieldRow, Layer, receptive_fields
 
 # Channel widths of the source article's network (width multiplier 1.0).
@@ -663,8 +663,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true",
                         help="build the Keras model and check its parameter count and output "
                              "shapes against the analytic table (imports TensorFlow)")
-    parser.add_argument("--json", nargs="?", const="-", metavar="OUT",
-                        help="print the facts as JSON (or write them to OUT)")
+    add_json_option(parser, "the facts")
 
 
 def _model_run(args: argparse.Namespace) -> int:

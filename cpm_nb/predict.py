@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from cpm_nb import preprocess, skeleton
-from cpm_nb.cli import CliError, Command
+from cpm_nb.cli import CliError, Command, add_json_option
 from cpm_nb.config import OUTPUT_STRIDE
 
 MODEL_FILE = "model.keras"  # the names cpm_nb.train writes (kept here: no TF import at start)
@@ -689,9 +689,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 0: draw all)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
                         help=f"images per forward pass (default {DEFAULT_BATCH})")
-    parser.add_argument("--json", nargs="?", const="-", metavar="OUT",
-                        help="print all results as one JSON document on stdout (or write it "
-                             "to OUT) instead of one line per image")
+    add_json_option(parser, "all results in one document",
+                    "; on stdout it replaces the line per image")
 
 
 def _check_arguments(args) -> None:

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpm_nb.cli import CliError, Command, print_json
+from cpm_nb.cli import CliError, Command, add_json_option, print_json
 
 MPII_BASE_URL = "https://datasets.d2.mpi-inf.mpg.de/andriluka14cvpr/"
 
@@ -385,8 +385,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     mp.add_argument("--images-md5", help=f"expected md5 of the image archive "
                     f"(default: {DOWNLOADS['images'].md5})")
     for p in (syn, mp):
-        p.add_argument("--json", nargs="?", const="-", metavar="OUT",
-                       help="print the summary as JSON (to OUT when given)")
+        add_json_option(p, "the summary")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -82,7 +82,7 @@ import numpy as np
 
 from cpm_nb import config as _config
 from cpm_nb import skeleton
-from cpm_nb.cli import CliError, Command
+from cpm_nb.cli import CliError, Command, add_json_option
 
 TRAIN_VERSION = 1  # bump when a change to the loop invalidates cached runs
 CHECKPOINT = "checkpoint.npz"
@@ -1076,8 +1076,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-after", type=int, metavar="N",
                         help="stop after N steps of this call (with a checkpoint)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--json", nargs="?", const="-", metavar="OUT",
-                        help="print the final metrics as JSON (or write them to OUT)")
+    add_json_option(parser, "the final metrics")
 
 
 def _train_run(args: argparse.Namespace) -> int:
@@ -1139,8 +1138,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", metavar="DIR", help="TFRecord folder with a val split")
     parser.add_argument("--split", default="val", help="TFRecord split (default: val)")
     parser.add_argument("--max-examples", type=int, metavar="N", help="score the first N people")
-    parser.add_argument("--json", nargs="?", const="-", metavar="OUT",
-                        help="also write the scores as JSON to OUT ('-' or no value: stdout)")
+    add_json_option(parser, "the scores")
 
 
 def _evaluate_run(args: argparse.Namespace) -> int:
