@@ -4,13 +4,31 @@ One entry point, one subcommand per job.  Each subcommand lives next to the
 code it drives, as a :class:`Command` named in :data:`COMMANDS`; adding one is
 one line here.  Modules are imported only when their command is parsed, and
 TensorFlow only when a command runs, so ``--help`` stays quick.
+
+Shared by every command:
+
+* ``--profile P`` before or after the subcommand;
+* :func:`add_json_option`: ``--json`` (a flag: the result as JSON on stdout and
+  nothing else there; other lines go to stderr) and ``--json-out FILE`` (also write
+  it to FILE, checked before any work and written atomically).  Neither takes a
+  positional argument by surprise;
+* numeric option types that name their valid range: :func:`int_in_range`,
+  :func:`positive_int`, :func:`nonnegative_int`, :func:`float_in_range`,
+  :func:`finite_float`;
+* errors: a :class:`CliError`, a :class:`cpm_nb.files.DataError`, a file-system
+  error, an out-of-memory error or corrupt TFRecord data is one line on stderr
+  naming what and how to fix it, exit status 2 (130 when interrupted).  Status 1 is
+  a partial failure that the command reports itself (e.g. ``predict``: an image
+  that could not be read).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -22,12 +40,17 @@ the workflow (each command has --help with examples):
   cpm-nb prepare synthetic                  render the embedded synthetic set + TFRecords
   cpm-nb prepare mpii --root DIR            download/convert real MPII (12.9 GB images)
   cpm-nb train --data synthetic --out runs/my-run
-  cpm-nb evaluate --model runs/my-run --data synthetic --json scores.json
+  cpm-nb evaluate --model runs/my-run --data synthetic --json-out scores.json
   cpm-nb predict photo.jpg --model runs/my-run --out predictions/ --json
   cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions preds.mat
   cpm-nb notebooks                          execute every notebook in place (headless)
 
-profiles (CPM_NB_PROFILE or --profile): fast (CI), cpu (laptop), gpu (paper size)
+profiles (CPM_NB_PROFILE or --profile, before or after COMMAND): fast (CI), cpu
+(laptop), gpu (paper size)
+
+--json prints only the JSON on stdout; --json-out FILE writes it to FILE.
+exit status: 0 done, 1 partly done (reported per item), 2 error (one line on stderr),
+130 interrupted
 """
 
 
@@ -63,8 +86,17 @@ class CliError(Exception):
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line naming the valid choices."""
 
+    def parse_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_args(args, namespace)
+
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (try '{self.prog} --help')\n")
+        hint = ""
+        argv = getattr(self, "_argv", None) or sys.argv[1:]
+        if any(a == "--json" or a.startswith("--json=") for a in argv) and (
+                "unrecognized arguments" in message or "--json" in message):
+            hint = " (--json takes no value: it prints the JSON on stdout; use --json-out FILE)"
+        self.exit(2, f"{self.prog}: error: {message}{hint} (try '{self.prog} --help')\n")
 
 
 def load_commands() -> list[Command]:
@@ -75,6 +107,10 @@ def load_commands() -> list[Command]:
     return commands
 
 
+PROFILE_HELP = ("run profile: fast, cpu or gpu (default: $CPM_NB_PROFILE, else gpu when a "
+                "GPU is visible, else cpu)")
+
+
 def build_parser(commands: list[Command]) -> Parser:
     parser = Parser(
         prog="cpm-nb",
@@ -83,8 +119,7 @@ def build_parser(commands: list[Command]) -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_argument("--profile", help="run profile: fast, cpu or gpu (default: "
-                        "$CPM_NB_PROFILE, else gpu when a GPU is visible, else cpu)")
+    parser.add_argument("--profile", help=PROFILE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for command in commands:
@@ -92,8 +127,19 @@ def build_parser(commands: list[Command]) -> Parser:
                            description=command.description or command.help,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         command.add_arguments(p)
+        _add_profile(p)
         p.set_defaults(_run=command.run)
     return parser
+
+
+def _add_profile(parser: argparse.ArgumentParser) -> None:
+    """``--profile`` after the subcommand too (and after a sub-subcommand), without
+    overriding one given before it."""
+    parser.add_argument("--profile", default=argparse.SUPPRESS, help=PROFILE_HELP)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_profile(child)
 
 
 def _version() -> str:
@@ -103,7 +149,7 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cpm_nb import config
+    from cpm_nb import config, files
 
     parser = build_parser(load_commands())
     args = parser.parse_args(argv)
@@ -112,44 +158,191 @@ def main(argv: list[str] | None = None) -> int:
             config.set_profile(args.profile)
         elif os.environ.get(config.PROFILE_ENV, "").strip():
             config.get_profile()  # fail early on a bad CPM_NB_PROFILE
-        return int(args._run(args) or 0)
-    except (CliError, config.ProfileError) as err:
-        print(f"cpm-nb {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        json_out = getattr(args, "json", None)
+        if json_out not in (None, "-"):
+            files.check_output_path(json_out, "file", "--json-out")
+        with _json_only_on_stdout(json_out == "-"):
+            return int(args._run(args) or 0)
+    except (CliError, config.ProfileError, files.DataError) as err:
+        return _fail(args, str(err))
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted; outputs are written atomically, so re-run the same "
+                           "command to finish", 130)
+    except MemoryError:
+        return _fail(args, "out of memory; try a smaller --batch-size or profile")
+    except OSError as err:
+        return _fail(args, _os_message(err))
+    except Exception as err:
+        message = _known_failure(err)
+        if message is None:
+            raise
+        return _fail(args, message)
+
+
+def _fail(args, message: str, status: int = 2) -> int:
+    message = " ".join(str(message).split())  # always one line
+    print(f"cpm-nb {args.command}: error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def _os_message(err: OSError) -> str:
+    """A file-system error as one line: what failed, on which file."""
+    what = err.strerror or str(err)
+    names = [n for n in (err.filename, getattr(err, "filename2", None)) if n]
+    where = f": {' -> '.join(map(str, names))}" if names else ""
+    return f"{what}{where} (check the path, its permissions and the free disk space)"
+
+
+def _known_failure(err: Exception) -> str | None:
+    """One line for the errors of libraries we do not import here (TensorFlow, Pillow)."""
+    name = type(err).__name__
+    text = " ".join(str(getattr(err, "message", None) or err).split())[:200]
+    if name == "ResourceExhaustedError":
+        return f"out of memory ({text}); try a smaller --batch-size or profile"
+    if name == "DataLossError":
+        return (f"corrupted data ({text}); re-create the TFRecords with `cpm-nb prepare ...` "
+                "(synthetic: add --force)")
+    if name == "DecompressionBombError":
+        return f"image too large ({text})"
+    return None
+
+
+@contextlib.contextmanager
+def _json_only_on_stdout(enabled: bool):
+    """With ``--json``: every line a command prints goes to stderr, :func:`print_json`
+    alone writes to stdout, so stdout is exactly one JSON document."""
+    global _JSON_STDOUT
+    if not enabled:
+        yield
+        return
+    _JSON_STDOUT = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _JSON_STDOUT = None
+
+
+_JSON_STDOUT = None  # the real stdout while _json_only_on_stdout is active
 
 
 def add_json_option(parser: argparse.ArgumentParser, what: str, note: str = "") -> None:
-    """The shared ``--json [OUT]`` option: ``what`` as JSON on stdout ('-' or no value)
-    or written to OUT; pair it with :func:`print_json`."""
-    parser.add_argument("--json", nargs="?", const="-", metavar="OUT",
-                        help=f"{what} as JSON on stdout ('-' or no value) or written to OUT{note}")
+    """The shared JSON options, both stored in ``args.json``: ``--json`` (a flag; the
+    value ``"-"``: ``what`` as JSON on stdout and nothing else there) and ``--json-out
+    FILE`` (the path; also write ``what`` to FILE, checked by :func:`main` before the
+    command runs).  Pair it with :func:`print_json`.  Being a flag, ``--json`` never
+    takes the next word (an image name) as its value."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--json", dest="json", action="store_const", const="-",
+                       help=f"print {what} as JSON on stdout, and nothing else there (other "
+                            f"lines go to stderr){note}")
+    group.add_argument("--json-out", dest="json", metavar="FILE",
+                       help=f"also write {what} as JSON to FILE (written atomically; "
+                            "'-' is stdout)")
 
 
 def print_json(data, path: str | None = None) -> None:
-    """Print ``data`` as JSON, or write it to ``path`` ('-' is stdout)."""
-    text = json.dumps(data, indent=2, sort_keys=False)
+    """Print ``data`` as JSON on stdout (``path`` None or '-'), or write it to ``path``
+    atomically.  NaN and infinities become null, so the output is always valid JSON."""
+    text = json.dumps(_finite(data), indent=2, sort_keys=False)
     if path in (None, "-"):
-        print(text)
+        out = _JSON_STDOUT or sys.stdout
+        out.write(text + "\n")
+        out.flush()
     else:
-        with open(path, "w") as f:
-            f.write(text + "\n")
+        from cpm_nb import files
+
+        files.atomic_write_text(path, text + "\n")
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+# --- numeric options: argparse types whose error names the valid range ---------------------
+
+
+def _range_text(lo, hi, lo_open=False, hi_open=False, what="an integer") -> str:
+    if lo is not None and hi is not None:
+        if what == "an integer":
+            return f"{what} from {lo} to {hi}"
+        return f"{what} in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{what} {'>' if lo_open else '>='} {lo:g}"
+    if hi is not None:
+        return f"{what} {'<' if hi_open else '<='} {hi:g}"
+    return what
+
+
+def int_in_range(lo: int | None = None, hi: int | None = None, multiple_of: int | None = None):
+    """An argparse ``type``: an integer in ``lo..hi`` (inclusive; None = unbounded), a
+    multiple of ``multiple_of`` when given; the error names the range."""
+    want = _range_text(lo, hi)
+    if multiple_of:
+        want += f", a multiple of {multiple_of}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi) or (
+                multiple_of and value % multiple_of):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {value}")
+        return value
+
+    parse.__name__ = want  # argparse names the type in some messages
+    return parse
+
+
+def float_in_range(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+                   hi_open: bool = False):
+    """An argparse ``type``: a finite number in the interval (open ends as asked)."""
+    want = _range_text(lo, hi, lo_open, hi_open, "a number")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+        bad = not math.isfinite(value) or (lo is not None and (
+            value <= lo if lo_open else value < lo)) or (hi is not None and (
+                value >= hi if hi_open else value > hi))
+        if bad:
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text}")
+        return value
+
+    parse.__name__ = want
+    return parse
+
+
+positive_int = int_in_range(1)
+nonnegative_int = int_in_range(0)
+finite_float = float_in_range()
+positive_float = float_in_range(0, None, lo_open=True)
 
 
 # --- cpm-nb info -----------------------------------------------------------------
 
 
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print the facts as JSON")
+    add_json_option(parser, "the facts")
 
 
 def _info_run(args: argparse.Namespace) -> int:
     from cpm_nb import runtime
 
     info = runtime.describe()
-    if args.json:
-        print_json(info)
-    else:
+    if args.json != "-":
         print(runtime.format_description(info))
+    if args.json:
+        print_json(info, args.json)
     return 0
 
 

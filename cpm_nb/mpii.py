@@ -345,9 +345,9 @@ def write_json(people: list[Person], path, **meta) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"format": JSON_FORMAT, "version": JSON_VERSION, "meta": meta,
            "people": [p.to_dict() for p in people]}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, separators=(",", ":")))
-    tmp.replace(path)
+    from cpm_nb import files
+
+    files.atomic_write_text(path, json.dumps(doc, separators=(",", ":")))
     return path
 
 
@@ -362,7 +362,11 @@ def read_json(path) -> list[Person]:
         raise MpiiFormatError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(doc, dict) or doc.get("format") != JSON_FORMAT:
         raise MpiiFormatError(f"{path}: not a {JSON_FORMAT} file")
-    return [Person.from_dict(d) for d in doc["people"]]
+    try:
+        return [Person.from_dict(d) for d in doc["people"]]
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise MpiiFormatError(f"{path}: a person record is malformed ({type(err).__name__}: "
+                              f"{err}); write the file again with write_json") from None
 
 
 def read_json_meta(path) -> dict:

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpm_nb import preprocess
+from cpm_nb import files, preprocess
 from cpm_nb.mpii import NUM_JOINTS, Person
 
 SHARD_SIZE = 500  # examples per shard (at most 64 shards)
@@ -59,16 +59,22 @@ META_FILE = "meta.json"
 
 # skip / fix reasons, as counted by write_tfrecords
 SKIP_NO_IMAGE_NAME = "no image file name"
-SKIP_MISSING_IMAGE = "missing image file"
-SKIP_UNREADABLE_IMAGE = "unreadable image file"
+SKIP_MISSING_IMAGE = files.ImageFileError.MISSING
+SKIP_UNREADABLE_IMAGE = files.ImageFileError.UNREADABLE
+SKIP_TOO_LARGE = files.ImageFileError.TOO_LARGE
+SKIP_ESCAPING_NAME = "image name outside the image folder (refused)"
 SKIP_BAD_SCALE = "zero or negative scale"
 SKIP_NO_CENTER = "no person centre (objpos) or scale"
 SKIP_NO_JOINTS = "no annotated joints"
 SKIP_NO_JOINTS_INSIDE = "no annotated joint inside the image"
 FIX_OUTSIDE = "joints outside the image (dropped)"
-FIX_GRAYSCALE = "grayscale images (converted to RGB)"
-FIX_CMYK = "CMYK images (converted to RGB)"
-FIX_OTHER_MODE = "other colour modes (converted to RGB)"
+FIX_GRAYSCALE = files.CONVERTED_GRAYSCALE
+FIX_CMYK = files.CONVERTED_CMYK
+FIX_HIGH_BIT_DEPTH = files.CONVERTED_HIGH_BIT_DEPTH
+FIX_PALETTE = files.CONVERTED_PALETTE
+FIX_ALPHA = files.CONVERTED_ALPHA
+FIX_OTHER_MODE = files.CONVERTED_OTHER
+FIXES = (FIX_OUTSIDE, *files.CONVERSIONS)  # counted under "fixed", the rest under "skipped"
 
 
 def _tf():
@@ -102,21 +108,18 @@ def joints_outside(person: Person, width: int, height: int) -> np.ndarray:
 
 
 def load_image(path: Path, counts: Counter | None = None):
-    """Open an image as RGB (PIL).  Grayscale/CMYK/other modes are converted and counted;
-    raises FileNotFoundError or ValueError (unreadable) with the file name."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+    """Open an image as 8-bit RGB (PIL) through :func:`cpm_nb.files.load_rgb`: grayscale,
+    CMYK, palette, transparent and 16-bit images are converted and counted in ``counts``;
+    raises FileNotFoundError (missing) or :class:`cpm_nb.files.ImageFileError` (a
+    ValueError: unreadable, truncated, too large), naming the file."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            rgb = im.convert("RGB") if mode != "RGB" else im.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"unreadable image file {path}: {err}") from err
-    if counts is not None and mode != "RGB":
-        counts[{"L": FIX_GRAYSCALE, "CMYK": FIX_CMYK}.get(mode, FIX_OTHER_MODE)] += 1
+        rgb, conversion = files.load_rgb(path)
+    except files.ImageFileError as err:
+        if err.reason == files.ImageFileError.MISSING:
+            raise FileNotFoundError(str(err)) from None
+        raise
+    if counts is not None and conversion is not None:
+        counts[conversion] += 1
     return rgb
 
 
@@ -166,12 +169,7 @@ def _process_image(tf, group: list[Person], image_dir: Path, input_size: int, co
             reason = SKIP_NO_IMAGE_NAME
         if reason is None and not loaded:  # decode each image once, and only when needed
             loaded = True
-            try:
-                image = load_image(image_dir / person.image, local)
-            except FileNotFoundError:
-                error = SKIP_MISSING_IMAGE
-            except ValueError:
-                error = SKIP_UNREADABLE_IMAGE
+            image, error = _load_for(image_dir, person.image, local)
         if reason is None:
             reason = error
         if reason is None:
@@ -192,46 +190,70 @@ def _process_image(tf, group: list[Person], image_dir: Path, input_size: int, co
     return examples, local
 
 
+def _load_for(image_dir: Path, name: str, counts: Counter):
+    """(image, None) or (None, skip reason): the image's faults are counted, not raised."""
+    try:
+        path = files.inside(image_dir, name, "the annotations")
+        rgb, conversion = files.load_rgb(path)
+    except files.EscapingPathError:
+        return None, SKIP_ESCAPING_NAME
+    except files.ImageFileError as err:
+        return None, err.reason
+    if conversion is not None:
+        counts[conversion] += 1
+    return rgb, None
+
+
 def write_tfrecords(people: list[Person], image_dir, out_dir, split: str, input_size: int,
                     context: float = preprocess.CONTEXT, counts: Counter | None = None,
                     progress: bool = False, workers: int | None = None) -> dict:
     """Write ``people`` as TFRecord shards ``out_dir/<split>-NNNNN-of-NNNNN.tfrecord``.
 
-    Returns ``{"kept": n, "skipped": {reason: n}, "fixed": {what: n}, "files": [...]}``;
-    ``counts`` (a Counter) also accumulates every reason.  People sharing an image
-    are processed together (each image is decoded once), images in name order by
-    ``workers`` threads (PIL releases the GIL); examples are streamed round-robin
-    into the shards, so the output is the same for any number of workers.
+    Returns ``{"kept": n, "skipped": {reason: n}, "fixed": {what: n}, "files": [...],
+    "bytes": {file: size}}``; ``counts`` (a Counter) also accumulates every reason.
+    People sharing an image are processed together (each image is decoded once),
+    images in name order by ``workers`` threads (PIL releases the GIL); examples are
+    streamed round-robin into the shards, so the output is the same for any number of
+    workers.  An image that is missing, unreadable, truncated, too large (a
+    decompression bomb) or named outside ``image_dir`` is a counted skip.
+
+    Atomic per split: the shards are written under temporary names and swapped in,
+    with ``meta.json``, only when the whole split succeeded (see :func:`recover`); a
+    failure or a kill leaves the previous shards and ``meta.json`` as they were.  The
+    folder is locked (:func:`cpm_nb.files.locked`) while it is written.
     """
+    image_dir, out_dir = Path(image_dir), Path(out_dir)
+    counts = Counter() if counts is None else counts
+    with files.locked(out_dir):
+        recover(out_dir)
+        summary = _write_split(people, image_dir, out_dir, split, input_size, context,
+                               progress, workers)
+    counts.update({**summary["skipped"], **summary["fixed"]})
+    return summary
+
+
+def _write_split(people, image_dir, out_dir, split, input_size, context, progress, workers):
     from concurrent.futures import ThreadPoolExecutor
 
     tf = _tf()
-    image_dir, out_dir = Path(image_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    counts = Counter() if counts is None else counts
-    local = Counter()
-    for old in out_dir.glob(f"{split}-*.tfrecord"):
-        old.unlink()
     groups: dict = {}
     for i, p in enumerate(people):
         groups.setdefault(p.image if p.image else ("", i), []).append(p)
     ordered = [groups[k] for k in sorted(groups, key=lambda k: (k, 0) if isinstance(k, str)
                                          else k)]
     n_shards = max(1, min(64, math.ceil(len(people) / SHARD_SIZE)))
-    files = [out_dir / f"{split}-{k:05d}-of-{n_shards:05d}.tfrecord" for k in range(n_shards)]
-    writers = [tf.io.TFRecordWriter(str(f)) for f in files]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(people), desc=f"cropping {split}", unit="person")
+    shards = [out_dir / f"{split}-{k:05d}-of-{n_shards:05d}.tfrecord" for k in range(n_shards)]
+    temps = [files.temp_name(f) for f in shards]
+    local, n = Counter(), 0
     workers = workers or min(4, os.cpu_count() or 1)
-    n = 0
 
     def work(group):
         return _process_image(tf, group, image_dir, input_size, context, len(group))
 
+    bar = _bar(progress, len(people), f"cropping {split}")
+    writers = []
     try:
+        writers = [tf.io.TFRecordWriter(str(f)) for f in temps]
         with ThreadPoolExecutor(workers) as pool:
             for start in range(0, len(ordered), 256):  # bounded memory
                 chunk = ordered[start:start + 256]
@@ -242,19 +264,83 @@ def write_tfrecords(people: list[Person], image_dir, out_dir, split: str, input_
                     local.update(found)
                     if bar is not None:
                         bar.update(len(group))
-    finally:
         for w in writers:
             w.close()
+        for f in temps:
+            _fsync(f)
+        skipped = {k: v for k, v in local.items() if k not in FIXES}
+        fixed = {k: v for k, v in local.items() if k in FIXES}
+        summary = {"split": split, "kept": n, "skipped": skipped, "fixed": fixed,
+                   "files": [f.name for f in shards],
+                   "bytes": {f.name: t.stat().st_size for f, t in zip(shards, temps)}}
+        _commit_split(out_dir, split, list(zip(temps, shards)), summary, input_size, context)
+    except BaseException:
+        for w in writers:
+            w.close()
+        for f in temps:
+            f.unlink(missing_ok=True)
+        raise
+    finally:
         if bar is not None:
             bar.close()
-    counts.update(local)
-    skipped = {k: v for k, v in local.items() if not k.startswith(("joints outside", "grayscale",
-                                                                   "CMYK", "other colour"))}
-    fixed = {k: v for k, v in local.items() if k not in skipped}
-    summary = {"split": split, "kept": n, "skipped": skipped, "fixed": fixed,
-               "files": [f.name for f in files]}
-    _update_meta(out_dir, split, summary, input_size, context)
     return summary
+
+
+def _bar(progress: bool, total: int, desc: str):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="person")
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+# --- committing a split: all or nothing ---------------------------------------------------------
+
+
+def _commit_split(out_dir: Path, split: str, renames, summary: dict, input_size: int,
+                  context: float) -> None:
+    """Swap a finished split in: a journal ``.commit-<split>.json`` (written atomically)
+    lists the renames and the new summary; it is then applied and deleted.  A crash
+    while applying is finished by :func:`recover` on the next write."""
+    journal = out_dir / f".commit-{split}.json"
+    files.atomic_write_json(journal, {
+        "split": split, "renames": [[t.name, f.name] for t, f in renames],
+        "summary": summary, "input_size": input_size, "context": context})
+    _apply(out_dir, journal)
+
+
+def _apply(out_dir: Path, journal: Path) -> None:
+    plan = json.loads(journal.read_text())
+    split, keep = plan["split"], {final for _, final in plan["renames"]}
+    for tmp, final in plan["renames"]:
+        if (out_dir / tmp).exists():
+            os.replace(out_dir / tmp, out_dir / final)
+    for old in out_dir.glob(f"{split}-*.tfrecord"):
+        if old.name not in keep:
+            old.unlink()
+    _update_meta(out_dir, split, plan["summary"], plan["input_size"], plan["context"])
+    journal.unlink()
+
+
+def recover(out_dir) -> None:
+    """Finish a split commit that a crash interrupted (roll forward: its journal is
+    written only once every new shard is complete) and delete the temporary shards
+    of runs that died before committing.  Call with the folder locked."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return
+    for journal in sorted(out_dir.glob(".commit-*.json")):
+        try:
+            _apply(out_dir, journal)
+        except (OSError, ValueError, KeyError, TypeError):
+            journal.unlink(missing_ok=True)  # unusable: the old split stays as it was
+    for tmp in out_dir.glob(".*.tfrecord.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def _drop_joints(person: Person, drop: np.ndarray) -> Person:
@@ -268,15 +354,22 @@ def _drop_joints(person: Person, drop: np.ndarray) -> Person:
 
 
 def _update_meta(out_dir: Path, split: str, summary: dict, input_size: int, context: float):
+    """Record ``split``'s summary in ``meta.json`` (atomically).  A meta.json for other
+    crop settings, or an unreadable one, is started afresh; the ``source`` stamp of
+    :func:`prepare_synthetic` is dropped (it is written again once both splits are)."""
     path = out_dir / META_FILE
-    meta = json.loads(path.read_text()) if path.is_file() else {}
-    if meta.get("input_size") not in (None, input_size) or meta.get("context") not in (
-            None, context):
+    try:
+        meta = files.read_json(path) if path.is_file() else {}
+    except files.DataError:
         meta = {}
+    if not isinstance(meta, dict) or meta.get("input_size") not in (None, input_size) or \
+            meta.get("context") not in (None, context):
+        meta = {}
+    meta.pop("source", None)
     meta.update(input_size=input_size, context=context,
                 context_size=preprocess.context_size(input_size, context))
     meta.setdefault("splits", {})[split] = summary
-    path.write_text(json.dumps(meta, indent=2) + "\n")
+    files.atomic_write_json(path, meta)
 
 
 def read_meta(tfrecord_dir) -> dict:
@@ -441,31 +534,95 @@ def prepare_synthetic(profile=None, seed: int | None = None, force: bool = False
                       progress: bool = False) -> tuple[Path, dict]:
     """Generate (or load) the synthetic set and write its TFRecords when missing.
 
-    Returns ``(tfrecord_dir, {split: summary})``.
+    Returns ``(tfrecord_dir, {split: summary})``.  Shards whose size no longer matches
+    ``meta.json`` (truncated, replaced) are written again.  Holds the set's folder lock:
+    a second process preparing the same set waits, then uses the first one's result.
     """
+    out, summaries, _ = prepare_synthetic_set(profile, seed, force=force, progress=progress)
+    return out, summaries
+
+
+def prepare_synthetic_set(profile=None, seed: int | None = None, force: bool = False,
+                          progress: bool = False, verify: bool = False):
+    """:func:`prepare_synthetic` returning ``(tfrecord_dir, summaries, info)``; ``info``
+    has ``data`` (the :class:`cpm_nb.synthetic.SyntheticSet`), ``written`` (False when
+    the shards were already there) and ``repaired`` (the reason, when damaged shards
+    were written again).  ``verify=True`` also reads every record (CRC checks)."""
     from cpm_nb import synthetic
     from cpm_nb.config import get_profile
 
     profile = profile or get_profile()
-    data = synthetic.load_or_generate(profile, seed, force=force, progress=progress)
+    root = synthetic.default_root(profile, seed)
     out = synthetic_tfrecord_dir(profile, seed)
-    summaries = {}
-    stamp = json.loads((data.root / "meta.json").read_text())
+    with files.locked(root):
+        data = synthetic.load_or_generate(profile, seed, force=force, progress=progress)
+        stamp = files.read_json(data.root / "meta.json", "synthetic set stamp")
+        with files.locked(out):
+            recover(out)
+            meta = _meta_or_empty(out)
+            info = {"data": data, "written": False, "repaired": None}
+            if not force and meta.get("source") == stamp and \
+                    meta.get("input_size") == profile.input_size:
+                try:
+                    for split in ("train", "val"):
+                        check_shards(out, split, deep=verify)
+                    return out, meta["splits"], info
+                except files.DataError as err:
+                    info["repaired"] = str(err)
+            summaries = {split: write_tfrecords(people, data.image_dir, out, split,
+                                                profile.input_size, progress=progress)
+                         for split, people in (("train", data.train), ("val", data.val))}
+            meta = _meta_or_empty(out)
+            meta["source"] = stamp
+            files.atomic_write_json(out / META_FILE, meta)
+            info["written"] = True
+    return out, summaries, info
+
+
+def _meta_or_empty(out: Path) -> dict:
     try:
-        meta = read_meta(out)
-    except FileNotFoundError:
-        meta = {}
-    fresh = (not force and meta.get("source") == stamp and meta.get("input_size")
-             == profile.input_size and all(s in meta.get("splits", {}) for s in ("train", "val")))
-    if fresh:
-        return out, meta["splits"]
-    for split, people in (("train", data.train), ("val", data.val)):
-        summaries[split] = write_tfrecords(people, data.image_dir, out, split,
-                                           profile.input_size, progress=progress)
-    meta = read_meta(out)
-    meta["source"] = stamp
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return out, summaries
+        meta = files.read_json(out / META_FILE)
+    except files.DataError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def check_shards(tfrecord_dir, split: str, deep: bool = False,
+                 fix: str = "run `cpm-nb prepare` again") -> None:
+    """Check that ``split``'s shards are those ``meta.json`` describes: present, of the
+    recorded size and, with ``deep=True``, readable to the end (every record's CRC).
+    Raises :class:`cpm_nb.files.DataError` naming the shard and ``fix``."""
+    tfrecord_dir = Path(tfrecord_dir)
+    meta = _meta_or_empty(tfrecord_dir)
+    summary = meta.get("splits", {}).get(split)
+    if not isinstance(summary, dict) or not summary.get("files"):
+        raise files.DataError(f"{tfrecord_dir / META_FILE} has no complete '{split}' split; "
+                              f"{fix}")
+    sizes = summary.get("bytes", {})
+    for name in summary["files"]:
+        shard = tfrecord_dir / name
+        if not shard.is_file():
+            raise files.DataError(f"TFRecord shard {shard} is missing; {fix}")
+        if name in sizes and shard.stat().st_size != sizes[name]:
+            raise files.DataError(f"TFRecord shard {shard} has {shard.stat().st_size} bytes, "
+                                  f"not the {sizes[name]} written (truncated or changed); {fix}")
+        if deep:
+            check_records(shard, fix)
+
+
+def check_records(shard, fix: str = "run `cpm-nb prepare` again") -> int:
+    """Read every record of one shard (TensorFlow checks each record's CRC); returns the
+    count, or raises :class:`cpm_nb.files.DataError` naming the shard and ``fix``."""
+    tf = _tf()
+    n = 0
+    try:
+        for _ in tf.data.TFRecordDataset(str(shard)):
+            n += 1
+    except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as err:
+        reason = " ".join(str(err.message).split())[:160]
+        raise files.DataError(f"TFRecord shard {shard} is corrupted after {n} records "
+                              f"({reason}); {fix}") from None
+    return n
 
 
 def synthetic_dataset(split: str = "train", profile=None, **kwargs):

@@ -25,7 +25,16 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpm_nb.cli import CliError, Command, add_json_option, print_json
+from cpm_nb import files
+from cpm_nb.cli import (
+    CliError,
+    Command,
+    add_json_option,
+    int_in_range,
+    nonnegative_int,
+    positive_int,
+    print_json,
+)
 
 MPII_BASE_URL = "https://datasets.d2.mpi-inf.mpg.de/andriluka14cvpr/"
 
@@ -261,12 +270,19 @@ def _obtain(key: str, root: Path, args) -> Path:
 
 
 def prepare_mpii(args) -> dict:
-    from cpm_nb import mpii, pipeline
     from cpm_nb.config import get_profile
 
-    root = Path(args.root).expanduser()
+    root = files.check_output_path(args.root, "dir", "--root")
+    out = files.check_output_path(args.out, "dir", "--out") if args.out else None
     root.mkdir(parents=True, exist_ok=True)
     input_size = args.input_size or get_profile().input_size
+    with files.locked(root):  # one process per --root: downloads and shards
+        return _prepare_mpii(args, root, out, input_size)
+
+
+def _prepare_mpii(args, root: Path, out: Path | None, input_size: int) -> dict:
+    from cpm_nb import mpii, pipeline
+
     # annotations
     ann = args.annotations or _find(root, ANNOTATION_FILE)
     if ann is None:
@@ -298,13 +314,13 @@ def prepare_mpii(args) -> dict:
         people = mpii.read_annotations(ann, read_skipped)
         validation = mpii.read_split(split_file)
     except (FileNotFoundError, mpii.MpiiFormatError) as err:
-        raise CliError(str(err)) from err
+        raise CliError(str(err)) from None
     train, val = mpii.split_train_val(people, validation)
-    if args.max_people:
+    if args.max_people is not None:
         train, val = train[: args.max_people], val[: args.max_people]
-    out = Path(args.out) if args.out else root / f"tfrecords-{input_size}"
+    out = out or root / f"tfrecords-{input_size}"
     summaries = {}
-    for split, group in (("train", train), ("val", val)):
+    for split, group in (("train", train), ("val", val)):  # each split atomic
         summaries[split] = pipeline.write_tfrecords(group, image_dir, out, split, input_size,
                                                     progress=not args.quiet)
     return {"source": "mpii", "annotations": str(ann), "split_file": str(split_file),
@@ -314,23 +330,21 @@ def prepare_mpii(args) -> dict:
 
 
 def prepare_synthetic(args) -> dict:
-    from cpm_nb import pipeline, synthetic
+    from cpm_nb import pipeline
     from cpm_nb.config import get_profile
 
     profile = get_profile()
     seed = profile.seed if args.seed is None else args.seed
     start = time.perf_counter()
-    data = synthetic.load_or_generate(profile, seed, force=args.force, progress=not args.quiet)
-    generated = time.perf_counter() - start
-    start = time.perf_counter()
-    out, summaries = pipeline.prepare_synthetic(profile, seed, force=args.force,
-                                                progress=not args.quiet)
+    out, summaries, info = pipeline.prepare_synthetic_set(
+        profile, seed, force=args.force, progress=not args.quiet, verify=True)
+    data = info["data"]
     return {"source": "synthetic", "profile": profile.name, "seed": seed,
             "images": profile.n_train + profile.n_val,
             "people": len(data.train) + len(data.val), "root": str(data.root),
-            "generate_s": round(generated, 2),
-            "tfrecords_s": round(time.perf_counter() - start, 2),
-            "input_size": profile.input_size, "out": str(out), "splits": summaries}
+            "seconds": round(time.perf_counter() - start, 2), "written": info["written"],
+            "repaired": info["repaired"], "input_size": profile.input_size, "out": str(out),
+            "splits": summaries}
 
 
 def format_summary(result: dict) -> str:
@@ -338,7 +352,10 @@ def format_summary(result: dict) -> str:
     if result["source"] == "synthetic":
         lines.append(f"synthetic set '{result['profile']}' seed {result['seed']}: "
                      f"{result['images']} images, {result['people']} people in {result['root']} "
-                     f"(ready in {result['generate_s']} s)")
+                     f"(ready in {result['seconds']} s"
+                     f"{'' if result['written'] else ', found and verified'})")
+        if result["repaired"]:
+            lines.append(f"  re-written: {result['repaired']}")
     else:
         lines.append(f"MPII: {result['people_read']} people read from {result['annotations']}; "
                      f"validation = {result['validation_people']} people of "
@@ -362,14 +379,16 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                          "write its TFRecords (seconds)",
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          description=SYNTHETIC_DESCRIPTION)
-    syn.add_argument("--seed", type=int, help="dataset seed (default: the profile's)")
+    syn.add_argument("--seed", type=nonnegative_int, help="dataset seed, an integer >= 0 "
+                     "(default: the profile's)")
     syn.add_argument("--force", action="store_true", help="re-render even when cached")
     mp = sub.add_parser("mpii", help="download (when missing), extract and convert real MPII",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         description=MPII_DESCRIPTION)
     mp.add_argument("--root", required=True, help="folder for the downloads, images/ and shards")
-    mp.add_argument("--input-size", type=int,
-                    help="crop side in px (default: the profile's input_size)")
+    mp.add_argument("--input-size", type=int_in_range(16, 2048, multiple_of=8),
+                    help="crop side in px, 16 to 2048, a multiple of 8 (default: the "
+                    "profile's input_size)")
     mp.add_argument("--out", help="TFRecord folder (default: ROOT/tfrecords-SIZE)")
     mp.add_argument("--annotations", help=f"an existing {ANNOTATION_FILE} (skips its download)")
     mp.add_argument("--images", help="an existing folder of MPII images (skips the 12.9 GB "
@@ -378,8 +397,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                     "set (RELEASE_img_index, RELEASE_person_index)")
     mp.add_argument("--no-download", action="store_true",
                     help="fail instead of downloading a missing file")
-    mp.add_argument("--max-people", type=int, help="convert at most N people per split "
-                    "(a quick try)")
+    mp.add_argument("--max-people", type=positive_int, metavar="N",
+                    help="convert at most N >= 1 people per split (a quick try)")
     for key, d in DOWNLOADS.items():
         mp.add_argument(f"--{key}-url", help=f"mirror of {d.name} (default: {d.url})")
     mp.add_argument("--images-md5", help=f"expected md5 of the image archive "
@@ -391,10 +410,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     result = prepare_synthetic(args) if args.source == "synthetic" else prepare_mpii(args)
-    if args.json == "-":
-        print_json(result)
-        return 0
-    print(format_summary(result))
+    if args.json != "-":
+        print(format_summary(result))
     if args.json:
         print_json(result, args.json)
     return 0
@@ -404,11 +421,15 @@ SYNTHETIC_DESCRIPTION = """\
 Render the embedded synthetic dataset for the active profile (profile.n_train +
 profile.n_val images of 1-3 articulated people, deterministic by seed) and write
 its TFRecords. Everything goes to data/synthetic/<profile>-seed<seed>/ of the
-checkout (or $CPM_NB_DATA/synthetic/...); a second run finds it cached.
+cpm-nb checkout the package is installed from, else $CPM_NB_DATA/synthetic/...,
+else the user cache ($XDG_CACHE_HOME or ~/.cache, /cpm_nb/synthetic/...).  A second
+run finds it cached and verifies its shards (damaged ones are written again).
+Everything is written under temporary names and swapped in when complete; two
+processes preparing the same set at once wait for each other.
 
 examples:
   cpm-nb prepare synthetic                       the active profile
-  cpm-nb --profile cpu prepare synthetic --json  3,300 images in ~20 s, summary as JSON
+  cpm-nb prepare synthetic --profile cpu --json  3,300 images in ~20 s, summary as JSON
   cpm-nb prepare synthetic --seed 1 --force      another sample, re-rendered
 """
 
@@ -418,7 +439,9 @@ Download (when missing), extract and convert real MPII Human Pose into TFRecords
 Under --root it keeps the downloads, their extracted contents (images/ and the
 annotation .mat) and the shards (tfrecords-SIZE/).  Downloads resume after an
 interruption (re-run the same command) and the image archive is checked against
-its published md5.  Validation is the standard 2,958-person set of Tompson et
+its published md5.  Each split's shards and meta.json are replaced only when the
+whole split succeeded; an image that is missing, unreadable, truncated, too large
+or named outside the image folder is skipped and counted in the summary.  Validation is the standard 2,958-person set of Tompson et
 al. (detections.mat); every other annotated training person is train.
 
 examples:
@@ -435,7 +458,7 @@ PREPARE = Command(
         "the examples kept and skipped (per reason).\n\n"
         "examples:\n"
         "  cpm-nb prepare synthetic                 synthetic set for the active profile\n"
-        "  cpm-nb --profile cpu prepare synthetic --json summary.json\n"
+        "  cpm-nb --profile cpu prepare synthetic --json-out summary.json\n"
         "  cpm-nb prepare mpii --root /content/mpii   real MPII (downloads ~13 GB)\n"
         "  cpm-nb prepare mpii --help               all MPII options"
     ),

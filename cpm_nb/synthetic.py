@@ -34,24 +34,27 @@ image ``i`` of split ``s`` uses ``numpy.random.default_rng([seed, s, i])``,
 whatever the number of worker processes.
 
 Use :func:`load_or_generate` (the cache lives in ``data/synthetic/`` of the
-checkout, or ``$CPM_NB_DATA/synthetic``).
+package's checkout, or ``$CPM_NB_DATA/synthetic``, else the user cache: see
+:mod:`cpm_nb.paths`).  A set is rendered into a staging folder and swapped in when
+complete, under a folder lock: an interrupted run leaves the previous set intact,
+and two processes asking for the same set at once render it once.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from cpm_nb import mpii, skeleton
+from cpm_nb import files, mpii, skeleton
 
 GENERATOR_VERSION = 1
-DATA_ENV = "CPM_NB_DATA"
+DATA_ENV = "CPM_NB_DATA"  # see cpm_nb.paths
 IMAGE_ASPECT = (2.25, 1.75)  # image width, height in units of input_size
 PEOPLE_PROBS = (0.4, 0.35, 0.25)  # 1, 2 or 3 people in an image
 OCCLUDER_PROB = 0.35
@@ -65,14 +68,11 @@ J = skeleton.JOINT
 
 
 def data_dir() -> Path:
-    """Where generated data goes: ``$CPM_NB_DATA``, else ``data/`` of the checkout,
-    else ``~/.cache/cpm_nb``."""
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
-    from cpm_nb.viz import repo_root
+    """Where generated data goes: ``$CPM_NB_DATA``, else ``data/`` of the package's
+    checkout, else the cache (:func:`cpm_nb.paths.data_root`)."""
+    from cpm_nb import paths
 
-    root = repo_root()
-    return root / "data" if root is not None else Path.home() / ".cache" / "cpm_nb"
+    return paths.data_root()
 
 
 def image_size(input_size: int) -> tuple[int, int]:
@@ -409,11 +409,26 @@ class SyntheticSet(NamedTuple):
 
 def generate(root, n_train: int, n_val: int, input_size: int, seed: int = 0,
              progress: bool = False, size=None) -> SyntheticSet:
-    """Render ``n_train + n_val`` images into ``root`` (images/, train.json, val.json).
+    """Render ``n_train + n_val`` images into ``root`` (images/, train.json, val.json,
+    meta.json).
 
-    ``size`` (width, height) overrides the image size (default: :func:`image_size`).
+    Everything is rendered into a staging folder inside ``root`` and swapped in only
+    when complete (``meta.json`` last), so an interrupted run leaves the previous set
+    as it was.  ``size`` (width, height) overrides the image size (default:
+    :func:`image_size`).
     """
     root = Path(root)
+    with files.locked(root):
+        stage = files.staging_folder(root / "staging")
+        try:
+            data = _render(stage, n_train, n_val, input_size, seed, progress, size)
+            _commit(stage, root)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    return SyntheticSet(data.train, data.val, root)
+
+
+def _render(root: Path, n_train, n_val, input_size, seed, progress, size) -> SyntheticSet:
     image_dir = root / "images"
     for split in SPLITS:
         (image_dir / split).mkdir(parents=True, exist_ok=True)
@@ -430,8 +445,18 @@ def generate(root, n_train: int, n_val: int, input_size: int, seed: int = 0,
             "n_val": n_val, "input_size": input_size, "seconds": round(seconds, 2)}
     mpii.write_json(train, root / "train.json", **meta)
     mpii.write_json(val, root / "val.json", **meta)
-    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    files.atomic_write_json(root / "meta.json", meta)
     return SyntheticSet(train, val, root)
+
+
+def _commit(stage: Path, root: Path) -> None:
+    """Move a complete rendering from ``stage`` into ``root``: meta.json is removed
+    first and put back last, so a crash in between makes the set stale (re-rendered
+    next time), never a mix that looks complete."""
+    (root / "meta.json").unlink(missing_ok=True)
+    files.swap_folder(stage / "images", root / "images")
+    for name in ("train.json", "val.json", "meta.json"):
+        os.replace(stage / name, root / name)
 
 
 def _progress(iterable, total, enabled):
@@ -453,19 +478,33 @@ def default_root(profile=None, seed: int | None = None) -> Path:
 def load_or_generate(profile=None, seed: int | None = None, root=None,
                      force: bool = False, progress: bool = False) -> SyntheticSet:
     """The synthetic set for ``profile`` (default: the active one): read from the cache
-    folder when it was made with the same settings, else generated there (seconds)."""
+    folder when it was made with the same settings, else generated there (seconds).
+
+    Holds the folder's lock: a second process asking for the same set waits for the
+    first and then reads its result."""
     from cpm_nb.config import get_profile
 
     profile = profile or get_profile()
     seed = profile.seed if seed is None else seed
+    if seed < 0:
+        raise ValueError(f"the dataset seed must be >= 0, got {seed}")
     root = Path(root) if root is not None else default_root(profile, seed)
     want = {"generator_version": GENERATOR_VERSION, "seed": seed, "n_train": profile.n_train,
             "n_val": profile.n_val, "input_size": profile.input_size}
-    meta_path = root / "meta.json"
-    if not force and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if all(meta.get(k) == v for k, v in want.items()):
-            return SyntheticSet(mpii.read_json(root / "train.json"),
-                                mpii.read_json(root / "val.json"), root)
-    return generate(root, profile.n_train, profile.n_val, profile.input_size, seed,
-                    progress=progress)
+    with files.locked(root):
+        if not force and _matches(root, want):
+            try:
+                return SyntheticSet(mpii.read_json(root / "train.json"),
+                                    mpii.read_json(root / "val.json"), root)
+            except (FileNotFoundError, mpii.MpiiFormatError, KeyError, TypeError, ValueError):
+                pass  # a damaged cache is rendered again
+        return generate(root, profile.n_train, profile.n_val, profile.input_size, seed,
+                        progress=progress)
+
+
+def _matches(root: Path, want: dict) -> bool:
+    try:
+        meta = files.read_json(root / "meta.json")
+    except files.DataError:
+        return False
+    return isinstance(meta, dict) and all(meta.get(k) == v for k, v in want.items())

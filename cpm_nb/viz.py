@@ -2,24 +2,27 @@
 
 Every notebook figure goes through :func:`save_figure`, so the repository's
 ``figures/`` folder always holds the latest rendering of each one.  Set
-``CPM_NB_FIGURES`` to send them elsewhere (the test-suite does).
+``CPM_NB_FIGURES`` to send them elsewhere (the test-suite does); outside a checkout
+they go to the cache (:mod:`cpm_nb.paths`), never into the working directory.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from cpm_nb import skeleton
+from cpm_nb import paths, skeleton
 
-FIGURES_ENV = "CPM_NB_FIGURES"
+FIGURES_ENV = paths.FIGURES_ENV
 
 
 def repo_root(start: Path | None = None) -> Path | None:
-    """The enclosing cpm-nb checkout (holding pyproject.toml and notebooks/), if any."""
-    here = (start or Path.cwd()).resolve()
+    """The cpm-nb checkout the package is installed from (:func:`cpm_nb.paths.checkout_root`),
+    or None.  With ``start``: the enclosing cpm-nb checkout of that folder, if any."""
+    if start is None:
+        return paths.checkout_root()
+    here = Path(start).resolve()
     for folder in (here, *here.parents):
         if (folder / "pyproject.toml").is_file() and (folder / "notebooks").is_dir():
             return folder
@@ -27,12 +30,9 @@ def repo_root(start: Path | None = None) -> Path | None:
 
 
 def figures_dir() -> Path:
-    """``$CPM_NB_FIGURES``, else ``figures/`` of the checkout, else ``./figures``."""
-    if os.environ.get(FIGURES_ENV):
-        folder = Path(os.environ[FIGURES_ENV])
-    else:
-        root = repo_root()
-        folder = (root or Path.cwd()) / "figures"
+    """``$CPM_NB_FIGURES``, else ``figures/`` of the package's checkout, else the cache's
+    ``figures/`` (:func:`cpm_nb.paths.figures_root`); created when missing."""
+    folder = paths.figures_root()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

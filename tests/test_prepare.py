@@ -252,7 +252,7 @@ def test_prepare_mpii_end_to_end(mpii_mirror, tmp_path, capsys):
     assert val[3]["img_index"].numpy().tolist() == [2]  # the split file's person
     # a second run downloads nothing and gives the same summary as JSON
     _Handler.log.clear()
-    assert cli.main(argv + ["--json", str(tmp_path / "s.json")]) == 0
+    assert cli.main(argv + ["--json-out", str(tmp_path / "s.json")]) == 0
     assert _Handler.log == []
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["splits"]["train"]["kept"] == 2 and summary["validation_people"] == 1
