@@ -152,7 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     from cpm_nb import config, files
 
     parser = build_parser(load_commands())
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # a usage error (one line already printed): its status
+        if done.code in (0, None):  # --help, --version
+            raise
+        return int(done.code) if isinstance(done.code, int) else 2
     try:
         if args.profile:
             config.set_profile(args.profile)

@@ -27,14 +27,15 @@ largest absolute difference of the belief maps and of the decoded joints
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from cpm_nb import files
 from cpm_nb.cli import CliError, Command, add_json_option
 
 MAPS_ATOL = 1e-4  # belief maps are ~0..1; float32 graph rewrites differ by ~1e-6
@@ -71,8 +72,7 @@ def export_tflite(savedmodel_dir, out_file) -> Path:
         converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_dir))
         data = converter.convert()
     out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_bytes(data)
+    files.atomic_write_bytes(out_file, data)
     return out_file
 
 
@@ -157,15 +157,34 @@ def export_model(model, out, formats=("savedmodel", "tflite"), check: bool = Tru
     """Export ``model`` into folder ``out``: ``saved_model/`` and/or ``model.tflite``
     (TFLite needs the SavedModel; it is made in a temporary folder when not asked for),
     then check parity on ``n_check`` random images.  Returns a report dict; a format
-    that cannot be produced here is listed under ``skipped`` with the reason."""
-    from cpm_nb import model as M
+    that cannot be produced here is listed under ``skipped`` with the reason.
 
+    Everything is written into a staging folder inside ``out`` and moved into place
+    only when the export (and, with ``check``, the parity check) succeeded
+    (``report["written"]``); otherwise the previous files in ``out`` stay as they were.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    stage = files.staging_folder(out / "export")
+    try:
+        report = _export_into(model, stage, formats, check, n_check, seed, meta)
+        report["written"] = report["ok"] or not report["parity"]
+        if report["written"]:
+            _move_exports(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    report["out"] = str(out)
+    report["formats"] = {k: str(out / Path(v).name) for k, v in report["formats"].items()}
+    return report
+
+
+def _export_into(model, stage: Path, formats, check, n_check, seed, meta) -> dict:
+    from cpm_nb import model as M
+
     cfg = M.config_of(model)
-    report = {"out": str(out), "formats": {}, "skipped": {}, "parity": {}}
+    report = {"out": str(stage), "formats": {}, "skipped": {}, "parity": {}}
     runners = {}
-    sm_dir = out / "saved_model"
+    sm_dir = stage / "saved_model"
     if "savedmodel" in formats or "tflite" in formats:
         export_savedmodel(model, sm_dir)
         if "savedmodel" in formats:
@@ -173,7 +192,7 @@ def export_model(model, out, formats=("savedmodel", "tflite"), check: bool = Tru
             runners["savedmodel"] = savedmodel_runner(sm_dir)
     if "tflite" in formats:
         try:
-            path = export_tflite(sm_dir, out / "model.tflite")
+            path = export_tflite(sm_dir, stage / "model.tflite")
             runners["tflite"] = tflite_runner(path)
             report["formats"]["tflite"] = str(path)
         except Exception as err:  # converter/interpreter missing or failing in this build
@@ -182,7 +201,7 @@ def export_model(model, out, formats=("savedmodel", "tflite"), check: bool = Tru
         if "savedmodel" not in formats:
             shutil.rmtree(sm_dir, ignore_errors=True)
     if meta is not None:
-        (out / "cpm_config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        files.atomic_write_json(stage / "cpm_config.json", meta)
     if check and runners:
         rng = np.random.default_rng(seed)
         images = rng.integers(0, 256, (n_check, cfg.input_size, cfg.input_size, 3)).astype(
@@ -190,6 +209,17 @@ def export_model(model, out, formats=("savedmodel", "tflite"), check: bool = Tru
         report["parity"] = parity(model, runners, images)
     report["ok"] = all(r.get("ok", False) for r in report["parity"].values())
     return report
+
+
+def _move_exports(stage: Path, out: Path) -> None:
+    """Move what was exported into ``out``: the folder swapped in, files replaced."""
+    import os
+
+    for item in sorted(stage.iterdir()):
+        if item.is_dir():
+            files.swap_folder(item, out / item.name)
+        else:
+            os.replace(item, out / item.name)
 
 
 # --- CLI: cpm-nb export ----------------------------------------------------------------------
@@ -209,6 +239,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from cpm_nb.predict import ModelError, load_predictor
 
+    files.check_output_path(args.out, "dir", "--out")
     try:
         predictor = load_predictor(args.model)
     except ModelError as err:
@@ -232,7 +263,8 @@ def _run(args: argparse.Namespace) -> int:
                       f"shift {r['max_joint_diff_px']:.3f} px -> {'ok' if r['ok'] else 'FAILED'}")
     if report["parity"] and not report["ok"]:
         print("cpm-nb export: error: an export differs from the Keras model beyond the "
-              f"tolerance (maps {MAPS_ATOL:g}, joints {JOINTS_ATOL_PX:g} px)")
+              f"tolerance (maps {MAPS_ATOL:g}, joints {JOINTS_ATOL_PX:g} px); nothing was "
+              f"written to {args.out}", file=sys.stderr)
         return 1
     return 0
 
@@ -249,7 +281,9 @@ SavedModel (DIR/saved_model, endpoint `serve`) and a float32 TFLite file
 (DIR/model.tflite), copies cpm_config.json, and checks that both give the
 Keras model's belief maps (max abs difference <= 1e-4) and joints (<= 0.05 px)
 on random images. Inputs are raw RGB 0..255 [B, S, S, 3]; the outputs are the
-per-stage belief maps, stage 1 first.
+per-stage belief maps, stage 1 first. The export is built in a staging folder
+and moved into DIR only when it passed the check (exit status 1 otherwise, with
+DIR as it was).
 
 examples:
   cpm-nb export --model runs/cpu-3st-synthetic-<hash> --out exported/

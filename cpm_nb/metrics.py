@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cpm_nb import skeleton
-from cpm_nb.cli import CliError, Command, add_json_option
+from cpm_nb.cli import CliError, Command, add_json_option, float_in_range
 
 ARTICLE_RADIUS = 25.0  # px: the source article's fixed-radius metric
 SC_BIAS = 0.6  # head size = SC_BIAS x head-box diagonal (MPII toolkit)
@@ -221,7 +221,8 @@ class PCKhResult:
         rows = self.table_rows()
         label = f"PCKh@{self.threshold:g}"
         head = f"{'':<10}" + "".join(f"{name:>10}" for name, _ in rows)
-        line = f"{label:<10}" + "".join(f"{value:>10.2f}" for _, value in rows)
+        line = f"{label:<10}" + "".join(f"{value:>10.2f}" if np.isfinite(value) else
+                                        f"{'n/a':>10}" for _, value in rows)
         out = [head, line]
         if title:
             out.insert(0, title)
@@ -393,11 +394,49 @@ def load_mpii_ground_truth(path) -> MpiiGroundTruth:
         if names != list(skeleton.SHORT_NAMES):
             raise CliError(f"{path}: dataset_joints {names} is not the MPII order "
                            f"{list(skeleton.SHORT_NAMES)}")
-    joints = np.transpose(pos, (2, 0, 1)).astype(np.float64)
-    boxes = np.transpose(boxes, (2, 0, 1)).astype(np.float64)
-    if not np.all(np.isfinite(boxes)):
-        raise CliError(f"{path}: headboxes_src contains NaN or infinite values")
-    return MpiiGroundTruth(joints=joints, missing=missing.T.astype(bool), headboxes=boxes)
+    try:
+        joints = np.transpose(pos, (2, 0, 1)).astype(np.float64)
+        boxes = np.transpose(boxes, (2, 0, 1)).astype(np.float64)
+        missing = missing.T.astype(bool)
+    except (TypeError, ValueError):
+        raise CliError(f"{path}: pos_gt_src, jnt_missing and headboxes_src must be "
+                       "numeric") from None
+    gt = MpiiGroundTruth(joints=joints, missing=missing, headboxes=boxes)
+    check_ground_truth(gt, path)
+    return gt
+
+
+def check_ground_truth(gt: MpiiGroundTruth, path="the annotations") -> None:
+    """Refuse ground truth for which PCKh is undefined, naming the people (1-based, in
+    file order): a head box that is not finite or has zero size, or a non-finite
+    annotated joint, for a person with at least one annotated joint (people without
+    one count for nothing and are let through), and a file with no annotated joint.
+
+    The official MATLAB toolkit divides by the head size regardless, so such a person's
+    joints silently count as wrong (or give NaN); here it is an error to fix in the
+    file instead."""
+    counted = ~gt.missing
+    people = counted.any(axis=1)
+    if not people.any():
+        raise CliError(f"{path}: no annotated joint (jnt_missing is 1 everywhere); "
+                       "nothing to score")
+    sizes = head_sizes(gt.headboxes)
+    bad_box = people & ~(np.isfinite(sizes) & (sizes > 0))
+    if bad_box.any():
+        raise CliError(f"{path}: {_people(bad_box)} a zero-size or non-finite head box "
+                       "(headboxes_src), so PCKh is undefined for them; fix or remove them")
+    bad_joint = (counted & ~np.isfinite(gt.joints).all(axis=-1)).any(axis=1)
+    if bad_joint.any():
+        raise CliError(f"{path}: {_people(bad_joint)} NaN or infinite annotated joints "
+                       "(pos_gt_src); mark them missing in jnt_missing or fix them")
+
+
+def _people(mask: np.ndarray, limit: int = 10) -> str:
+    """'3 people (1-based: 2, 5, 9) have' for a boolean mask over the people."""
+    idx = (np.flatnonzero(mask) + 1).tolist()
+    shown = ", ".join(map(str, idx[:limit])) + (", ..." if len(idx) > limit else "")
+    return (f"{len(idx)} {'person' if len(idx) == 1 else 'people'} (1-based: {shown}) "
+            f"{'has' if len(idx) == 1 else 'have'}")
 
 
 def load_mpii_predictions(path, n: int | None = None) -> tuple[np.ndarray, str]:
@@ -455,14 +494,14 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'preds' Nx16x2 (16x2xN accepted), same 1-based pixels and "
                              "person order as the annotations; a file with only "
                              "'pos_pred_src' 16x2xN (detections_our_format.mat) is read too")
-    parser.add_argument("--threshold", type=float, default=PCKH_THRESHOLD,
-                        help="PCKh threshold, a fraction of the head size (default 0.5)")
-    add_json_option(parser, "the results", "; on stdout it replaces the table")
+    parser.add_argument("--threshold", type=float_in_range(0, 1, lo_open=True),
+                        default=PCKH_THRESHOLD,
+                        help="PCKh threshold, a fraction of the head size in (0, 1] "
+                             "(default 0.5)")
+    add_json_option(parser, "the results", "; it replaces the table")
 
 
 def _evaluate_run(args: argparse.Namespace) -> int:
-    if not 0 < args.threshold <= 1:
-        raise CliError(f"--threshold must be in (0, 1], got {args.threshold}")
     result, name = evaluate_mpii(args.annotations, args.predictions, args.threshold)
     from cpm_nb.cli import print_json
 
@@ -489,11 +528,17 @@ head size = 0.6 x head-box diagonal, a joint is correct iff its distance
 <= threshold x head size, missing joints are excluded, and the Mean pools all
 counted joints except pelvis and thorax.  Prints the table Head (upper neck and
 head top), Shoulder, Elbow, Wrist, Hip, Knee, Ankle, Mean and Mean@0.1 (the
-total at exactly 0.10); --json adds per-joint values and the 0..0.5 curve.
+total at exactly 0.10); --json / --json-out add per-joint values and the 0..0.5
+curve.  A joint type with no annotated joint is shown as n/a (null in JSON).
+
+Ground truth for which PCKh is undefined is an error naming the people (1-based):
+a zero-size or non-finite head box, or a NaN annotated joint, of a person with
+annotated joints.  (The MATLAB toolkit would divide by the zero head size and
+silently count that person's joints as wrong.)
 
 examples:
   cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions pred.mat
-  cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions pred.mat --json scores.json
+  cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions pred.mat --json-out s.json
   # the reference file carries Tompson et al.'s predictions as pos_pred_src:
   cpm-nb evaluate-mpii --annotations detections_our_format.mat \\
                        --predictions detections_our_format.mat

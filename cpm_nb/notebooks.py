@@ -12,15 +12,15 @@ import os
 import time
 from pathlib import Path
 
-from cpm_nb.cli import CliError, Command
-from cpm_nb.viz import repo_root
+from cpm_nb.cli import CliError, Command, positive_int
+from cpm_nb.viz import figures_dir, repo_root
 
 
 def notebooks_dir() -> Path:
     root = repo_root()
     if root is None:
-        raise CliError("no notebooks/ folder found: run this inside a cpm-nb checkout "
-                       "(git clone the repository, then cd into it)")
+        raise CliError("no notebooks/ folder: the installed cpm_nb is not in a cpm-nb checkout "
+                       "(git clone the repository, then pip install -e . inside it)")
     return root / "notebooks"
 
 
@@ -91,8 +91,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="notebooks to run, by number or name prefix (default: all)")
     parser.add_argument("--out", metavar="DIR",
                         help="write executed copies into DIR instead of in place")
-    parser.add_argument("--timeout", type=int, default=3600,
-                        help="per-cell timeout in seconds (default 3600)")
+    parser.add_argument("--timeout", type=positive_int, default=3600,
+                        help="per-cell timeout in seconds, >= 1 (default 3600)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         seconds = execute(path, target, profile, args.timeout)
         total += seconds
         print(f"  {path.name:<45} {seconds:7.1f} s  -> {target}", flush=True)
-    print(f"done in {total:.1f} s; figures in {Path('figures').resolve()}")
+    print(f"done in {total:.1f} s; figures in {figures_dir()}")
     return 0
 
 

@@ -61,8 +61,16 @@ from pathlib import Path
 
 import numpy as np
 
-from cpm_nb import preprocess, skeleton
-from cpm_nb.cli import CliError, Command, add_json_option
+from cpm_nb import files, preprocess, skeleton
+from cpm_nb.cli import (
+    CliError,
+    Command,
+    add_json_option,
+    finite_float,
+    float_in_range,
+    int_in_range,
+    positive_float,
+)
 from cpm_nb.config import OUTPUT_STRIDE
 
 MODEL_FILE = "model.keras"  # the names cpm_nb.train writes (kept here: no TF import at start)
@@ -71,9 +79,10 @@ PIXEL_CONVENTION = ("1-based (MPII / MATLAB): the centre of the top-left pixel i
                     "subtract 1 for 0-based NumPy / PIL indices")
 PAPER_SCALES = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)  # the paper's multi-scale test search
 DEFAULT_BATCH = 8
+MAX_BATCH = 256
 
 
-class ImageError(ValueError):
+class ImageError(files.DataError):
     """An image that cannot be read or used (one image of a batch; the others go on)."""
 
 
@@ -85,19 +94,9 @@ class ModelError(ValueError):
 
 
 def _to_rgb(im):
-    """A PIL image in RGB: EXIF orientation applied, alpha dropped onto white."""
-    from PIL import Image, ImageOps
-
-    try:
-        if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation: 1 = as stored
-            im = ImageOps.exif_transpose(im)
-    except Exception:  # a broken EXIF block is no reason to refuse the pixels
-        pass
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(white, im)
-    return im.convert("RGB") if im.mode != "RGB" else im
+    """A PIL image in 8-bit RGB: EXIF orientation applied, alpha composited on white,
+    16-bit scaled (:func:`cpm_nb.files.decode_rgb`)."""
+    return files.decode_rgb(im, _name(im), exif=True)[0]
 
 
 def _array_to_pil(array):
@@ -120,38 +119,41 @@ def _array_to_pil(array):
 
 def open_image(source):
     """``source`` (a path, JPEG/PNG bytes, a PIL image or an array) as a PIL image (lazy:
-    a file's pixels are decoded on first use).  Raises :class:`ImageError`."""
-    from PIL import Image, UnidentifiedImageError
+    a file's pixels are decoded on first use).  Raises :class:`ImageError` (one line
+    naming the file) for a missing, unreadable or oversized (decompression bomb) image."""
+    from PIL import Image
 
-    if isinstance(source, Image.Image):
-        return source
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        try:
-            return Image.open(io.BytesIO(bytes(source)))
-        except (UnidentifiedImageError, OSError) as err:
-            raise ImageError(f"unreadable image data: {err}") from None
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise ImageError(f"image file not found: {path}")
-        if path.is_dir():
-            raise ImageError(f"{path} is a folder, not an image file")
-        try:
-            return Image.open(path)
-        except UnidentifiedImageError:
-            raise ImageError(f"{path} is not an image file Pillow can read") from None
-        except OSError as err:
-            raise ImageError(f"cannot read {path}: {err}") from None
+    try:
+        if isinstance(source, Image.Image):
+            files.check_size(source, _name(source))
+            return source
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            return _open_bytes(bytes(source))
+        if isinstance(source, (str, os.PathLike)):
+            return files.open_image(source)
+    except files.ImageFileError as err:
+        raise ImageError(str(err)) from None
     return _array_to_pil(source)
 
 
-def _decode(im, name: str):
-    """Decode the pixels of a lazily opened image and convert them to RGB."""
+def _open_bytes(data: bytes):
+    from PIL import Image
+
     try:
-        im.load()
-        return _to_rgb(im)
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"unreadable image {name}: {err}") from None
+        im = Image.open(io.BytesIO(data))
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for bad data
+        raise ImageError(f"unreadable image data: {type(err).__name__}: {err}") from None
+    files.check_size(im, "image data")
+    return im
+
+
+def _decode(im, name: str):
+    """Decode the pixels of a lazily opened image and convert them to 8-bit RGB (EXIF
+    orientation applied; see :func:`cpm_nb.files.decode_rgb`)."""
+    try:
+        return files.decode_rgb(im, name, exif=True)[0]
+    except files.ImageFileError as err:
+        raise ImageError(str(err)) from None
 
 
 def load_image(source) -> np.ndarray:
@@ -672,23 +674,25 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                              "or a .keras file")
     where = parser.add_argument_group("where the person is (default: the image centre, the "
                                       "person as tall as the image); 1-based pixels")
-    where.add_argument("--center", nargs=2, type=float, metavar=("X", "Y"),
+    where.add_argument("--center", nargs=2, type=finite_float, metavar=("X", "Y"),
                        help="person centre (MPII objpos)")
-    where.add_argument("--scale", type=float, metavar="S",
-                       help="person scale: 200*S px ~ the person's height (MPII scale)")
-    where.add_argument("--box", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"),
+    where.add_argument("--scale", type=positive_float, metavar="S",
+                       help="person scale, a number > 0: 200*S px ~ the person's height "
+                            "(MPII scale)")
+    where.add_argument("--box", nargs=4, type=finite_float, metavar=("X1", "Y1", "X2", "Y2"),
                        help="person box; centre = box centre, scale = longer side / 200")
-    parser.add_argument("--scales", nargs="+", type=float, metavar="F",
+    parser.add_argument("--scales", nargs="+", type=positive_float, metavar="F",
                         help="average the maps over these crop scale factors (1.0 is always "
                              "included), e.g. --scales 0.7 0.85 1 1.15 1.3 (the paper: "
                              "0.7 .. 1.3)")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="folder for <name>_pose.png (overlay) and <name>_pose.json")
-    parser.add_argument("--min-confidence", type=float, default=0.0, metavar="C",
-                        help="hide joints whose peak belief is below C in the overlay "
-                             "(default 0: draw all)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
-                        help=f"images per forward pass (default {DEFAULT_BATCH})")
+    parser.add_argument("--min-confidence", type=float_in_range(0, 1), default=0.0,
+                        metavar="C", help="hide joints whose peak belief is below C in the "
+                        "overlay, 0 to 1 (default 0: draw all)")
+    parser.add_argument("--batch-size", type=int_in_range(1, MAX_BATCH), default=DEFAULT_BATCH,
+                        help=f"images per forward pass, 1 to {MAX_BATCH} "
+                             f"(default {DEFAULT_BATCH})")
     add_json_option(parser, "all results in one document",
                     "; on stdout it replaces the line per image")
 
@@ -696,20 +700,26 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def _check_arguments(args) -> None:
     if args.box is not None and (args.center is not None or args.scale is not None):
         raise CliError("give either --box or --center/--scale, not both")
-    if args.scale is not None and not (math.isfinite(args.scale) and args.scale > 0):
-        raise CliError(f"--scale must be a positive number, got {args.scale}")
     if args.box is not None:
         try:
             person_from_box(args.box)
         except ValueError as err:
             raise CliError(f"--box: {err}") from None
-    if args.batch_size < 1:
-        raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.scales:
         try:
             _scales(args.scales)
         except ValueError as err:
             raise CliError(f"--scales: {err}") from None
+    files.check_output_path(args.out, "dir", "--out")
+    inputs = {Path(i).resolve() for i in args.images}
+    outputs = [Path(args.out) / f"{n}.{ext}" for n in _out_names(args.images)
+               for ext in ("png", "json")]
+    if args.json not in (None, "-"):
+        outputs.append(Path(args.json))
+    for path in outputs:
+        if path.resolve() in inputs:
+            raise CliError(f"{path} is both an input image and an output; choose another "
+                           "--out or --json-out")
 
 
 def _out_names(images: list[str]) -> list[str]:
@@ -729,11 +739,8 @@ def _run(args: argparse.Namespace) -> int:
         predictor = load_predictor(args.model)
     except ModelError as err:
         raise CliError(str(err)) from None
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CliError(f"cannot create --out {out}: {err}") from None
+    out = Path(args.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
     quiet = args.json == "-"
     person = dict(center=args.center, scale=args.scale, box=args.box,
                   scales=tuple(args.scales or (1.0,)))
@@ -745,7 +752,7 @@ def _run(args: argparse.Namespace) -> int:
         image = args.images[i]
         if isinstance(pred, ImageError):
             failed += 1
-            message = str(pred)
+            message = " ".join(str(pred).split())
             if image not in message:
                 message = f"{image}: {message}"
             print(f"cpm-nb predict: error: {message}", file=sys.stderr, flush=True)
@@ -754,10 +761,11 @@ def _run(args: argparse.Namespace) -> int:
         record = pred.as_json()
         record["image"] = image
         png, js = out / f"{names[i]}.png", out / f"{names[i]}.json"
-        overlay(pred.image, pred, args.min_confidence).save(png)
+        with files.atomic_output(png) as tmp:
+            overlay(pred.image, pred, args.min_confidence).save(tmp, format="PNG")
         record["overlay"] = str(png)
         record["model"] = predictor.source
-        js.write_text(json.dumps(record, indent=2) + "\n")
+        files.atomic_write_json(js, record)
         results[i] = record
         if not quiet:
             conf = float(np.mean(pred.confidence))
@@ -797,15 +805,19 @@ A model trained on the synthetic set (the CI / laptop profiles) does poorly on
 real photos; train on MPII on a GPU (`cpm-nb train --data mpii ...`, e.g. on
 Colab, notebook 05) and pass that run folder to --model.
 
-An image that cannot be read is reported on one line and skipped; the others
-are still processed and the exit status is 1. A missing or incompatible model
-stops with status 2.
+An image that cannot be read (missing, truncated, corrupt, not an image, or a
+decompression bomb of more than 89 million pixels) is reported on one line and
+skipped; the others are still processed and the exit status is 1. 16-bit,
+palette and transparent images are converted (16-bit scaled to 8 bits). A
+missing or incompatible model, or an --out / --json-out that cannot be written,
+stops with status 2 before any work. Every output file is written atomically.
 
 examples:
   cpm-nb predict photo.jpg --model runs/cpu-3st-synthetic-<hash> --out poses/
   cpm-nb predict a.jpg b.png --model my_model.keras --box 120 40 330 600 --out poses/
   cpm-nb predict img.jpg --model RUN --center 594 257 --scale 3.02 --scales 0.8 1 1.2 \\
-                 --out poses/ --json poses/all.json
+                 --out poses/ --json-out poses/all.json
+  cpm-nb predict --model RUN --out poses/ --json a.jpg b.jpg > all.json
 """,
 )
 

@@ -54,7 +54,7 @@ def test_perfect_predictions_score_100_and_json_has_the_documented_keys(gt_file,
     scipy.io.savemat(pred, {"preds": preds})
     out_json = tmp_path / "scores.json"
     code, out, err = _run(["--annotations", str(path), "--predictions", str(pred),
-                           "--json", str(out_json)], capsys)
+                           "--json-out", str(out_json)], capsys)
     assert code == 0, err
     assert "Mean@0.1" in out and "PCKh@0.5" in out
     data = json.loads(out_json.read_text())

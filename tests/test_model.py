@@ -412,7 +412,7 @@ def test_cli_model(capsys, tmp_path):
     text = capsys.readouterr().out
     assert "29,852,058" in text and "164 px, 404 px" in text
     out = tmp_path / "m.json"
-    assert cli.main(["--profile", "fast", "model", "--json", str(out), "--layers"]) == 0
+    assert cli.main(["--profile", "fast", "model", "--json-out", str(out), "--layers"]) == 0
     info = json.loads(out.read_text())
     assert info["config"]["input_size"] == 64 and info["params"] == model.count_params("fast")
     assert info["receptive_field_per_stage"] == [164, 404]

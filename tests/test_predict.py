@@ -321,7 +321,7 @@ def test_cli_bad_images_do_not_stop_the_batch(run_folder, photo, tmp_path, capsy
     (["--model", "{tmp}/none"], "model not found"),
     (["--model", "{run}", "--box", "5", "5", "1", "1"], "--box"),
     (["--model", "{run}", "--box", "1", "1", "5", "5", "--scale", "2"], "either --box"),
-    (["--model", "{run}", "--scale", "-1"], "--scale must be a positive"),
+    (["--model", "{run}", "--scale", "-1"], "argument --scale: must be a number > 0, got -1"),
     (["--model", "{tmp}/cfg"], "another configuration"),
 ])
 def test_cli_usage_and_model_errors(run_folder, photo, tmp_path, capsys, argv, message):
