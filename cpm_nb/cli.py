@@ -43,6 +43,7 @@ the workflow (each command has --help with examples):
   cpm-nb evaluate --model runs/my-run --data synthetic --json-out scores.json
   cpm-nb predict photo.jpg --model runs/my-run --out predictions/ --json
   cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions preds.mat
+  cpm-nb convert-caffe --prototxt P --caffemodel W --out RUN   a released CPM model as a run
   cpm-nb notebooks                          execute every notebook in place (headless)
 
 profiles (CPM_NB_PROFILE or --profile, before or after COMMAND): fast (CI), cpu
@@ -76,6 +77,7 @@ COMMANDS = [
     "cpm_nb.train:EVALUATE",
     "cpm_nb.predict:PREDICT",
     "cpm_nb.export:EXPORT",
+    "cpm_nb.caffe:CONVERT_CAFFE",
 ]
 
 

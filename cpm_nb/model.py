@@ -39,9 +39,9 @@ named after the layer that makes it: ``conv5_2_CPM``, ``Mconv7_stage2``, ...
 (:attr:`CPMConfig.output_names`), so training can attach one loss per stage
 (intermediate supervision).
 
-**Porting the released weights** (not done here): the Caffe model expects BGR
-channel order, so ``conv1_1``'s input-channel axis must be reversed; Caffe
-kernels are ``[out, in, kh, kw]`` and Keras kernels ``[kh, kw, in, out]``.
+**Porting the released weights** (:mod:`cpm_nb.caffe`, ``cpm-nb convert-caffe``):
+the Caffe model expects BGR channel order, so ``conv1_1``'s input-channel axis is
+reversed; Caffe kernels are ``[out, in, kh, kw]`` and Keras kernels ``[kh, kw, in, out]``.
 
 Importing this module is cheap (no TensorFlow): configurations, layer tables,
 parameter/FLOP counts and receptive fields are computed analytically; Keras is
@@ -76,7 +76,7 @@ TRUNK = (  # (name, kind, kernel, channels); pools have no channels of their own
 STAGE1_WIDTH = 512  # conv5_1_CPM
 STAGE_WIDTH = 128  # Mconv1..Mconv6 of stages >= 2
 CENTER_POOL = (9, 8)  # pool_center_lower: kernel, stride
-RELEASE_PARAMS = 29_852_058  # parameters of the released CPM MPII model (pose_deploy_centerMap)
+RELEASE_PARAMS = 29_852_058  # parameters of the released CPM MPII model (pose_deploy_resize)
 PAPER_STAGE1_FIELD = 160  # "the receptive field of stage 1 is about 160 px" (the paper)
 
 
@@ -147,9 +147,10 @@ class CPMConfig:
 NAMED_CONFIGS: dict[str, CPMConfig] = {
     # The network of the source article: 16 MPII joints, no background, no centre map.
     "source-article": CPMConfig(name="source-article"),
-    # The released CPM MPII model (pose_deploy_centerMap.prototxt, pose_iter_*.caffemodel):
-    # 14 joints (head top, neck, R/L shoulder, elbow, wrist, hip, knee, ankle: MPII without
-    # pelvis and thorax) + background = 15 maps, and the centre-map input.
+    # The released CPM MPII model (_trained_MPI/pose_deploy_resize.prototxt with
+    # pose_iter_320000.caffemodel; the release's pose_deploy_centerMap.prototxt is the older
+    # 9x9/11x11 architecture): 14 joints (head top, neck, R/L shoulder, elbow, wrist, hip,
+    # knee, ankle: MPII without pelvis and thorax) + background = 15 maps, and the centre map.
     "cpm-mpii-release": CPMConfig(name="cpm-mpii-release", num_joints=14, background=True,
                                   center_map=True, center_sigma=21.0),
 }

@@ -37,7 +37,11 @@ A model is a run folder of ``cpm-nb train`` (``model.keras`` + ``cpm_config.json
 or a ``.keras`` file; it is loaded with Keras *safe mode* (no arbitrary Python
 code is deserialised).  :func:`load_predictor` checks that it is a CPM for the 16
 MPII joints (an optional background map is ignored) and that ``cpm_config.json``
-agrees with the network; anything else is a :class:`ModelError`.
+agrees with the network; anything else is a :class:`ModelError`.  A run converted
+from the released Caffe models (:mod:`cpm_nb.caffe`) carries a ``preprocessing``
+block: its 14 joints are put in MPII order (pelvis and thorax are the midpoints of
+the hips and of the shoulders), the default scales are the release's search
+(0.7 ... 1.3) and joints are decoded as the release does (:func:`cpm_nb.caffe.release_decode`).
 
 ``cpm-nb predict`` (:data:`PREDICT`) runs this on image files and writes overlay
 PNGs and JSON; ``python -m cpm_nb.bench predict`` (:func:`bench_predict`) times
@@ -313,12 +317,17 @@ class Prediction:
     joints_crop: np.ndarray  # [16, 2] 0-based crop px
     stage_maps: list = field(repr=False, default_factory=list)
     image: np.ndarray | None = field(repr=False, default=None)
+    to_mpii: list | None = field(repr=False, default=None)  # converted models: map -> MPII id
 
     def stage_joints(self, stage: int) -> tuple[np.ndarray, np.ndarray]:
         """Joints (original 1-based px) and confidences decoded from one stage (1-based)."""
         from cpm_nb import heatmaps
 
         j, c = heatmaps.decode(self.stage_maps[stage - 1][..., : skeleton.NUM_JOINTS])
+        if self.to_mpii:  # the joints such a model lacks are not in its maps: derive them
+            from cpm_nb import caffe
+
+            j, c = caffe.to_mpii(j[self.to_mpii], c[self.to_mpii], self.to_mpii)
         return heatmaps.to_original(j, self.crop_matrix), c
 
     def as_json(self) -> dict:
@@ -390,7 +399,11 @@ class Predictor:
         self.meta = meta or {}
         self.source = source or getattr(model, "name", "model")
         self.config = check_model(model, self.meta)
-        self.num_joints = skeleton.NUM_JOINTS
+        # a converted release model (cpm_nb.caffe): its own joint order, search and decoding
+        self.preprocessing = self.meta.get("preprocessing") or {}
+        self.to_mpii = self.preprocessing.get("joints_to_mpii")
+        self.num_joints = len(self.to_mpii) if self.to_mpii else skeleton.NUM_JOINTS
+        self.default_scales = tuple(self.preprocessing.get("scales") or (1.0,))
         self.input_size = self.config.input_size
         self.refine = refine
         self.forward = M.make_predict_fn(model, config=self.config)
@@ -404,6 +417,9 @@ class Predictor:
                 f"{self.config.num_maps} maps)")
 
     def prepare(self, source, keep_image: bool = False, **person) -> Prepared:
+        """Load and crop one image; ``scales=None``: the model's default search."""
+        if person.get("scales") is None:
+            person["scales"] = self.default_scales
         return prepare(source, self.input_size, keep_image=keep_image, **person)
 
     def finish(self, prepared: Sequence[Prepared], outs: list[np.ndarray]) -> list[Prediction]:
@@ -418,11 +434,26 @@ class Predictor:
                               .astype(np.float32, copy=False) for o in outs])
             start += n
         last = np.stack([maps[-1][..., : self.num_joints] for maps in per_image])
-        joints_crop, conf = heatmaps.decode(last, refine=self.refine)
+        if self.preprocessing.get("decoding") == "release":  # upsample, average, argmax
+            from cpm_nb import caffe
+
+            starts = np.cumsum([0] + [len(p.crops) for p in prepared])
+            decoded = [caffe.release_decode(outs[-1][a:b, ..., : self.num_joints], p.scales)
+                       for p, a, b in zip(prepared, starts, starts[1:])]
+            joints_crop, conf = (np.stack(v) for v in zip(*decoded))
+        else:
+            joints_crop, conf = heatmaps.decode(last, refine=self.refine)
+        if self.to_mpii:  # the model's joint order -> the 16 MPII joints
+            from cpm_nb import caffe
+
+            joints_crop, conf = caffe.to_mpii(joints_crop, conf, self.to_mpii)
+            per_image = [[caffe.to_mpii_maps(m, self.to_mpii) for m in maps]
+                         for maps in per_image]
         matrices = np.stack([p.matrices[0] for p in prepared])
         joints = heatmaps.to_original(joints_crop, matrices)
         return [Prediction(p.name, joints[i], conf[i], p.person, p.image_size, p.scales,
-                           p.crops[0], p.matrices[0], joints_crop[i], per_image[i], p.image)
+                           p.crops[0], p.matrices[0], joints_crop[i], per_image[i], p.image,
+                           self.to_mpii)
                 for i, p in enumerate(prepared)]
 
     def run(self, prepared: Sequence[Prepared]) -> list[Prediction]:
@@ -430,9 +461,10 @@ class Predictor:
         crops = np.concatenate([p.crops for p in prepared])
         return self.finish(prepared, self.forward(crops))
 
-    def __call__(self, source, center=None, scale=None, box=None, scales=(1.0,),
+    def __call__(self, source, center=None, scale=None, box=None, scales=None,
                  keep_image: bool = True) -> Prediction:
-        """The pose in one image (``keep_image``: keep the RGB image for drawing)."""
+        """The pose in one image (``keep_image``: keep the RGB image for drawing;
+        ``scales=None``: the model's default, 1.0 or the release's search)."""
         prep = self.prepare(source, keep_image=keep_image, center=center, scale=scale, box=box,
                             scales=scales)
         return self.run([prep])[0]
@@ -506,6 +538,13 @@ def check_model(model, meta: dict | None = None):
                          f"stage; this model outputs {sorted(str(list(m)) for m in maps)}")
     channels = next(iter(maps))[3]
     joints = skeleton.NUM_JOINTS
+    preprocessing = (meta or {}).get("preprocessing") or {}
+    if preprocessing.get("joints") and not preprocessing.get("joints_to_mpii"):
+        other = [j for j in preprocessing["joints"] if j not in (*skeleton.JOINT, "background")]
+        raise ModelError(f"the model predicts joints that MPII does not have ({', '.join(other)}),"
+                         " so predict cannot place its 16 MPII joints")
+    if preprocessing.get("joints_to_mpii"):  # converted (cpm_nb.caffe): 14 joints + background
+        joints = len(preprocessing["joints_to_mpii"])
     if channels not in (joints, joints + 1):
         raise ModelError(f"the model predicts {channels} maps per stage, so it is not a model "
                          f"of the {joints} MPII joints (+ background) that predict draws "
@@ -684,7 +723,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scales", nargs="+", type=positive_float, metavar="F",
                         help="average the maps over these crop scale factors (1.0 is always "
                              "included), e.g. --scales 0.7 0.85 1 1.15 1.3 (the paper: "
-                             "0.7 .. 1.3)")
+                             "0.7 .. 1.3; default: 1.0 alone, or the release's 0.7 .. 1.3 for "
+                             "a model converted with cpm-nb convert-caffe)")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="folder for <name>_pose.png (overlay) and <name>_pose.json")
     parser.add_argument("--min-confidence", type=float_in_range(0, 1), default=0.0,
@@ -743,7 +783,7 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     quiet = args.json == "-"
     person = dict(center=args.center, scale=args.scale, box=args.box,
-                  scales=tuple(args.scales or (1.0,)))
+                  scales=tuple(args.scales) if args.scales else None)
     names = _out_names(args.images)
     results, failed = [None] * len(args.images), 0
     start = time.perf_counter()

@@ -78,7 +78,7 @@ print(cpm.format_layer_table("source-article"))
 #
 # ## 2. Checking against the released model
 #
-# The authors released a CPM trained on MPII (`pose_deploy_centerMap.prototxt`). It differs from
+# The authors released a CPM trained on MPII (`pose_deploy_resize.prototxt`). It differs from
 # the article's network in two details: it predicts **15 maps** (14 joints: head top, neck,
 # shoulders, elbows, wrists, hips, knees and ankles, i.e. MPII's 16 without pelvis and thorax,
 # plus a *background* map, "no joint here"), and it has a **fourth input channel**, a centre map
@@ -407,4 +407,4 @@ for part in dict.fromkeys(stage_of.values()):
 # 3. Repeat the gradient experiment with `stages=2` and with `stages=8`. How does the ratio
 #    between the two losses at stage 1 change with depth?
 # 4. Run `cpm-nb model --config cpm-mpii-release --layers` and compare the table with the
-#    released `pose_deploy_centerMap.prototxt`.
+#    released `pose_deploy_resize.prototxt` (the MPII model's deploy file).

@@ -1,0 +1,500 @@
+"""cpm_nb.caffe: the prototxt and caffemodel readers, the converter checked stage by stage
+against an independent Caffe implementation (OpenCV's importer), its one-line errors, and
+predict / MPII scoring with a converted model.
+
+No released file is used: deploy files come from the project's own architecture table
+(same layer names and shapes as the release) and caffemodels hold random weights.  Run
+with ``-s`` to see the parity figures.
+"""
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cpm_nb import caffe as C
+from cpm_nb import cli, skeleton
+from cpm_nb import model as M
+
+TOLERANCE = 1e-4  # max |Keras - OpenCV| per stage, relative to the map range
+SIGMA_64 = 21.0 * 64 / 368  # the centre-map sigma scaled to a 64-px crop
+RELEASE_SMALL = M.get_config("cpm-mpii-release").replace(name="release-small", input_size=64,
+                                                          width=0.125, stages=3,
+                                                          center_sigma=SIGMA_64)
+# a FLIC-like network: 9 joints + background, 4 stages (the release's FLIC map order)
+FLIC_LIKE = RELEASE_SMALL.replace(name="flic-like", num_joints=9, stages=4)
+# the source article's layer set: 16 MPII joints, no background, no centre map
+NO_CENTER = M.get_config("source-article").replace(name="no-center", input_size=64,
+                                                  width=0.125, stages=2, center_sigma=SIGMA_64)
+TRAINING_LAYERS = [("data", "CPMData", []), ("label_slice", "Slice", []),
+                   ("loss_stage1", "EuclideanLoss", [])]  # what a real snapshot adds
+
+
+def _cv2():
+    return pytest.importorskip("cv2", reason="OpenCV 4 (opencv-python-headless<5, the dev "
+                                             "extra) is the independent Caffe implementation")
+
+
+def _files(folder, config, seed=0, **kwargs):
+    """A deploy prototxt and a random-weight caffemodel for ``config`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    proto = folder / "deploy.prototxt"
+    proto.write_text(C.deploy_prototxt(config))
+    model = C.write_caffemodel(folder / "weights.caffemodel",
+                               TRAINING_LAYERS + C.random_weights(config, seed), **kwargs)
+    return proto, model
+
+
+@pytest.fixture(scope="module")
+def keras():
+    from cpm_nb.runtime import import_keras
+
+    return import_keras()
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, keras):
+    """Each test configuration as prototxt + caffemodel + converted run folder."""
+    out = {}
+    root = tmp_path_factory.mktemp("caffe")
+    for cfg, kwargs, joints in [(RELEASE_SMALL, {}, None),
+                                (FLIC_LIKE, dict(v1=True, legacy_shape=True), None),
+                                (NO_CENTER, {}, skeleton.JOINT_NAMES)]:
+        proto, weights = _files(root / cfg.name, cfg, **kwargs)
+        C.convert(proto, weights, root / cfg.name / "run", joints=joints)
+        out[cfg.name] = (proto, weights, root / cfg.name / "run")
+    return out
+
+
+def _print_parity(label, rows):
+    for r in rows:
+        print(f"  {label:<22} {r['stage']:<14} max |Keras - OpenCV| {r['max_abs_diff']:.2e}  "
+              f"map range {r['map_range']:6.2f}  relative {r['relative']:.1e}")
+
+
+# --- the prototxt ----------------------------------------------------------------------------
+
+
+def test_prototxt_parser_reads_the_text_format():
+    msg = C.parse_prototxt("""
+        name: "net"  # a comment
+        input: "data" input_dim: 1 input_dim: 4
+        layer { name: 'a\\'b' type: "Pooling" pooling_param { pool: AVE kernel_size: 9 }
+                bottom: "x" bottom: "y" }
+        layers < name: "old" type: CONVOLUTION blobs_lr: 1.5 flag: true list: [1, 2, 3] >
+    """)
+    assert msg["name"] == ["net"] and msg["input_dim"] == [1, 4]
+    layer = msg["layer"][0]
+    assert layer["name"] == ["a'b"] and layer["bottom"] == ["x", "y"]
+    assert layer["pooling_param"][0] == {"pool": ["AVE"], "kernel_size": [9]}
+    old = msg["layers"][0]
+    assert old["type"] == ["CONVOLUTION"] and old["blobs_lr"] == [1.5]
+    assert old["flag"] == [True] and old["list"] == [1, 2, 3]
+
+
+def test_prototxt_inputs_and_v1_layers(tmp_path):
+    path = tmp_path / "v1.prototxt"
+    path.write_text('input: "image"\ninput_shape { dim: 1 dim: 3 dim: 64 dim: 64 }\n'
+                    'layers { name: "conv1_1" type: CONVOLUTION bottom: "image" top: "conv1_1" }\n'
+                    'layer { name: "in2" type: "Input" top: "c" '
+                    'input_param { shape { dim: 1 dim: 1 dim: 8 dim: 8 } } }\n')
+    net = C.read_prototxt(path)
+    assert net.inputs == {"image": (1, 3, 64, 64), "c": (1, 1, 8, 8)}
+    assert net.get("conv1_1").type == "Convolution" and net.get("conv1_1").bottom == ("image",)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('layer { name: "a"', "a '}' is missing"),
+    ('layer { name: "a" } }', "line 1: expected a field name"),
+    ('name: "a"\nlayer { name: "b" type: }', "line 2: field 'type': unexpected '}'"),
+])
+def test_prototxt_syntax_errors_name_the_line(tmp_path, text, message):
+    path = tmp_path / "bad.prototxt"
+    path.write_text(text)
+    with pytest.raises(C.CaffeError, match=message.replace("(", r"\(")):
+        C.read_prototxt(path)
+
+
+def test_release_deploy_file_has_the_release_layers():
+    """The generated deploy file of cpm-mpii-release has the release's layer set: 108 layers
+    (Slice, pool_center_lower, 52 convolutions, 46 ReLUs, 3 max-pools, 5 concats) and
+    29,852,058 parameters, and it is read back as exactly that configuration."""
+    net = C._net_from_message(C.parse_prototxt(C.deploy_prototxt("cpm-mpii-release")))
+    kinds = [layer.type for layer in net.layers]
+    assert len(net.layers) == 108
+    assert {k: kinds.count(k) for k in set(kinds)} == {
+        "Slice": 1, "Pooling": 4, "Convolution": 52, "ReLU": 46, "Concat": 5}
+    assert net.inputs == {"data": (1, 4, 368, 368)}
+    assert net.get("image").top == ("image", "center_map")
+    assert net.get("relu4_3_CPM").bottom == ("conv4_3_CPM",)
+    assert net.get("Mrelu6_stage6").top == ("Mconv6_stage6",)
+    assert net.get("concat_stage2").bottom == ("conv5_2_CPM", "conv4_7_CPM", "pool_center_lower")
+    assert net.get("pool_center_lower").params["pooling_param"][0] == {
+        "pool": ["AVE"], "kernel_size": [9], "stride": [8]}
+    shapes = C.caffe_conv_shapes("cpm-mpii-release")
+    assert shapes["conv1_1"] == ((64, 3, 3, 3), (64,))
+    assert shapes["Mconv1_stage2"] == ((128, 128 + 15 + 1, 7, 7), (128,))
+    assert sum(math.prod(w) + b[0] for w, b in shapes.values()) == M.RELEASE_PARAMS
+    cfg, joints = C.config_from_net(net)
+    assert cfg == M.NAMED_CONFIGS["cpm-mpii-release"]
+    assert joints == C.RELEASE_JOINTS[15] and joints[0] == "head_top" and joints[-1] == "background"
+
+
+@pytest.mark.parametrize("cfg", [RELEASE_SMALL, FLIC_LIKE, NO_CENTER], ids=lambda c: c.name)
+def test_configuration_is_derived_from_the_prototxt(cfg):
+    net = C._net_from_message(C.parse_prototxt(C.deploy_prototxt(cfg)))
+    joints = skeleton.JOINT_NAMES if cfg is NO_CENTER else None
+    derived, names = C.config_from_net(net, joints=joints)
+    assert derived == cfg.replace(name="caffe")
+    assert len(names) == cfg.num_maps
+
+
+# --- the caffemodel ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("v1, legacy", [(False, False), (True, True), (False, True)])
+def test_caffemodel_round_trip(v1, legacy):
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((4, 3, 3, 3), dtype=np.float32), np.arange(4, dtype=np.float32)
+    data = C.caffemodel_bytes([("data", "Data", []), ("conv", "Convolution", [w, b]),
+                               ("relu", "ReLU", [])], v1=v1, legacy_shape=legacy)
+    layers = C.parse_caffemodel(data)
+    assert set(layers) == {"data", "conv", "relu"}
+    assert layers["conv"].type == "Convolution" and not layers["relu"].blobs
+    got_w, got_b = layers["conv"].blobs
+    assert np.array_equal(got_w, w)
+    assert np.array_equal(got_b.reshape(-1), b)
+
+
+def test_caffemodel_reader_skips_unknown_fields_and_types():
+    """A real snapshot holds fields and layer types the reader does not know: skipped."""
+    blob = C.blob_bytes(np.ones((2, 2), np.float32))
+    unknown = (C._field_bytes(33, 7) + C._field_bytes(300, b"\x01\x02")  # varint, bytes
+               + bytes([0x0D << 3 | 5]) + b"\0\0\x80?")  # a fixed32 field 13
+    layer = (C._field_bytes(1, b"w") + C._field_bytes(2, b"CPMData") + unknown
+             + C._field_bytes(7, blob))
+    data = C._field_bytes(5, 1) + C._field_bytes(100, layer) + unknown
+    got = C.parse_caffemodel(data)
+    assert got["w"].type == "CPMData" and np.array_equal(got["w"].blobs[0], np.ones((2, 2)))
+
+
+# --- parity with OpenCV, stage by stage ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [RELEASE_SMALL.name, FLIC_LIKE.name, NO_CENTER.name])
+def test_parity_with_opencv_per_stage(converted, name):
+    _cv2()
+    proto, weights, run = converted[name]
+    rows = C.parity(run, proto, weights)
+    print()
+    _print_parity(name, rows)
+    cfg = M.CPMConfig(**json.loads((run / C.CONFIG_FILE).read_text())["cpm_config"])
+    assert [r["stage"] for r in rows] == cfg.output_names
+    assert all(r["map_range"] > 0.5 for r in rows)  # real maps, not a dead network
+    assert all(r["relative"] <= TOLERANCE for r in rows), rows
+
+
+def test_full_release_network_at_368_px(tmp_path, keras):
+    """The full cpm-mpii-release network (29.9 M random weights): conversion size and speed,
+    and one 368-px forward pass through OpenCV and Keras."""
+    _cv2()
+    proto, weights = _files(tmp_path, "cpm-mpii-release")
+    start = time.perf_counter()
+    meta = C.convert(proto, weights, tmp_path / "run")
+    seconds = time.perf_counter() - start
+    mb = weights.stat().st_size / 1e6
+    assert meta["cpm_config"]["name"] == "cpm-mpii-release"
+    assert meta["caffe"]["layers_converted"] == 52
+    assert meta["caffe"]["layers_ignored"] == sorted(n for n, _, _ in TRAINING_LAYERS)
+    assert 119 < mb < 120  # 29,852,058 float32 values + framing
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (1, 368, 368, 3)).astype(np.float32)
+    rows = C.parity(tmp_path / "run", proto, weights, images=image)
+    print(f"\n  cpm-mpii-release: caffemodel {mb:.1f} MB, converted in {seconds:.1f} s")
+    _print_parity("cpm-mpii-release 368", rows)
+    assert len(rows) == 6 and all(r["relative"] <= TOLERANCE for r in rows), rows
+
+
+def _e(values) -> str:
+    return " ".join(f"{v:.1e}" for v in values)
+
+
+def _keras_and_opencv(converted, mutate=None, bgr_to_rgb=True, outputs=None, centers=None):
+    proto, weights_file, _ = converted[RELEASE_SMALL.name]
+    weights = C.keras_weights(C.read_caffemodel(weights_file), RELEASE_SMALL,
+                              bgr_to_rgb=bgr_to_rgb)
+    if mutate:
+        weights = {k: mutate(k, v) for k, v in weights.items()}
+    model = C.build_keras(RELEASE_SMALL, weights)
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
+    centers = M.center_maps(2, RELEASE_SMALL) if centers is None else centers
+    outputs = outputs or RELEASE_SMALL.output_names
+    keras_model = model
+    if outputs != RELEASE_SMALL.output_names:
+        import keras
+
+        keras_model = keras.Model(model.inputs, [model.get_layer(n).output for n in outputs])
+    ours = keras_model([images, centers])
+    ours = [np.asarray(o) for o in (ours if isinstance(ours, (list, tuple)) else [ours])]
+    caffe_names = [C.relu_name(n) if n.startswith(("conv1", "conv2", "conv3", "conv4"))
+                   else n for n in outputs]
+    ref = C.opencv_stage_maps(proto, weights_file, images, centers, caffe_names)
+    return [float(np.abs(a - b).max() / (b.max() - b.min())) for a, b in zip(ours, ref)]
+
+
+def test_a_channel_swap_or_a_transposed_kernel_is_caught(converted, keras):
+    _cv2()
+    good = _keras_and_opencv(converted)
+    swapped = _keras_and_opencv(converted, bgr_to_rgb=False)  # BGR weights fed RGB
+    transposed = _keras_and_opencv(converted, mutate=lambda k, v: [v[0].transpose(1, 0, 2, 3),
+                                                                   v[1]])  # kh <-> kw
+    print(f"\n  relative difference per stage: converted {_e(good)}, BGR/RGB swapped "
+          f"{_e(swapped)}, kernels transposed {_e(transposed)}")
+    assert max(good) <= TOLERANCE
+    assert min(swapped) > 100 * TOLERANCE and min(transposed) > 100 * TOLERANCE
+
+
+def test_padding_and_ceil_mode_pooling_match_caffe(converted, keras):
+    """Intermediate blobs: the trunk (3x3 convolutions padded by 1, three 2x2 max-pools)
+    and pool_center_lower, Caffe's ceil-mode average pooling (kernel 9, stride 8: 8x8 cells
+    on 64 px, the last row and column averaged over their 8 valid pixels, not 9)."""
+    _cv2()
+    noise = np.random.default_rng(3).uniform(0, 1, (2, 64, 64, 1)).astype(np.float32)
+    diffs = _keras_and_opencv(converted, outputs=["conv1_1", "pool1_stage1", "conv4_7_CPM",
+                                                  "pool_center_lower"], centers=noise)
+    print(f"\n  relative difference conv1_1, pool1, conv4_7_CPM, pool_center_lower: "
+          f"{_e(diffs)}")
+    assert max(diffs) <= TOLERANCE
+    ones = np.ones((1, 64, 64, 1), np.float32)
+    proto, weights, _ = converted[RELEASE_SMALL.name]
+    pooled = C.opencv_stage_maps(proto, weights, np.zeros((1, 64, 64, 3)), ones,
+                                 ["pool_center_lower"])[0]
+    assert pooled.shape == (1, 8, 8, 1)  # ceil((64 - 9) / 8) + 1 = 8, as Keras "same"
+    assert np.allclose(pooled, 1.0)  # padding not counted: still 1 at the border
+
+
+def test_centre_map_branch_matches_off_centre(converted, keras):
+    """A centre map away from the crop centre changes stages >= 2 (not stage 1), alike in
+    Keras and OpenCV."""
+    _cv2()
+    centre = M.center_map(64, RELEASE_SMALL.center_sigma, center=(12.0, 50.0))
+    off = np.broadcast_to(centre[None, :, :, None], (2, 64, 64, 1)).copy()
+    diffs = _keras_and_opencv(converted, centers=off)
+    assert max(diffs) <= TOLERANCE, diffs
+    proto, weights, _ = converted[RELEASE_SMALL.name]
+    image = np.full((1, 64, 64, 3), 100.0)
+    a = C.opencv_stage_maps(proto, weights, image, off[:1])
+    b = C.opencv_stage_maps(proto, weights, image, M.center_maps(1, RELEASE_SMALL))
+    assert np.array_equal(a[0], b[0]) and not np.allclose(a[1], b[1])
+
+
+def test_caffe_input_is_bgr_scaled_with_the_centre_map_last():
+    red = np.zeros((1, 8, 8, 3))
+    red[..., 0] = 255
+    blob = C.caffe_input(red, np.full((1, 8, 8, 1), 0.25))
+    assert blob.shape == (1, 4, 8, 8)
+    assert np.allclose(blob[0, :, 0, 0], [-0.5, -0.5, 255 / 256 - 0.5, 0.25])
+
+
+# --- the run folder and the command line -------------------------------------------------------
+
+
+def test_run_folder_records_the_release_preprocessing(converted):
+    _, _, run = converted[RELEASE_SMALL.name]
+    meta = json.loads((run / C.CONFIG_FILE).read_text())
+    assert sorted(p.name for p in run.iterdir()) == [C.CONFIG_FILE, C.MODEL_FILE]
+    assert meta["format"] == "cpm-nb-model" and meta["source"] == "caffe"
+    assert "non-commercial" in meta["licence"]
+    pre = meta["preprocessing"]
+    assert pre["pad_value"] == 128 and pre["box_size"] == 368 and pre["stride"] == 8
+    assert pre["center_map"]["sigma"] == pytest.approx(21 * 64 / 368)
+    assert pre["channel_order"].startswith("RGB") and "x / 256 - 0.5" in pre["value_scaling"]
+    assert pre["scales"] == list(C.RELEASE_SCALES) and pre["decoding"] == "release"
+    assert pre["joints"] == list(C.RELEASE_JOINTS[15])
+    # head top -> MPII 9, neck -> 8, right shoulder -> 12 ... left ankle -> 5
+    assert pre["joints_to_mpii"] == [9, 8, 12, 11, 10, 13, 14, 15, 2, 1, 0, 3, 4, 5]
+    assert meta["joints"] == list(C.RELEASE_JOINTS[15][:14])
+    assert meta["caffe"]["layers_ignored"] == ["data", "label_slice", "loss_stage1"]
+
+
+def _convert_cli(monkeypatch, capsys, *argv):
+    """``cpm-nb convert-caffe ARGV`` in-process: (exit status, stdout, stderr lines)."""
+    monkeypatch.setattr(cli, "COMMANDS", ["cpm_nb.caffe:CONVERT_CAFFE"])
+    code = cli.main(["convert-caffe", *map(str, argv)])
+    out = capsys.readouterr()
+    return code, out.out, out.err.strip().splitlines()
+
+
+def test_cli_converts_and_reports(converted, tmp_path, monkeypatch, capsys):
+    proto, weights, _ = converted[RELEASE_SMALL.name]
+    code, out, err = _convert_cli(monkeypatch, capsys, "--prototxt", proto, "--caffemodel",
+                                  weights, "--out", tmp_path / "run", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["layers_converted"] == 31 and info["params"] == M.count_params(RELEASE_SMALL)
+    code, _, err = _convert_cli(monkeypatch, capsys, "--prototxt", proto, "--caffemodel",
+                                weights, "--out", tmp_path / "run")
+    assert code == 2 and len(err) == 1 and "pass --force" in err[0]
+
+
+def _vgg16_like():
+    """Weights named like VGG-16's first layers: a Caffe model, but not a CPM."""
+    rng = np.random.default_rng(0)
+    chans = [("conv1_1", 3, 64), ("conv1_2", 64, 64), ("conv2_1", 64, 128),
+             ("conv2_2", 128, 128), ("conv3_1", 128, 256), ("conv3_2", 256, 256),
+             ("conv3_3", 256, 256)]
+    return [(n, "Convolution", [rng.standard_normal((o, i, 3, 3), dtype=np.float32),
+                                np.zeros(o, np.float32)]) for n, i, o in chans]
+
+
+def _original_architecture_prototxt():
+    lines = ['input: "data"', "input_dim: 1", "input_dim: 4", "input_dim: 368", "input_dim: 368"]
+    lines += C._layer_text("image", "Slice", ["data"], ["image", "center_map"], "slice_param",
+                           slice_point=3, axis=1)
+    lines += C._layer_text("conv1_stage1", "Convolution", ["image"], ["conv1_stage1"],
+                           "convolution_param", num_output=128, pad=4, kernel_size=9)
+    return "\n".join(lines)
+
+
+def test_cli_errors_are_one_line_naming_the_layer(converted, tmp_path, monkeypatch, capsys,
+                                                  request):
+    proto, weights, _ = converted[RELEASE_SMALL.name]
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(photo)
+    text = tmp_path / "notes.caffemodel"
+    text.write_text("name: 'this is a prototxt, not weights'\n")
+    vgg = C.write_caffemodel(tmp_path / "vgg16.caffemodel", _vgg16_like())
+    wider_proto = tmp_path / "wider.prototxt"
+    wider_proto.write_text(C.deploy_prototxt(RELEASE_SMALL.replace(width=0.25)))
+    original = tmp_path / "original.prototxt"
+    original.write_text(_original_architecture_prototxt())
+    no_pad = tmp_path / "nopad.prototxt"
+    no_pad.write_text(proto.read_text().replace(
+        'name: "conv3_2"\n  type: "Convolution"\n  bottom: "conv3_1"\n  top: "conv3_2"\n'
+        '  convolution_param {\n    num_output: 32\n    pad: 1',
+        'name: "conv3_2"\n  type: "Convolution"\n  bottom: "conv3_1"\n  top: "conv3_2"\n'
+        '  convolution_param {\n    num_output: 32\n    pad: 0'))
+    cases = [
+        (proto, photo, "is not a Caffe model (a binary NetParameter)"),
+        (proto, text, "is not a Caffe model"),
+        (proto, vgg, "no weights for layer 'conv3_4'"),
+        (wider_proto, weights, "layer 'conv1_1' has weights of shape 8x3x3x3, the prototxt "
+                               "needs 16x3x3x3: the caffemodel does not match the prototxt"),
+        (original, weights, "first layer mismatch at 'conv1_stage1' (9x9 convolution) -- the "
+                            "original CPM architecture"),
+        (no_pad, weights, "first layer mismatch at 'conv3_2': convolution pad 0, but cpm-nb's "
+                          "network has pad 1"),
+        (proto, tmp_path / "missing.caffemodel", "caffemodel not found"),
+    ]
+    for k, (p, w, message) in enumerate(cases):
+        code, _, err = _convert_cli(monkeypatch, capsys, "--prototxt", p, "--caffemodel", w,
+                                    "--out", tmp_path / f"run{k}")
+        if request.config.getoption("capture") == "no":  # -s: show the messages
+            with capsys.disabled():
+                print("\n  " + err[0].replace(str(tmp_path) + "/", ""), end="")
+        assert code == 2 and len(err) == 1 and message in err[0], err
+        assert not (tmp_path / f"run{k}" / C.MODEL_FILE).exists()
+
+
+def test_convert_help_teaches_and_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; from cpm_nb import cli, caffe\n"
+            "p = cli.build_parser([caffe.CONVERT_CAFFE])\n"
+            "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
+    text = C.CONVERT_CAFFE.description
+    assert "pose_deploy_resize.prototxt" in text and "licence" in text and "examples:" in text
+
+
+# --- predict with a converted model ----------------------------------------------------------------
+
+
+def test_release_merge_moves_each_scale_onto_the_scale1_crop():
+    """Maps of crops at several scales (same centre), each with a Gaussian at the point where
+    that crop sees the joint: the merged argmax is that point of the scale-1 crop."""
+    size, m = 64, 8
+    half = (size - 1) / 2
+    target = np.array([20.0, 41.0])  # x, y in the scale-1 crop
+    factors = (1.0, 0.7, 1.3)
+    cells = np.arange(m) * 8 + 3.5
+    maps = []
+    for f in factors:
+        x, y = half + f * (target - half)
+        g = np.exp(-((cells[None, :] - x) ** 2 + (cells[:, None] - y) ** 2) / (2 * 6.0 ** 2))
+        maps.append(g[..., None])
+    joints, conf = C.release_decode(np.stack(maps).astype(np.float32), factors)
+    assert np.abs(joints[0] - target).max() <= 1.0 and 0.5 < conf[0] <= 1.05
+
+
+def test_upsample_reproduces_a_ramp():
+    ramp = np.tile(np.arange(8, dtype=np.float32)[None, :, None], (8, 1, 1))
+    up = C.upsample(ramp, 8)[..., 0]
+    x = np.arange(64)
+    interior = (x > 12) & (x < 52)
+    assert np.allclose(up[:, interior], ((x + 0.5) / 8 - 0.5)[interior][None], atol=1e-4)
+
+
+def test_predict_with_a_converted_model(converted, tmp_path):
+    from cpm_nb import predict as P
+
+    _, _, run = converted[RELEASE_SMALL.name]
+    predictor = P.load_predictor(run)
+    assert predictor.default_scales == C.RELEASE_SCALES and predictor.num_joints == 14
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 70, 3), np.uint8)).save(photo)
+    pred = predictor(photo, center=(35, 45), scale=0.4)
+    assert pred.scales == (1.0, 0.7, 0.8, 0.9, 1.1, 1.2, 1.3)
+    j = skeleton.JOINT
+    assert pred.joints.shape == (16, 2) and np.isfinite(pred.joints).all()
+    assert np.allclose(pred.joints[j["pelvis"]], pred.joints[[j["r_hip"], j["l_hip"]]].mean(0))
+    assert np.allclose(pred.joints[j["thorax"]],
+                       pred.joints[[j["r_shoulder"], j["l_shoulder"]]].mean(0))
+    maps = pred.stage_maps[-1]
+    assert maps.shape == (8, 8, 17) and not maps[..., j["pelvis"]].any()
+    assert pred.stage_joints(3)[0].shape == (16, 2)
+    # the argmax of the maps, the release's decoding: joints on whole crop pixels
+    assert np.allclose(pred.joints_crop[:6], np.round(pred.joints_crop[:6]))
+    single = predictor(photo, center=(35, 45), scale=0.4, scales=(1.0,))
+    assert single.scales == (1.0,)
+
+
+def test_predict_refuses_a_model_without_the_mpii_joints(converted):
+    from cpm_nb import predict as P
+
+    with pytest.raises(P.ModelError, match=r"joints that MPII does not have \(head\)"):
+        P.load_predictor(converted[FLIC_LIKE.name][2])
+    assert P.load_predictor(converted[NO_CENTER.name][2]).num_joints == 16
+
+
+def test_mpii_validation_files_score_with_evaluate_mpii(converted, tmp_path):
+    """The scoring path: a tiny MPII-layout annotation file, Tompson-style split file and
+    images -> gt_valid.mat + pred.mat -> cpm_nb.metrics.evaluate_mpii."""
+    import scipy.io
+
+    from cpm_nb import metrics, mpii
+
+    images = tmp_path / "images"
+    images.mkdir()
+    people = []
+    for k in range(3):
+        Image.fromarray(np.full((120, 100, 3), 40 * k, np.uint8)).save(images / f"{k}.jpg")
+        people.append({"name": f"{k}.jpg", "people": [{
+            "objpos": (50, 60), "scale": 0.5, "head_box": (40, 10, 60, 30),
+            "points": [(j, 30.0 + j, 20.0 + 5 * j, 1) for j in range(16)]}]})
+    ann = mpii.write_release_mat(tmp_path / "ann.mat", people)
+    split = tmp_path / "detections.mat"
+    scipy.io.savemat(split, {"RELEASE_img_index": np.array([[3, 1]]),
+                             "RELEASE_person_index": np.array([[1, 1]])})
+    gt, pred = C.mpii_validation(converted[RELEASE_SMALL.name][2], ann, split, images,
+                                 tmp_path / "scores", progress=False)
+    result, name = metrics.evaluate_mpii(gt, pred)
+    assert name == "preds" and result.n_people == 2
+    truth = scipy.io.loadmat(gt)["pos_gt_src"]
+    assert truth.shape == (16, 2, 2) and truth[9, :, 0].tolist() == [39.0, 65.0]
