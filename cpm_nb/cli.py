@@ -88,13 +88,15 @@ class CliError(Exception):
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line naming the valid choices."""
 
+    argv: list[str] = []  # the arguments being parsed (for hints), shared by subparsers
+
     def parse_args(self, args=None, namespace=None):
-        self._argv = list(sys.argv[1:] if args is None else args)
+        Parser.argv = list(sys.argv[1:] if args is None else args)
         return super().parse_args(args, namespace)
 
     def error(self, message):
         hint = ""
-        argv = getattr(self, "_argv", None) or sys.argv[1:]
+        argv = Parser.argv
         if any(a == "--json" or a.startswith("--json=") for a in argv) and (
                 "unrecognized arguments" in message or "--json" in message):
             hint = " (--json takes no value: it prints the JSON on stdout; use --json-out FILE)"

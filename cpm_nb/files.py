@@ -158,6 +158,23 @@ def staging_folder(target) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
 
 
+def remove_leftovers(folder, patterns=(".*.tmp", ".*.old")) -> None:
+    """Delete what killed writers left in ``folder`` (temporary files and folders named by
+    :func:`temp_name`, :func:`staging_folder` and :func:`swap_folder`).  Call it only
+    while holding the folder's :func:`locked`, so no live writer's files are taken."""
+    import shutil
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for pattern in patterns:
+        for item in folder.glob(pattern):
+            if item.is_dir() and not item.is_symlink():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
+
+
 # --- checking outputs before the work ------------------------------------------------------
 
 
@@ -382,17 +399,19 @@ def to_rgb(im):
 def _high_bit_depth(im):
     """16-bit (I;16*), 32-bit integer (I) or float (F) grayscale -> 8-bit RGB, scaled.
 
-    I;16 is scaled from 0..65535; I and F from 0..255 when they fit, else from
-    0..65535 (16-bit PNGs read as I), else by their own maximum."""
+    I;16 is scaled from 0..65535; F from 0..1 when it fits; I and F from 0..255 when
+    they fit, else from 0..65535 (16-bit PNGs read as I), else by their own maximum."""
     import numpy as np
 
     image_module = _pil()
     a = np.asarray(im, dtype=np.float64)
     a = np.where(np.isfinite(a), a, 0.0)
+    peak = float(a.max(initial=0.0))
     if im.mode.startswith("I;16"):
         top = 65535.0
+    elif im.mode == "F" and peak <= 1.0:
+        top = 1.0
     else:
-        peak = float(a.max(initial=0.0))
         top = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
     gray = np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
     return image_module.fromarray(gray).convert("RGB")

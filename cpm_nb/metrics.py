@@ -189,7 +189,8 @@ def head_sizes(headboxes) -> np.ndarray:
 def pckh_distances(pred, gt, headboxes, valid=None) -> np.ndarray:
     """Distances normalised by the head size, [N, J]; NaN for joints that are not annotated."""
     pred, gt, valid = _check(pred, gt, valid)
-    dist = np.linalg.norm(pred - gt, axis=-1) / head_sizes(headboxes)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):  # people without a head size
+        dist = np.linalg.norm(pred - gt, axis=-1) / head_sizes(headboxes)[:, None]
     return np.where(valid, dist, np.nan)
 
 

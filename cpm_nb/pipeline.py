@@ -218,9 +218,10 @@ def write_tfrecords(people: list[Person], image_dir, out_dir, split: str, input_
     decompression bomb) or named outside ``image_dir`` is a counted skip.
 
     Atomic per split: the shards are written under temporary names and swapped in,
-    with ``meta.json``, only when the whole split succeeded (see :func:`recover`); a
-    failure or a kill leaves the previous shards and ``meta.json`` as they were.  The
-    folder is locked (:func:`cpm_nb.files.locked`) while it is written.
+    with ``meta.json``, only when the whole split succeeded (a commit journal, see
+    :func:`recover`); a failure or a kill before that leaves the previous shards and
+    ``meta.json`` as they were.  The folder is locked (:func:`cpm_nb.files.locked`)
+    while it is written.
     """
     image_dir, out_dir = Path(image_dir), Path(out_dir)
     counts = Counter() if counts is None else counts
@@ -251,7 +252,7 @@ def _write_split(people, image_dir, out_dir, split, input_size, context, progres
         return _process_image(tf, group, image_dir, input_size, context, len(group))
 
     bar = _bar(progress, len(people), f"cropping {split}")
-    writers = []
+    writers, committed = [], False
     try:
         writers = [tf.io.TFRecordWriter(str(f)) for f in temps]
         with ThreadPoolExecutor(workers) as pool:
@@ -273,12 +274,16 @@ def _write_split(people, image_dir, out_dir, split, input_size, context, progres
         summary = {"split": split, "kept": n, "skipped": skipped, "fixed": fixed,
                    "files": [f.name for f in shards],
                    "bytes": {f.name: t.stat().st_size for f, t in zip(shards, temps)}}
-        _commit_split(out_dir, split, list(zip(temps, shards)), summary, input_size, context)
+        journal = _journal(out_dir, split, list(zip(temps, shards)), summary, input_size,
+                           context)
+        committed = True  # from here on the split is rolled forward (recover), never back
+        _apply(out_dir, journal)
     except BaseException:
         for w in writers:
             w.close()
-        for f in temps:
-            f.unlink(missing_ok=True)
+        if not committed:
+            for f in temps:
+                f.unlink(missing_ok=True)
         raise
     finally:
         if bar is not None:
@@ -302,19 +307,21 @@ def _fsync(path: Path) -> None:
 # --- committing a split: all or nothing ---------------------------------------------------------
 
 
-def _commit_split(out_dir: Path, split: str, renames, summary: dict, input_size: int,
-                  context: float) -> None:
-    """Swap a finished split in: a journal ``.commit-<split>.json`` (written atomically)
-    lists the renames and the new summary; it is then applied and deleted.  A crash
-    while applying is finished by :func:`recover` on the next write."""
+def _journal(out_dir: Path, split: str, renames, summary: dict, input_size: int,
+             context: float) -> Path:
+    """The commit journal ``.commit-<split>.json`` of a finished split (written atomically):
+    the renames of its temporary shards and its summary.  Once it exists the split is
+    committed: :func:`_apply` carries it out, or :func:`recover` after a crash."""
     journal = out_dir / f".commit-{split}.json"
     files.atomic_write_json(journal, {
         "split": split, "renames": [[t.name, f.name] for t, f in renames],
         "summary": summary, "input_size": input_size, "context": context})
-    _apply(out_dir, journal)
+    return journal
 
 
 def _apply(out_dir: Path, journal: Path) -> None:
+    """Carry out a commit journal: shards renamed into place, the split's other shards
+    deleted, ``meta.json`` updated, the journal deleted (each step repeatable)."""
     plan = json.loads(journal.read_text())
     split, keep = plan["split"], {final for _, final in plan["renames"]}
     for tmp, final in plan["renames"]:
@@ -339,8 +346,7 @@ def recover(out_dir) -> None:
             _apply(out_dir, journal)
         except (OSError, ValueError, KeyError, TypeError):
             journal.unlink(missing_ok=True)  # unusable: the old split stays as it was
-    for tmp in out_dir.glob(".*.tfrecord.*.tmp"):
-        tmp.unlink(missing_ok=True)
+    files.remove_leftovers(out_dir)
 
 
 def _drop_joints(person: Person, drop: np.ndarray) -> Person:

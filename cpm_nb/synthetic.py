@@ -419,6 +419,7 @@ def generate(root, n_train: int, n_val: int, input_size: int, seed: int = 0,
     """
     root = Path(root)
     with files.locked(root):
+        files.remove_leftovers(root)  # of runs that were killed
         stage = files.staging_folder(root / "staging")
         try:
             data = _render(stage, n_train, n_val, input_size, seed, progress, size)
