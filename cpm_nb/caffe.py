@@ -1006,19 +1006,33 @@ def _split_order(split_file) -> list[tuple[int, int]]:
     return list(zip(img.tolist(), per.tolist()))
 
 
-def mpii_validation(run, annotations, split_file, images, out, scales=None, limit=None,
-                    batch_size: int = 8, progress: bool = True) -> tuple[Path, Path]:
+def _under(root, name: str, what: str) -> Path:
+    hits = sorted(Path(root).expanduser().rglob(name)) if root else []
+    if not hits:
+        raise CaffeError(f"no {name} under {root}: give the {what} (or run "
+                         "`cpm-nb prepare mpii --root DIR` first)")
+    return hits[0]
+
+
+def mpii_validation(run, out, root=None, annotations=None, split_file=None, images=None,
+                    scales=None, limit=None, batch_size: int = 8,
+                    progress: bool = True) -> tuple[Path, Path]:
     """Predict the standard 2,958 MPII validation people with a run folder (each person's
     ``objpos`` and ``scale``, the model's multi-scale search) and write the two files
     ``cpm-nb evaluate-mpii`` scores: ``out/gt_valid.mat`` (ground truth, ``pos_gt_src``
     16x2xN, ``jnt_missing``, ``headboxes_src``, ``dataset_joints``) and ``out/pred.mat``
-    (``preds`` Nx16x2, 1-based original pixels), people in the order of ``split_file``
-    (Tompson et al.'s ``detections.mat``).  ``images``: the MPII ``images/`` folder."""
+    (``preds`` Nx16x2, 1-based original pixels), people in the order of the split file
+    (Tompson et al.'s ``detections.mat``).  The annotation file, the split file and the
+    ``images/`` folder are found under ``root`` (the folder of ``cpm-nb prepare mpii``)
+    unless given.  ``limit``: only the first N people (a quick look)."""
     import scipy.io
 
     from cpm_nb import mpii, skeleton
     from cpm_nb.predict import ImageError, load_predictor
 
+    annotations = annotations or _under(root, "mpii_human_pose_v1_u12_1.mat", "annotations")
+    split_file = split_file or _under(root, "detections.mat", "split file")
+    images = images or Path(root).expanduser() / "images"
     predictor = load_predictor(run)
     people = {p.key: p for p in mpii.read_annotations(annotations)}
     order = _split_order(split_file)[:limit]
@@ -1058,6 +1072,71 @@ def mpii_validation(run, annotations, split_file, images, out, scales=None, limi
                                "dataset_joints": names})
     scipy.io.savemat(pred_path, {"preds": preds})
     return gt_path, pred_path
+
+
+# --- 9. notebook 07: finding a converted model, an example without it, a figure -----------------
+
+
+WITHOUT_RELEASE = """\
+No converted release model was found, so there is nothing to draw here.  To see it:
+  1. get the MPII model of the CPM release: model/_trained_MPI/pose_deploy_resize.prototxt
+     from github.com/shihenw/convolutional-pose-machines-release, and
+     pose_iter_320000.caffemodel (120 MB; the release's testing/get_model.sh downloads it);
+  2. cpm-nb convert-caffe --prototxt pose_deploy_resize.prototxt \\
+         --caffemodel pose_iter_320000.caffemodel --out runs/cpm-release --check
+  3. set CPM_NB_RELEASE_RUN to that folder (on Colab: keep it in MyDrive/cpm_nb/runs/).
+This cell then draws the released network's pose of the photo above, found with the
+release's seven-scale search, next to its head (yellow), left knee (red) and right ankle
+(blue) belief maps.  What to expect: a network trained on real MPII photos should put the
+head, neck and shoulders on the person -- unlike our synthetic-data model in section 6 --
+while the hips, knees and ankles, below the edge of this portrait, are guesses with low
+confidence.  The weights keep the release's licence (non-commercial, no redistribution)."""
+
+
+def find_converted(*candidates) -> Path | None:
+    """The first of ``candidates`` (folders; None entries are skipped) that holds a model
+    converted by :func:`convert`, or None."""
+    for folder in candidates:
+        if not folder:
+            continue
+        config = Path(folder).expanduser() / CONFIG_FILE
+        try:
+            meta = json.loads(config.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("source") == "caffe":
+            return config.parent
+    return None
+
+
+def example_files(folder, config="cpm-mpii-release", seed: int = 0) -> tuple[Path, Path]:
+    """A deploy prototxt and a caffemodel with random weights for ``config``, in the
+    release's layer names and binary format, plus two weightless training layers as a
+    real snapshot has them: what can be converted when the real files are absent."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    proto = folder / "deploy.prototxt"
+    proto.write_text(deploy_prototxt(config))
+    extra = [("data", "CPMData", []), ("loss_stage1", "EuclideanLoss", [])]
+    weights = write_caffemodel(folder / "random.caffemodel", extra + random_weights(config, seed))
+    return proto, weights
+
+
+def release_figure(pred, title: str | None = None):
+    """The pose on the image, and the last stage's belief maps of the head, the left knee
+    and the right ankle over the crop in the source article's colours (yellow, red, blue)."""
+    import matplotlib.pyplot as plt
+
+    from cpm_nb import evaluation, skeleton
+    from cpm_nb.predict import draw_prediction, maps_overlay
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), layout="constrained")
+    draw_prediction(axes[0], pred, title=title)
+    joints = [skeleton.JOINT[name] for name, _ in evaluation.ARTICLE_MAPS]
+    colors = [color for _, color in evaluation.ARTICLE_MAPS]
+    axes[1].imshow(maps_overlay(pred.crop, pred.stage_maps[-1], joints, colors))
+    axes[1].set(xticks=[], yticks=[], title="head (yellow), left knee (red), right ankle (blue)")
+    return fig
 
 
 # --- CLI: cpm-nb convert-caffe --------------------------------------------------------------------

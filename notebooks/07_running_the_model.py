@@ -28,7 +28,8 @@
 # * to read the belief maps stage by stage and decode them to joints in original-image pixels;
 # * the paper's multi-scale test: averaging the maps of several crop scales;
 # * to run the model on any photo or array, from Python and with `cpm-nb predict`;
-# * how to use weights trained on real MPII images instead of the synthetic ones.
+# * how to use weights trained on real MPII images instead of the synthetic ones;
+# * to convert and run the authors' released Caffe model, and to check a conversion without it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -318,6 +319,103 @@ print(json.dumps(record["joints"][:2], indent=1))
 # SavedModel and a TFLite file and checks that they give the same belief maps as Keras.
 
 # %% [markdown]
+# ## 10. The authors' own model: the released Caffe weights
+#
+# The authors of CPM released their trained networks as Caffe files: a *deploy prototxt* (the
+# network, as text) and a *caffemodel* (the weights, a binary protobuf file). The MPII model whose
+# network `cpm-mpii-release` rebuilds exactly (notebook 04) is the pair
+# `model/_trained_MPI/pose_deploy_resize.prototxt` and `pose_iter_320000.caffemodel` of the
+# [convolutional-pose-machines-release](https://github.com/shihenw/convolutional-pose-machines-release)
+# repository (its `testing/get_model.sh` downloads the weights, 120 MB). Their licence allows
+# non-commercial use only and forbids redistribution: this course ships none of these files, and
+# a converted model keeps that licence. Bring the two files and convert them:
+#
+# ```bash
+# cpm-nb convert-caffe --prototxt pose_deploy_resize.prototxt \
+#                      --caffemodel pose_iter_320000.caffemodel --out runs/cpm-release --check
+# ```
+#
+# The converter reads both files without Caffe, checks the prototxt layer by layer against our
+# network, turns the kernels from Caffe's `[out, in, kh, kw]` into Keras' `[kh, kw, in, out]`,
+# reverses `conv1_1`'s input channels (the release was trained on BGR images, our crops are RGB)
+# and writes the release's preprocessing into the run's `cpm_config.json`. Point
+# `CPM_NB_RELEASE_RUN` at your converted folder (on Colab, keep it on Drive):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import os
+
+from cpm_nb import caffe
+
+release_run = caffe.find_converted(os.environ.get("CPM_NB_RELEASE_RUN"), "../runs/cpm-release",
+                                   "/content/drive/MyDrive/cpm_nb/runs/cpm-release")
+print("converted release model:", release_run or "none found")
+
+# %% [markdown]
+# **Checking a conversion without the real file.** Numbers should not be taken on trust. Random
+# weights in the release's file format let us check everything except the trained values: we
+# write a deploy file and a caffemodel for a small network with the release's layer names (and
+# two weightless training layers, as a real snapshot has), convert them, and run both through an
+# *independent* Caffe implementation, OpenCV's importer. Every stage's belief maps must agree to
+# within 1e-4 of their range; the tests do the same for the full 368-px network and check that a
+# BGR/RGB mix-up or a transposed kernel would be caught.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import tempfile
+
+small = M.get_config("cpm-mpii-release").replace(input_size=64, width=0.125, stages=3)
+folder = Path(tempfile.mkdtemp(prefix="cpm_nb_caffe_"))
+proto, weights = caffe.example_files(folder, small)
+meta = caffe.convert(proto, weights, folder / "run")
+print(f"{meta['caffe']['layers_converted']} convolutions converted, training layers ignored: "
+      f"{meta['caffe']['layers_ignored']}")
+try:
+    for row in caffe.parity(folder / "run", proto, weights):
+        print(f"{row['stage']:<14} max |Keras - OpenCV| = {row['relative']:.1e} of the map range")
+except ImportError:
+    print("OpenCV is missing: pip install 'opencv-python-headless<5' to compare")
+
+# %% [markdown]
+# **The released model on a real photo.** `predict` applies the release's test procedure, read
+# from the run's `cpm_config.json`: the person centred in a 368-px box padded with grey (128), a
+# centre map (sigma 21 px) at the person, seven crop scales 0.7 ... 1.3 whose belief maps are
+# upsampled 8x, averaged and decoded at their maximum, and the release's 14 joints put in MPII
+# order (pelvis and thorax, which it does not predict, as the midpoints of the hips and of the
+# shoulders). On the right, belief maps in the source article's colours: head yellow, left knee
+# red, right ankle blue.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if release_run:
+    release = P.load_predictor(release_run)
+    pose = release(photo, box=(60, 40, w - 60, h))  # the release's multi-scale search
+    fig = caffe.release_figure(pose, title="the released CPM (MPII), Grace Hopper")
+    save_figure(fig, "07_released_cpm")
+    plt.show()
+else:
+    print(caffe.WITHOUT_RELEASE)
+
+# %% [markdown]
+# **Scoring it the official way.** With the MPII images (`cpm-nb prepare mpii --root
+# /content/mpii` on Colab), the converted model predicts the 2,958 validation people at their
+# annotated centre and scale with the release's seven scales, and `cpm-nb evaluate-mpii` scores
+# them exactly like the MPII toolkit:
+#
+# ```python
+# gt, pred = caffe.mpii_validation("runs/cpm-release", "scores/", root="/content/mpii")
+# ```
+# ```bash
+# cpm-nb evaluate-mpii --annotations scores/gt_valid.mat --predictions scores/pred.mat
+# ```
+#
+# The published reference is CPM's 88.5 % PCKh@0.5 on the MPII *test* set (the release's
+# MPII+LSP model; 87.95 % trained on MPII alone). Those two models use the original 9x9/11x11
+# architecture, which the converter refuses; the release publishes no score for the VGG-trunk
+# model converted here, and validation and test scores differ somewhat, so expect the same
+# region, not the same digits.
+
+# %% [markdown]
 # ## Summary
 #
 # * A run folder (`model.keras` + `cpm_config.json`) is a complete, safely loadable model.
@@ -326,6 +424,8 @@ print(json.dumps(record["joints"][:2], indent=1))
 #   `inv(M)`: joints in original-image pixels (1-based), each with a confidence.
 # * The stages refine the belief maps; the paper's multi-scale test averages maps over crop scales.
 # * A model trained on synthetic figures does not transfer to real photographs: train on MPII.
+# * The authors' released MPII model converts into a run folder (`cpm-nb convert-caffe`), checked
+#   stage by stage against OpenCV's Caffe importer; it keeps the release's licence.
 #
 # ## Exercises
 #

@@ -492,9 +492,28 @@ def test_mpii_validation_files_score_with_evaluate_mpii(converted, tmp_path):
     split = tmp_path / "detections.mat"
     scipy.io.savemat(split, {"RELEASE_img_index": np.array([[3, 1]]),
                              "RELEASE_person_index": np.array([[1, 1]])})
-    gt, pred = C.mpii_validation(converted[RELEASE_SMALL.name][2], ann, split, images,
-                                 tmp_path / "scores", progress=False)
+    gt, pred = C.mpii_validation(converted[RELEASE_SMALL.name][2], tmp_path / "scores",
+                                 annotations=ann, split_file=split, images=images,
+                                 progress=False)
     result, name = metrics.evaluate_mpii(gt, pred)
     assert name == "preds" and result.n_people == 2
     truth = scipy.io.loadmat(gt)["pos_gt_src"]
     assert truth.shape == (16, 2, 2) and truth[9, :, 0].tolist() == [39.0, 65.0]
+
+
+def test_notebook_helpers_find_and_draw_a_converted_model(converted, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cpm_nb import predict as P
+
+    run = converted[RELEASE_SMALL.name][2]
+    (tmp_path / C.CONFIG_FILE).write_text(json.dumps({"format": "cpm-nb-model"}))  # trained
+    assert C.find_converted(None, tmp_path / "nothing", tmp_path, run) == run
+    assert C.find_converted(None, tmp_path) is None
+    proto, weights = C.example_files(tmp_path / "example", RELEASE_SMALL)
+    assert C.config_from_net(C.read_prototxt(proto))[0] == RELEASE_SMALL.replace(name="caffe")
+    assert set(C.read_caffemodel(weights)) >= {"data", "conv1_1", "Mconv7_stage3"}
+    pred = P.load_predictor(run)(np.full((80, 60, 3), 120, np.uint8), scales=(1.0,))
+    fig = C.release_figure(pred, title="t")
+    assert len(fig.axes) == 2 and "left knee (red)" in fig.axes[1].get_title()
