@@ -145,10 +145,12 @@ def _message(tokens, i: int, close: str | None) -> tuple[dict, int]:
             fields.setdefault(name, []).append(sub)
         elif kind == "punct" and value == "[":
             i += 1
-            while tokens[i][1] != "]":
+            while i < len(tokens) and tokens[i][1] != "]":
                 if tokens[i][1] != ",":
                     fields.setdefault(name, []).append(_scalar(*tokens[i][:2]))
                 i += 1
+            if i == len(tokens):
+                raise CaffeError(f"line {line}: field {name!r}: a ']' is missing")
             i += 1
         elif kind in ("str", "word"):
             fields.setdefault(name, []).append(_scalar(kind, value))
@@ -234,6 +236,8 @@ def read_prototxt(path) -> CaffeNet:
         net = _net_from_message(parse_prototxt(text))
     except CaffeError as err:
         raise CaffeError(f"{path}: {err}") from None
+    except (ValueError, TypeError, AttributeError) as err:  # a field of the wrong kind
+        raise CaffeError(f"{path} is not a Caffe deploy prototxt: {err}") from None
     if not net.layers:
         raise CaffeError(f"{path} holds no layers: not a Caffe deploy prototxt")
     return net
@@ -731,6 +735,8 @@ def release_preprocessing(joints, config) -> dict:
                          "model takes BGR)",
         "value_scaling": "x / 256 - 0.5, inside the Keras model (layer 'normalize')",
         "pad_value": 128,
+        "resampling": "cpm-nb's crop: one bilinear affine warp per scale (the release: "
+                      "MATLAB imresize, bicubic, then a crop)",
         "box_size": RELEASE_BOX,
         "input_size": config.input_size,
         "stride": 8,
@@ -927,7 +933,10 @@ def convert(prototxt, caffemodel, out, joints=None, force: bool = False) -> dict
     weights = read_caffemodel(caffemodel)
     converted = keras_weights(weights, cfg, str(caffemodel))
     model = build_keras(cfg, converted)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CaffeError(f"cannot create the run folder {out}: {err}") from None
     _atomic_write(out / MODEL_FILE, model.save)
     meta = _metadata(cfg, names, prototxt, caffemodel, weights, time.perf_counter() - start)
     _atomic_write(out / CONFIG_FILE,
@@ -1235,5 +1244,10 @@ examples:
                        --caffemodel pose_iter_320000.caffemodel --out runs/cpm-release
   cpm-nb convert-caffe --prototxt P --caffemodel W --out runs/cpm-release --check --json
   cpm-nb predict photo.jpg --model runs/cpm-release --box 120 40 330 600 --out poses/
+
+scoring it on the MPII validation set (after `cpm-nb prepare mpii --root data/mpii`):
+  python -c "from cpm_nb import caffe; caffe.mpii_validation('runs/cpm-release', \\
+             'scores', root='data/mpii')"
+  cpm-nb evaluate-mpii --annotations scores/gt_valid.mat --predictions scores/pred.mat
 """,
 )

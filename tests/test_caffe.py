@@ -110,6 +110,9 @@ def test_prototxt_inputs_and_v1_layers(tmp_path):
     ('layer { name: "a"', "a '}' is missing"),
     ('layer { name: "a" } }', "line 1: expected a field name"),
     ('name: "a"\nlayer { name: "b" type: }', "line 2: field 'type': unexpected '}'"),
+    ("input_dim: [1, 4", "field 'input_dim': a ']' is missing"),
+    ('layer: "conv1_1"', "is not a Caffe deploy prototxt"),
+    ('input: "data" input_dim: "four"', "is not a Caffe deploy prototxt"),
 ])
 def test_prototxt_syntax_errors_name_the_line(tmp_path, text, message):
     path = tmp_path / "bad.prototxt"
@@ -389,6 +392,7 @@ def test_cli_errors_are_one_line_naming_the_layer(converted, tmp_path, monkeypat
         (no_pad, weights, "first layer mismatch at 'conv3_2': convolution pad 0, but cpm-nb's "
                           "network has pad 1"),
         (proto, tmp_path / "missing.caffemodel", "caffemodel not found"),
+        (weights, weights, "is not a text prototxt"),
     ]
     for k, (p, w, message) in enumerate(cases):
         code, _, err = _convert_cli(monkeypatch, capsys, "--prototxt", p, "--caffemodel", w,
