@@ -164,15 +164,16 @@ def export_model(model, out, formats=("savedmodel", "tflite"), check: bool = Tru
     (``report["written"]``); otherwise the previous files in ``out`` stay as they were.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stage = files.staging_folder(out / "export")
-    try:
-        report = _export_into(model, stage, formats, check, n_check, seed, meta)
-        report["written"] = report["ok"] or not report["parity"]
-        if report["written"]:
-            _move_exports(stage, out)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with files.locked(out):  # one export into a folder at a time
+        files.remove_leftovers(out)  # of an export that was killed
+        stage = files.staging_folder(out / "export")
+        try:
+            report = _export_into(model, stage, formats, check, n_check, seed, meta)
+            report["written"] = report["ok"] or not report["parity"]
+            if report["written"]:
+                _move_exports(stage, out)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     report["out"] = str(out)
     report["formats"] = {k: str(out / Path(v).name) for k, v in report["formats"].items()}
     return report

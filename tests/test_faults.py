@@ -146,7 +146,9 @@ def test_export_that_fails_its_parity_check_keeps_the_previous_export(run_folder
                         "savedmodel"], capsys)
     assert code == 1
     one_line_error(err, "differs from the Keras model", "nothing was written")
-    assert snapshot(out) == before and not leftovers(out)
+    after = snapshot(out)
+    assert {k: after.get(k) for k in before} == before and not leftovers(out)
+    assert set(after) - set(before) <= {str(out / ".lock")}  # the folder's lock, empty
 
 
 def test_a_failed_command_leaves_an_existing_json_out_alone(tmp_path, capsys):
@@ -691,6 +693,29 @@ def test_profile_after_a_nested_subcommand_and_a_bad_one(synthetic_copy, capsys)
     code, _, err = run(["info", "--profile", "nonsense"], capsys)
     assert code == 2
     one_line_error(err, "unknown profile 'nonsense'")
+
+
+@pytest.mark.parametrize("raised, status, message", [
+    (KeyboardInterrupt(), 130, "interrupted; outputs are written atomically"),
+    (MemoryError(), 2, "out of memory; try a smaller --batch-size"),
+    (type("ResourceExhaustedError", (Exception,), {})("OOM when allocating tensor"), 2,
+     "out of memory (OOM when allocating tensor); try a smaller --batch-size"),
+    (type("DataLossError", (Exception,), {})("corrupted record at 12"), 2,
+     "corrupted data (corrupted record at 12); re-create the TFRecords"),
+    (PermissionError(errno.EACCES, "Permission denied", "/data/x"), 2,
+     "Permission denied: /data/x"),
+])
+def test_failures_deep_inside_a_command_are_one_line(capsys, monkeypatch, raised, status,
+                                                     message):
+    from cpm_nb import runtime
+
+    def fail():
+        raise raised
+
+    monkeypatch.setattr(runtime, "describe", fail)
+    code, out, err = run(["info"], capsys)
+    assert code == status and out == ""
+    one_line_error(err, "cpm-nb info: error: ", message)
 
 
 # === 9. where files go ======================================================================================
