@@ -383,8 +383,15 @@ def read_split(path) -> set[tuple[int, int]]:
     if "RELEASE_img_index" not in mat or "RELEASE_person_index" not in mat:
         raise MpiiFormatError(f"{path}: no RELEASE_img_index / RELEASE_person_index; "
                               "expected Tompson et al.'s detections.mat")
-    img = np.asarray(mat["RELEASE_img_index"]).ravel().astype(int)
-    per = np.asarray(mat["RELEASE_person_index"]).ravel().astype(int)
+    try:
+        img = np.asarray(mat["RELEASE_img_index"]).ravel().astype(int)
+        per = np.asarray(mat["RELEASE_person_index"]).ravel().astype(int)
+    except (TypeError, ValueError) as err:
+        raise MpiiFormatError(f"{path}: RELEASE_img_index / RELEASE_person_index must be "
+                              f"numbers ({err})") from None
+    if img.size != per.size:
+        raise MpiiFormatError(f"{path}: RELEASE_img_index has {img.size} entries but "
+                              f"RELEASE_person_index {per.size}")
     return set(zip(img.tolist(), per.tolist()))
 
 

@@ -13,9 +13,13 @@ synthetic) into TFRecord shards, one ``tf.train.Example`` per person:
   ``image_name``, ``n_others`` and the context matrix.
 
 Bad input never becomes a silent wrong sample: :func:`write_tfrecords` skips a
-person with a reason (missing/unreadable image file, zero or negative scale,
+person with a reason (missing, unreadable or truncated image file, an image over
+89 million pixels, an image name outside the image folder, zero or negative scale,
 no centre, no annotated joint), drops joints that lie outside the image (counted),
-converts grayscale and CMYK JPEGs to RGB (counted), and returns the counts.
+converts grayscale, CMYK, palette, transparent and 16-bit images to 8-bit RGB
+(counted; :mod:`cpm_nb.files`), and returns the counts.  Each split is written
+atomically (temporary shards and a commit journal; :func:`recover`), in a locked
+folder; :func:`check_shards` finds truncated or corrupted shards.
 
 :func:`make_dataset` reads the shards with tf.data: parallel interleave and map,
 JPEG decoding, the CPM augmentation as one bilinear warp (stateless random
