@@ -91,8 +91,9 @@ def savedmodel_runner(folder):
     loaded = tf.saved_model.load(str(folder))
 
     def run(inputs):
-        xs = inputs if isinstance(inputs, list) else [inputs]
-        out = loaded.serve(*[tf.constant(np.asarray(x, np.float32)) for x in xs])
+        xs = [tf.constant(np.asarray(x, np.float32))
+              for x in (inputs if isinstance(inputs, list) else [inputs])]
+        out = loaded.serve(xs if len(xs) > 1 else xs[0])  # two inputs: one list argument
         if isinstance(out, dict):
             out = [out[k] for k in _stage_order(out)]
         out = out if isinstance(out, (list, tuple)) else [out]
@@ -112,8 +113,10 @@ def tflite_runner(path):
         warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated" (still works)
         interpreter = tf.lite.Interpreter(model_path=str(path))
     runner = interpreter.get_signature_runner()
-    in_names = sorted(runner.get_input_details(), key=lambda k: runner.get_input_details()[k]
-                      ["index"])
+    details = runner.get_input_details()
+    known = [n for n in ("image", "center_map") if n in details]  # the model's input names
+    in_names = known if len(known) == len(details) else sorted(
+        details, key=lambda k: details[k]["index"])  # (TFLite may put center_map first)
 
     def run(inputs):
         xs = inputs if isinstance(inputs, list) else [inputs]

@@ -521,3 +521,16 @@ def test_notebook_helpers_find_and_draw_a_converted_model(converted, tmp_path):
     pred = P.load_predictor(run)(np.full((80, 60, 3), 120, np.uint8), scales=(1.0,))
     fig = C.release_figure(pred, title="t")
     assert len(fig.axes) == 2 and "left knee (red)" in fig.axes[1].get_title()
+
+
+def test_a_converted_model_exports_with_parity(converted, tmp_path):
+    """A centre-map model (two inputs) through `cpm-nb export`'s path: SavedModel and TFLite
+    give the Keras maps (the TFLite signature lists center_map before image)."""
+    from cpm_nb import export
+    from cpm_nb import predict as P
+
+    predictor = P.load_predictor(converted[RELEASE_SMALL.name][2])
+    report = export.export_model(predictor.model, tmp_path / "exported", n_check=2,
+                                 meta=predictor.meta)
+    assert report["parity"], report
+    assert all(r["ok"] for r in report["parity"].values()), report["parity"]
