@@ -305,8 +305,9 @@ def read_json(path, what: str = "JSON file", fix: str = ""):
 def _pil():
     from PIL import Image
 
-    # our own limit below is the same and raises a one-line error; Pillow's warning
-    # for the same images would only repeat it
+    # our own limit (check_size) is Pillow's warning limit and raises a one-line error;
+    # Pillow's warning for the same images would only repeat it.  (Set on every call:
+    # an identical filter replaces itself, and test runners reset the filters.)
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     return Image
 
