@@ -74,7 +74,7 @@ COMMANDS = [
     "cpm_nb.metrics:EVALUATE_MPII",
     "cpm_nb.model:MODEL",
     "cpm_nb.train:TRAIN",
-    "cpm_nb.train:EVALUATE",
+    "cpm_nb.evaluation:EVALUATE",
     "cpm_nb.predict:PREDICT",
     "cpm_nb.export:EXPORT",
     "cpm_nb.caffe:CONVERT_CAFFE",

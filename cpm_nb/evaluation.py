@@ -1,18 +1,23 @@
-"""Looking inside a validation score (notebook 06): per-person predictions and their breakdowns.
+"""Scoring a model on the validation people, and looking inside the score.
 
-:func:`cpm_nb.train.evaluate` returns the numbers; :func:`collect` keeps what is
-behind them -- every validation crop, the predicted joints of every stage (crop
-and original pixels), the confidences and the last stage's belief maps, the
-ground truth, visibility, head boxes and the number of other people in the
-image -- so that the score can be broken down by metric, joint, stage, threshold,
-occlusion and distractors, and the best and worst people can be looked at.
+:func:`collect` is the one evaluation pass: it runs the model on every unaugmented
+crop of a split, decodes the belief maps of every stage
+(:func:`cpm_nb.heatmaps.decode`), maps the joints back to original-image pixels
+with each crop's matrix (:func:`cpm_nb.heatmaps.to_original`) and keeps them with
+the ground truth, visibility, head boxes and the number of other people in the
+image (and, for notebook 06, the crops and the last stage's maps).
+:func:`evaluate` turns that into the numbers training, ``cpm-nb evaluate`` and the
+notebooks report (:func:`summarize`: the ``evaluate-mpii`` keys, the article's
+25-px metric, PCKh@0.5 per stage and on hard subsets); the other functions break
+a score down by metric, joint, stage, threshold, occlusion and distractors.
 
 All scores are computed in *original-image* pixels (1-based, as MPII), like
-``train.evaluate`` and ``cpm-nb evaluate-mpii``.
+``cpm-nb evaluate-mpii``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,22 +66,38 @@ class ValidationPredictions:
         return self.pred[-1]
 
 
-def collect(model, folder, split: str = "val", batch_size: int = 32,
-            max_examples: int | None = None) -> ValidationPredictions:
-    """Run ``model`` on the unaugmented ``split`` of a TFRecord folder (the same pass as
-    :func:`cpm_nb.train.evaluate`) and keep everything (see the module docstring)."""
-    from cpm_nb import heatmaps, pipeline, train
+def predict_fn(model):
+    """:func:`cpm_nb.model.make_predict_fn` of ``model``, made once and kept on the model
+    (a fresh compiled function per call would be traced again every time)."""
     from cpm_nb import model as M
 
+    fn = getattr(model, "_cpm_nb_predict", None)
+    if fn is None:
+        fn = M.make_predict_fn(model)
+        model._cpm_nb_predict = fn
+    return fn
+
+
+def collect(model, folder, split: str = "val", batch_size: int = 32,
+            max_examples: int | None = None, keep_images: bool = True,
+            input_path: str = "auto") -> ValidationPredictions:
+    """Run ``model`` on the unaugmented ``split`` of a prepared folder and keep everything
+    (see the module docstring); ``keep_images=False`` drops the crops and maps (what
+    :func:`evaluate` needs is the joints only)."""
+    from cpm_nb import data, heatmaps
+    from cpm_nb import model as M
+
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"max_examples must be >= 1, got {max_examples}")
     cfg = M.config_of(model)
-    predict = train.predict_fn(model)
-    ds = pipeline.make_dataset(folder, split, batch_size=batch_size, augment=False,
-                               shuffle=False, repeat=False, deterministic=True, with_meta=True)
+    data.check_data(folder, cfg)
+    predict = predict_fn(model)
     keep: dict[str, list] = {k: [] for k in ("images", "pred_crop", "conf", "maps", "gt",
                                              "gt_crop", "vis", "boxes", "others", "scale")}
     stage_preds: list[list] = [[] for _ in range(cfg.stages)]
     seen = 0
-    for images, joints, vis, meta in ds.as_numpy_iterator():
+    for images, joints, vis, meta in data.evaluation_batches(folder, split, batch_size,
+                                                             input_path):
         if max_examples:
             k = min(len(images), max_examples - seen)
             images, joints, vis = images[:k], joints[:k], vis[:k]
@@ -87,23 +108,65 @@ def collect(model, folder, split: str = "val", batch_size: int = 32,
             stage_preds[s].append(heatmaps.to_original(j, meta["crop_matrix"]))
         keep["pred_crop"].append(j)
         keep["conf"].append(c)
-        keep["maps"].append(outs[-1].astype(np.float16))
-        keep["images"].append(images)
+        if keep_images:
+            keep["maps"].append(outs[-1].astype(np.float16))
+            keep["images"].append(images)
         keep["gt"].append(meta["orig_joints"].astype(np.float64))
         keep["gt_crop"].append(joints)
         keep["vis"].append(vis)
-        keep["boxes"].append(meta["head_box"].reshape(-1, 2, 2).astype(np.float64))
+        keep["boxes"].append(np.asarray(meta["head_box"]).reshape(-1, 2, 2).astype(np.float64))
         keep["others"].append(meta["n_others"])
         keep["scale"].append(meta["scale"])
         seen += len(images)
         if max_examples and seen >= max_examples:
             break
-    cat = {k: np.concatenate(v) for k, v in keep.items()}
+    cat = {k: np.concatenate(v) if v else None for k, v in keep.items()}
     return ValidationPredictions(
         images=cat["images"], pred=[np.concatenate(p) for p in stage_preds],
         pred_crop=cat["pred_crop"], confidence=cat["conf"], maps=cat["maps"], gt=cat["gt"],
         gt_crop=cat["gt_crop"], visibility=cat["vis"], headboxes=cat["boxes"],
         n_others=cat["others"], scale=cat["scale"])
+
+
+def _num(v):
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _pckh_mean(pred, gt, headboxes, valid) -> float | None:
+    if not valid.any():
+        return None
+    return _num(metrics.pckh(pred, gt, headboxes, valid).mean)
+
+
+def summarize(vp: ValidationPredictions, split: str = "val") -> dict:
+    """The numbers of a validation pass: the ``evaluate-mpii`` keys of the last stage
+    (``pckh`` table, ``mean``, ``mean_at_0.1``, ``per_joint``), the article's 25-px metric
+    (``article_25px``), ``per_stage`` PCKh@0.5, and ``hard``: PCKh@0.5 on occluded and
+    visible joints, people with other people in the image (distractors) and alone."""
+    gt, boxes, valid, vis = vp.gt, vp.headboxes, vp.valid, vp.visibility
+    out = metrics.pckh(vp.final, gt, boxes, valid).as_json()
+    out.pop("curve", None)
+    out["article_25px"] = _num(metrics.fixed_radius(vp.final, gt, valid,
+                                                    metrics.ARTICLE_RADIUS).total)
+    out["per_stage"] = [_pckh_mean(p, gt, boxes, valid) for p in vp.pred]
+    distract = (vp.n_others > 0)[:, None]
+    subsets = {"occluded_joints": valid & (vis == 1), "visible_joints": valid & (vis == 2),
+               "with_distractors": valid & distract, "alone": valid & ~distract}
+    out["hard"] = {k: _pckh_mean(vp.final, gt, boxes, m) for k, m in subsets.items()}
+    out["hard_counts"] = {k: int(m.sum()) for k, m in subsets.items()}
+    out["hard_per_stage"] = {k: [_pckh_mean(p, gt, boxes, subsets[k]) for p in vp.pred]
+                             for k in ("occluded_joints", "with_distractors")}
+    out["n_examples"] = int(vp.n)
+    out["split"] = split
+    return out
+
+
+def evaluate(model, folder, split: str = "val", batch_size: int = 32,
+             max_examples: int | None = None, input_path: str = "auto") -> dict:
+    """:func:`summarize` of :func:`collect` (without keeping the crops)."""
+    vp = collect(model, folder, split, batch_size, max_examples, keep_images=False,
+                 input_path=input_path)
+    return summarize(vp, split)
 
 
 # --- metrics side by side ------------------------------------------------------------------
@@ -267,3 +330,125 @@ def write_mpii_files(vp: ValidationPredictions, folder) -> tuple:
                                "dataset_joints": names})
     scipy.io.savemat(pred_path, {"preds": vp.final})
     return gt_path, pred_path
+
+
+def show_predictions(model, images, joints, visibility, axes, stage: int = -1) -> None:
+    """Crops with the predicted skeleton (solid) and the ground truth (faint)."""
+    from cpm_nb import heatmaps
+    from cpm_nb import model as M
+    from cpm_nb.viz import draw_skeleton
+
+    cfg = M.config_of(model)
+    maps = predict_fn(model)(images)[stage][..., : cfg.num_joints]
+    pred, _ = heatmaps.decode(maps)
+    for ax, im, p, j, v in zip(axes, images, pred, joints, visibility):
+        ax.imshow(im)
+        draw_skeleton(ax, j, v > 0, linewidth=1, markersize=2, alpha=0.35)
+        draw_skeleton(ax, p, v > 0, linewidth=1.5, markersize=3)
+        ax.set(xticks=[], yticks=[])
+
+
+def validation_examples(folder, n: int = 4, input_path: str = "auto") -> tuple:
+    """The first ``n`` unaugmented validation crops: (images, joints, visibility)."""
+    from cpm_nb import data
+
+    images, joints, vis, _ = next(iter(data.evaluation_batches(folder, "val", n, input_path)))
+    return images[:n], joints[:n], vis[:n]
+
+
+# --- cpm-nb evaluate -------------------------------------------------------------------------------
+
+
+def _evaluate_arguments(parser) -> None:
+    from cpm_nb.cli import add_json_option
+
+    parser.add_argument("--model", required=True, metavar="DIR",
+                        help="a run folder holding model.keras and cpm_config.json")
+    parser.add_argument("--data", choices=("synthetic", "mpii"), default=None,
+                        help="evaluation data (default: what the model was trained on)")
+    parser.add_argument("--data-dir", metavar="DIR", help="prepared folder with a val split")
+    parser.add_argument("--split", default="val", choices=("val", "train"),
+                        help="split to score (default: val)")
+    parser.add_argument("--max-examples", type=int, metavar="N", help="score the first N people")
+    parser.add_argument("--input-path", choices=("auto", "tf", "numpy"), default="auto",
+                        help="read the data with tf.data or NumPy/PIL (default: tf.data where "
+                             "TensorFlow is installed)")
+    add_json_option(parser, "the scores")
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def format_scores(scores: dict, title: str) -> str:
+    rows = [*scores["pckh"].items(), ("Mean", scores["mean"]),
+            ("Mean@0.1", scores["mean_at_0.1"])]
+    return "\n".join([
+        title,
+        f"{'':<10}" + "".join(f"{k:>10}" for k, _ in rows),
+        f"{'PCKh@0.5':<10}" + "".join(f"{_fmt(v):>10}" for _, v in rows),
+        f"article 25-px metric: {_fmt(scores['article_25px'])} %   per stage PCKh@0.5: "
+        + ", ".join(_fmt(v) for v in scores["per_stage"]),
+        "hard subsets PCKh@0.5: " + ", ".join(
+            f"{k} {_fmt(v)} ({scores['hard_counts'][k]} joints)"
+            for k, v in scores["hard"].items()),
+    ])
+
+
+def _evaluate_run(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from cpm_nb import data, runs, train
+    from cpm_nb.cli import CliError, print_json
+    from cpm_nb.train_config import TrainConfig, train_config
+
+    if args.max_examples is not None and args.max_examples < 1:
+        raise CliError(f"--max-examples {args.max_examples} is out of range: must be >= 1")
+    try:
+        trained = runs.load_run(args.model)
+        training = trained.meta.get("training")
+        cfg = TrainConfig.from_json(training) if training else train_config("cpu")
+        if args.data:
+            cfg = cfg.replace(data=args.data, data_dir=args.data_dir)
+        elif args.data_dir:
+            cfg = cfg.replace(data_dir=args.data_dir)
+        scores = evaluate(trained.model, train.data_dir(cfg), split=args.split,
+                          max_examples=args.max_examples, input_path=args.input_path)
+    except (runs.RunError, data.DataError, ValueError, TypeError, KeyError) as err:
+        raise CliError(" ".join(str(err).split())) from None
+    title = (f"{scores['n_examples']} people ({cfg.data}, split {args.split}); model "
+             f"{Path(args.model).name}: {trained.meta.get('stages')} stages, "
+             f"{trained.meta.get('input_size')} px")
+    print(format_scores(scores, title), file=sys.stderr if args.json == "-" else sys.stdout)
+    if args.json:
+        print_json(scores, args.json)
+    return 0
+
+
+def _evaluate_command():
+    from cpm_nb.cli import Command
+
+    return Command(
+        name="evaluate",
+        help="score a trained model: PCKh table, the article's 25-px metric, per stage, "
+             "hard subsets",
+        add_arguments=_evaluate_arguments,
+        run=_evaluate_run,
+        description="""\
+Predict on the unaugmented validation people, decode the belief maps, map the joints
+back to original-image pixels and score them with the official MPII PCKh (the keys
+of `cpm-nb evaluate-mpii --json`: pckh, mean, mean_at_0.1, per_joint), plus the
+source article's 25-px metric, PCKh@0.5 per stage and on the hard subsets
+(occluded joints, people with distractors in the image).  Works on the TensorFlow
+and the JAX backend (KERAS_BACKEND=jax).
+
+examples:
+  cpm-nb evaluate --model runs/cpu
+  cpm-nb evaluate --model runs/cpu --json-out scores.json
+  cpm-nb evaluate --model /content/drive/MyDrive/cpm_nb/gpu --data mpii \\
+                  --data-dir /content/mpii/tfrecords-368""",
+    )
+
+
+EVALUATE = _evaluate_command()

@@ -448,14 +448,16 @@ def center_maps(batch: int, config: str | CPMConfig | None = None) -> np.ndarray
 
 
 def build_cpm(config: str | CPMConfig | None = None, seed: int | None = None,
-              kernel_initializer: str = "he_normal"):
+              kernel_initializer: str = "he_normal", weight_decay: float = 0.0):
     """Build the CPM as a Keras functional model (Keras layers only: any backend).
 
     ``config``: a :class:`CPMConfig`, the name of a named configuration
     (``source-article``, ``cpm-mpii-release``) or of a profile (``fast``, ``cpu``,
     ``gpu``); ``None`` = the active profile.  Weights: kernels from
     ``kernel_initializer`` (a Keras initializer name, default He-normal), seeded per
-    layer from ``seed`` (default: the profile's seed); zero biases.  The model has
+    layer from ``seed`` (default: the profile's seed); zero biases.  ``weight_decay > 0``
+    adds the L2 loss ``weight_decay / 2 * ||W||^2`` of every kernel to ``model.losses``
+    (Caffe's ``weight_decay``, see :mod:`cpm_nb.loss`).  The model has
     ``model.cpm_config``; inputs/outputs as described in the module docstring.
     """
     from cpm_nb.runtime import import_keras
@@ -464,6 +466,7 @@ def build_cpm(config: str | CPMConfig | None = None, seed: int | None = None,
     cfg = get_config(config)
     seed = _config.get_profile().seed if seed is None else seed
     layers = keras.layers
+    regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
     tensors: dict = {}
     conv_index = 0
     for spec in architecture(cfg):
@@ -480,6 +483,7 @@ def build_cpm(config: str | CPMConfig | None = None, seed: int | None = None,
             conv_index += 1
             out = layers.Conv2D(spec.channels, spec.kernel, padding="same",
                                 activation=spec.activation or None, kernel_initializer=init,
+                                kernel_regularizer=regularizer,
                                 name=spec.name)(ins[0])
         elif spec.kind == "maxpool":
             out = layers.MaxPooling2D(spec.kernel, spec.stride, padding="same",
@@ -598,15 +602,6 @@ def make_predict_fn(model, jit_compile: bool | None = None, config: CPMConfig | 
 # --- intermediate supervision: gradient at the trunk ------------------------------------
 
 
-def stage_losses(outputs, targets) -> list:
-    """Per-stage CPM loss: squared L2 distance to the target maps, summed over maps and
-    pixels, averaged over the batch (``keras.ops``; any backend)."""
-    from cpm_nb.runtime import import_keras
-
-    ops = import_keras().ops
-    return [ops.mean(ops.sum(ops.square(o - targets), axis=(1, 2, 3))) for o in outputs]
-
-
 def conv_gradient_magnitudes(model, images, targets, intermediate: bool = True) -> dict[str, float]:
     """Mean |gradient| of each convolution kernel for one batch (TensorFlow or JAX backend).
 
@@ -624,7 +619,9 @@ def conv_gradient_magnitudes(model, images, targets, intermediate: bool = True) 
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
 
     def total(outputs):
-        losses = stage_losses(outputs, targets)
+        from cpm_nb.loss import map_loss
+
+        losses = [ops.mean(map_loss(o, targets)) for o in outputs]
         return sum(losses) if intermediate else losses[-1]
 
     if keras_backend() == "tensorflow":
@@ -717,7 +714,7 @@ examples:
   cpm-nb model                              the active profile's scaled model
   cpm-nb model --config source-article --layers
   cpm-nb model --config cpm-mpii-release --check     29,852,058 parameters, as released
-  cpm-nb --profile fast model --json out.json""",
+  cpm-nb --profile fast model --json-out out.json""",
 )
 
 

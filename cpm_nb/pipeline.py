@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpm_nb import files, preprocess
+from cpm_nb import files, preprocess, records
 from cpm_nb.mpii import NUM_JOINTS, Person
 
 SHARD_SIZE = 500  # examples per shard (at most 64 shards)
@@ -130,27 +130,48 @@ def load_image(path: Path, counts: Counter | None = None):
 # --- writing -----------------------------------------------------------------------
 
 
-def _example(tf, jpeg: bytes, person: Person, joints_ctx, visibility, m_ctx, n_others: int):
-    f = tf.train.Feature
-    floats = lambda v: f(float_list=tf.train.FloatList(value=np.ravel(v).tolist()))  # noqa: E731
-    ints = lambda v: f(int64_list=tf.train.Int64List(value=np.ravel(v).tolist()))  # noqa: E731
-    raw = lambda v: f(bytes_list=tf.train.BytesList(value=[v]))  # noqa: E731
+def _example(jpeg: bytes, person: Person, joints_ctx, visibility, m_ctx, n_others: int) -> bytes:
+    """One serialised ``tf.train.Example`` (written by :mod:`cpm_nb.records`: no TensorFlow)."""
     head_box = person.head_box if person.head_box is not None else np.full(4, np.nan)
-    features = {
-        "image": raw(jpeg),
-        "joints": floats(joints_ctx),
-        "visibility": ints(visibility),
-        "center": floats(person.objpos),
-        "scale": floats([person.scale]),
-        "orig_joints": floats(np.where(person.missing[:, None], 0.0, person.joints)),
-        "head_box": floats(head_box),
-        "ctx_matrix": floats(m_ctx),
-        "img_index": ints([person.img_index or 0]),
-        "person_index": ints([person.person_index or 0]),
-        "image_name": raw((person.image or "").encode()),
-        "n_others": ints([n_others]),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    f32 = lambda v: np.asarray(v, np.float32).ravel()  # noqa: E731
+    i64 = lambda v: np.asarray(v, np.int64).ravel()  # noqa: E731
+    return records.encode_example({
+        "image": jpeg,
+        "joints": f32(joints_ctx),
+        "visibility": i64(visibility),
+        "center": f32(person.objpos),
+        "scale": f32([person.scale]),
+        "orig_joints": f32(np.where(person.missing[:, None], 0.0, person.joints)),
+        "head_box": f32(head_box),
+        "ctx_matrix": f32(m_ctx),
+        "img_index": i64([person.img_index or 0]),
+        "person_index": i64([person.person_index or 0]),
+        "image_name": (person.image or "").encode(),
+        "n_others": i64([n_others]),
+    })
+
+
+class _ShardWriter:
+    """A TFRecord file: TensorFlow's writer where TensorFlow is installed (its checksums are
+    C code), else :func:`cpm_nb.records.frame` in plain Python."""
+
+    def __init__(self, path: Path):
+        from cpm_nb.data import tensorflow_available
+
+        if tensorflow_available():
+            self._tf = _tf().io.TFRecordWriter(str(path))
+            self._file = None
+        else:
+            self._tf, self._file = None, open(path, "wb")
+
+    def write(self, record: bytes) -> None:
+        if self._tf is not None:
+            self._tf.write(record)
+        else:
+            self._file.write(records.frame(record))
+
+    def close(self) -> None:
+        (self._tf or self._file).close()
 
 
 def crop_context(image, person: Person, input_size: int, context: float = preprocess.CONTEXT):
@@ -161,7 +182,7 @@ def crop_context(image, person: Person, input_size: int, context: float = prepro
     return crop, joints, vis, m
 
 
-def _process_image(tf, group: list[Person], image_dir: Path, input_size: int, context: float,
+def _process_image(group: list[Person], image_dir: Path, input_size: int, context: float,
                    n_people: int) -> tuple[list[bytes], Counter]:
     """Serialized examples for the people of one image, and what was skipped or fixed."""
     local = Counter()
@@ -190,7 +211,7 @@ def _process_image(tf, group: list[Person], image_dir: Path, input_size: int, co
         buf = io.BytesIO()
         crop.save(buf, format="JPEG", quality=JPEG_QUALITY)
         n_others = person.flags.get("n_others", n_people - 1)
-        examples.append(_example(tf, buf.getvalue(), person, joints, vis, m, n_others))
+        examples.append(_example(buf.getvalue(), person, joints, vis, m, n_others))
     return examples, local
 
 
@@ -240,7 +261,6 @@ def write_tfrecords(people: list[Person], image_dir, out_dir, split: str, input_
 def _write_split(people, image_dir, out_dir, split, input_size, context, progress, workers):
     from concurrent.futures import ThreadPoolExecutor
 
-    tf = _tf()
     groups: dict = {}
     for i, p in enumerate(people):
         groups.setdefault(p.image if p.image else ("", i), []).append(p)
@@ -253,12 +273,12 @@ def _write_split(people, image_dir, out_dir, split, input_size, context, progres
     workers = workers or min(4, os.cpu_count() or 1)
 
     def work(group):
-        return _process_image(tf, group, image_dir, input_size, context, len(group))
+        return _process_image(group, image_dir, input_size, context, len(group))
 
     bar = _bar(progress, len(people), f"cropping {split}")
     writers, committed = [], False
     try:
-        writers = [tf.io.TFRecordWriter(str(f)) for f in temps]
+        writers = [_ShardWriter(f) for f in temps]
         with ThreadPoolExecutor(workers) as pool:
             for start in range(0, len(ordered), 256):  # bounded memory
                 chunk = ordered[start:start + 256]
@@ -410,63 +430,19 @@ def _feature_spec(tf):
     }
 
 
-def make_dataset(tfrecord_dir, split: str = "train", batch_size: int | None = None,
-                 augment: bool | None = None, shuffle: bool | None = None,
-                 repeat: bool | None = None, deterministic: bool = False, seed: int = 0,
-                 with_meta: bool = False, shuffle_buffer: int = 1024,
-                 scale_range=preprocess.SCALE_RANGE,
-                 max_rotation: float = preprocess.MAX_ROTATION,
-                 flip_prob: float = preprocess.FLIP_PROB, prefetch: bool = True,
-                 warp: str = "auto"):
-    """A ``tf.data.Dataset`` of batches ``(images, joints, visibility[, meta])``.
+def example_parser(input_size: int, context: float, augment: bool, seed: int = 0,
+                   with_meta: bool = False, scale_range=preprocess.SCALE_RANGE,
+                   max_rotation: float = preprocess.MAX_ROTATION,
+                   flip_prob: float = preprocess.FLIP_PROB, warp: str = "tf"):
+    """``parse(position, record) -> (crop, joints, visibility[, meta])``: the one function that
+    turns a serialised record into a training or evaluation example (tf.data graph ops).
 
-    Defaults follow the split: ``train`` augments, shuffles and repeats forever;
-    other splits do none of these (an exact, ordered pass, e.g. for evaluation).
-    ``batch_size`` defaults to the active profile's; the crop size is the one the
-    shards were prepared for (``meta.json``).  ``warp="pil"`` resamples with PIL's
-    C code inside ``tf.numpy_function`` (it releases the GIL; 1.3-2x faster than
-    ``warp="tf"`` at 368 px on 2 cores), ``warp="tf"`` uses TF's
-    ``ImageProjectiveTransformV3`` and keeps the pipeline in graph ops (as fast for
-    small crops, where the Python call dominates); ``"auto"`` picks PIL from
-    ``AUTO_PIL_SIZE`` px up.  Both sample the same points.  ``deterministic=True`` fixes the
-    element order of parallel stages; augmentation draws are always keyed by
-    ``seed`` and the element position, so equal seeds give equal data.
+    The augmentation is drawn statelessly from ``(seed, position)``; only the JPEG window
+    that the warp samples is decoded.
     """
     tf = _tf()
-    from cpm_nb.config import get_profile
-
-    if warp not in ("auto", "pil", "tf"):
-        raise ValueError(f"warp must be 'auto', 'pil' or 'tf', got {warp!r}")
-    meta = read_meta(tfrecord_dir)
-    input_size, context = int(meta["input_size"]), float(meta["context"])
-    if warp == "auto":
-        warp = "pil" if input_size >= AUTO_PIL_SIZE else "tf"
-    context_size = preprocess.context_size(input_size, context)
-    files = sorted(str(p) for p in Path(tfrecord_dir).glob(f"{split}-*.tfrecord"))
-    if not files:
-        raise FileNotFoundError(f"no {split}-*.tfrecord shards in {tfrecord_dir}")
-    train = split == "train"
-    augment = train if augment is None else augment
-    shuffle = train if shuffle is None else shuffle
-    repeat = train if repeat is None else repeat
-    batch_size = batch_size or get_profile().batch_size
-    autotune = tf.data.AUTOTUNE
-
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    if len(files) > 1:
-        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
-                           block_length=1, num_parallel_calls=autotune,
-                           deterministic=deterministic)
-    else:
-        ds = tf.data.TFRecordDataset(files)
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.enumerate()
     spec = _feature_spec(tf)
+    context_size = preprocess.context_size(input_size, context)
 
     def parse(index, record):
         ex = tf.io.parse_single_example(record, spec)
@@ -506,6 +482,66 @@ def make_dataset(tfrecord_dir, split: str = "train", batch_size: int | None = No
             out = (*out, info)
         return out
 
+    return parse
+
+
+def make_dataset(tfrecord_dir, split: str = "train", batch_size: int | None = None,
+                 augment: bool | None = None, shuffle: bool | None = None,
+                 repeat: bool | None = None, deterministic: bool = False, seed: int = 0,
+                 with_meta: bool = False, shuffle_buffer: int = 1024,
+                 scale_range=preprocess.SCALE_RANGE,
+                 max_rotation: float = preprocess.MAX_ROTATION,
+                 flip_prob: float = preprocess.FLIP_PROB, prefetch: bool = True,
+                 warp: str = "auto"):
+    """A ``tf.data.Dataset`` of batches ``(images, joints, visibility[, meta])``.
+
+    Defaults follow the split: ``train`` augments, shuffles and repeats forever;
+    other splits do none of these (an exact, ordered pass, e.g. for evaluation).
+    ``batch_size`` defaults to the active profile's; the crop size is the one the
+    shards were prepared for (``meta.json``).  ``warp="pil"`` resamples with PIL's
+    C code inside ``tf.numpy_function`` (it releases the GIL; 1.3-2x faster than
+    ``warp="tf"`` at 368 px on 2 cores), ``warp="tf"`` uses TF's
+    ``ImageProjectiveTransformV3`` and keeps the pipeline in graph ops (as fast for
+    small crops, where the Python call dominates); ``"auto"`` picks PIL from
+    ``AUTO_PIL_SIZE`` px up.  Both sample the same points.  ``deterministic=True`` fixes the
+    element order of parallel stages; augmentation draws are always keyed by
+    ``seed`` and the element position, so equal seeds give equal data.
+    """
+    tf = _tf()
+    from cpm_nb.config import get_profile
+
+    if warp not in ("auto", "pil", "tf"):
+        raise ValueError(f"warp must be 'auto', 'pil' or 'tf', got {warp!r}")
+    meta = read_meta(tfrecord_dir)
+    input_size, context = int(meta["input_size"]), float(meta["context"])
+    if warp == "auto":
+        warp = "pil" if input_size >= AUTO_PIL_SIZE else "tf"
+    shards = sorted(str(p) for p in Path(tfrecord_dir).glob(f"{split}-*.tfrecord"))
+    if not shards:
+        raise FileNotFoundError(f"no {split}-*.tfrecord shards in {tfrecord_dir}")
+    train = split == "train"
+    augment = train if augment is None else augment
+    shuffle = train if shuffle is None else shuffle
+    repeat = train if repeat is None else repeat
+    batch_size = batch_size or get_profile().batch_size
+    autotune = tf.data.AUTOTUNE
+
+    ds = tf.data.Dataset.from_tensor_slices(shards)
+    if shuffle:
+        ds = ds.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
+    if len(shards) > 1:
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(shards), 8),
+                           block_length=1, num_parallel_calls=autotune,
+                           deterministic=deterministic)
+    else:
+        ds = tf.data.TFRecordDataset(shards)
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.enumerate()
+    parse = example_parser(input_size, context, augment, seed, with_meta, scale_range,
+                           max_rotation, flip_prob, warp)
     ds = ds.map(parse, num_parallel_calls=autotune, deterministic=deterministic)
     ds = ds.batch(batch_size, drop_remainder=repeat,
                   num_parallel_calls=autotune, deterministic=deterministic)
@@ -621,10 +657,21 @@ def check_shards(tfrecord_dir, split: str, deep: bool = False,
 
 
 def check_records(shard, fix: str = "run `cpm-nb prepare` again") -> int:
-    """Read every record of one shard (TensorFlow checks each record's CRC); returns the
-    count, or raises :class:`cpm_nb.files.DataError` naming the shard and ``fix``."""
-    tf = _tf()
+    """Read every record of one shard and check its checksums (TensorFlow's reader where
+    TensorFlow is installed, else :func:`cpm_nb.records.read_records`); returns the count,
+    or raises :class:`cpm_nb.files.DataError` naming the shard and ``fix``."""
+    from cpm_nb.data import tensorflow_available
+
     n = 0
+    if not tensorflow_available():
+        try:
+            for _ in records.read_records(shard):
+                n += 1
+        except records.RecordError as err:
+            raise files.DataError(f"TFRecord shard {shard} is corrupted after {n} records "
+                                  f"({err}); {fix}") from None
+        return n
+    tf = _tf()
     try:
         for _ in tf.data.TFRecordDataset(str(shard)):
             n += 1

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import os
 import sys
@@ -575,54 +574,25 @@ def check_model(model, meta: dict | None = None):
 
 def load_predictor(path, refine: str | None = "gaussian") -> Predictor:
     """A :class:`Predictor` from a run folder (``model.keras`` + ``cpm_config.json``) or a
-    ``.keras`` file (its folder's ``cpm_config.json`` is used when it names that file).
-    Loads in Keras safe mode; raises :class:`ModelError` with a one-line reason."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        model_file, config_file = path / MODEL_FILE, path / CONFIG_FILE
-        if not model_file.is_file():
-            raise ModelError(f"no {MODEL_FILE} in {path}: not a finished run folder "
-                             "(train one with `cpm-nb train`)")
-        if not config_file.is_file():
-            raise ModelError(f"no {CONFIG_FILE} next to {model_file}")
-    elif path.is_file():
-        if path.suffix != ".keras":
-            raise ModelError(f"{path} is not a .keras file or a run folder")
-        model_file, config_file = path, path.parent / CONFIG_FILE
-    else:
-        raise ModelError(f"model not found: {path} (give a run folder of `cpm-nb train`, "
-                         "e.g. runs/cpu-3st-synthetic-<hash>, or a .keras file)")
-    meta = None
-    if config_file.is_file():
-        try:
-            meta = json.loads(config_file.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ModelError(f"unreadable {config_file}: {err}") from None
-        if not isinstance(meta, dict):
-            raise ModelError(f"{config_file} does not hold a JSON object")
-        if path.is_file() and meta.get("model_file", MODEL_FILE) != path.name:
-            meta = None  # it describes another file of the folder
-    model = load_keras(model_file)
-    return Predictor(model, meta, source=str(path), refine=refine)
+    ``.keras`` file, loaded by :func:`cpm_nb.runs.load_run` (Keras safe mode); raises
+    :class:`ModelError` with a one-line reason."""
+    from cpm_nb import runs
+
+    try:
+        trained = runs.load_run(path)
+    except runs.RunError as err:
+        raise ModelError(str(err)) from None
+    return Predictor(trained.model, trained.meta or None, source=str(path), refine=refine)
 
 
 def load_keras(model_file):
-    """``keras.saving.load_model(model_file, safe_mode=True)`` with a one-line error."""
-    import zipfile
+    """:func:`cpm_nb.runs.load_keras` (safe mode) with :class:`ModelError` for errors."""
+    from cpm_nb import runs
 
-    from cpm_nb.runtime import import_keras, quiet_native_stderr
-
-    keras = import_keras()
-    if not zipfile.is_zipfile(model_file):
-        raise ModelError(f"{model_file} is not a Keras model file (.keras files are zip "
-                         "archives)")
     try:
-        with quiet_native_stderr():
-            return keras.saving.load_model(model_file, safe_mode=True, compile=False)
-    except Exception as err:  # Keras raises many kinds (ValueError, TypeError, KeyError...)
-        reason = " ".join(str(err).split())[:300]
-        raise ModelError(f"cannot load {model_file} in Keras safe mode: "
-                         f"{type(err).__name__}: {reason}") from None
+        return runs.load_keras(model_file)
+    except runs.RunError as err:
+        raise ModelError(str(err)) from None
 
 
 # --- drawing ---------------------------------------------------------------------------------

@@ -61,3 +61,26 @@ def draw_skeleton(ax, joints, present=None, linewidth=2.0, markersize=4.0, alpha
             ax.plot(x, y, "o", color=skeleton.JOINT_COLORS[j], ms=markersize, alpha=alpha,
                     markeredgecolor="k", markeredgewidth=0.5)
     return ax
+
+
+def plot_history(history: dict, axes, title: str = "") -> None:
+    """Learning curves on two axes: the loss of every stage (log scale) and the validation
+    PCKh@0.5 of every stage."""
+    steps = np.asarray(history["step"])
+    losses = np.asarray(history["stage_loss"])
+    ax = axes[0]
+    for s in range(losses.shape[1] if losses.ndim == 2 else 0):
+        ax.plot(steps, losses[:, s], label=f"stage {s + 1}", lw=1.2)
+    ax.set(yscale="log", xlabel="training step",
+           ylabel="loss per image (½ Σ squared error)", title=f"Training loss per stage{title}")
+    if losses.ndim == 2:
+        ax.legend(fontsize=8)
+    ax = axes[1]
+    if history["val_step"]:
+        per = np.asarray([[np.nan if v is None else v for v in row]
+                          for row in history["val_per_stage"]])
+        for s in range(per.shape[1]):
+            ax.plot(history["val_step"], per[:, s], "o-", ms=3, lw=1, label=f"stage {s + 1}")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="training step", ylabel="PCKh@0.5 (%)", ylim=(0, 100),
+           xlim=(0, max(steps[-1], 1) * 1.03), title=f"Validation PCKh@0.5{title}")

@@ -15,14 +15,14 @@ from cpm_nb import predict as P
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     from cpm_nb import model as M
-    from cpm_nb import train
+    from cpm_nb import runs, train_config
     from cpm_nb.runtime import import_keras
 
     import_keras()
-    cfg = train.train_config("fast")
-    model = M.build_cpm(cfg.model_config(), seed=3)
+    cfg = train_config.train_config("fast")
+    model = M.build_cpm(cfg.model, seed=3)
     out = tmp_path_factory.mktemp("run")
-    train.export(out, model, cfg, {"mean": 0.0}, {"wall_s": 0.0})
+    runs.export(out, model, cfg, {"mean": 0.0}, {"wall_s": 0.0})
     return out
 
 

@@ -25,12 +25,12 @@ def keras():
 def run_folder(tmp_path_factory, keras):
     """A run folder as `cpm-nb train` writes it (untrained fast-profile weights)."""
     from cpm_nb import model as M
-    from cpm_nb import train
+    from cpm_nb import runs, train_config
 
-    cfg = train.train_config("fast")
-    model = M.build_cpm(cfg.model_config(), seed=0)
+    cfg = train_config.train_config("fast")
+    model = M.build_cpm(cfg.model, seed=0)
     out = tmp_path_factory.mktemp("run")
-    train.export(out, model, cfg, {"mean": 0.0}, {"wall_s": 0.0})
+    runs.export(out, model, cfg, {"mean": 0.0}, {"wall_s": 0.0})
     return out
 
 
