@@ -53,12 +53,13 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cpm_nb import protowire
 from cpm_nb.cli import CliError, Command, add_json_option
 
 MODEL_FILE, CONFIG_FILE = "model.keras", "cpm_config.json"  # as cpm_nb.train writes them
@@ -252,46 +253,15 @@ V1_LAYER_FIELDS = {"name": 4, "type": 5, "blobs": 6}  # V1LayerParameter (type: 
 BLOB_FIELDS = {"num": 1, "channels": 2, "height": 3, "width": 4, "data": 5, "shape": 7,
                "double_data": 8}  # BlobProto (data: packed float, double_data: packed double)
 SHAPE_DIM = 1  # BlobShape: repeated int64 dim (packed)
-VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5  # wire types
+VARINT, LENGTH = protowire.VARINT, protowire.LENGTH  # wire types
 
 
-def _varint(buf, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise CaffeError("a number runs past the end of the data")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise CaffeError("a number is longer than 10 bytes")
-
-
-def _fields(buf) -> Iterator[tuple[int, int, object]]:
-    """(field number, wire type, value) of one message: an int for varints, bytes
-    (a memoryview) for length-delimited and fixed-size fields."""
-    pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise CaffeError(f"field number 0 at byte {pos}")
-        if wire == VARINT:
-            value, pos = _varint(buf, pos)
-        elif wire in (FIXED64, FIXED32):
-            size = 8 if wire == FIXED64 else 4
-            value, pos = buf[pos:pos + size], pos + size
-        elif wire == LENGTH:
-            size, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + size], pos + size
-        else:
-            raise CaffeError(f"wire type {wire} at byte {pos} (not a protobuf message)")
-        if pos > end:
-            raise CaffeError(f"field {number} runs past the end of the data")
-        yield number, wire, value
+def _fields(buf):
+    """:func:`cpm_nb.protowire.fields` with its errors as :class:`CaffeError`."""
+    try:
+        yield from protowire.fields(buf)
+    except protowire.WireError as err:
+        raise CaffeError(str(err)) from None
 
 
 def _packed_varints(values: list) -> list[int]:
@@ -300,10 +270,10 @@ def _packed_varints(values: list) -> list[int]:
         if wire == VARINT:
             out.append(v)
             continue
-        pos = 0
-        while pos < len(v):
-            x, pos = _varint(v, pos)
-            out.append(x)
+        try:
+            out.extend(protowire.packed_varints(v))
+        except protowire.WireError as err:
+            raise CaffeError(str(err)) from None
     return out
 
 
@@ -390,21 +360,8 @@ def read_caffemodel(path) -> dict[str, CaffeWeights]:
 
 # Writing (for tests and examples: random weights in the release's format).
 
-def _varint_bytes(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _field_bytes(number: int, payload) -> bytes:
-    """A field: varint for ints, length-delimited for bytes."""
-    if isinstance(payload, int):
-        return _varint_bytes(number << 3 | VARINT) + _varint_bytes(payload)
-    payload = bytes(payload)
-    return _varint_bytes(number << 3 | LENGTH) + _varint_bytes(len(payload)) + payload
+_varint_bytes = protowire.varint_bytes
+_field_bytes = protowire.field_bytes
 
 
 def blob_bytes(array, legacy_shape: bool = False) -> bytes:

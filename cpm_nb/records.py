@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cpm_nb import protowire
+from cpm_nb.protowire import field_bytes
+
 
 class RecordError(ValueError):
     """A TFRecord file that is truncated or corrupted."""
@@ -109,63 +112,6 @@ def write_records(path, records) -> None:
             f.write(frame(data))
 
 
-# --- protocol-buffer wire format (the few pieces Example and Event need) --------------------
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # negative int64 -> two's complement, 10 bytes
-    out = bytearray()
-    while True:
-        bits = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise RecordError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _fields(buf: bytes):
-    """Yield ``(field number, wire type, value)``; value is bytes (type 2), an int (types 0,
-    1, 5: the raw little-endian integer)."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = _read_varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _read_varint(buf, pos)
-        elif wire == 2:
-            n, pos = _read_varint(buf, pos)
-            value, pos = buf[pos:pos + n], pos + n
-            if len(value) < n:
-                raise RecordError("truncated field")
-        elif wire == 1:
-            value, pos = int.from_bytes(buf[pos:pos + 8], "little"), pos + 8
-        elif wire == 5:
-            value, pos = int.from_bytes(buf[pos:pos + 4], "little"), pos + 4
-        else:
-            raise RecordError(f"unsupported wire type {wire}")
-        yield number, wire, value
-
-
 # --- tf.train.Example -----------------------------------------------------------------------
 
 
@@ -177,57 +123,53 @@ def encode_example(features: dict) -> bytes:
         if isinstance(value, str):
             value = value.encode()
         if isinstance(value, bytes):
-            feature = _field(1, _field(1, value))
+            feature = field_bytes(1, field_bytes(1, value))
         else:
             array = np.atleast_1d(np.asarray(value))
             if array.dtype.kind == "f":
-                packed = array.astype("<f4").tobytes()
-                feature = _field(2, _field(1, packed))
+                feature = field_bytes(2, field_bytes(1, array.astype("<f4").tobytes()))
             else:
-                packed = b"".join(_varint(int(v)) for v in array.ravel())
-                feature = _field(3, _field(1, packed))
-        entries.append(_field(1, _field(1, name.encode()) + _field(2, feature)))
-    return _field(1, b"".join(entries))
+                packed = b"".join(protowire.varint_bytes(int(v)) for v in array.ravel())
+                feature = field_bytes(3, field_bytes(1, packed))
+        entries.append(field_bytes(1, field_bytes(1, name.encode()) + field_bytes(2, feature)))
+    return field_bytes(1, b"".join(entries))
 
 
-def _decode_feature(buf: bytes):
-    for kind, _, payload in _fields(buf):
-        values = [v for n, w, v in _fields(payload) if n == 1] if payload else []
+def _decode_feature(buf):
+    for kind, _, payload in protowire.fields(buf):
+        values = [v for n, _, v in protowire.fields(payload) if n == 1]
         if kind == 1:
-            return values[0] if len(values) == 1 else values
+            return bytes(values[0]) if len(values) == 1 else [bytes(v) for v in values]
         if kind == 2:
-            return np.frombuffer(b"".join(values), "<f4").astype(np.float32)
+            return np.frombuffer(b"".join(bytes(v) for v in values), "<f4").astype(np.float32)
         if kind == 3:
-            out = []
-            for v in values:
-                if isinstance(v, bytes):  # packed
-                    pos = 0
-                    while pos < len(v):
-                        x, pos = _read_varint(v, pos)
-                        out.append(x)
-                else:
-                    out.append(v)
-            ints = np.array(out, dtype=np.uint64).astype(np.int64)
-            return ints
+            ints = []
+            for n, wire, v in protowire.fields(payload):
+                if n == 1:
+                    ints.extend(protowire.packed_varints(v) if wire == protowire.LENGTH else [v])
+            return np.array(ints, dtype=np.uint64).astype(np.int64)
     return None
 
 
 def decode_example(data: bytes) -> dict:
     """``{name: value}`` of a serialised ``tf.train.Example`` (bytes, float32 or int64 arrays)."""
     out = {}
-    for number, _, features in _fields(data):
-        if number != 1:
-            continue
-        for entry_number, _, entry in _fields(features):
-            if entry_number != 1:
+    try:
+        for number, _, features in protowire.fields(data):
+            if number != 1:
                 continue
-            key, value = None, b""
-            for n, _, v in _fields(entry):
-                if n == 1:
-                    key = v.decode()
-                elif n == 2:
-                    value = v
-            out[key] = _decode_feature(value)
+            for entry_number, _, entry in protowire.fields(features):
+                if entry_number != 1:
+                    continue
+                key, value = None, b""
+                for n, _, v in protowire.fields(entry):
+                    if n == 1:
+                        key = bytes(v).decode()
+                    elif n == 2:
+                        value = v
+                out[key] = _decode_feature(value)
+    except (protowire.WireError, UnicodeDecodeError) as err:
+        raise RecordError(f"not a tf.train.Example ({err})") from None
     return out
 
 
@@ -253,16 +195,17 @@ class ScalarWriter:
         name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
         self.path = folder / name
         self._file = open(self.path, "ab")
-        self._write(_field(3, b"brain.Event:2"), step=0)
+        self._write(field_bytes(3, b"brain.Event:2"), step=0)
 
     def _write(self, body: bytes, step: int) -> None:
-        event = (_varint(1 << 3 | 1) + struct.pack("<d", time.time())
-                 + _varint(2 << 3) + _varint(int(step)) + body)
+        event = (protowire.fixed_bytes(1, struct.pack("<d", time.time()))
+                 + field_bytes(2, int(step)) + body)
         self._file.write(frame(event))
 
     def scalar(self, tag: str, value: float, step: int) -> None:
-        summary_value = _field(1, tag.encode()) + _varint(2 << 3 | 5) + struct.pack("<f", value)
-        self._write(_field(5, _field(1, summary_value)), step)
+        summary_value = field_bytes(1, tag.encode()) + protowire.fixed_bytes(
+            2, struct.pack("<f", value))
+        self._write(field_bytes(5, field_bytes(1, summary_value)), step)
 
     def flush(self) -> None:
         self._file.flush()

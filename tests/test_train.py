@@ -468,10 +468,10 @@ def test_cli_evaluate_json(fast_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--stages", "100000"], "out of range: 1..12"),
-    (["--stop-after", "-3"], "must be >= 1"),
-    (["--steps", "0"], "must be >= 1"),
-    (["--lr", "nan"], "must be > 0"),
+    (["--stages", "100000"], "must be an integer from 1 to 12, got 100000"),
+    (["--stop-after", "-3"], "must be an integer >= 1, got -3"),
+    (["--steps", "0"], "must be an integer >= 1, got 0"),
+    (["--lr", "nan"], "must be a number > 0, got nan"),
     (["--eval-every", "7", "--checkpoint-every", "5"], "multiple of checkpoint_every"),
 ])
 def test_cli_train_rejects_bad_numbers(tmp_path, capsys, argv, message):
@@ -517,3 +517,30 @@ def test_one_process_at_a_time_per_run_folder(tmp_path):
             T.train(cfg, tmp_path, progress=False, verbose=False)
     with runs.run_lock(tmp_path):  # released again
         pass
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "--split", "bogus"], "invalid choice: 'bogus'"),
+    (["evaluate", "--max-examples", "-1"], "must be >= 1"),
+])
+def test_cli_evaluate_rejects_bad_options(fast_run, capsys, argv, message):
+    from cpm_nb import cli
+
+    _, out, _ = fast_run
+    try:
+        code = cli.main(["--profile", "fast", argv[0], "--model", str(out), *argv[1:]])
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_cli_train_out_that_is_a_file_fails_before_any_work(tmp_path, capsys):
+    from cpm_nb import cli
+
+    target = tmp_path / "model.txt"
+    target.write_text("keep me")
+    assert cli.main(["--profile", "fast", "train", "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and err.count("\n") == 1
+    assert target.read_text() == "keep me"
