@@ -73,7 +73,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "cpu": Profile(
         name="cpu",
-        description="laptop CPU: synthetic data; training ~30 min once, then cached",
+        description="laptop CPU: synthetic data; training ~10 min once, then cached",
         input_size=128,
         stages=3,
         width=0.25,
@@ -81,7 +81,7 @@ PROFILES: dict[str, Profile] = {
         n_train=3000,
         n_val=300,
         batch_size=16,
-        train_steps=4500,
+        train_steps=3600,
         learning_rate=1e-3,
     ),
     "gpu": Profile(

@@ -10,7 +10,8 @@ from __future__ import annotations
 from cpm_nb import config as _config
 
 # Steps of each run of the experiment (same data, batch, input size and steps for both).
-EXPERIMENT_STEPS = {"fast": 20, "cpu": 1000, "gpu": 30000}
+# On the CPU a short smoke run that keeps a first `cpm-nb notebooks` within ~15 minutes.
+EXPERIMENT_STEPS = {"fast": 20, "cpu": 400, "gpu": 30000}
 EXPERIMENT_STAGES = (2, 6)
 
 

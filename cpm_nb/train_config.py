@@ -12,9 +12,11 @@ Optimizers and schedules per profile
   decay x0.333 every 13,275 iterations, weight decay 5e-4, batch 16, 100,000 steps
   on real MPII.  On the synthetic set a shorter schedule applies
   (:data:`SYNTHETIC_GPU_STEPS`: about 30 minutes on a Colab T4, see its comment).
-* ``cpu`` and ``fast`` -- Adam with a linear warm-up and a cosine decay to 1 % of
-  the peak rate, weight decay 5e-4: the small networks reach a good model in
-  minutes (README, "Results").
+* ``cpu`` -- Adam, lr 1e-3 after a 100-step linear warm-up, x0.1 for the last fifth
+  of the steps, weight decay 5e-4: PCKh@0.5 >= 90 on the synthetic validation set in
+  under 10 minutes on 2 CPU cores (README, "Results").  (A cosine decay and wider
+  targets, sigma 8 px, were tried and ended lower at the same budget.)
+* ``fast`` -- Adam with a short warm-up and a cosine decay: a smoke run.
 
 Precision and devices (``precision=None``, ``xla=None``, ``distribute=None``: automatic)
 -------------------------------------------------------------------------------------
@@ -53,8 +55,8 @@ SYNTHETIC_GPU_STEPS = 6000
 TRAINING: dict[str, dict] = {
     "fast": dict(optimizer="adam", schedule="cosine", warmup_steps=2, weight_decay=5e-4,
                  checkpoint_every=10, eval_every=0),
-    "cpu": dict(optimizer="adam", schedule="cosine", warmup_steps=100, weight_decay=5e-4,
-                checkpoint_every=50, eval_every=500),
+    "cpu": dict(optimizer="adam", schedule="step", warmup_steps=100, decay_at=0.8,
+                lr_decay_factor=0.1, weight_decay=5e-4, checkpoint_every=50, eval_every=600),
     "gpu": dict(optimizer="sgd", schedule="step", lr_decay_steps=13275, lr_decay_factor=0.333,
                 weight_decay=5e-4, checkpoint_every=500, eval_every=5000),
 }
@@ -194,6 +196,9 @@ def train_config(profile: str | _config.Profile, **overrides) -> TrainConfig:
     if profile.name == "gpu" and overrides.get("data", "synthetic") == "synthetic":
         base["steps"] = SYNTHETIC_GPU_STEPS
     base.update(overrides)
+    decay_at = base.pop("decay_at", None)  # one step decay at this fraction of the steps
+    if decay_at and "lr_decay_steps" not in overrides:
+        base["lr_decay_steps"] = max(1, int(decay_at * base["steps"]))
     return TrainConfig(**base)
 
 

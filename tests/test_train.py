@@ -56,12 +56,15 @@ def test_profiles_choose_documented_optimizers():
     # on the synthetic set the gpu profile trains a ~30-minute schedule, not 100,000 steps
     assert TC.train_config("gpu").steps == TC.SYNTHETIC_GPU_STEPS < 100_000
     cpu = TC.train_config("cpu")
-    assert (cpu.optimizer, cpu.schedule) == ("adam", "cosine") and cpu.warmup_steps > 0
+    assert (cpu.optimizer, cpu.schedule, cpu.lr_decay_factor) == ("adam", "step", 0.1)
+    assert cpu.lr_decay_steps == int(0.8 * cpu.steps) and cpu.warmup_steps > 0
+    assert TC.train_config("cpu", steps=1000).lr_decay_steps == 800  # follows --steps
     assert cpu.model == cpu.model.replace()  # the model configuration lives in the config
 
 
 def test_learning_rate_schedules(keras):
-    cfg = TC.train_config("cpu", steps=1000, warmup_steps=100, learning_rate=1e-3)
+    cfg = TC.train_config("cpu", steps=1000, warmup_steps=100, learning_rate=1e-3,
+                          schedule="cosine")
     lr = TC.learning_rate_schedule(cfg)
     at = [float(lr(s)) for s in (0, 50, 100, 550, 1000)]
     assert at[0] == pytest.approx(1e-5) and at[1] < at[2] == pytest.approx(1e-3)
