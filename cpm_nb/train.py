@@ -439,9 +439,17 @@ MEASURED_IMAGES_PER_S = {"fast": 400.0, "cpu": 105.0, "gpu": 55.0}  # gpu: a Col
 
 
 def estimate_message(cfg: TrainConfig) -> str:
+    """One line: the run, its steps and the wall time expected from the measured rate of the
+    profile's network, scaled by this network's FLOPs."""
+    from cpm_nb import model as M
+
     rate = MEASURED_IMAGES_PER_S.get(cfg.profile, 50.0)
+    if cfg.profile in _config.PROFILES:
+        reference = M.flops_per_image(M.from_profile(cfg.profile))
+        rate *= reference / M.flops_per_image(cfg.model)
     seconds = cfg.steps * cfg.batch_size / rate
-    where = "a Colab T4 (estimate)" if cfg.profile == "gpu" else "2 CPU cores (measured rate)"
+    where = ("a Colab T4 (estimate)" if cfg.profile == "gpu"
+             else "2 CPU cores (from the measured rate)")
     return (f"training {cfg.run_name}: {cfg.steps:,} steps of {cfg.batch_size} images, about "
             f"{_duration(seconds)} on {where}; checkpoints every {cfg.checkpoint_every} steps "
             "(an interrupted run resumes)")

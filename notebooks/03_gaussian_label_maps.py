@@ -427,7 +427,7 @@ if official is not None:
 # The same numbers come from the command line, for any predictions file in the common layout:
 #
 # ```
-# cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions pred.mat --json scores.json
+# cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions pred.mat --json-out scores.json
 # ```
 
 # %% [markdown]

@@ -49,7 +49,7 @@ profile = cpm_nb.setup(seed=0)
 #
 # `load_or_train(profile)` returns the run of notebook 05 for the active profile (it trains only
 # if no finished run with the same configuration is cached). `evaluation.collect` then runs the
-# network on every validation person -- unaugmented crops, as `train.evaluate` does -- and keeps
+# network on every validation person -- unaugmented crops, the pass `evaluation.evaluate` scores -- and keeps
 # the predictions of every stage in original-image pixels, the last stage's belief maps and the
 # ground truth, so that we can take the score apart.
 
@@ -61,23 +61,24 @@ import numpy as np
 from cpm_nb import evaluation as E
 from cpm_nb import metrics
 from cpm_nb import train as T
+from cpm_nb.train_config import train_config
 from cpm_nb.viz import save_figure
 
 trained = T.load_or_train(profile, progress=False)
-folder = T.data_dir(T.train_config(profile))
+folder = T.data_dir(train_config(profile))
 vp = E.collect(trained.model, folder)
 print(f"model: {trained.run_dir.name}, {trained.meta['steps']} training steps, "
       f"{vp.stages} stages, {trained.meta['input_size']}-px input")
 print(f"validation: {vp.n} people, {int(vp.valid.sum())} annotated joints")
 
 # %% [markdown]
-# A sanity check: our own pass reproduces the score `train.evaluate` stored with the model
+# A sanity check: our own pass reproduces the score training stored with the model
 # (`cpm_config.json`), to the last digit.
 
 # %%
 stored = trained.meta["metrics"]
 again = metrics.pckh(vp.final, vp.gt, vp.headboxes, vp.valid)
-print("same PCKh@0.5 as train.evaluate:", abs(again.mean - stored["mean"]) < 1e-9)
+print("same PCKh@0.5 as stored at the end of training:", abs(again.mean - stored["mean"]) < 1e-9)
 print("same per-stage PCKh:", np.allclose(
     [metrics.pckh(p, vp.gt, vp.headboxes, vp.valid).mean for p in vp.pred],
     stored["per_stage"]))
@@ -293,4 +294,4 @@ code = cli.main(["evaluate-mpii", "--annotations", str(gt_file), "--predictions"
 # 3. Score stage 1 alone on occluded and on visible joints. Is the gain of the later stages larger
 #    for occluded joints?
 # 4. Re-run `collect` with the model of the 2-stage run of notebook 05's experiment
-#    (`T.stage_experiment(profile)`) and compare the occlusion bars.
+#    (`experiments.stage_experiment(profile)`) and compare the occlusion bars.
