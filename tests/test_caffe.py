@@ -221,6 +221,192 @@ def test_full_release_network_at_368_px(tmp_path, keras):
     assert len(rows) == 6 and all(r["relative"] <= TOLERANCE for r in rows), rows
 
 
+# --- the original CPM architecture: a network built from the prototxt itself ---------------------
+
+# Our own miniature of the original CPM layout (an image branch of 9x9 convolutions and 3x3
+# stride-2 ceil-mode max pooling per stage 1 and 2, later stages reusing stage 2's branch;
+# 11x11 stage convolutions; the centre map average-pooled 9x9 stride 8), with small widths.
+# (kernel, channels) per layer; 'maps' is replaced by the number of maps.
+ORIGINAL_BRANCH = [(9, 8), (9, 8), (9, 8), (5, 4)]  # conv1..3 (each then pooled), conv4
+ORIGINAL_HEAD = [(9, 16), (1, 16), (1, "maps")]  # conv5..7 of stage 1
+ORIGINAL_STAGE = [(11, 8), (11, 8), (11, 8), (1, 8), (1, "maps")]  # Mconv1..5
+ORIGINAL = {  # name: (input side, stages, maps)
+    "lsp-orig": (64, 3, 15),  # 14 joints + background, the release's LSP/MPII order
+    "flic-orig": (72, 4, 10),  # 9 joints + background, FLIC's order; 9x9 maps
+}
+
+
+def _conv(name, bottom, kernel, channels, relu=True):
+    lines = C._layer_text(name, "Convolution", [bottom], [name], "convolution_param",
+                          num_output=channels, pad=kernel // 2, kernel_size=kernel)
+    if relu:
+        lines += C._layer_text(C.relu_name(name), "ReLU", [name], [name])
+    return lines
+
+
+def original_prototxt(size, stages, maps):
+    """A deploy file with the original CPM's layer names, types and wiring (our table)."""
+    lines = ['input: "data"'] + [f"input_dim: {d}" for d in (1, 4, size, size)]
+    lines += C._layer_text("image", "Slice", ["data"], ["image", "center_map"], "slice_param",
+                           slice_point=3, axis=1)
+    lines += C._layer_text("pool_center_lower", "Pooling", ["center_map"],
+                           ["pool_center_lower"], "pooling_param", pool="AVE", kernel_size=9,
+                           stride=8)
+    for branch in (1, 2) if stages > 1 else (1,):
+        bottom = "image"
+        for i, (k, c) in enumerate(ORIGINAL_BRANCH, 1):
+            lines += _conv(f"conv{i}_stage{branch}", bottom, k, c)
+            bottom = f"conv{i}_stage{branch}"
+            if i < len(ORIGINAL_BRANCH):
+                lines += C._layer_text(f"pool{i}_stage{branch}", "Pooling", [bottom],
+                                       [f"pool{i}_stage{branch}"], "pooling_param", pool="MAX",
+                                       kernel_size=3, stride=2)
+                bottom = f"pool{i}_stage{branch}"
+        if branch == 1:
+            for i, (k, c) in enumerate(ORIGINAL_HEAD, 5):
+                last = c == "maps"
+                lines += _conv(f"conv{i}_stage1", bottom, k, maps if last else c, not last)
+                bottom = f"conv{i}_stage1"
+    previous = "conv7_stage1"
+    for t in range(2, stages + 1):
+        feature = "conv4_stage2"
+        if t > 2:
+            feature = f"conv1_stage{t}"
+            lines += _conv(feature, "pool3_stage2", 5, 4)
+        lines += C._layer_text(f"concat_stage{t}", "Concat",
+                               [feature, previous, "pool_center_lower"], [f"concat_stage{t}"],
+                               "concat_param", axis=1)
+        bottom = f"concat_stage{t}"
+        for i, (k, c) in enumerate(ORIGINAL_STAGE, 1):
+            last = c == "maps"
+            lines += _conv(f"Mconv{i}_stage{t}", bottom, k, maps if last else c, not last)
+            bottom = f"Mconv{i}_stage{t}"
+        previous = bottom
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory, keras):
+    """Each original-style configuration as prototxt + caffemodel + converted run folder."""
+    out = {}
+    root = tmp_path_factory.mktemp("original")
+    for k, (name, (size, stages, maps)) in enumerate(ORIGINAL.items()):
+        folder = root / name
+        folder.mkdir()
+        proto = folder / "deploy.prototxt"
+        proto.write_text(original_prototxt(size, stages, maps))
+        plan = C.plan_prototxt(C.read_prototxt(proto))
+        weights = C.write_caffemodel(folder / "weights.caffemodel",
+                                     TRAINING_LAYERS + C.random_prototxt_weights(plan, seed=k),
+                                     v1=k == 1, legacy_shape=k == 1)
+        meta = C.convert(proto, weights, folder / "run")
+        out[name] = (proto, weights, folder / "run", meta)
+    return out
+
+
+@pytest.mark.parametrize("name", list(ORIGINAL))
+def test_original_architecture_parity_with_opencv(original, name):
+    _cv2()
+    proto, weights, run, meta = original[name]
+    size, stages, maps = ORIGINAL[name]
+    rows = C.parity(run, proto, weights)
+    print()
+    _print_parity(name, rows)
+    outputs = ["conv7_stage1"] + [f"Mconv5_stage{t}" for t in range(2, stages + 1)]
+    assert [r["stage"] for r in rows] == outputs == meta["outputs"]
+    assert all(r["map_range"] > 0.5 for r in rows)  # real maps, not a dead network
+    assert all(r["relative"] <= TOLERANCE for r in rows), rows
+    cfg = meta["cpm_config"]
+    assert (cfg["input_size"], cfg["stages"], cfg["num_joints"], cfg["background"],
+            cfg["center_map"]) == (size, stages, maps - 1, True, True)
+    assert meta["architecture"] == "prototxt" and meta["caffe"]["layers_ignored"] == \
+        sorted(n for n, _, _ in TRAINING_LAYERS)
+    pre = meta["preprocessing"]
+    assert "conv1_stage1 and conv1_stage2" in pre["channel_order"]  # both image branches
+    assert pre["joints"] == list(C.RELEASE_JOINTS[maps])
+    assert "pool_center_lower: average 9x9 stride 8" in pre["center_map"]["pooling"]
+    model = C.build_prototxt_keras(C.plan_prototxt(C.read_prototxt(proto)))
+    assert model.count_params() == meta["params"]
+    assert {"conv1_stage1", "conv1_stage2", "pool3_stage2", "concat_stage2",
+            f"Mconv5_stage{stages}"} <= {layer.name for layer in model.layers}
+
+
+def test_original_architecture_without_bgr_reversal_differs(original):
+    """Each image branch's channel reversal matters: convert without it and compare."""
+    _cv2()
+    proto, weights, run, meta = original["lsp-orig"]
+    plan = C.plan_prototxt(C.read_prototxt(proto))
+    caffe_w = C.read_caffemodel(weights)
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (1, 64, 64, 3)).astype(np.float32)
+    centers = M.center_maps(1, M.CPMConfig(**meta["cpm_config"]))
+    ref = C.opencv_stage_maps(proto, weights, images, centers, plan.outputs)
+    for skip in plan.image_convs:
+        w = C.prototxt_weights(caffe_w, plan)
+        w[skip][0] = w[skip][0][:, :, ::-1]  # undo one branch's BGR -> RGB
+        ours = C.build_prototxt_keras(plan, w).predict([images, centers], verbose=0)
+        stage = 0 if skip.endswith("stage1") else 1
+        diff = np.abs(ours[stage] - ref[stage]).max() / np.ptp(ref[stage])
+        assert diff > 100 * TOLERANCE, (skip, diff)
+
+
+def _odd_pooling_prototxt():
+    """A small net (not a CPM) whose poolings meet odd sizes, padding and partial windows."""
+    lines = ['input: "image"'] + [f"input_dim: {d}" for d in (1, 3, 37, 37)]
+    lines += C._layer_text("conv_a", "Convolution", ["image"], ["conv_a"], "convolution_param",
+                           num_output=4, pad=1, kernel_size=3)  # no ReLU: negative values
+    pools = [("pool_a", "conv_a", "MAX", 3, 2, 0),  # 37 -> 18, ceil mode
+             ("pool_b", "pool_a", "AVE", 3, 2, 1),  # 18 -> 10, padding counted inside
+             ("pool_c", "pool_b", "MAX", 2, 2, 1),  # 10 -> 6
+             ("pool_d", "pool_c", "AVE", 5, 3, 0)]  # 6 -> 2, a clipped last window
+    for name, bottom, pool, k, s, p in pools:
+        lines += C._layer_text(name, "Pooling", [bottom], [name], "pooling_param", pool=pool,
+                               kernel_size=k, stride=s, pad=p)
+    lines += C._layer_text("leaky", "ReLU", ["pool_b"], ["leaky"], "relu_param",
+                           negative_slope=0.1)
+    lines += C._layer_text("conv_b", "Convolution", ["leaky"], ["conv_b"], "convolution_param",
+                           num_output=3, pad=1, kernel_size=3, stride=2)  # 10 -> 5
+    lines += C._layer_text("pool_e", "Pooling", ["conv_a"], ["pool_e"], "pooling_param",
+                           pool="AVE", kernel_size=9, stride=8)  # 37 -> 5
+    return "\n".join(lines) + "\n"
+
+
+def test_pooling_at_odd_sizes_matches_caffe(tmp_path, keras):
+    _cv2()
+    proto = tmp_path / "odd.prototxt"
+    proto.write_text(_odd_pooling_prototxt())
+    plan = C.plan_prototxt(C.read_prototxt(proto))
+    weights = C.write_caffemodel(tmp_path / "odd.caffemodel", C.random_prototxt_weights(plan))
+    blobs = ["pool_a", "pool_b", "pool_c", "pool_d", "leaky", "conv_b", "pool_e"]
+    assert [plan.shapes[b][1:] for b in blobs] == [(18, 18), (10, 10), (6, 6), (2, 2),
+                                                    (10, 10), (5, 5), (5, 5)]
+    model = C.build_prototxt_keras(plan, C.prototxt_weights(C.read_caffemodel(weights), plan),
+                                   outputs=blobs)
+    images = np.random.default_rng(0).integers(0, 256, (2, 37, 37, 3)).astype(np.float32)
+    ours = model.predict(images, verbose=0)
+    ref = C.opencv_stage_maps(proto, weights, images, None, blobs)
+    for name, a, b in zip(blobs, ours, ref):
+        assert a.shape == b.shape, name
+        rel = np.abs(a - b).max() / max(np.ptp(b), 1e-6)
+        print(f"\n  {name}: {list(a.shape[1:])} relative {rel:.1e}", end="")
+        assert rel <= TOLERANCE, (name, rel)
+
+
+def test_predict_with_an_original_architecture_model(original, tmp_path):
+    from cpm_nb import predict as P
+
+    predictor = P.load_predictor(original["lsp-orig"][2])  # Keras safe mode
+    assert predictor.num_joints == 14 and predictor.stages == 3
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 70, 3), np.uint8)).save(photo)
+    pred = predictor(photo, center=(35, 45), scale=0.4, scales=(1.0, 0.8))
+    assert pred.joints.shape == (16, 2) and np.isfinite(pred.joints).all()
+    assert pred.stage_maps[-1].shape == (8, 8, 17)
+    # FLIC's 'head' is not an MPII joint: predict refuses in one line
+    with pytest.raises(P.ModelError, match=r"joints that MPII does not have \(head\)"):
+        P.load_predictor(original["flic-orig"][2])
+
+
 def _e(values) -> str:
     return " ".join(f"{v:.1e}" for v in values)
 
@@ -375,6 +561,9 @@ def test_cli_errors_are_one_line_naming_the_layer(converted, tmp_path, monkeypat
     wider_proto.write_text(C.deploy_prototxt(RELEASE_SMALL.replace(width=0.25)))
     original = tmp_path / "original.prototxt"
     original.write_text(_original_architecture_prototxt())
+    unsupported = tmp_path / "lrn.prototxt"
+    unsupported.write_text(_original_architecture_prototxt() + '\nlayer { name: "norm1" '
+                           'type: "LRN" bottom: "conv1_stage1" top: "norm1" }\n')
     no_pad = tmp_path / "nopad.prototxt"
     no_pad.write_text(proto.read_text().replace(
         'name: "conv3_2"\n  type: "Convolution"\n  bottom: "conv3_1"\n  top: "conv3_2"\n'
@@ -387,8 +576,9 @@ def test_cli_errors_are_one_line_naming_the_layer(converted, tmp_path, monkeypat
         (proto, vgg, "no weights for layer 'conv3_4'"),
         (wider_proto, weights, "layer 'conv1_1' has weights of shape 8x3x3x3, the prototxt "
                                "needs 16x3x3x3: the caffemodel does not match the prototxt"),
-        (original, weights, "first layer mismatch at 'conv1_stage1' (9x9 convolution) -- the "
-                            "original CPM architecture"),
+        (original, weights, "the stage outputs conv1_stage1 are [[128, 368, 368]]; a pose "
+                            "CPM gives [maps, 46, 46] at every stage"),
+        (unsupported, weights, "layer 'norm1' (LRN) is not supported by the converter"),
         (no_pad, weights, "first layer mismatch at 'conv3_2': convolution pad 0, but cpm-nb's "
                           "network has pad 1"),
         (proto, tmp_path / "missing.caffemodel", "caffemodel not found"),
