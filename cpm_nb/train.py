@@ -52,7 +52,7 @@ from cpm_nb.cli import (
     positive_float,
     positive_int,
 )
-from cpm_nb.train_config import ConfigMismatch, TrainConfig, train_config
+from cpm_nb.train_config import ConfigMismatch, TrainConfig, estimate_message, train_config
 
 
 class TrainingDiverged(RuntimeError):
@@ -431,36 +431,6 @@ def load_or_train(profile: str | _config.Profile, cache_dir=None, progress: bool
     elif verbose:
         print(f"loaded the cached run {folder.name} (delete the folder to retrain)")
     return runs.load_run(folder)
-
-
-# Measured training throughput, images/s, of each profile's network (README "Results"):
-# the fit loop with its data path.  Used for the wall-time estimate printed before training.
-MEASURED_IMAGES_PER_S = {"fast": 400.0, "cpu": 105.0, "gpu": 55.0}  # gpu: a Colab T4 estimate
-
-
-def estimate_message(cfg: TrainConfig) -> str:
-    """One line: the run, its steps and the wall time expected from the measured rate of the
-    profile's network, scaled by this network's FLOPs."""
-    from cpm_nb import model as M
-
-    rate = MEASURED_IMAGES_PER_S.get(cfg.profile, 50.0)
-    if cfg.profile in _config.PROFILES:
-        reference = M.flops_per_image(M.from_profile(cfg.profile))
-        rate *= reference / M.flops_per_image(cfg.model)
-    seconds = cfg.steps * cfg.batch_size / rate
-    where = ("a Colab T4 (estimate)" if cfg.profile == "gpu"
-             else "2 CPU cores (from the measured rate)")
-    return (f"training {cfg.run_name}: {cfg.steps:,} steps of {cfg.batch_size} images, about "
-            f"{_duration(seconds)} on {where}; checkpoints every {cfg.checkpoint_every} steps "
-            "(an interrupted run resumes)")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 # --- cpm-nb train ------------------------------------------------------------------------------

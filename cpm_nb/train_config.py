@@ -332,3 +332,33 @@ def devices_for(cfg: TrainConfig) -> Devices:
 
     return Devices(n, pick(cfg.precision, auto_precision(gpus)), bool(pick(cfg.xla, n > 0)),
                    bool(pick(cfg.distribute, n > 1)), gpus[0].name if gpus else "")
+
+
+# --- the wall-time estimate printed before training -------------------------------------------
+
+# Measured training throughput, images/s, of each profile's network (README "Results"):
+# the fit loop with its data path.  Used for the wall-time estimate printed before training.
+MEASURED_IMAGES_PER_S = {"fast": 400.0, "cpu": 105.0, "gpu": 55.0}  # gpu: a Colab T4 estimate
+
+
+def estimate_message(cfg: TrainConfig) -> str:
+    """One line: the run, its steps and the wall time expected from the measured rate of the
+    profile's network, scaled by this network's FLOPs."""
+    rate = MEASURED_IMAGES_PER_S.get(cfg.profile, 50.0)
+    if cfg.profile in _config.PROFILES:
+        reference = M.flops_per_image(M.from_profile(cfg.profile))
+        rate *= reference / M.flops_per_image(cfg.model)
+    seconds = cfg.steps * cfg.batch_size / rate
+    where = ("a Colab T4 (estimate)" if cfg.profile == "gpu"
+             else "2 CPU cores (from the measured rate)")
+    return (f"training {cfg.run_name}: {cfg.steps:,} steps of {cfg.batch_size} images, about "
+            f"{_duration(seconds)} on {where}; checkpoints every {cfg.checkpoint_every} steps "
+            "(an interrupted run resumes)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
