@@ -34,10 +34,16 @@ same network (:func:`opencv_stage_maps`, :func:`parity`).
 
 Which released files fit: the VGG-trunk network of the MPII model
 (``_trained_MPI/pose_deploy_resize.prototxt`` with ``pose_iter_320000.caffemodel``, the
-one of the release's Python demo).  The release's other pose models (MPII 630000, MPII+LSP,
-LSP, FLIC: ``pose_deploy_centerMap.prototxt`` and the FLIC ``pose_deploy.prototxt``) use
-the original CPM architecture with 9x9 and 11x11 convolutions, which cpm-nb does not
-build: converting them stops at their first layer with a one-line error.
+one of the release's Python demo) is checked against and built as ``cpm-mpii-release``.
+The release's other pose models (MPII 630000, MPII+LSP, LSP: ``pose_deploy_centerMap.prototxt``;
+FLIC: ``pose_deploy.prototxt``) use the original CPM architecture with 9x9 and 11x11
+convolutions and an image branch per stage; any prototxt without the table's ``conv1_1`` /
+``conv5_2_CPM`` is built layer by layer from the prototxt itself (section 3b:
+:func:`plan_prototxt`, :func:`build_prototxt_keras`), its convolutions that read the image
+reversed to RGB, its stage outputs the convolutions that no ReLU follows.  A layer type it
+does not build, or a network whose outputs are not square ``S/8`` maps (the person-centre
+detector), is a one-line error.  ``predict`` takes the 14-joint models; FLIC's 9 joints
+include ``head``, which is not an MPII joint, so ``predict`` refuses that run (one line).
 
 **Licence.**  The released prototxts, code and weights carry a non-commercial,
 no-redistribution licence; a converted model is a derivative of the weights and keeps
@@ -506,8 +512,8 @@ def _first_conv_error(net: CaffeNet, where: str) -> CaffeError:
         return CaffeError(f"{where} has no Convolution layers: not a CPM deploy file")
     k = first.param("convolution_param", "kernel_size")
     hint = (" -- the original CPM architecture (the release's pose_deploy_centerMap.prototxt "
-            "and FLIC/LSP models), which cpm-nb does not build; use the MPII model's "
-            "pose_deploy_resize.prototxt" if first.name.endswith("_stage1") else
+            "and FLIC/LSP models), not cpm-nb's layer table; convert() builds it from the "
+            "prototxt (plan_prototxt)" if first.name.endswith("_stage1") else
             " -- not the CPM VGG trunk (conv1_1 ... conv4_7_CPM) that cpm-nb builds")
     return CaffeError(f"{where}: first layer mismatch at '{first.name}' ({k}x{k} convolution)"
                       f"{hint}")
@@ -1602,18 +1608,24 @@ CONVERT_CAFFE = Command(
     description="""\
 Convert a Convolutional Pose Machine released by its authors (Caffe) into a
 cpm-nb run folder (model.keras + cpm_config.json), without Caffe: the
-prototxt is checked layer by layer against cpm-nb's network, the weights are
-read from the caffemodel by layer name (training-only layers are ignored),
-kernels are turned into Keras layout and conv1_1 into RGB order. The run's
+prototxt is checked layer by layer against cpm-nb's network (or, for the
+original architecture, the network is built from it), the weights are read
+from the caffemodel by layer name (training-only layers are ignored), kernels
+are turned into Keras layout and the image convolutions into RGB order. The run's
 cpm_config.json records the release's preprocessing (BGR->RGB, x/256-0.5, pad
 128, 368 box, centre map sigma 21, joint order) and test-time search, which
 `cpm-nb predict` applies.
 
 Bring the files yourself: the MPII model of convolutional-pose-machines-release
 (model/_trained_MPI/pose_deploy_resize.prototxt and pose_iter_320000.caffemodel,
-the network of the release's Python demo). The release's other pose models use
-the original 9x9/11x11 architecture, which cpm-nb does not build. Converted
-weights keep the release's licence (non-commercial use, no redistribution).
+the network of the release's Python demo). The release's other pose models (MPII 630000,
+MPII+LSP, LSP: pose_deploy_centerMap.prototxt; FLIC: pose_deploy.prototxt) use
+the original 9x9/11x11 architecture: their network is built layer by layer
+from the prototxt (Caffe layer names, ceil-mode pooling, every image branch
+reversed to RGB, stage outputs = the convolutions no ReLU follows). predict
+takes the 14-joint models; FLIC's 'head' is not an MPII joint, so predict
+refuses a FLIC run. Converted weights keep the release's licence
+(non-commercial use, no redistribution).
 
 examples:
   cpm-nb convert-caffe --prototxt pose_deploy_resize.prototxt \\
