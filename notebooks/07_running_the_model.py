@@ -411,9 +411,10 @@ else:
 #
 # The published reference is CPM's 88.5 % PCKh@0.5 on the MPII *test* set (the release's
 # MPII+LSP model; 87.95 % trained on MPII alone). Those two models use the original 9x9/11x11
-# architecture, which the converter refuses; the release publishes no score for the VGG-trunk
-# model converted here, and validation and test scores differ somewhat, so expect the same
-# region, not the same digits.
+# architecture, which the converter builds layer by layer from their
+# `pose_deploy_centerMap.prototxt`, so they can be scored the same way; the release publishes no
+# score for the VGG-trunk model converted here, and validation and test scores differ somewhat,
+# so expect the same region, not the same digits.
 
 # %% [markdown]
 # ## Summary
