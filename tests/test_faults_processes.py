@@ -52,9 +52,18 @@ def _start(tmp_path, argv, data_root, slow):
                             stderr=subprocess.PIPE, text=True)
 
 
+def _happened(moment) -> bool:
+    """``moment()``, where a folder vanishing under the scan (the writer swapped it in
+    meanwhile) counts as 'not yet'."""
+    try:
+        return moment()
+    except FileNotFoundError:
+        return False
+
+
 def _kill_when(proc, moment, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
-    while not moment():
+    while not _happened(moment):
         if proc.poll() is not None:
             pytest.fail(f"the command ended before the moment: {proc.communicate()}")
         if time.monotonic() > deadline:
