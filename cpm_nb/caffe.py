@@ -519,6 +519,17 @@ def _first_conv_error(net: CaffeNet, where: str) -> CaffeError:
                       f"{hint}")
 
 
+def _joint_names(joints, maps: int, where: str) -> tuple:
+    """The names of a model's ``maps`` belief maps: given, or the release's order for that
+    count; a count that does not match is a :class:`CaffeError`."""
+    if joints is None:
+        joints = RELEASE_JOINTS.get(maps, tuple(f"map{i}" for i in range(maps)))
+    joints = tuple(joints)
+    if len(joints) != maps:
+        raise CaffeError(f"{where} has {maps} maps but {len(joints)} joint names were given")
+    return joints
+
+
 def config_from_net(net: CaffeNet, where: str = "prototxt", joints=None):
     """The :class:`~cpm_nb.model.CPMConfig` that a deploy file describes, and its map names.
 
@@ -536,12 +547,7 @@ def config_from_net(net: CaffeNet, where: str = "prototxt", joints=None):
     while net.get(f"Mconv7_stage{stages + 1}") is not None:
         stages += 1
     maps = int(net.get("conv5_2_CPM").param("convolution_param", "num_output", 0))
-    if joints is None:
-        joints = RELEASE_JOINTS.get(maps, tuple(f"map{i}" for i in range(maps)))
-    joints = tuple(joints)
-    if len(joints) != maps:
-        raise CaffeError(f"{where}: conv5_2_CPM has {maps} maps but {len(joints)} joint names "
-                         "were given")
+    joints = _joint_names(joints, maps, f"{where}: conv5_2_CPM")
     background = joints[-1] == "background"
     kernel = net.get("Mconv1_stage2").param("convolution_param", "kernel_size", 7) \
         if stages > 1 else 7
@@ -1001,12 +1007,7 @@ def config_from_plan(plan: NetPlan, where: str = "prototxt", joints=None):
                          f"{sorted(list(s) for s in shapes)}; a pose CPM gives "
                          f"[maps, {h // 8}, {h // 8}] at every stage")
     maps = next(iter(shapes))[0]
-    if joints is None:
-        joints = RELEASE_JOINTS.get(maps, tuple(f"map{i}" for i in range(maps)))
-    joints = tuple(joints)
-    if len(joints) != maps:
-        raise CaffeError(f"{where}: {plan.outputs[0]} has {maps} maps but {len(joints)} joint "
-                         "names were given")
+    joints = _joint_names(joints, maps, f"{where}: {plan.outputs[0]}")
     background = joints[-1] == "background"
     first = next((op for op in plan.ops if op.name == "Mconv1_stage2"), None)
     kernel = first.params["kernel"][0] if first and first.params["kernel"][0] % 2 else 7

@@ -19,3 +19,15 @@ def mpii_reference() -> Path:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="module")
+def synthetic_master(tmp_path_factory):
+    """The fast profile's synthetic set with its TFRecords, prepared once per test module."""
+    from cpm_nb import cli
+
+    root = tmp_path_factory.mktemp("syn")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CPM_NB_DATA", str(root))
+        assert cli.main(["prepare", "synthetic", "--quiet"]) == 0
+    return root

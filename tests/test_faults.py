@@ -37,7 +37,7 @@ from fault_kit import (
 )
 from PIL import Image
 
-from cpm_nb import cli, export, files, mpii, paths, pipeline, synthetic
+from cpm_nb import export, files, mpii, paths, pipeline, synthetic
 from cpm_nb import predict as P
 
 # --- shared, built once -------------------------------------------------------------------------
@@ -46,16 +46,6 @@ from cpm_nb import predict as P
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     return make_run_folder(tmp_path_factory.mktemp("run"))
-
-
-@pytest.fixture(scope="module")
-def synthetic_master(tmp_path_factory):
-    """The fast profile's synthetic set with its TFRecords, prepared once."""
-    root = tmp_path_factory.mktemp("syn")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CPM_NB_DATA", str(root))
-        assert cli.main(["prepare", "synthetic", "--quiet"]) == 0
-    return root
 
 
 @pytest.fixture

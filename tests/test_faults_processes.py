@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from fault_kit import REPO, good_images, leftovers, make_mpii, run, snapshot
 
-from cpm_nb import cli, pipeline
+from cpm_nb import pipeline
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and flock")
 
@@ -73,15 +73,6 @@ def _kill_when(proc, moment, timeout: float = 120.0) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-
-
-@pytest.fixture(scope="module")
-def synthetic_master(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CPM_NB_DATA", str(root))
-        assert cli.main(["prepare", "synthetic", "--quiet"]) == 0
-    return root
 
 
 def _rendering(root):
