@@ -22,7 +22,7 @@ Keras applies :class:`CPMLoss` to every output of the model (one per stage) and
 sums the results; the logs show each stage's term as ``<output name>_loss``.
 The ground truth ``y`` of a batch is packed as one float32 tensor ``[B, 48]``:
 the 16 joints' ``(x, y)`` in input pixels, then their visibility (0 = not
-annotated, 1 = occluded, 2 = visible), see :func:`pack_targets`.
+annotated, 1 = occluded, 2 = visible), see :func:`pack_targets_numpy`.
 """
 
 from __future__ import annotations
@@ -39,21 +39,15 @@ ops = keras.ops
 NUM_JOINTS = skeleton.NUM_JOINTS
 
 
-def pack_targets(joints, visibility):
-    """``[B, 16, 2]`` joints and ``[B, 16]`` visibility -> the packed ``[B, 48]`` target
-    (``keras.ops``; works inside ``tf.data``, jit and on NumPy arrays)."""
-    joints = ops.cast(joints, "float32")
-    flat = ops.reshape(joints, (-1, 2 * NUM_JOINTS))
-    return ops.concatenate([flat, ops.cast(visibility, "float32")], axis=-1)
-
-
 def pack_targets_numpy(joints, visibility) -> np.ndarray:
+    """``[B, 16, 2]`` joints and ``[B, 16]`` visibility -> the packed ``[B, 48]`` target
+    (the input paths pack in the same layout: :func:`cpm_nb.data.fit_batches`)."""
     joints = np.asarray(joints, np.float32).reshape(-1, 2 * NUM_JOINTS)
     return np.concatenate([joints, np.asarray(visibility, np.float32)], axis=-1)
 
 
 def unpack_targets(packed):
-    """The inverse of :func:`pack_targets`: ``(joints [B, 16, 2], visibility [B, 16])``."""
+    """The inverse of :func:`pack_targets_numpy` (``keras.ops``): ``(joints [B, 16, 2], visibility [B, 16])``."""
     joints = ops.reshape(packed[:, : 2 * NUM_JOINTS], (-1, NUM_JOINTS, 2))
     return joints, packed[:, 2 * NUM_JOINTS:]
 

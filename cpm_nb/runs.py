@@ -70,11 +70,6 @@ atomic_write_bytes = files.atomic_write_bytes
 atomic_write_json = files.atomic_write_json
 
 
-def remove_stale_temporaries(folder) -> None:
-    """Delete temp files a killed writer left in ``folder``."""
-    files.remove_leftovers(folder)
-
-
 # --- the lock ----------------------------------------------------------------------------------
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from cpm_nb import config as _config
-from cpm_nb import runs
+from cpm_nb import files, runs
 from cpm_nb.cli import (
     CliError,
     Command,
@@ -352,7 +352,7 @@ def _train(cfg, out, resume, progress, verbose, stop_after, checkpoint_on_stop, 
     from cpm_nb.runtime import seed_everything, static_mode
 
     out.mkdir(parents=True, exist_ok=True)
-    runs.remove_stale_temporaries(out)
+    files.remove_leftovers(out)  # temp files of a writer killed mid-write
     state = _resume_state(cfg, out, resume)
     folder = data_dir(cfg)
     data.check_data(folder, cfg.model)
@@ -478,7 +478,6 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _train_run(args: argparse.Namespace) -> int:
     from cpm_nb.data import DataError
-    from cpm_nb.files import check_output_path
 
     try:
         cfg = train_config(_config.get_profile(), data=args.data, data_dir=args.data_dir,
@@ -490,7 +489,7 @@ def _train_run(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from None
     out = Path(args.out) if args.out else runs.run_dir(cfg)
     try:
-        check_output_path(out, "dir", "--out")
+        files.check_output_path(out, "dir", "--out")
     except DataError as err:
         raise CliError(str(err)) from None
     if (out / runs.CHECKPOINT).is_file() and not args.resume:

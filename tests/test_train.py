@@ -547,3 +547,22 @@ def test_cli_train_out_that_is_a_file_fails_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a file, not a folder" in err and err.count("\n") == 1
     assert target.read_text() == "keep me"
+
+
+def test_cpm_loss_equals_its_numpy_reference(keras):
+    """CPMLoss on packed joints == half the summed squared error against NumPy-rendered maps,
+    batch mean, for every stage (the one definition of the loss, tested against its twin)."""
+    from cpm_nb import loss as L
+    from cpm_nb import model as M
+
+    cfg = TC.train_config("fast")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 64, 64, 3)).astype(np.float32)
+    outputs = [np.asarray(o) for o in M.build_cpm(cfg.model, seed=0)(images)]
+    joints = rng.uniform(0, 63, (4, 16, 2)).astype(np.float32)
+    vis = rng.integers(0, 3, (4, 16))
+    cpm_loss = L.CPMLoss(cfg.input_size, cfg.sigma)
+    packed = L.pack_targets_numpy(joints, vis)
+    ours = [float(cpm_loss(packed, o)) for o in outputs]
+    reference = L.stage_losses_numpy(outputs, joints, vis, cfg.input_size, cfg.sigma)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5)
