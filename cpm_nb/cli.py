@@ -15,7 +15,7 @@ Shared by every command:
 * numeric option types that name their valid range: :func:`int_in_range`,
   :func:`positive_int`, :func:`nonnegative_int`, :func:`float_in_range`,
   :func:`finite_float`;
-* errors: a :class:`CliError`, a :class:`cpm_nb.files.DataError`, a file-system
+* errors: a :class:`CliError`, any :class:`cpm_nb.errors.CpmError`, a file-system
   error, an out-of-memory error or corrupt TFRecord data is one line on stderr
   naming what and how to fix it, exit status 2 (130 when interrupted).  Status 1 is
   a partial failure that the command reports itself (e.g. ``predict``: an image
@@ -153,7 +153,7 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cpm_nb import config, files
+    from cpm_nb import config, errors, files
 
     parser = build_parser(load_commands())
     try:
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             files.check_output_path(json_out, "file", "--json-out")
         with _json_only_on_stdout(json_out == "-"):
             return int(args._run(args) or 0)
-    except (CliError, config.ProfileError, files.DataError) as err:
+    except (CliError, errors.CpmError) as err:
         return _fail(args, str(err))
     except KeyboardInterrupt:
         return _fail(args, "interrupted; outputs are written atomically, so re-run the same "

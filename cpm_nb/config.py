@@ -19,6 +19,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from cpm_nb.errors import ConfigError
+
 PROFILE_ENV = "CPM_NB_PROFILE"
 REPO_URL = "https://github.com/cpm-nb/cpm-nb"  # used by the Colab install cell and badges
 
@@ -102,7 +104,7 @@ PROFILES: dict[str, Profile] = {
 _active: Profile | None = None
 
 
-class ProfileError(ValueError):
+class ProfileError(ConfigError):
     """An unknown profile name."""
 
 

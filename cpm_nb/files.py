@@ -41,6 +41,8 @@ import uuid
 import warnings
 from pathlib import Path
 
+from cpm_nb.errors import DataError  # re-exported: files.DataError
+
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own warning limit (a 0.25 GB RGB image)
 
 # what decode_rgb did to reach 8-bit RGB (None: it already was); prepare counts them
@@ -52,11 +54,6 @@ CONVERTED_ALPHA = "images with transparency (composited on white)"
 CONVERTED_OTHER = "other colour modes (converted to RGB)"
 CONVERSIONS = (CONVERTED_GRAYSCALE, CONVERTED_CMYK, CONVERTED_HIGH_BIT_DEPTH,
                CONVERTED_PALETTE, CONVERTED_ALPHA, CONVERTED_OTHER)
-
-
-class DataError(ValueError):
-    """A data file or folder that cannot be read or written as needed; the message is
-    one line naming it and how to fix it."""
 
 
 class EscapingPathError(DataError):

@@ -3,8 +3,8 @@
 Each benchmark times our implementation and a baseline *in the same run* and
 prints them side by side with the ratio; ``--json`` writes the figures.  Speed
 goals are checked here, never in timed unit tests.  A benchmark is a function
-``fn(args) -> dict`` living next to the code it measures, named in
-:data:`BENCHMARKS`.
+``fn(args) -> dict`` in its own module of this package (``cpm_nb.bench.NAME``),
+importing what it measures, named in :data:`BENCHMARKS`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import argparse
 import importlib
 import json
 import platform
-import sys
 import time
 from collections.abc import Callable
 
@@ -21,7 +20,7 @@ from collections.abc import Callable
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "heatmaps": ("cpm_nb.heatmaps:benchmark", "target maps/s (16x16 joints, 46x46): in-graph vs NumPy loop"),
     "model": ("cpm_nb.model:bench_model", "CPM forward pass at 368 px: images/s, compiled vs eager"),
-    "train": ("cpm_nb.train_bench:bench_train", "training images/s: fit with its data path vs the bare compiled step"),
+    "train": ("cpm_nb.bench.train:bench_train", "training images/s: fit with its data path vs the bare compiled step"),
     "pipeline": ("cpm_nb.pipeline:benchmark", "augmented 368-px examples/s: tf.data vs per-sample NumPy/PIL/SciPy"),
     "predict": ("cpm_nb.predict:bench_predict", "end-to-end predict images/s (JPEG -> joints) vs raw forward, batch 8"),
 }
@@ -90,7 +89,3 @@ def main(argv: list[str] | None = None) -> int:
             f.write("\n")
         print(f"wrote {args.json}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
