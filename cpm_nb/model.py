@@ -73,6 +73,7 @@ TRUNK = (  # (name, kind, kernel, channels); pools have no channels of their own
     ("conv4_5_CPM", "conv", 3, 256), ("conv4_6_CPM", "conv", 3, 256),
     ("conv4_7_CPM", "conv", 3, 128),
 )  # fmt: skip
+FULL_TRUNK = (2, 2, 4, 7)  # 3x3 convolutions per trunk block, as in TRUNK
 STAGE1_WIDTH = 512  # conv5_1_CPM
 STAGE_WIDTH = 128  # Mconv1..Mconv6 of stages >= 2
 CENTER_POOL = (9, 8)  # pool_center_lower: kernel, stride
@@ -101,6 +102,9 @@ class CPMConfig:
     center_sigma: float = 21.0  # centre-map sigma, input px
     stage_kernel: int = 7  # kernel of Mconv1..Mconv5 (the original CPM used 11 and 9x9 convs)
     min_channels: int = 8
+    # 3x3 convolutions kept in each of the trunk's four blocks (before pool1, pool2, pool3,
+    # after pool3); the full VGG trunk has (2, 2, 4, 7).  See trunk_layers().
+    trunk: tuple[int, int, int, int] = FULL_TRUNK
 
     def __post_init__(self):
         if self.input_size <= 0 or self.input_size % _config.OUTPUT_STRIDE:
@@ -114,6 +118,11 @@ class CPMConfig:
             raise ValueError(f"num_joints must be >= 1, got {self.num_joints}")
         if self.stage_kernel < 1 or self.stage_kernel % 2 == 0:
             raise ValueError(f"stage_kernel must be odd and >= 1, got {self.stage_kernel}")
+        trunk = tuple(self.trunk)
+        if len(trunk) != 4 or any(not 1 <= n <= m for n, m in zip(trunk, FULL_TRUNK)):
+            raise ValueError(f"trunk must give 4 convolution counts, each from 1 to the full "
+                             f"trunk's {FULL_TRUNK}, got {self.trunk}")
+        object.__setattr__(self, "trunk", trunk)  # a list from JSON becomes a tuple
 
     @property
     def map_size(self) -> int:
@@ -153,6 +162,12 @@ NAMED_CONFIGS: dict[str, CPMConfig] = {
     # knee, ankle: MPII without pelvis and thorax) + background = 15 maps, and the centre map.
     "cpm-mpii-release": CPMConfig(name="cpm-mpii-release", num_joints=14, background=True,
                                   center_map=True, center_sigma=21.0),
+    # The stage experiment at CPU scale (cpm_nb.experiments): a 128-px crop with the
+    # paper's proportions.  Stage 1 sees 62 px = 0.48 of the crop (paper: 160/368 = 0.43);
+    # each later stage adds 5 x 2 x 8 = 80 px = 0.63 crops (paper: 7x7 convolutions,
+    # 240/368 = 0.65).  Same structure and layer names, a shallower trunk and 3x3 stages.
+    "stage-experiment": CPMConfig(name="stage-experiment", input_size=128, stages=6,
+                                  width=0.5, trunk=(1, 1, 2, 2), stage_kernel=3),
 }
 
 
@@ -264,7 +279,7 @@ def architecture(config: str | CPMConfig | None = None) -> list[LayerSpec]:
         rows[-1] = dataclasses.replace(rows[-1], in_channels=1)
         k, s = CENTER_POOL
         pooled_center = add("pool_center_lower", "avgpool", "center", ["center_map"], k, s)
-    for name, kind, kernel, width in TRUNK:
+    for name, kind, kernel, width in trunk_layers(cfg):
         if kind == "conv":
             last = add(name, "conv", "trunk", [last], kernel, 1, cfg.channels(width), "relu")
         else:
@@ -285,6 +300,26 @@ def architecture(config: str | CPMConfig | None = None) -> list[LayerSpec]:
                    "relu")
         beliefs = add(f"Mconv7_stage{t}", "conv", block, [last], 1, 1, cfg.num_maps)
     return rows
+
+
+def trunk_layers(cfg: CPMConfig) -> list[tuple[str, str, int, int]]:
+    """The rows of :data:`TRUNK` that ``cfg.trunk`` keeps: in each block the first n - 1
+    convolutions and the block's last one, so the features keep their name and width
+    (``conv4_7_CPM``, 128 channels at width 1) whatever the depth."""
+    blocks, current = [], []
+    for row in TRUNK:
+        if row[1] == "conv":
+            current.append(row)
+        else:
+            blocks.append((current, row))
+            current = []
+    blocks.append((current, None))
+    kept = []
+    for (convs, pool), n in zip(blocks, cfg.trunk):
+        kept += convs[:n - 1] + convs[-1:]
+        if pool is not None:
+            kept.append(pool)
+    return kept
 
 
 def count_params(config: str | CPMConfig | None = None) -> int:
@@ -417,6 +452,7 @@ def describe(config: str | CPMConfig | None = None) -> dict:
         "blocks": block_summary(cfg),
         "receptive_field_per_stage": fields,
         "receptive_field_growth_per_stage": [b - a for a, b in zip([0, *fields], fields)],
+        "receptive_field_over_crop": [round(f / cfg.input_size, 3) for f in fields],
     }
 
 
@@ -692,6 +728,8 @@ def _model_run(args: argparse.Namespace) -> int:
               f"({b['params_share']:6.1%})  {b['flops'] / 1e9:8.2f} GFLOPs ({b['flops_share']:6.1%})")
     fields = ", ".join(f"{f} px" for f in info["receptive_field_per_stage"])
     print(f"  receptive field per stage: {fields}")
+    ratios = ", ".join(f"{r:.2f}" for r in info["receptive_field_over_crop"])
+    print(f"  receptive field / crop side: {ratios}  (paper: stage 1 about 160/368 = 0.43)")
     if args.check:
         ch = info["check"]
         print(f"  Keras check: {ch['keras_params']:,} params (match: {ch['params_match']}), "

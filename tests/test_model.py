@@ -106,7 +106,7 @@ def test_source_article_model(keras):
 def test_get_config_names_and_errors():
     assert model.get_config("gpu").replace(name="x") == model.get_config("source-article").replace(
         name="x")
-    with pytest.raises(ValueError, match="source-article, cpm-mpii-release, fast"):
+    with pytest.raises(ValueError, match="source-article, cpm-mpii-release, stage-experiment, fast"):
         model.get_config("vgg")
     with pytest.raises(ValueError, match="multiple of 8"):
         model.CPMConfig(input_size=100)
