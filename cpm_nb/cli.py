@@ -73,7 +73,7 @@ COMMANDS = [
     "cpm_nb.prepare:PREPARE",
     "cpm_nb.metrics:EVALUATE_MPII",
     "cpm_nb.model:MODEL",
-    "cpm_nb.train:TRAIN",
+    "cpm_nb.commands.train:COMMAND",
     "cpm_nb.evaluation:EVALUATE",
     "cpm_nb.predict:PREDICT",
     "cpm_nb.export:EXPORT",

@@ -37,6 +37,7 @@ import numpy as np
 
 from cpm_nb import config as _config
 from cpm_nb import files, paths, skeleton
+from cpm_nb.errors import CpmError, ModelError
 
 CHECKPOINT = "checkpoint.npz"
 HISTORY = "history.json"
@@ -45,11 +46,11 @@ CONFIG_FILE = "cpm_config.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 
 
-class RunError(ValueError):
+class RunError(ModelError):
     """A run folder, checkpoint or model file that cannot be used (message names the file)."""
 
 
-class RunLocked(RuntimeError):
+class RunLocked(CpmError, RuntimeError):
     """Another process is training into the same run folder."""
 
 

@@ -32,7 +32,6 @@ of an uninterrupted run.  The run folder is locked while a process trains in it.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -43,19 +42,11 @@ import numpy as np
 
 from cpm_nb import config as _config
 from cpm_nb import files, runs
-from cpm_nb.cli import (
-    CliError,
-    Command,
-    add_json_option,
-    int_in_range,
-    nonnegative_int,
-    positive_float,
-    positive_int,
-)
+from cpm_nb.errors import CpmError, DataError
 from cpm_nb.train_config import ConfigMismatch, TrainConfig, estimate_message, train_config
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(CpmError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint was kept."""
 
 
@@ -82,12 +73,10 @@ def empty_history() -> dict:
 
 def data_dir(cfg: TrainConfig) -> Path:
     """The prepared folder of the run's data (the synthetic set is made on demand)."""
-    from cpm_nb.data import DataError
-
     if cfg.data == "mpii":
         if not cfg.data_dir:
-            raise DataError("MPII training needs the folder written by `cpm-nb prepare mpii` "
-                            "(ROOT/tfrecords-<size>)")
+            raise DataError("MPII training needs the folder of the converted data (data_dir: "
+                            "ROOT/tfrecords-<size>, written by `cpm-nb prepare mpii`)")
         return Path(cfg.data_dir).expanduser()
     if cfg.data_dir:
         return Path(cfg.data_dir).expanduser()
@@ -335,15 +324,15 @@ def train(cfg: TrainConfig, out=None, resume: bool | str = "auto", progress: boo
 def _resume_state(cfg: TrainConfig, out: Path, resume) -> dict | None:
     ckpt = out / runs.CHECKPOINT
     if resume is True and not ckpt.is_file():
-        raise runs.RunError(f"nothing to resume: no {runs.CHECKPOINT} in {out} (drop "
-                            "--resume to start a new run there)")
+        raise runs.RunError(f"nothing to resume: no {runs.CHECKPOINT} in {out} (start a new "
+                            "run there instead: resume='auto' or False)")
     if not resume or not ckpt.is_file():
         return None
     _, state = runs.read_checkpoint(ckpt)
     if state.get("key") != cfg.key():
         raise ConfigMismatch(f"{ckpt} was written by a run with another configuration (key "
-                             f"{state.get('key')}, this run {cfg.key()}); use another --out "
-                             "or drop --resume")
+                             f"{state.get('key')}, this run {cfg.key()}); train into another "
+                             "folder, or delete the checkpoint to start that run afresh")
     return state
 
 
@@ -383,7 +372,7 @@ def _train(cfg, out, resume, progress, verbose, stop_after, checkpoint_on_stop, 
                 kept = (f"the last good checkpoint (step {good}) is kept in {out}"
                         if good is not None else "no checkpoint had been written yet")
                 raise TrainingDiverged(f"{run.diverged}; {kept}. Lower the learning rate or "
-                                       "check the data, then resume with --resume.")
+                                       "check the data, then resume the run from it.")
     finally:
         writer.close()
     result = TrainResult(model, out, run.step, history, wall_s=run.wall(), resumed_from=start)
@@ -431,107 +420,3 @@ def load_or_train(profile: str | _config.Profile, cache_dir=None, progress: bool
     elif verbose:
         print(f"loaded the cached run {folder.name} (delete the folder to retrain)")
     return runs.load_run(folder)
-
-
-# --- cpm-nb train ------------------------------------------------------------------------------
-
-
-MAX_STAGES = 12  # the paper's deepest network has 6; more is a typo, not an experiment
-
-
-def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", choices=("synthetic", "mpii"), default="synthetic",
-                        help="training data (default: the embedded synthetic set)")
-    parser.add_argument("--data-dir", metavar="DIR",
-                        help="prepared folder (data mpii: the output of `cpm-nb prepare mpii`)")
-    parser.add_argument("--out", metavar="DIR",
-                        help="run folder: checkpoints, logs, model.keras (default: the cache "
-                             "folder that load_or_train uses, see $CPM_NB_RUNS)")
-    parser.add_argument("--stages", type=int_in_range(1, MAX_STAGES), help=f"CPM stages, 1..{MAX_STAGES} "
-                        "(default: the profile's)")
-    parser.add_argument("--steps", type=positive_int, help="training steps (default: the "
-                        "profile's)")
-    parser.add_argument("--batch-size", type=positive_int, help="batch size (default: the "
-                        "profile's)")
-    parser.add_argument("--lr", type=positive_float, dest="learning_rate",
-                        help="peak learning rate")
-    parser.add_argument("--optimizer", choices=("adam", "sgd"))
-    parser.add_argument("--seed", type=nonnegative_int)
-    parser.add_argument("--checkpoint-every", type=positive_int, metavar="N",
-                        help="steps between checkpoints (and history points)")
-    parser.add_argument("--eval-every", type=nonnegative_int, metavar="N",
-                        help="validation PCKh every N steps, a multiple of --checkpoint-every "
-                             "(0: at the end only)")
-    parser.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"),
-                        help="dtype policy (default: mixed on a GPU, float32 on the CPU)")
-    parser.add_argument("--input-path", choices=("auto", "tf", "numpy"), default="auto",
-                        help="batches from tf.data, or NumPy/PIL without TensorFlow "
-                             "(default: tf.data where TensorFlow is installed)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/checkpoint.npz (same configuration required); "
-                             "without it an existing checkpoint in OUT is an error")
-    parser.add_argument("--stop-after", type=positive_int, metavar="N",
-                        help="stop after N steps of this call (with a checkpoint)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_json_option(parser, "the final metrics")
-
-
-def _train_run(args: argparse.Namespace) -> int:
-    from cpm_nb.data import DataError
-
-    try:
-        cfg = train_config(_config.get_profile(), data=args.data, data_dir=args.data_dir,
-                           stages=args.stages, steps=args.steps, batch_size=args.batch_size,
-                           learning_rate=args.learning_rate, optimizer=args.optimizer,
-                           seed=args.seed, checkpoint_every=args.checkpoint_every,
-                           eval_every=args.eval_every, precision=args.precision)
-    except ValueError as err:
-        raise CliError(str(err)) from None
-    out = Path(args.out) if args.out else runs.run_dir(cfg)
-    try:
-        files.check_output_path(out, "dir", "--out")
-    except DataError as err:
-        raise CliError(str(err)) from None
-    if (out / runs.CHECKPOINT).is_file() and not args.resume:
-        raise CliError(f"{out / runs.CHECKPOINT} exists: add --resume to continue that run, or "
-                       "choose another --out")
-    print(estimate_message(cfg), file=sys.stderr, flush=True)
-    try:
-        result = train(cfg, out, resume=True if args.resume else False,
-                       progress=not args.no_progress, stop_after=args.stop_after,
-                       input_path=args.input_path)
-    except (TrainingDiverged, ConfigMismatch, runs.RunLocked, runs.RunError, DataError) as err:
-        raise CliError(str(err)) from None
-    if args.json and result.metrics:
-        from cpm_nb.cli import print_json
-
-        print_json(result.metrics, args.json)
-    elif not result.metrics:
-        print(f"stopped at step {result.step} of {cfg.steps}; continue with --resume",
-              file=sys.stderr)
-    return 0
-
-
-TRAIN = Command(
-    name="train",
-    help="train a CPM (intermediate supervision) with resumable checkpoints",
-    add_arguments=_train_arguments,
-    run=_train_run,
-    description="""\
-Train a Convolutional Pose Machine with keras.Model.fit and a loss on every stage, on
-the TensorFlow (default) or JAX backend (KERAS_BACKEND=jax).  Sizes come from the
-profile (--profile / $CPM_NB_PROFILE); checkpoints are written atomically every
---checkpoint-every steps to OUT/checkpoint.npz, so a run that was killed (Colab
-disconnect, Ctrl-C, SIGKILL) continues with --resume from its last checkpoint, with
-the same step counter, optimizer state, learning-rate schedule and data order.
-At the end: OUT/model.keras, OUT/cpm_config.json, OUT/history.json, OUT/logs/
-(TensorBoard: tensorboard --logdir OUT/logs).
-
-examples:
-  cpm-nb --profile fast train --out /tmp/cpm-fast          seconds: the loss falls
-  cpm-nb --profile cpu train --out runs/cpu                ~10 minutes on 2 CPU cores
-  cpm-nb --profile cpu train --out runs/cpu --resume       continue after an interruption
-  KERAS_BACKEND=jax cpm-nb --profile fast train --out /tmp/jax   the same on JAX
-  cpm-nb --profile gpu train --data mpii --data-dir /content/mpii/tfrecords-368 \\
-         --out /content/drive/MyDrive/cpm_nb/gpu --resume  the paper configuration on Colab""",
-)

@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 from cpm_nb import config as _config
 from cpm_nb import model as M
+from cpm_nb.errors import ConfigError
 
 TRAIN_VERSION = 2  # bump when a change to the loop invalidates cached runs
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -62,7 +63,7 @@ TRAINING: dict[str, dict] = {
 }
 
 
-class ConfigMismatch(ValueError):
+class ConfigMismatch(ConfigError):
     """A checkpoint, model or data set made for another configuration."""
 
 
@@ -106,7 +107,7 @@ class TrainConfig:
     def __post_init__(self):
         def need(ok, message):
             if not ok:
-                raise ValueError(message)
+                raise ConfigError(message)
 
         need(self.data in ("synthetic", "mpii"), f"data must be synthetic or mpii, not "
                                                  f"{self.data!r}")
