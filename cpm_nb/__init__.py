@@ -16,10 +16,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def setup(seed: int = 0, wants_gpu: bool = False, verbose: bool = True):
-    """Notebook set-up; see :func:`cpm_nb.runtime.setup`."""
-    from cpm_nb.runtime import setup as _setup
+    """The notebooks' entry point: resolve the active profile (:func:`cpm_nb.config.get_profile`),
+    prepare the runtime for it (:func:`cpm_nb.runtime.setup`: seeds, determinism, figures,
+    a print-out of the environment) and return it, to be passed down explicitly."""
+    from cpm_nb import config, runtime
 
-    return _setup(seed=seed, wants_gpu=wants_gpu, verbose=verbose)
+    profile = config.get_profile()
+    runtime.setup(profile, seed=seed, wants_gpu=wants_gpu, verbose=verbose)
+    return profile
 
 
 def get_profile():

@@ -1,8 +1,8 @@
 """The ``cpm-nb`` command line (also ``python -m cpm_nb``).
 
-One entry point, one subcommand per job.  Each subcommand lives next to the
-code it drives, as a :class:`Command` named in :data:`COMMANDS`; adding one is
-one line here.  Modules are imported only when their command is parsed, and
+One entry point, one subcommand per job.  Each subcommand is a module of
+:mod:`cpm_nb.commands` defining a :class:`Command`, named in :data:`COMMANDS`; adding
+one is one line here.  Modules are imported only when their command is parsed, and
 TensorFlow only when a command runs, so ``--help`` stays quick.
 
 Shared by every command:
@@ -68,7 +68,7 @@ class Command:
 
 # "module:attribute" of every subcommand, in --help order.
 COMMANDS = [
-    "cpm_nb.cli:INFO",
+    "cpm_nb.commands.info:COMMAND",
     "cpm_nb.notebooks:NOTEBOOKS",
     "cpm_nb.prepare:PREPARE",
     "cpm_nb.metrics:EVALUATE_MPII",
@@ -335,32 +335,6 @@ positive_int = int_in_range(1)
 nonnegative_int = int_in_range(0)
 finite_float = float_in_range()
 positive_float = float_in_range(0, None, lo_open=True)
-
-
-# --- cpm-nb info -----------------------------------------------------------------
-
-
-def _info_arguments(parser: argparse.ArgumentParser) -> None:
-    add_json_option(parser, "the facts")
-
-
-def _info_run(args: argparse.Namespace) -> int:
-    from cpm_nb import runtime
-
-    info = runtime.describe()
-    if args.json != "-":
-        print(runtime.format_description(info))
-    if args.json:
-        print_json(info, args.json)
-    return 0
-
-
-INFO = Command(
-    name="info",
-    help="print package/TensorFlow/Keras versions, the backend, devices and the profile",
-    add_arguments=_info_arguments,
-    run=_info_run,
-)
 
 
 if __name__ == "__main__":

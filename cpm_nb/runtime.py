@@ -1,8 +1,10 @@
-"""The runtime: versions, devices, seeds and the one-call notebook setup.
+"""The runtime: versions, devices, seeds and the notebook setup.
 
-Every notebook's first code cell calls :func:`setup`, which seeds Python, NumPy
-and the Keras backend, switches on deterministic ops, keeps figures small, and
-prints what the notebook will run on.  ``cpm-nb info`` prints the same facts.
+Every notebook's first code cell calls :func:`cpm_nb.setup`, which resolves the
+active profile and passes it to :func:`setup` here: seeds for Python, NumPy and the
+Keras backend, deterministic ops, small figures, and a print-out of what the notebook
+will run on.  ``cpm-nb info`` prints the same facts (:func:`describe`).  This module
+reads no profile itself (:mod:`cpm_nb.config` imports it to look for a GPU).
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ import contextlib
 import os
 import platform
 import sys
+from typing import TYPE_CHECKING
 
-from cpm_nb import __version__, config
+from cpm_nb import __version__
+
+if TYPE_CHECKING:
+    from cpm_nb.config import Profile
 
 STATIC_ENV = "CPM_NB_STATIC"
 
@@ -81,10 +87,6 @@ def gpu_available() -> bool:
     return any(d.startswith("GPU") for d in visible_devices())
 
 
-def on_colab() -> bool:
-    return "google.colab" in sys.modules
-
-
 def static_mode() -> bool:
     """True for headless runs (``CPM_NB_STATIC=1``): widgets render static figures."""
     return os.environ.get(STATIC_ENV, "0").strip().lower() not in ("", "0", "false", "no")
@@ -112,9 +114,8 @@ def versions() -> dict[str, str]:
     return out
 
 
-def describe() -> dict:
-    """Versions, backend, devices and the active profile, as a dict."""
-    profile = config.get_profile()
+def describe(profile: Profile) -> dict:
+    """Versions, backend, devices and ``profile``, as a dict."""
     return {
         "versions": versions(),
         "keras_backend": keras_backend(),
@@ -154,19 +155,17 @@ GPU_HINT = (
 )
 
 
-def setup(seed: int = 0, wants_gpu: bool = False, verbose: bool = True) -> config.Profile:
-    """Prepare a notebook: seeds, determinism, small inline figures; print the environment.
-
-    Returns the active :class:`~cpm_nb.config.Profile`.  ``wants_gpu`` marks notebooks that
-    benefit from an accelerator; they print how to switch one on when none is visible.
-    """
+def setup(profile: Profile, seed: int = 0, wants_gpu: bool = False,
+          verbose: bool = True) -> None:
+    """Prepare a notebook that runs ``profile``: seeds, determinism, small inline figures;
+    print the environment.  ``wants_gpu`` marks notebooks that benefit from an
+    accelerator; they print how to switch one on when none is visible."""
     import matplotlib as mpl
 
     seed_everything(seed)
     mpl.rcParams.update({"figure.dpi": 72, "savefig.dpi": 100, "figure.max_open_warning": 0})
-    info = describe()
+    info = describe(profile)
     if verbose:
         print(format_description(info))
         if wants_gpu and not any(d.startswith("GPU") for d in info["devices"]):
             print(GPU_HINT.format(profile=info["profile"]))
-    return config.get_profile()

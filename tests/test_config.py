@@ -39,3 +39,15 @@ def test_set_profile_and_replace(monkeypatch):
     assert config.get_profile().name == "cpu"
     smaller = config.get_profile().replace(stages=2)
     assert smaller.stages == 2 and config.get_profile().stages == 3
+
+
+def test_runtime_reads_no_profile():
+    """config imports runtime (to look for a GPU); runtime never imports config: no cycle,
+    and the profile reaches runtime.describe/setup as an argument."""
+    import subprocess
+    import sys
+
+    code = "import sys, cpm_nb.runtime; print('cpm_nb.config' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"

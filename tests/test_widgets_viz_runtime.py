@@ -48,7 +48,9 @@ def test_seed_everything_is_repeatable():
 
 
 def test_setup_prints_environment_and_gpu_hint(capsys):
-    profile = runtime.setup(seed=0, wants_gpu=True)
+    import cpm_nb
+
+    profile = cpm_nb.setup(seed=0, wants_gpu=True)
     out = capsys.readouterr().out
     assert f"profile: {profile.name}" in out and "Keras backend" in out
     assert "Runtime > Change runtime type" in out  # no GPU on the test machines
