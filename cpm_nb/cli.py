@@ -75,7 +75,7 @@ COMMANDS = [
     "cpm_nb.model:MODEL",
     "cpm_nb.commands.train:COMMAND",
     "cpm_nb.evaluation:EVALUATE",
-    "cpm_nb.predict:PREDICT",
+    "cpm_nb.commands.predict:COMMAND",
     "cpm_nb.export:EXPORT",
     "cpm_nb.caffe:CONVERT_CAFFE",
 ]

@@ -1,11 +1,9 @@
-"""Running a trained CPM on any image: load, place the person, crop, predict, decode, draw.
+"""Running a trained CPM on any image: place the person, crop, predict, decode.
 
 The path of one image
 ---------------------
-1. **Load** a file (any format Pillow reads; grayscale, palette, CMYK and RGBA
-   images are converted to RGB, and the EXIF orientation of a phone photo is
-   applied) or an array (``[H, W]`` grayscale, ``[H, W, 3|4]``; uint8, or float
-   in 0..1).
+1. **Load** the image as 8-bit RGB (:mod:`cpm_nb.images`: a file in any format
+   Pillow reads, bytes, a PIL image or an array; EXIF orientation applied).
 2. **Place the person**: CPM is a single-person estimator that expects the person
    centred at a known size.  The person is given by its MPII centre and scale
    (``200 * scale`` pixels ~ the person's height), or by a box
@@ -28,56 +26,45 @@ Pixel convention of the results
 Joint coordinates (and ``--center`` / ``--box`` on the command line) are
 **1-based**, as in MPII and MATLAB: the centre of the top-left pixel is (1, 1).
 Subtract 1 for 0-based NumPy / PIL / matplotlib ``imshow`` coordinates
-(:func:`draw_prediction` does).  The same numbers can therefore be put into an
-MPII predictions file and scored with ``cpm-nb evaluate-mpii``.
+(:func:`cpm_nb.viz.draw_prediction` does).  The same numbers can therefore be put
+into an MPII predictions file and scored with ``cpm-nb evaluate-mpii``.
 
 Models
 ------
 A model is a run folder of ``cpm-nb train`` (``model.keras`` + ``cpm_config.json``)
-or a ``.keras`` file; it is loaded with Keras *safe mode* (no arbitrary Python
-code is deserialised).  :func:`load_predictor` checks that it is a CPM for the 16
-MPII joints (an optional background map is ignored) and that ``cpm_config.json``
-agrees with the network; anything else is a :class:`ModelError`.  A run converted
-from the released Caffe models (:mod:`cpm_nb.caffe`) carries a ``preprocessing``
-block: its 14 joints are put in MPII order (pelvis and thorax are the midpoints of
-the hips and of the shoulders), the default scales are the release's search
-(0.7 ... 1.3) and joints are decoded as the release does (:func:`cpm_nb.caffe.release_decode`).
+or a ``.keras`` file, loaded by :func:`cpm_nb.runs.load_run` with Keras *safe mode*
+(no arbitrary Python code is deserialised).  :func:`load_predictor` checks that it
+is a CPM for the 16 MPII joints (an optional background map is ignored) and that
+``cpm_config.json`` agrees with the network; anything else is a :class:`ModelError`.
+A run converted from the released Caffe models (:mod:`cpm_nb.caffe`) carries a
+``preprocessing`` block: its 14 joints are put in MPII order (pelvis and thorax are
+the midpoints of the hips and of the shoulders), the default scales are the
+release's search (0.7 ... 1.3) and joints are decoded as the release does
+(:func:`cpm_nb.caffe.release_decode`).
 
-``cpm-nb predict`` (:data:`PREDICT`) runs this on image files and writes overlay
-PNGs and JSON; ``python -m cpm_nb.bench predict`` (:func:`bench_predict`) times
-the whole path against the raw forward pass.
+Drawing a :class:`Prediction` is :mod:`cpm_nb.viz` (re-exported here); ``cpm-nb
+predict`` is :mod:`cpm_nb.commands.predict` and ``python -m cpm_nb.bench predict``
+is :mod:`cpm_nb.bench.predict`.
 """
 
 from __future__ import annotations
 
-import argparse
-import io
 import math
 import os
-import sys
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from cpm_nb import files, preprocess, skeleton
-from cpm_nb.cli import (
-    CliError,
-    Command,
-    add_json_option,
-    finite_float,
-    float_in_range,
-    int_in_range,
-    positive_float,
-)
+from cpm_nb import preprocess, skeleton
 from cpm_nb.config import OUTPUT_STRIDE
+from cpm_nb.errors import ModelError
+from cpm_nb.images import ImageError, decode, load_image, open_image, source_name
+from cpm_nb.viz import draw_prediction, maps_overlay, overlay  # noqa: F401 (re-exported)
 
-MODEL_FILE = "model.keras"  # the names cpm_nb.train writes (kept here: no TF import at start)
-CONFIG_FILE = "cpm_config.json"
+CONFIG_FILE = "cpm_config.json"  # the model description of a run (cpm_nb.runs)
 PIXEL_CONVENTION = ("1-based (MPII / MATLAB): the centre of the top-left pixel is (1, 1); "
                     "subtract 1 for 0-based NumPy / PIL indices")
 PAPER_SCALES = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)  # the paper's multi-scale test search
@@ -85,94 +72,7 @@ DEFAULT_BATCH = 8
 MAX_BATCH = 256
 
 
-class ImageError(files.DataError):
-    """An image that cannot be read or used (one image of a batch; the others go on)."""
-
-
-class ModelError(ValueError):
-    """A model file or folder that is missing, unreadable or not a 16-joint CPM."""
-
-
-# --- 1. images -------------------------------------------------------------------------------
-
-
-def _to_rgb(im):
-    """A PIL image in 8-bit RGB: EXIF orientation applied, alpha composited on white,
-    16-bit scaled (:func:`cpm_nb.files.decode_rgb`)."""
-    return files.decode_rgb(im, _name(im), exif=True)[0]
-
-
-def _array_to_pil(array):
-    from PIL import Image
-
-    a = np.asarray(array)
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or min(a.shape[:2]) < 1:
-        raise ImageError(f"an image array must be [H, W], [H, W, 3] or [H, W, 4], got {a.shape}")
-    if a.dtype != np.uint8:
-        a = a.astype(np.float64)
-        if not np.isfinite(a).all():
-            raise ImageError("the image array holds NaN or infinite values")
-        if a.max(initial=0) <= 1.0:  # floats in 0..1
-            a = a * 255.0
-        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-    return Image.fromarray(np.ascontiguousarray(a))  # L, RGB or RGBA from the shape
-
-
-def open_image(source):
-    """``source`` (a path, JPEG/PNG bytes, a PIL image or an array) as a PIL image (lazy:
-    a file's pixels are decoded on first use).  Raises :class:`ImageError` (one line
-    naming the file) for a missing, unreadable or oversized (decompression bomb) image."""
-    from PIL import Image
-
-    try:
-        if isinstance(source, Image.Image):
-            files.check_size(source, _name(source))
-            return source
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            return _open_bytes(bytes(source))
-        if isinstance(source, (str, os.PathLike)):
-            return files.open_image(source)
-    except files.ImageFileError as err:
-        raise ImageError(str(err)) from None
-    return _array_to_pil(source)
-
-
-def _open_bytes(data: bytes):
-    from PIL import Image
-
-    try:
-        im = Image.open(io.BytesIO(data))
-    except Exception as err:  # noqa: BLE001 - Pillow raises many types for bad data
-        raise ImageError(f"unreadable image data: {type(err).__name__}: {err}") from None
-    files.check_size(im, "image data")
-    return im
-
-
-def _decode(im, name: str):
-    """Decode the pixels of a lazily opened image and convert them to 8-bit RGB (EXIF
-    orientation applied; see :func:`cpm_nb.files.decode_rgb`)."""
-    try:
-        return files.decode_rgb(im, name, exif=True)[0]
-    except files.ImageFileError as err:
-        raise ImageError(str(err)) from None
-
-
-def load_image(source) -> np.ndarray:
-    """``source`` as a uint8 RGB array ``[H, W, 3]`` (see the module docstring)."""
-    return np.asarray(_decode(open_image(source), _name(source)))
-
-
-def _name(source) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    if isinstance(source, np.ndarray):
-        return f"array{list(source.shape)}"
-    return type(source).__name__
-
-
-# --- 2. the person ---------------------------------------------------------------------------
+# --- the person ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -227,7 +127,7 @@ def place_person(width: int, height: int, center=None, scale=None, box=None) -> 
     return person
 
 
-# --- 3. crops --------------------------------------------------------------------------------
+# --- crops -----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -243,7 +143,7 @@ class Prepared:
     image: np.ndarray | None = None  # the RGB image, when kept for drawing
 
 
-def _scales(scales) -> tuple[float, ...]:
+def scale_factors(scales) -> tuple[float, ...]:
     """Scale factors with 1.0 first (the reference crop), duplicates removed."""
     out = [1.0]
     for f in scales or ():
@@ -264,12 +164,12 @@ def prepare(source, input_size: int, center=None, scale=None, box=None, scales=(
     image, which the bilinear crop alone does not); ``keep_image`` then decodes the full
     image once more, for drawing.  Raises :class:`ImageError`.
     """
-    name = _name(source)
+    name = source_name(source)
     im = open_image(source)
     width, height = im.size
     try:
         person = place_person(width, height, center, scale, box)
-        factors = _scales(scales)
+        factors = scale_factors(scales)
     except ValueError as err:
         raise ImageError(f"{name}: {err}") from None
     matrices = np.stack([preprocess.crop_matrix(person.center, person.scale, input_size,
@@ -281,7 +181,7 @@ def prepare(source, input_size: int, center=None, scale=None, box=None, scales=(
         if shrink >= 2:
             im.draft("RGB", (math.ceil(width / shrink), math.ceil(height / shrink)))
             reduce = width / im.size[0]  # 1, 2, 4 or 8
-    rgb = _decode(im, name)
+    rgb = decode(im, name)
     # (reduced) image 1-based -> original 1-based: x = k (x' - 0.5) + 0.5
     from_reduced = np.array([[reduce, 0, 0.5 - 0.5 * reduce],
                              [0, reduce, 0.5 - 0.5 * reduce], [0, 0, 1.0]])
@@ -293,7 +193,7 @@ def prepare(source, input_size: int, center=None, scale=None, box=None, scales=(
     return Prepared(name, (width, height), person, factors, crops, matrices, image)
 
 
-# --- 4./5. prediction --------------------------------------------------------------------------
+# --- prediction --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -593,374 +493,3 @@ def load_keras(model_file):
         return runs.load_keras(model_file)
     except runs.RunError as err:
         raise ModelError(str(err)) from None
-
-
-# --- drawing ---------------------------------------------------------------------------------
-
-
-def draw_prediction(ax, pred: Prediction, image=None, min_confidence: float = 0.0,
-                    show_crop: bool = True, title: str | None = None):
-    """The skeleton on the original image (matplotlib), with the square the model saw."""
-    from cpm_nb.viz import draw_skeleton
-
-    image = pred.image if image is None else image
-    if image is not None:
-        ax.imshow(image)
-    joints0 = pred.joints - 1.0  # 1-based -> imshow's 0-based pixel centres
-    if show_crop:
-        s = pred.crop.shape[0]
-        corners = np.array([[-0.5, -0.5], [s - 0.5, -0.5], [s - 0.5, s - 0.5], [-0.5, s - 0.5],
-                            [-0.5, -0.5]])
-        from cpm_nb.heatmaps import to_original
-
-        sq = to_original(corners, pred.crop_matrix) - 1.0
-        ax.plot(*sq.T, "--", color="w", lw=1, alpha=0.8)
-    draw_skeleton(ax, joints0, pred.confidence >= min_confidence)
-    w, h = pred.image_size  # the image, widened to joints predicted outside it
-    shown = joints0[pred.confidence >= min_confidence]
-    lo = np.minimum([-0.5, -0.5], shown.min(0, initial=np.inf) - 8)
-    hi = np.maximum([w - 0.5, h - 0.5], shown.max(0, initial=-np.inf) + 8)
-    ax.set(title=title if title is not None else Path(pred.name).name,
-           xlabel="x (px)", ylabel="y (px)", xlim=(lo[0], hi[0]), ylim=(hi[1], lo[1]))
-    return ax
-
-
-def overlay(image: np.ndarray, pred: Prediction, min_confidence: float = 0.0):
-    """A PIL image: the skeleton drawn on ``image`` at its own resolution (for PNG output)."""
-    from PIL import Image, ImageDraw
-
-    from cpm_nb.heatmaps import to_original
-
-    im = Image.fromarray(np.asarray(image)).convert("RGB")
-    draw = ImageDraw.Draw(im)
-    w, h = im.size
-    lw = max(2, round(min(w, h) / 150))
-    pts = pred.joints - 0.5  # 1-based centres -> PIL (pixel (0, 0) spans 0..1)
-    ok = pred.confidence >= min_confidence
-    s = pred.crop.shape[0]
-    corners = np.array([[-0.5, -0.5], [s - 0.5, -0.5], [s - 0.5, s - 0.5], [-0.5, s - 0.5]])
-    square = to_original(corners, pred.crop_matrix) - 0.5
-    draw.polygon([tuple(p) for p in square], outline=(255, 255, 255))
-    for a, b in skeleton.LIMBS:
-        if ok[a] and ok[b]:
-            draw.line([tuple(pts[a]), tuple(pts[b])], fill=skeleton.JOINT_COLORS[b], width=lw)
-    r = lw * 1.5
-    for j in np.flatnonzero(ok):
-        x, y = pts[j]
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=skeleton.JOINT_COLORS[j],
-                     outline=(0, 0, 0))
-    return im
-
-
-def maps_overlay(crop: np.ndarray, maps: np.ndarray, joints: Sequence[int],
-                 colors: Sequence, gamma: float = 1.0) -> np.ndarray:
-    """The crop (dimmed) with the belief maps of ``joints`` upsampled to the crop and laid
-    over it in ``colors`` (the source article's figure: head yellow, left knee red, right
-    ankle blue).  Returns float RGB ``[S, S, 3]`` in 0..1."""
-    from matplotlib.colors import to_rgb
-    from PIL import Image
-
-    s = crop.shape[0]
-    out = crop.astype(np.float64) / 255.0 * 0.45
-    for j, c in zip(joints, colors):
-        m = np.clip(maps[..., j], 0, None)
-        m = m / max(m.max(), 1e-6)
-        up = np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize(
-            (s, s), Image.Resampling.BILINEAR)) ** gamma
-        alpha = np.clip(up, 0, 1)[..., None]
-        out = out * (1 - alpha) + alpha * np.asarray(to_rgb(c))[None, None]
-    return np.clip(out, 0, 1)
-
-
-# --- CLI: cpm-nb predict ------------------------------------------------------------------------
-
-
-def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMAGE",
-                        help="image files (JPEG, PNG, ...; grayscale and CMYK are converted)")
-    parser.add_argument("--model", required=True, metavar="M",
-                        help="a run folder of `cpm-nb train` (model.keras + cpm_config.json) "
-                             "or a .keras file")
-    where = parser.add_argument_group("where the person is (default: the image centre, the "
-                                      "person as tall as the image); 1-based pixels")
-    where.add_argument("--center", nargs=2, type=finite_float, metavar=("X", "Y"),
-                       help="person centre (MPII objpos)")
-    where.add_argument("--scale", type=positive_float, metavar="S",
-                       help="person scale, a number > 0: 200*S px ~ the person's height "
-                            "(MPII scale)")
-    where.add_argument("--box", nargs=4, type=finite_float, metavar=("X1", "Y1", "X2", "Y2"),
-                       help="person box; centre = box centre, scale = longer side / 200")
-    parser.add_argument("--scales", nargs="+", type=positive_float, metavar="F",
-                        help="average the maps over these crop scale factors (1.0 is always "
-                             "included), e.g. --scales 0.7 0.85 1 1.15 1.3 (the paper: "
-                             "0.7 .. 1.3; default: 1.0 alone, or the release's 0.7 .. 1.3 for "
-                             "a model converted with cpm-nb convert-caffe)")
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="folder for <name>_pose.png (overlay) and <name>_pose.json")
-    parser.add_argument("--min-confidence", type=float_in_range(0, 1), default=0.0,
-                        metavar="C", help="hide joints whose peak belief is below C in the "
-                        "overlay, 0 to 1 (default 0: draw all)")
-    parser.add_argument("--batch-size", type=int_in_range(1, MAX_BATCH), default=DEFAULT_BATCH,
-                        help=f"images per forward pass, 1 to {MAX_BATCH} "
-                             f"(default {DEFAULT_BATCH})")
-    add_json_option(parser, "all results in one document",
-                    "; on stdout it replaces the line per image")
-
-
-def _check_arguments(args) -> None:
-    if args.box is not None and (args.center is not None or args.scale is not None):
-        raise CliError("give either --box or --center/--scale, not both")
-    if args.box is not None:
-        try:
-            person_from_box(args.box)
-        except ValueError as err:
-            raise CliError(f"--box: {err}") from None
-    if args.scales:
-        try:
-            _scales(args.scales)
-        except ValueError as err:
-            raise CliError(f"--scales: {err}") from None
-    files.check_output_path(args.out, "dir", "--out")
-    inputs = {Path(i).resolve() for i in args.images}
-    outputs = [Path(args.out) / f"{n}.{ext}" for n in _out_names(args.images)
-               for ext in ("png", "json")]
-    if args.json not in (None, "-"):
-        outputs.append(Path(args.json))
-    for path in outputs:
-        if path.resolve() in inputs:
-            raise CliError(f"{path} is both an input image and an output; choose another "
-                           "--out or --json-out")
-
-
-def _out_names(images: list[str]) -> list[str]:
-    """``<stem>_pose`` per image, made unique when two files share a stem."""
-    names, seen = [], {}
-    for path in images:
-        stem = Path(path).stem or "image"
-        k = seen.get(stem, 0)
-        seen[stem] = k + 1
-        names.append(f"{stem}_pose" if k == 0 else f"{stem}_{k + 1}_pose")
-    return names
-
-
-def _run(args: argparse.Namespace) -> int:
-    _check_arguments(args)
-    try:
-        predictor = load_predictor(args.model)
-    except ModelError as err:
-        raise CliError(str(err)) from None
-    out = Path(args.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    quiet = args.json == "-"
-    person = dict(center=args.center, scale=args.scale, box=args.box,
-                  scales=tuple(args.scales) if args.scales else None)
-    names = _out_names(args.images)
-    results, failed = [None] * len(args.images), 0
-    start = time.perf_counter()
-    for i, pred in predictor.predict_many(args.images, batch_size=args.batch_size,
-                                          keep_image=True, **person):
-        image = args.images[i]
-        if isinstance(pred, ImageError):
-            failed += 1
-            message = " ".join(str(pred).split())
-            if image not in message:
-                message = f"{image}: {message}"
-            print(f"cpm-nb predict: error: {message}", file=sys.stderr, flush=True)
-            results[i] = {"image": image, "error": message}
-            continue
-        record = pred.as_json()
-        record["image"] = image
-        png, js = out / f"{names[i]}.png", out / f"{names[i]}.json"
-        with files.atomic_output(png) as tmp:
-            overlay(pred.image, pred, args.min_confidence).save(tmp, format="PNG")
-        record["overlay"] = str(png)
-        record["model"] = predictor.source
-        files.atomic_write_json(js, record)
-        results[i] = record
-        if not quiet:
-            conf = float(np.mean(pred.confidence))
-            print(f"{image}: {png} + {js.name} (mean joint confidence {conf:.2f})")
-    seconds = time.perf_counter() - start
-    done = len(args.images) - failed
-    if args.json:
-        from cpm_nb.cli import print_json
-
-        print_json({"model": predictor.source, "input_size": predictor.input_size,
-                    "stages": predictor.stages, "pixel_convention": PIXEL_CONVENTION,
-                    "results": results, "failed": failed}, args.json)
-    if not quiet:
-        print(f"{done} of {len(args.images)} image(s) done in {seconds:.1f} s"
-              + (f"; {failed} failed (see the errors above)" if failed else ""))
-    return 1 if failed else 0
-
-
-PREDICT = Command(
-    name="predict",
-    help="estimate the pose in image files: overlay PNGs and joints in original pixels (JSON)",
-    add_arguments=_arguments,
-    run=_run,
-    description="""\
-Run a trained CPM on image files. For each IMAGE, write DIR/<name>_pose.png
-(the skeleton on the image; the dashed square is what the network saw) and
-DIR/<name>_pose.json (the 16 MPII joints: x, y in original-image pixels,
-1-based as in MPII -- the top-left pixel's centre is (1, 1) -- and the
-confidence, the peak of the joint's belief map, about 0..1).
-
-CPM estimates one person, centred in its input: say where the person is with
---center X Y --scale S (MPII objpos and scale: 200*S px ~ the person's height)
-or --box X1 Y1 X2 Y2; by default the person is at the image centre and as tall
-as the image. The same placement applies to every IMAGE.
-
-A model trained on the synthetic set (the CI / laptop profiles) does poorly on
-real photos; train on MPII on a GPU (`cpm-nb train --data mpii ...`, e.g. on
-Colab, notebook 05) and pass that run folder to --model.
-
-An image that cannot be read (missing, truncated, corrupt, not an image, or a
-decompression bomb of more than 89 million pixels) is reported on one line and
-skipped; the others are still processed and the exit status is 1. 16-bit,
-palette and transparent images are converted (16-bit scaled to 8 bits). A
-missing or incompatible model, or an --out / --json-out that cannot be written,
-stops with status 2 before any work. Every output file is written atomically.
-
-examples:
-  cpm-nb predict photo.jpg --model runs/cpu-3st-synthetic-<hash> --out poses/
-  cpm-nb predict a.jpg b.png --model my_model.keras --box 120 40 330 600 --out poses/
-  cpm-nb predict img.jpg --model RUN --center 594 257 --scale 3.02 --scales 0.8 1 1.2 \\
-                 --out poses/ --json-out poses/all.json
-  cpm-nb predict --model RUN --out poses/ --json a.jpg b.jpg > all.json
-""",
-)
-
-
-# --- benchmark: python -m cpm_nb.bench predict ------------------------------------------------
-
-
-def _bench_jpegs(n: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
-    """``n`` distinct JPEG photos (the matplotlib sample portrait, shifted and tinted)."""
-    from PIL import Image
-
-    from cpm_nb.convolution import sample_photo
-
-    w, h = size
-    base = (sample_photo(max(w, h)) * 255).astype(np.uint8)
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        dy, dx = rng.integers(0, max(w, h) - h + 1), rng.integers(0, max(w, h) - w + 1)
-        gray = base[dy:dy + h, dx:dx + w].astype(np.float32)
-        tint = rng.uniform(0.7, 1.0, 3)
-        rgb = np.clip(gray[..., None] * tint, 0, 255).astype(np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
-        out.append(buf.getvalue())
-    return out
-
-
-def _bench_one(cfg, image_size, batch: int, n_batches: int, repeat: int) -> dict:
-    from cpm_nb import bench
-    from cpm_nb import model as M
-
-    model = M.build_cpm(cfg, seed=0)
-    predictor = Predictor(model, source=cfg.name)
-    raw = M.make_predict_fn(model, config=predictor.config)
-    jpegs = _bench_jpegs(batch * n_batches, image_size)
-    w, h = image_size
-    person = dict(center=((w + 1) / 2, (h + 1) / 2), scale=0.8 * h / 200)
-    crops = [np.concatenate([predictor.prepare(j, **person).crops
-                             for j in jpegs[b * batch:(b + 1) * batch]])
-             for b in range(n_batches)]
-
-    def forward():
-        for c in crops:
-            raw(c)
-
-    def end_to_end():
-        n = 0
-        for _, p in predictor.predict_many(jpegs, batch_size=batch, **person):
-            assert not isinstance(p, Exception), p
-            n += 1
-        assert n == len(jpegs)
-
-    def prep_only():
-        for j in jpegs:
-            predictor.prepare(j, **person)
-
-    images = batch * n_batches
-    first = {}
-    for name, fn in (("forward", forward), ("end_to_end", end_to_end)):
-        t0 = time.perf_counter()
-        fn()
-        first[name] = time.perf_counter() - t0
-    samples = {"forward": [], "end_to_end": []}
-    cpu = {"forward": 0.0, "end_to_end": 0.0}
-    pair = (("forward", forward), ("end_to_end", end_to_end))
-    for r in range(repeat):  # interleaved A B B A ..., so that load changes hit both alike
-        for name, fn in (pair if r % 2 == 0 else pair[::-1]):
-            c0 = time.process_time()
-            samples[name].append(bench.timeit(fn, items=images, warmup=0, repeat=1,
-                                              min_time=0.0)["median_s"])
-            cpu[name] += time.process_time() - c0
-    prep = bench.timeit(prep_only, items=images, warmup=0, repeat=max(1, repeat // 2),
-                        min_time=0.0)
-    out = {"config": cfg.name, "input_size": cfg.input_size, "stages": cfg.stages,
-           "width": cfg.width, "params": M.count_params(cfg), "image_size": list(image_size),
-           "batch": batch, "images_per_run": images, "repeat": repeat,
-           "first_run_s": first, "prep_only_per_s": prep["per_s"]}
-    for name, runs in samples.items():
-        times = sorted(runs)
-        med = times[len(times) // 2]
-        out[name] = {"median_s": med, "best_s": times[0], "per_s": images / med,
-                     "cores_used": cpu[name] / sum(times)}
-    out["ratio"] = out["end_to_end"]["per_s"] / out["forward"]["per_s"]
-    out["ratio_best"] = out["forward"]["best_s"] / out["end_to_end"]["best_s"]
-    pairs = [f / e for f, e in zip(samples["forward"], samples["end_to_end"])]
-    out["ratio_per_round"] = pairs
-    out["within_15_percent"] = bool(out["ratio"] >= 0.85)
-    return out
-
-
-def bench_predict(args) -> dict:
-    """End-to-end images/s of the predict path (JPEG bytes -> decode -> crop -> network ->
-    decoded joints in original pixels; overlay drawing and file writing excluded) against
-    the raw compiled forward pass of the same crops (:func:`cpm_nb.model.make_predict_fn`),
-    batch 8, for the paper configuration (source-article, 368 px, 1280x720 photos;
-    untrained weights) and the ``cpu`` profile's model (128 px on 288x224 images, the
-    synthetic image size).  Goal: end to end >= 85 % of the raw forward rate."""
-    from cpm_nb import bench, synthetic
-    from cpm_nb import model as M
-    from cpm_nb.runtime import import_keras
-
-    import_keras()
-    quick = getattr(args, "quick", False)
-    load = os.getloadavg()[0]
-    cpu_cfg = M.from_profile("cpu")
-    cases = getattr(args, "cases", None) or [
-        ("paper", M.get_config("source-article"), (1280, 720), 1, 2 if quick else 6),
-        ("cpu", cpu_cfg, synthetic.image_size(cpu_cfg.input_size), 2 if quick else 8,
-         2 if quick else 9),
-    ]
-    results = {"batch": DEFAULT_BATCH, "quick": quick, "load_average_1min_before": load,
-               "cases": {}}
-    for label, cfg, size, n_batches, repeat in cases:
-        r = _bench_one(cfg, size, DEFAULT_BATCH, n_batches, repeat)
-        results["cases"][label] = r
-        bench.print_table(
-            f"predict path vs raw forward: {label} ({cfg.name}, {cfg.input_size} px, "
-            f"{cfg.stages} stages, width {cfg.width:g}; {size[0]}x{size[1]} JPEGs), batch "
-            f"{DEFAULT_BATCH}",
-            [("raw forward (make_predict_fn)",
-              f"{r['forward']['per_s']:8.2f} images/s  ({r['forward']['cores_used']:.2f} cores)"),
-             ("end to end (decode+crop+net+joints)",
-              f"{r['end_to_end']['per_s']:8.2f} images/s  "
-              f"({r['end_to_end']['cores_used']:.2f} cores)"),
-             ("ratio end-to-end / forward", f"{r['ratio']:8.3f}  (goal >= 0.85: "
-                                            f"{'met' if r['within_15_percent'] else 'NOT met'})"),
-             ("ratio of the best runs", f"{r['ratio_best']:8.3f}"),
-             ("ratio per round", " ".join(f"{v:.2f}" for v in r["ratio_per_round"])),
-             ("decode+crop alone, 1 thread", f"{r['prep_only_per_s']:8.1f} images/s"),
-             ("images per timed run x runs", f"{r['images_per_run']} x {r['repeat']}")])
-        print()
-    results["load_average_1min_after"] = os.getloadavg()[0]
-    print(f"machine: {os.cpu_count()} CPUs, 1-min load average {load:.2f} before, "
-          f"{results['load_average_1min_after']:.2f} after (other processes share the cores)")
-    return results

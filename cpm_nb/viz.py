@@ -1,4 +1,5 @@
-"""Plotting helpers: saving figures into ``figures/`` and drawing skeletons.
+"""Plotting helpers: saving figures into ``figures/``, drawing skeletons, predictions and
+belief maps, and learning curves.
 
 Every notebook figure goes through :func:`save_figure`, so the repository's
 ``figures/`` folder always holds the latest rendering of each one.  Set
@@ -8,6 +9,7 @@ they go to the cache (:mod:`cpm_nb.paths`), never into the working directory.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +86,80 @@ def plot_history(history: dict, axes, title: str = "") -> None:
         ax.legend(fontsize=8)
     ax.set(xlabel="training step", ylabel="PCKh@0.5 (%)", ylim=(0, 100),
            xlim=(0, max(steps[-1], 1) * 1.03), title=f"Validation PCKh@0.5{title}")
+
+
+# --- predictions (cpm_nb.predict) ------------------------------------------------------------
+
+
+def _crop_square(pred) -> np.ndarray:
+    """The corners ``[4, 2]`` of the square the network saw, in original 1-based pixels."""
+    from cpm_nb.heatmaps import to_original
+
+    s = pred.crop.shape[0]
+    corners = np.array([[-0.5, -0.5], [s - 0.5, -0.5], [s - 0.5, s - 0.5], [-0.5, s - 0.5]])
+    return to_original(corners, pred.crop_matrix)
+
+
+def draw_prediction(ax, pred, image=None, min_confidence: float = 0.0,
+                    show_crop: bool = True, title: str | None = None):
+    """A :class:`cpm_nb.predict.Prediction`: the skeleton on the original image
+    (matplotlib), with the square the model saw."""
+    image = pred.image if image is None else image
+    if image is not None:
+        ax.imshow(image)
+    joints0 = pred.joints - 1.0  # 1-based -> imshow's 0-based pixel centres
+    if show_crop:
+        square = _crop_square(pred) - 1.0
+        ax.plot(*np.vstack([square, square[:1]]).T, "--", color="w", lw=1, alpha=0.8)
+    draw_skeleton(ax, joints0, pred.confidence >= min_confidence)
+    w, h = pred.image_size  # the image, widened to joints predicted outside it
+    shown = joints0[pred.confidence >= min_confidence]
+    lo = np.minimum([-0.5, -0.5], shown.min(0, initial=np.inf) - 8)
+    hi = np.maximum([w - 0.5, h - 0.5], shown.max(0, initial=-np.inf) + 8)
+    ax.set(title=title if title is not None else Path(pred.name).name,
+           xlabel="x (px)", ylabel="y (px)", xlim=(lo[0], hi[0]), ylim=(hi[1], lo[1]))
+    return ax
+
+
+def overlay(image: np.ndarray, pred, min_confidence: float = 0.0):
+    """A PIL image: the skeleton of ``pred`` (a :class:`cpm_nb.predict.Prediction`) drawn
+    on ``image`` at its own resolution (for PNG output)."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(np.asarray(image)).convert("RGB")
+    draw = ImageDraw.Draw(im)
+    w, h = im.size
+    lw = max(2, round(min(w, h) / 150))
+    pts = pred.joints - 0.5  # 1-based centres -> PIL (pixel (0, 0) spans 0..1)
+    ok = pred.confidence >= min_confidence
+    square = _crop_square(pred) - 0.5
+    draw.polygon([tuple(p) for p in square], outline=(255, 255, 255))
+    for a, b in skeleton.LIMBS:
+        if ok[a] and ok[b]:
+            draw.line([tuple(pts[a]), tuple(pts[b])], fill=skeleton.JOINT_COLORS[b], width=lw)
+    r = lw * 1.5
+    for j in np.flatnonzero(ok):
+        x, y = pts[j]
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=skeleton.JOINT_COLORS[j],
+                     outline=(0, 0, 0))
+    return im
+
+
+def maps_overlay(crop: np.ndarray, maps: np.ndarray, joints: Sequence[int],
+                 colors: Sequence, gamma: float = 1.0) -> np.ndarray:
+    """The crop (dimmed) with the belief maps of ``joints`` upsampled to the crop and laid
+    over it in ``colors`` (the source article's figure: head yellow, left knee red, right
+    ankle blue).  Returns float RGB ``[S, S, 3]`` in 0..1."""
+    from matplotlib.colors import to_rgb
+    from PIL import Image
+
+    s = crop.shape[0]
+    out = crop.astype(np.float64) / 255.0 * 0.45
+    for j, c in zip(joints, colors):
+        m = np.clip(maps[..., j], 0, None)
+        m = m / max(m.max(), 1e-6)
+        up = np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize(
+            (s, s), Image.Resampling.BILINEAR)) ** gamma
+        alpha = np.clip(up, 0, 1)[..., None]
+        out = out * (1 - alpha) + alpha * np.asarray(to_rgb(c))[None, None]
+    return np.clip(out, 0, 1)

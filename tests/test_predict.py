@@ -1,4 +1,4 @@
-"""cpm_nb.predict: images, person placement, crop geometry, decoding to original pixels,
+"""cpm_nb.predict (and cpm_nb.images, the predict command and benchmark): images, person placement, crop geometry, decoding to original pixels,
 multi-scale merging, model checks (safe mode, other configurations) and the CLI."""
 
 import json
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cpm_nb import cli, heatmaps, preprocess, skeleton
+from cpm_nb import cli, errors, heatmaps, preprocess, skeleton
+from cpm_nb import images as I
 from cpm_nb import predict as P
 
 SIZE = 64  # the fast profile's crop
@@ -62,45 +63,50 @@ def test_load_image_converts_modes(tmp_path):
     Image.fromarray(rgba).save(tmp_path / "a.png")
     Image.fromarray(np.dstack([gray] * 3)).convert("P").save(tmp_path / "p.png")
     for name in ("g.png", "c.jpg", "a.png", "p.png"):
-        img = P.load_image(tmp_path / name)
+        img = I.load_image(tmp_path / name)
         assert img.shape == (30, 40, 3) and img.dtype == np.uint8, name
-    g = P.load_image(tmp_path / "g.png")
+    g = I.load_image(tmp_path / "g.png")
     assert (g[..., 0] == gray).all() and (g[..., 1] == gray).all()
-    c = P.load_image(tmp_path / "c.jpg").astype(int)
+    c = I.load_image(tmp_path / "c.jpg").astype(int)
     assert np.abs(c - np.dstack([gray] * 3)).max() < 12  # CMYK -> RGB restores the grays
-    a = P.load_image(tmp_path / "a.png")
+    a = I.load_image(tmp_path / "a.png")
     assert (a[:, :20] == [255, 0, 0]).all() and (a[:, 20:] == 255).all()
 
 
 def test_load_image_arrays_and_exif(tmp_path):
     f = np.linspace(0, 1, 12).reshape(3, 4)
-    img = P.load_image(f)  # float gray in 0..1
+    img = I.load_image(f)  # float gray in 0..1
     assert img.shape == (3, 4, 3) and img[0, 0, 0] == 0 and img[-1, -1, 0] == 255
-    assert P.load_image(np.zeros((5, 6, 4), np.uint8)).shape == (5, 6, 3)
-    with pytest.raises(P.ImageError, match="image array"):
-        P.load_image(np.zeros((5, 6, 2)))
-    with pytest.raises(P.ImageError, match="NaN"):
-        P.load_image(np.full((5, 6), np.nan))
+    assert I.load_image(np.zeros((5, 6, 4), np.uint8)).shape == (5, 6, 3)
+    with pytest.raises(I.ImageError, match="image array"):
+        I.load_image(np.zeros((5, 6, 2)))
+    with pytest.raises(I.ImageError, match="NaN"):
+        I.load_image(np.full((5, 6), np.nan))
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / "r.jpg", exif=exif)
-    assert P.load_image(tmp_path / "r.jpg").shape == (40, 30, 3)
+    assert I.load_image(tmp_path / "r.jpg").shape == (40, 30, 3)
 
 
 def test_bad_image_files(tmp_path):
     (tmp_path / "t.jpg").write_text("not an image")
-    with pytest.raises(P.ImageError, match="not an image file"):
-        P.load_image(tmp_path / "t.jpg")
-    with pytest.raises(P.ImageError, match="not found"):
-        P.load_image(tmp_path / "none.png")
-    with pytest.raises(P.ImageError, match="folder"):
-        P.load_image(tmp_path)
+    with pytest.raises(I.ImageError, match="not an image file"):
+        I.load_image(tmp_path / "t.jpg")
+    with pytest.raises(I.ImageError, match="not found"):
+        I.load_image(tmp_path / "none.png")
+    with pytest.raises(I.ImageError, match="folder"):
+        I.load_image(tmp_path)
     good = np.full((60, 80, 3), 90, np.uint8)
     Image.fromarray(good).save(tmp_path / "cut.jpg")
     data = (tmp_path / "cut.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])  # truncated file
-    with pytest.raises(P.ImageError, match="unreadable|cannot read|not an image"):
-        P.load_image(tmp_path / "cut.jpg")
+    with pytest.raises(I.ImageError, match="unreadable|cannot read|not an image"):
+        I.load_image(tmp_path / "cut.jpg")
+
+
+def test_image_and_model_errors_are_library_errors():
+    assert issubclass(I.ImageError, errors.DataError) and P.ImageError is I.ImageError
+    assert issubclass(P.ModelError, errors.ModelError)
 
 
 # --- the person --------------------------------------------------------------------------------
@@ -349,7 +355,9 @@ def test_bench_predict_smoke(capsys):
 
     cfg = M.from_profile("fast")
     args = SimpleNamespace(quick=True, cases=[("fast", cfg, (144, 112), 1, 1)])
-    r = P.bench_predict(args)
+    from cpm_nb.bench.predict import bench_predict
+
+    r = bench_predict(args)
     case = r["cases"]["fast"]
     assert case["forward"]["per_s"] > 0 and case["end_to_end"]["per_s"] > 0
     assert case["ratio"] == pytest.approx(case["end_to_end"]["per_s"] / case["forward"]["per_s"])
