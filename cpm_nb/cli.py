@@ -72,7 +72,7 @@ COMMANDS = [
     "cpm_nb.notebooks:NOTEBOOKS",
     "cpm_nb.prepare:PREPARE",
     "cpm_nb.metrics:EVALUATE_MPII",
-    "cpm_nb.model:MODEL",
+    "cpm_nb.commands.model:COMMAND",
     "cpm_nb.commands.train:COMMAND",
     "cpm_nb.evaluation:EVALUATE",
     "cpm_nb.commands.predict:COMMAND",

@@ -434,9 +434,10 @@ def test_layer_table_text():
 
 def test_benchmark_is_registered_and_runs_small(capsys):
     from cpm_nb import bench
+    from cpm_nb.bench.model import bench_model
 
-    assert bench.BENCHMARKS["model"][0] == "cpm_nb.model:bench_model"
-    result = model.bench_model(argparse.Namespace(quick=True, config="fast"))
+    assert bench.BENCHMARKS["model"][0] == "cpm_nb.bench.model:bench_model"
+    result = bench_model(argparse.Namespace(quick=True, config="fast"))
     assert result["config"] == model.from_profile("fast").name
     for batch in ("1", "8"):
         timings = result["batches"][batch]
