@@ -71,7 +71,7 @@ COMMANDS = [
     "cpm_nb.commands.info:COMMAND",
     "cpm_nb.notebooks:NOTEBOOKS",
     "cpm_nb.prepare:PREPARE",
-    "cpm_nb.metrics:EVALUATE_MPII",
+    "cpm_nb.commands.evaluate_mpii:COMMAND",
     "cpm_nb.commands.model:COMMAND",
     "cpm_nb.commands.train:COMMAND",
     "cpm_nb.evaluation:EVALUATE",

@@ -33,20 +33,19 @@ The official MPII PCKh
   0.11 under this name.)
 * the curve uses thresholds 0, 0.01, ..., 0.5 (``range = 0:0.01:0.5``).
 
-The ``cpm-nb evaluate-mpii`` command (:data:`EVALUATE_MPII`) applies this to
-``.mat`` files in the layout of the widely used ``gt_valid.mat``.
+:func:`evaluate_mpii` (and the ``cpm-nb evaluate-mpii`` command) applies this to
+``.mat`` files in the layout of the widely used ``gt_valid.mat``, read by
+:mod:`cpm_nb.mpii_mat`.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from cpm_nb import skeleton
-from cpm_nb.cli import CliError, Command, add_json_option, float_in_range
 
 ARTICLE_RADIUS = 25.0  # px: the source article's fixed-radius metric
 SC_BIAS = 0.6  # head size = SC_BIAS x head-box diagonal (MPII toolkit)
@@ -87,12 +86,6 @@ def _check(pred, gt, valid=None):
     if valid.shape != gt.shape[:2]:
         raise ValueError(f"valid must be [N, J] = {gt.shape[:2]}, got {valid.shape}")
     return pred, gt, valid
-
-
-def joint_distances(pred, gt) -> np.ndarray:
-    """Euclidean distance per person and joint, [N, J] (same units as the inputs)."""
-    pred, gt, _ = _check(pred, gt, np.ones(np.shape(gt)[:2], bool))
-    return np.linalg.norm(pred - gt, axis=-1)
 
 
 def _percent(correct, valid, axis=None):
@@ -336,215 +329,16 @@ def pcp(pred, gt, valid=None, limbs=None, fraction: float = 0.5) -> PCPResult:
     return PCPResult(per_limb=per_limb, groups=groups, total=total, counts=counts)
 
 
-# --------------------------------------------------------------------------- MPII files
-
-
-@dataclass
-class MpiiGroundTruth:
-    """The ``gt_valid.mat`` layout, converted to [N, 16, 2] / [N, 16] / [N, 2, 2]."""
-
-    joints: np.ndarray
-    missing: np.ndarray
-    headboxes: np.ndarray
-
-    @property
-    def n(self) -> int:
-        return self.joints.shape[0]
-
-
-def _loadmat(path, what):
-    import scipy.io
-
-    try:
-        return scipy.io.loadmat(str(path))
-    except FileNotFoundError:
-        raise CliError(f"{what} file not found: {path}") from None
-    except NotImplementedError:
-        raise CliError(f"{what} file {path} is a MATLAB v7.3 (HDF5) file; save it in the "
-                       f"v7 format (MATLAB: save(..., '-v7'); Python: scipy.io.savemat)") from None
-    except Exception as err:  # noqa: BLE001 - scipy raises many types for a bad file
-        raise CliError(f"cannot read {what} file {path} as a MATLAB .mat file: {err}") from None
-
-
-def _var(mat, name, path):
-    if name not in mat:
-        have = ", ".join(k for k in mat if not k.startswith("__")) or "none"
-        raise CliError(f"{path}: variable '{name}' is missing (variables found: {have})")
-    return np.asarray(mat[name])
-
-
-def load_mpii_ground_truth(path) -> MpiiGroundTruth:
-    """Read a ``gt_valid.mat``-style file: ``pos_gt_src`` 16x2xN, ``jnt_missing`` 16xN,
-    ``headboxes_src`` 2x2xN and (optional) ``dataset_joints`` 1x16 names, which must
-    follow the MPII joint order."""
-    mat = _loadmat(path, "annotation")
-    pos = _var(mat, "pos_gt_src", path)
-    missing = _var(mat, "jnt_missing", path)
-    boxes = _var(mat, "headboxes_src", path)
-    if pos.ndim != 3 or pos.shape[:2] != (16, 2):
-        raise CliError(f"{path}: pos_gt_src must be 16x2xN, got {'x'.join(map(str, pos.shape))}")
-    n = pos.shape[2]
-    if missing.shape != (16, n):
-        raise CliError(f"{path}: jnt_missing must be 16x{n} to match pos_gt_src, got "
-                       f"{'x'.join(map(str, missing.shape))}")
-    if boxes.shape != (2, 2, n):
-        raise CliError(f"{path}: headboxes_src must be 2x2x{n} to match pos_gt_src, got "
-                       f"{'x'.join(map(str, boxes.shape))}")
-    if "dataset_joints" in mat:
-        names = [str(np.asarray(v).ravel()[0]) for v in np.asarray(mat["dataset_joints"]).ravel()]
-        if names != list(skeleton.SHORT_NAMES):
-            raise CliError(f"{path}: dataset_joints {names} is not the MPII order "
-                           f"{list(skeleton.SHORT_NAMES)}")
-    try:
-        joints = np.transpose(pos, (2, 0, 1)).astype(np.float64)
-        boxes = np.transpose(boxes, (2, 0, 1)).astype(np.float64)
-        missing = missing.T.astype(bool)
-    except (TypeError, ValueError):
-        raise CliError(f"{path}: pos_gt_src, jnt_missing and headboxes_src must be "
-                       "numeric") from None
-    gt = MpiiGroundTruth(joints=joints, missing=missing, headboxes=boxes)
-    check_ground_truth(gt, path)
-    return gt
-
-
-def check_ground_truth(gt: MpiiGroundTruth, path="the annotations") -> None:
-    """Refuse ground truth for which PCKh is undefined, naming the people (1-based, in
-    file order): a head box that is not finite or has zero size, or a non-finite
-    annotated joint, for a person with at least one annotated joint (people without
-    one count for nothing and are let through), and a file with no annotated joint.
-
-    The official MATLAB toolkit divides by the head size regardless, so such a person's
-    joints silently count as wrong (or give NaN); here it is an error to fix in the
-    file instead."""
-    counted = ~gt.missing
-    people = counted.any(axis=1)
-    if not people.any():
-        raise CliError(f"{path}: no annotated joint (jnt_missing is 1 everywhere); "
-                       "nothing to score")
-    sizes = head_sizes(gt.headboxes)
-    bad_box = people & ~(np.isfinite(sizes) & (sizes > 0))
-    if bad_box.any():
-        raise CliError(f"{path}: {_people(bad_box)} a zero-size or non-finite head box "
-                       "(headboxes_src), so PCKh is undefined for them; fix or remove them")
-    bad_joint = (counted & ~np.isfinite(gt.joints).all(axis=-1)).any(axis=1)
-    if bad_joint.any():
-        raise CliError(f"{path}: {_people(bad_joint)} NaN or infinite annotated joints "
-                       "(pos_gt_src); mark them missing in jnt_missing or fix them")
-
-
-def _people(mask: np.ndarray, limit: int = 10) -> str:
-    """'3 people (1-based: 2, 5, 9) have' for a boolean mask over the people."""
-    idx = (np.flatnonzero(mask) + 1).tolist()
-    shown = ", ".join(map(str, idx[:limit])) + (", ..." if len(idx) > limit else "")
-    return (f"{len(idx)} {'person' if len(idx) == 1 else 'people'} (1-based: {shown}) "
-            f"{'has' if len(idx) == 1 else 'have'}")
-
-
-def load_mpii_predictions(path, n: int | None = None) -> tuple[np.ndarray, str]:
-    """Read predictions: ``preds`` Nx16x2 (or 16x2xN); if there is no ``preds``, a
-    ``pos_pred_src`` 16x2xN (the layout of ``detections_our_format.mat``).
-
-    Returns ([N, 16, 2] float64, the variable name used).  Checks the shape,
-    ``n`` (the number of people in the annotations) and that every value is finite.
-    """
-    mat = _loadmat(path, "predictions")
-    if "preds" in mat:
-        name = "preds"
-    elif "pos_pred_src" in mat:
-        name = "pos_pred_src"
-    else:
-        _var(mat, "preds", path)  # raises, listing what is there
-    arr = np.asarray(mat[name])
-    shape = "x".join(map(str, arr.shape))
-    if not np.issubdtype(arr.dtype, np.number):
-        raise CliError(f"{path}: {name} must be numeric, got {arr.dtype}")
-    if arr.ndim == 3 and arr.shape[1:] == (16, 2) and name == "preds":
-        preds = arr
-    elif arr.ndim == 3 and arr.shape[:2] == (16, 2):
-        preds = np.transpose(arr, (2, 0, 1))
-    else:
-        want = "Nx16x2 or 16x2xN" if name == "preds" else "16x2xN"
-        raise CliError(f"{path}: {name} must be {want} (16 MPII joints, x and y), got {shape}")
-    preds = preds.astype(np.float64)
-    if n is not None and preds.shape[0] != n:
-        raise CliError(f"{path}: {name} holds {preds.shape[0]} people but the annotations "
-                       f"hold {n}; predictions must follow the annotation order one to one")
-    bad = ~np.isfinite(preds)
-    if bad.any():
-        person, joint = np.argwhere(bad.any(axis=-1))[0]
-        raise CliError(f"{path}: {name} contains {int(bad.any(axis=-1).sum())} NaN or infinite "
-                       f"joint predictions (first: person {person}, joint {joint} "
-                       f"{skeleton.SHORT_NAMES[joint]}); predict every joint")
-    return preds, name
-
-
 def evaluate_mpii(annotations, predictions, threshold: float = PCKH_THRESHOLD):
     """Official PCKh of a predictions file against a ``gt_valid.mat``-style file.
 
-    Returns (:class:`PCKhResult`, the predictions' variable name)."""
+    Returns (:class:`PCKhResult`, the predictions' variable name).  Raises
+    :class:`cpm_nb.errors.DataError` naming the file and what is wrong with it."""
+    from cpm_nb.mpii_mat import load_mpii_ground_truth, load_mpii_predictions
+
     gt = load_mpii_ground_truth(annotations)
     preds, name = load_mpii_predictions(predictions, gt.n)
     return pckh(preds, gt.joints, gt.headboxes, ~gt.missing, threshold), name
-
-
-def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--annotations", required=True, metavar="GT.mat",
-                        help="ground truth in the gt_valid.mat layout: pos_gt_src 16x2xN, "
-                             "jnt_missing 16xN, headboxes_src 2x2xN, dataset_joints")
-    parser.add_argument("--predictions", required=True, metavar="PRED.mat",
-                        help="'preds' Nx16x2 (16x2xN accepted), same 1-based pixels and "
-                             "person order as the annotations; a file with only "
-                             "'pos_pred_src' 16x2xN (detections_our_format.mat) is read too")
-    parser.add_argument("--threshold", type=float_in_range(0, 1, lo_open=True),
-                        default=PCKH_THRESHOLD,
-                        help="PCKh threshold, a fraction of the head size in (0, 1] "
-                             "(default 0.5)")
-    add_json_option(parser, "the results", "; it replaces the table")
-
-
-def _evaluate_run(args: argparse.Namespace) -> int:
-    result, name = evaluate_mpii(args.annotations, args.predictions, args.threshold)
-    from cpm_nb.cli import print_json
-
-    if args.json != "-":
-        print(f"{result.n_people} people; predictions from variable '{name}'; "
-              f"{int(result.counts[[j for j in range(16) if j not in PCKH_EXCLUDED]].sum())} "
-              f"joints counted (pelvis and thorax excluded)")
-        print(result.format_table())
-    if args.json:
-        print_json(result.as_json(), args.json)
-        if args.json != "-":
-            print(f"wrote {args.json}")
-    return 0
-
-
-EVALUATE_MPII = Command(
-    name="evaluate-mpii",
-    help="official MPII PCKh of a predictions .mat against gt_valid.mat-style annotations",
-    add_arguments=_evaluate_arguments,
-    run=_evaluate_run,
-    description="""\
-Score predictions with PCKh exactly as the official MPII MATLAB toolkit:
-head size = 0.6 x head-box diagonal, a joint is correct iff its distance
-<= threshold x head size, missing joints are excluded, and the Mean pools all
-counted joints except pelvis and thorax.  Prints the table Head (upper neck and
-head top), Shoulder, Elbow, Wrist, Hip, Knee, Ankle, Mean and Mean@0.1 (the
-total at exactly 0.10); --json / --json-out add per-joint values and the 0..0.5
-curve.  A joint type with no annotated joint is shown as n/a (null in JSON).
-
-Ground truth for which PCKh is undefined is an error naming the people (1-based):
-a zero-size or non-finite head box, or a NaN annotated joint, of a person with
-annotated joints.  (The MATLAB toolkit would divide by the zero head size and
-silently count that person's joints as wrong.)
-
-examples:
-  cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions pred.mat
-  cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions pred.mat --json-out s.json
-  # the reference file carries Tompson et al.'s predictions as pos_pred_src:
-  cpm-nb evaluate-mpii --annotations detections_our_format.mat \\
-                       --predictions detections_our_format.mat
-""",
-)
 
 
 # --------------------------------------------------------------------------- illustration
