@@ -76,7 +76,7 @@ COMMANDS = [
     "cpm_nb.commands.train:COMMAND",
     "cpm_nb.evaluation:EVALUATE",
     "cpm_nb.commands.predict:COMMAND",
-    "cpm_nb.export:EXPORT",
+    "cpm_nb.commands.export:COMMAND",
     "cpm_nb.caffe:CONVERT_CAFFE",
 ]
 

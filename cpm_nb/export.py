@@ -21,22 +21,20 @@ Optional exports
 
 :func:`parity` runs the same images through Keras and each export and reports the
 largest absolute difference of the belief maps and of the decoded joints
-(``cpm-nb export`` fails when a difference exceeds the tolerance).
+(``cpm-nb export``, :mod:`cpm_nb.commands.export`, fails when a difference exceeds the
+tolerance).
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from cpm_nb import files
-from cpm_nb.cli import CliError, Command, add_json_option
 
 MAPS_ATOL = 1e-4  # belief maps are ~0..1; float32 graph rewrites differ by ~1e-6
 JOINTS_ATOL_PX = 0.05  # decoded joints, crop pixels
@@ -224,73 +222,3 @@ def _move_exports(stage: Path, out: Path) -> None:
             files.swap_folder(item, out / item.name)
         else:
             os.replace(item, out / item.name)
-
-
-# --- CLI: cpm-nb export ----------------------------------------------------------------------
-
-
-def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="M",
-                        help="a run folder of `cpm-nb train` or a .keras file")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--format", nargs="+", choices=("savedmodel", "tflite"),
-                        default=["savedmodel", "tflite"], help="what to write (default: both)")
-    parser.add_argument("--no-check", action="store_true",
-                        help="skip the parity check against the Keras model")
-    add_json_option(parser, "the report")
-
-
-def _run(args: argparse.Namespace) -> int:
-    from cpm_nb.predict import ModelError, load_predictor
-
-    files.check_output_path(args.out, "dir", "--out")
-    try:
-        predictor = load_predictor(args.model)
-    except ModelError as err:
-        raise CliError(str(err)) from None
-    report = export_model(predictor.model, args.out, tuple(args.format),
-                          check=not args.no_check, meta=predictor.meta or None)
-    if args.json:
-        from cpm_nb.cli import print_json
-
-        print_json(report, args.json)
-    if args.json != "-":
-        for name, path in report["formats"].items():
-            print(f"{name:<10} {path}")
-        for name, why in report["skipped"].items():
-            print(f"{name:<10} skipped: {why}")
-        for name, r in report["parity"].items():
-            if "error" in r:
-                print(f"parity {name}: FAILED: {r['error']}")
-            else:
-                print(f"parity {name}: max |maps - keras| = {r['max_abs_diff']:.2e}, max joint "
-                      f"shift {r['max_joint_diff_px']:.3f} px -> {'ok' if r['ok'] else 'FAILED'}")
-    if report["parity"] and not report["ok"]:
-        print("cpm-nb export: error: an export differs from the Keras model beyond the "
-              f"tolerance (maps {MAPS_ATOL:g}, joints {JOINTS_ATOL_PX:g} px); nothing was "
-              f"written to {args.out}", file=sys.stderr)
-        return 1
-    return 0
-
-
-EXPORT = Command(
-    name="export",
-    help="export a trained model as a TensorFlow SavedModel and/or TFLite, with a parity check",
-    add_arguments=_arguments,
-    run=_run,
-    description="""\
-Export a trained CPM for deployment. The native model.keras + cpm_config.json
-of a run folder is all `cpm-nb predict` needs; this adds a TensorFlow
-SavedModel (DIR/saved_model, endpoint `serve`) and a float32 TFLite file
-(DIR/model.tflite), copies cpm_config.json, and checks that both give the
-Keras model's belief maps (max abs difference <= 1e-4) and joints (<= 0.05 px)
-on random images. Inputs are raw RGB 0..255 [B, S, S, 3]; the outputs are the
-per-stage belief maps, stage 1 first. The export is built in a staging folder
-and moved into DIR only when it passed the check (exit status 1 otherwise, with
-DIR as it was).
-
-examples:
-  cpm-nb export --model runs/cpu-3st-synthetic-<hash> --out exported/
-  cpm-nb export --model model.keras --out exported/ --format tflite --json
-""",
-)
