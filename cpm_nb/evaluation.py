@@ -48,6 +48,10 @@ class ValidationPredictions:
     headboxes: np.ndarray = field(repr=False, default=None)  # [N, 2, 2]
     n_others: np.ndarray = field(repr=False, default=None)  # [N]
     scale: np.ndarray = field(repr=False, default=None)  # [N] MPII person scale
+    # The other people of the same image whose annotated joints fall inside this
+    # person's crop (distractors): their joints, original px, NaN = none / not annotated,
+    # [N, K, 16, 2].  None when the split's annotations are not found next to the records.
+    others: np.ndarray = field(repr=False, default=None)
 
     @property
     def n(self) -> int:
@@ -64,6 +68,14 @@ class ValidationPredictions:
     @property
     def final(self) -> np.ndarray:
         return self.pred[-1]
+
+    @property
+    def distracted(self) -> np.ndarray:
+        """[N] True when another person has a joint inside this person's crop (falls back
+        to "another person in the image" when the annotations were not found)."""
+        if self.others is None:
+            return self.n_others > 0
+        return np.isfinite(self.others).all(-1).any((1, 2))
 
 
 def predict_fn(model):
@@ -93,7 +105,8 @@ def collect(model, folder, split: str = "val", batch_size: int = 32,
     data.check_data(folder, cfg)
     predict = predict_fn(model)
     keep: dict[str, list] = {k: [] for k in ("images", "pred_crop", "conf", "maps", "gt",
-                                             "gt_crop", "vis", "boxes", "others", "scale")}
+                                             "gt_crop", "vis", "boxes", "others", "scale",
+                                             "name", "person", "matrix")}
     stage_preds: list[list] = [[] for _ in range(cfg.stages)]
     seen = 0
     for images, joints, vis, meta in data.evaluation_batches(folder, split, batch_size,
@@ -117,6 +130,9 @@ def collect(model, folder, split: str = "val", batch_size: int = 32,
         keep["boxes"].append(np.asarray(meta["head_box"]).reshape(-1, 2, 2).astype(np.float64))
         keep["others"].append(meta["n_others"])
         keep["scale"].append(meta["scale"])
+        keep["name"].append(np.asarray(meta["image_name"]))
+        keep["person"].append(np.asarray(meta["person_index"]))
+        keep["matrix"].append(np.asarray(meta["crop_matrix"]))
         seen += len(images)
         if max_examples and seen >= max_examples:
             break
@@ -125,7 +141,81 @@ def collect(model, folder, split: str = "val", batch_size: int = 32,
         images=cat["images"], pred=[np.concatenate(p) for p in stage_preds],
         pred_crop=cat["pred_crop"], confidence=cat["conf"], maps=cat["maps"], gt=cat["gt"],
         gt_crop=cat["gt_crop"], visibility=cat["vis"], headboxes=cat["boxes"],
-        n_others=cat["others"], scale=cat["scale"])
+        n_others=cat["others"], scale=cat["scale"],
+        others=crop_distractors(folder, split, cat["name"], cat["person"], cat["matrix"],
+                                cfg.input_size))
+
+
+def crop_distractors(folder, split, names, person_index, matrices, input_size: int):
+    """The joints (original px) of the other people of each crop's image that have at
+    least one annotated joint inside that crop, ``[N, K, 16, 2]`` (NaN padded), from the
+    annotations ``{split}.json`` next to the records folder; None when there is none."""
+    from pathlib import Path
+
+    from cpm_nb import mpii
+
+    path = Path(folder).parent / f"{split}.json"
+    if names is None or not path.is_file():
+        return None
+    by_image: dict = {}
+    for p in mpii.read_json(path):
+        by_image.setdefault(str(p.image), []).append(p)
+    found = []
+    for name, index, m in zip(names, person_index, matrices):
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        mine = []
+        for other in by_image.get(name, []):
+            if other.person_index == int(index):
+                continue
+            ok = ~np.asarray(other.missing, bool)
+            xy = np.c_[other.joints, np.ones(16)] @ np.asarray(m, float).T
+            inside = ok & ((xy[:, :2] >= 0) & (xy[:, :2] <= input_size - 1)).all(1)
+            if inside.any():
+                mine.append(np.where(ok[:, None], other.joints, np.nan))
+        found.append(mine)
+    k = max([len(f) for f in found] + [1])
+    out = np.full((len(found), k, 16, 2), np.nan)
+    for i, mine in enumerate(found):
+        if mine:
+            out[i, :len(mine)] = mine
+    return out
+
+
+def on_other_person(vp: ValidationPredictions, stage: int = -1,
+                    threshold: float = 0.5) -> np.ndarray:
+    """[N, 16] True where the prediction is wrong for the person but within ``threshold``
+    head sizes of the same joint of a distractor in the crop (it followed the other one)."""
+    pred = vp.pred[stage]
+    d_own = metrics.pckh_distances(pred, vp.gt, vp.headboxes, vp.valid)
+    hit = np.zeros(vp.valid.shape, bool)
+    if vp.others is None:
+        return hit
+    head = metrics.head_sizes(vp.headboxes)[:, None]
+    for k in range(vp.others.shape[1]):
+        d = np.linalg.norm(pred - vp.others[:, k], axis=-1) / head
+        with np.errstate(invalid="ignore"):
+            hit |= d <= threshold
+    with np.errstate(invalid="ignore"):
+        wrong = ~(d_own <= threshold)
+    return hit & wrong & vp.valid
+
+
+def left_right_swaps(vp: ValidationPredictions, stage: int = -1,
+                     threshold: float = 0.5) -> np.ndarray:
+    """[N, 16] True where a left or right joint is wrong but within ``threshold`` head
+    sizes of the person's *other* side's joint (left and right confused)."""
+    pred = vp.pred[stage]
+    flip = np.asarray(skeleton.flip_permutation())
+    mirrored_gt = vp.gt[:, flip]
+    ok_mirror = vp.valid & vp.valid[:, flip] & (flip != np.arange(16))[None]
+    d_own = metrics.pckh_distances(pred, vp.gt, vp.headboxes, vp.valid)
+    d_other = metrics.pckh_distances(pred, mirrored_gt, vp.headboxes, ok_mirror)
+    with np.errstate(invalid="ignore"):
+        return ok_mirror & ~(d_own <= threshold) & (d_other <= threshold)
+
+
+def _share(mask: np.ndarray, of: np.ndarray) -> float | None:
+    return None if not of.any() else float(100.0 * mask[of].mean())
 
 
 def _num(v):
@@ -149,16 +239,57 @@ def summarize(vp: ValidationPredictions, split: str = "val") -> dict:
     out["article_25px"] = _num(metrics.fixed_radius(vp.final, gt, valid,
                                                     metrics.ARTICLE_RADIUS).total)
     out["per_stage"] = [_pckh_mean(p, gt, boxes, valid) for p in vp.pred]
-    distract = (vp.n_others > 0)[:, None]
-    subsets = {"occluded_joints": valid & (vis == 1), "visible_joints": valid & (vis == 2),
-               "with_distractors": valid & distract, "alone": valid & ~distract}
+    subsets = hard_subsets(vp)
     out["hard"] = {k: _pckh_mean(vp.final, gt, boxes, m) for k, m in subsets.items()}
     out["hard_counts"] = {k: int(m.sum()) for k, m in subsets.items()}
     out["hard_per_stage"] = {k: [_pckh_mean(p, gt, boxes, subsets[k]) for p in vp.pred]
-                             for k in ("occluded_joints", "with_distractors")}
+                             for k in ("occluded_joints", "with_distractors", "limbs_crossed")}
+    distracted = valid & vp.distracted[:, None]
+    lr = valid & (skeleton_side() != 0)[None]
+    out["errors_per_stage"] = {
+        "on_other_person": [_share(on_other_person(vp, s), distracted)
+                            for s in range(vp.stages)],
+        "left_right_swapped": [_share(left_right_swaps(vp, s), lr) for s in range(vp.stages)]}
+    out["distractor_definition"] = ("another person with a joint inside the crop"
+                                    if vp.others is not None else "another person in the image")
     out["n_examples"] = int(vp.n)
     out["split"] = split
     return out
+
+
+def skeleton_side() -> np.ndarray:
+    """[16] -1 for right joints, +1 for left joints, 0 for the middle ones."""
+    return np.array([-1 if n.startswith("r_") else 1 if n.startswith("l_") else 0
+                     for n in skeleton.JOINT_NAMES])
+
+
+def limbs_crossed(gt: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """[N] True when a person's left and right wrists, elbows, knees or ankles are on the
+    'wrong' side of each other in the image (x order opposite to the shoulders' or
+    hips'): limbs crossing in front of the body, where left and right are ambiguous."""
+    J = skeleton.JOINT
+    crossed = np.zeros(len(gt), bool)
+    for root, tips in (("shoulder", ("elbow", "wrist")), ("hip", ("knee", "ankle"))):
+        r, l_ = J[f"r_{root}"], J[f"l_{root}"]
+        ok_root = valid[:, r] & valid[:, l_]
+        side = np.sign(gt[:, l_, 0] - gt[:, r, 0])
+        for tip in tips:
+            a, b = J[f"r_{tip}"], J[f"l_{tip}"]
+            ok = ok_root & valid[:, a] & valid[:, b]
+            crossed |= ok & (np.sign(gt[:, b, 0] - gt[:, a, 0]) == -side) & (side != 0)
+    return crossed
+
+
+def hard_subsets(vp: ValidationPredictions) -> dict[str, np.ndarray]:
+    """[N, 16] joint masks of the cases where context decides: occluded joints (and
+    visible ones), people with a distractor in the crop (and without), people whose
+    limbs cross (left/right ambiguous)."""
+    valid, vis = vp.valid, vp.visibility
+    distract = vp.distracted[:, None]
+    crossed = limbs_crossed(vp.gt, valid)[:, None]
+    return {"occluded_joints": valid & (vis == 1), "visible_joints": valid & (vis == 2),
+            "with_distractors": valid & distract, "alone": valid & ~distract,
+            "limbs_crossed": valid & crossed}
 
 
 def evaluate(model, folder, split: str = "val", batch_size: int = 32,
@@ -225,10 +356,12 @@ def pckh_of(vp: ValidationPredictions, mask: np.ndarray, stage: int = -1) -> flo
 
 
 def per_stage(vp: ValidationPredictions) -> dict:
-    """PCKh@0.5 after each stage: all joints, occluded joints, people with distractors."""
-    distract = (vp.n_others > 0)[:, None] & vp.valid
-    subsets = {"all joints": vp.valid, "occluded joints": vp.visibility == 1,
-               "with distractors": distract}
+    """PCKh@0.5 after each stage: all joints, occluded joints, people with a distractor
+    in the crop, people with crossed limbs."""
+    hard = hard_subsets(vp)
+    subsets = {"all joints": vp.valid, "occluded joints": hard["occluded_joints"],
+               "distractor in crop": hard["with_distractors"],
+               "limbs crossed": hard["limbs_crossed"]}
     return {name: [pckh_of(vp, mask, s) for s in range(vp.stages)]
             for name, mask in subsets.items()}
 
@@ -250,11 +383,18 @@ def by_occlusion(vp: ValidationPredictions) -> dict:
 
 
 def by_distractors(vp: ValidationPredictions) -> dict:
-    """PCKh@0.5 by the number of other people in the image (0, 1, 2+), with people counts."""
+    """PCKh@0.5 of people alone in their crop, with another person's joints in the
+    crop, and with other people only elsewhere in the image; with people counts, and the
+    share of predicted joints that landed on the other person."""
+    inside = vp.distracted
     out = {}
-    for name, sel in (("alone", vp.n_others == 0), ("1 other person", vp.n_others == 1),
-                      ("2+ other people", vp.n_others >= 2)):
+    for name, sel in (("alone in the crop", ~inside & (vp.n_others == 0)),
+                      ("others in the image, not in the crop", ~inside & (vp.n_others > 0)),
+                      ("another person in the crop", inside)):
         out[name] = (pckh_of(vp, sel[:, None] & vp.valid), int(sel.sum()))
+    mask = inside[:, None] & vp.valid
+    out["joints on the other person (%)"] = (_share(on_other_person(vp), mask) or 0.0,
+                                             int(mask.sum()))
     return out
 
 
@@ -278,7 +418,7 @@ def best_and_worst(vp: ValidationPredictions, k: int = 4) -> tuple[np.ndarray, n
 def hardest(vp: ValidationPredictions, k: int = 3) -> np.ndarray:
     """``k`` hard people: the most occluded joints, then the most other people."""
     n_occ = (vp.visibility == 1).sum(1)
-    return np.lexsort((-vp.n_others, -n_occ))[:k]
+    return np.lexsort((-vp.distracted.astype(int), -n_occ))[:k]
 
 
 def show_people(vp: ValidationPredictions, idx, axes, show_truth: bool = True) -> None:

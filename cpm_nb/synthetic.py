@@ -53,16 +53,23 @@ import numpy as np
 
 from cpm_nb import files, mpii, skeleton
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: people, poses and truncation closer to MPII (pose_stats)
 DATA_ENV = "CPM_NB_DATA"  # see cpm_nb.paths
 IMAGE_ASPECT = (2.25, 1.75)  # image width, height in units of input_size
-PEOPLE_PROBS = (0.4, 0.35, 0.25)  # 1, 2 or 3 people in an image
+PEOPLE_PROBS = (0.7, 0.22, 0.08)  # 1, 2 or 3 people in an image
 OCCLUDER_PROB = 0.35
 JPEG_QUALITY = 90
 HEAD_DIAGONALS_PER_SCALE = 4.8  # 200 * scale = 4.8 head-box diagonals (MPII)
 SPLITS = {"train": 0, "val": 1}
-ACTIVITIES = ("standing", "walking", "arms up", "reaching", "crouching", "kicking", "dancing")
-ACTIVITY_PROBS = (0.2, 0.2, 0.15, 0.15, 0.1, 0.1, 0.1)
+ACTIVITIES = ("standing", "walking", "arms up", "reaching", "crouching", "kicking", "dancing",
+              "sitting", "bending")
+ACTIVITY_PROBS = (0.17, 0.17, 0.07, 0.15, 0.1, 0.08, 0.1, 0.1, 0.06)
+# MPII draws head boxes loosely around the head; a box this much larger than the drawn
+# head gives synthetic limbs MPII's lengths in units of 200 * scale (see pose_stats).
+HEAD_BOX_MARGIN = 1.17
+# Share of people whose legs leave the image at the bottom (MPII: ankles are not
+# annotated for 28 % of the validation people, knees for 16 %).
+LEGS_CUT_PROB = 0.28
 
 J = skeleton.JOINT
 
@@ -97,10 +104,10 @@ def _pose_angles(rng: np.random.Generator, activity: str) -> dict:
     """
     u = rng.uniform
     a = {
-        "torso": u(-12, 12), "neck": u(-15, 15),
-        "r_upper_arm": u(10, 40), "l_upper_arm": u(10, 40),
-        "r_elbow": u(-5, 40), "l_elbow": u(-5, 40),
-        "r_thigh": u(0, 12), "l_thigh": u(0, 12), "r_knee": u(-8, 8), "l_knee": u(-8, 8),
+        "torso": u(-20, 20), "neck": u(-15, 15),
+        "r_upper_arm": u(5, 45), "l_upper_arm": u(5, 45),
+        "r_elbow": u(-30, 120), "l_elbow": u(-30, 120),
+        "r_thigh": u(0, 15), "l_thigh": u(0, 15), "r_knee": u(-25, 8), "l_knee": u(-25, 8),
     }
     if activity == "walking":
         swing = u(10, 30)
@@ -125,28 +132,37 @@ def _pose_angles(rng: np.random.Generator, activity: str) -> dict:
         a.update(r_upper_arm=u(30, 100), l_upper_arm=u(30, 100), torso=u(-20, 20))
     elif activity == "dancing":
         for side in "rl":
-            a[f"{side}_upper_arm"] = u(-20, 170)
+            a[f"{side}_upper_arm"] = u(-20, 120)
             a[f"{side}_elbow"] = u(-60, 120)
             a[f"{side}_thigh"] = u(-10, 45)
             a[f"{side}_knee"] = u(-60, 20)
         a["torso"] = u(-25, 25)
+    elif activity == "sitting":  # thighs towards the camera's side, shins down
+        for side in "rl":
+            a[f"{side}_thigh"] = u(55, 100)
+            a[f"{side}_knee"] = -u(45, 100)
+    elif activity == "bending":
+        a["torso"] = u(25, 75) * (1 if rng.random() < 0.5 else -1)
     return a
 
 
 def make_skeleton(rng: np.random.Generator, height: float, activity: str) -> dict:
     """Joints (16, 2, pelvis at the origin, image axes) and drawing sizes of one figure."""
-    var = lambda: rng.uniform(0.88, 1.12)  # noqa: E731
+    var = lambda: rng.uniform(0.82, 1.18)  # noqa: E731
     L = {
         "head": 0.15 * var(), "neck": 0.05 * var(), "torso": 0.30 * var(),
-        "hip_w": 0.085 * var(), "shoulder_w": 0.11 * var(),
+        "hip_w": 0.075 * var(), "shoulder_w": 0.13 * var(),
         "upper_arm": 0.17 * var(), "forearm": 0.15 * var(),
         "thigh": 0.24 * var(), "shin": 0.24 * var(),
     }
     L = {k: v * height for k, v in L.items()}
+    turn = rng.uniform(0.35, 1.0)  # turned away from the camera: narrower shoulders, hips
+    L["hip_w"] *= turn
+    L["shoulder_w"] *= turn
     # Foreshortening (a limb pointing towards the camera looks shorter), sometimes.
     for k in ("upper_arm", "forearm", "thigh", "shin"):
-        if rng.random() < 0.15:
-            L[k] *= rng.uniform(0.6, 0.9)
+        if rng.random() < 0.3:
+            L[k] *= rng.uniform(0.5, 0.9)
     a = _pose_angles(rng, activity)
     up = -_unit(a["torso"])  # the torso points up
     side = np.array([-up[1], up[0]])  # towards image +x when upright
@@ -290,6 +306,7 @@ def _head_box(fig) -> np.ndarray:
     a, b = fig["head_len"] / 2, fig["widths"]["head_w"]
     ex = math.hypot(a * math.cos(phi), b * math.sin(phi))
     ey = math.hypot(a * math.sin(phi), b * math.cos(phi))
+    ex, ey = ex * HEAD_BOX_MARGIN, ey * HEAD_BOX_MARGIN
     c = (j[J["head_top"]] + j[J["upper_neck"]]) / 2
     return np.array([c[0] - ex, c[1] - ey, c[0] + ex, c[1] + ey])
 
@@ -312,12 +329,17 @@ def render_image(rng: np.random.Generator, input_size: int, size=None):
         fig = make_skeleton(rng, h, activity)
         j = fig["joints"]
         lo, hi = j.min(0), j.max(0)
-        # the first person fits the image; others may be cut by the border
+        # the first person fits the image (but for legs cut at the bottom, as in MPII's
+        # upper-body shots); others may be cut by any border
         slack = 0.0 if k == 0 else 0.15 * h
         margin = 0.06 * h
         xmin, xmax = margin - lo[0] - slack, width - margin - hi[0] + slack
         ymin, ymax = margin - lo[1] - slack, height - margin - hi[1] + slack
         off = np.array([rng.uniform(xmin, max(xmin, xmax)), rng.uniform(ymin, max(ymin, ymax))])
+        if rng.random() < LEGS_CUT_PROB:  # the image ends between the hips and the feet
+            hip_y = j[[J["r_hip"], J["l_hip"]], 1].max()
+            cut = hip_y + rng.uniform(0.1, 0.95) * (hi[1] - hip_y)
+            off[1] = max(height - 1 - cut, margin - lo[1])
         fig.update(pix=j + off, activity=activity, id=k + 1,
                    colors={"shirt": _color(rng), "pants": _color(rng, 0, 200),
                            "skin": _color(rng, 60, 255), "shoes": _color(rng, 0, 120)})
