@@ -84,7 +84,9 @@ def data_dir(cfg: TrainConfig) -> Path:
 
     base = _config.PROFILES.get(cfg.profile, _config.PROFILES["cpu"])
     # the data's seed is the profile's: runs with other training seeds see the same people
-    profile = base.replace(input_size=cfg.input_size, n_train=cfg.n_train, n_val=cfg.n_val)
+    # a run of its own profile name (e.g. the stage experiment) gets its own data folder
+    profile = base.replace(name=cfg.profile, input_size=cfg.input_size, n_train=cfg.n_train,
+                           n_val=cfg.n_val)
     folder, _ = pipeline.prepare_synthetic(profile)
     return folder
 
