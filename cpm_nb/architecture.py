@@ -126,7 +126,7 @@ NAMED_CONFIGS: dict[str, CPMConfig] = {
     # each later stage adds 5 x 2 x 8 = 80 px = 0.63 crops (paper: 7x7 convolutions,
     # 240/368 = 0.65).  Same structure and layer names, a shallower trunk and 3x3 stages.
     "stage-experiment": CPMConfig(name="stage-experiment", input_size=128, stages=6,
-                                  width=0.5, trunk=(1, 1, 2, 2), stage_kernel=3),
+                                  width=0.25, trunk=(1, 1, 2, 2), stage_kernel=3),
 }
 
 
