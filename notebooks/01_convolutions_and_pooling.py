@@ -35,10 +35,18 @@
 # NBVAL_IGNORE_OUTPUT
 import subprocess
 import sys
+from importlib import metadata
 
-if "google.colab" in sys.modules:  # on Colab: install the course package first
+CPM_NB_REF = "v0.1.0"  # the cpm-nb release (git tag) this course runs on: its one pin
+if "google.colab" in sys.modules and CPM_NB_REF[1:] not in {  # Colab: once per runtime
+        d.version for d in metadata.distributions(name="cpm-nb")}:
+    old = {(d.name, d.version) for d in metadata.distributions()}
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "cpm-nb @ git+https://github.com/cpm-nb/cpm-nb"], check=True)
+                    f"cpm-nb @ git+https://github.com/cpm-nb/cpm-nb@{CPM_NB_REF}"], check=True)
+    new = {(d.name, d.version) for d in metadata.distributions()} - old
+    replaced = sorted(name for name, _ in new if name in dict(old))  # preinstalled ones
+    print(f"restart the runtime (Runtime > Restart session): pip replaced {replaced}"
+          if replaced else f"installed cpm-nb {CPM_NB_REF}; no restart needed")
 
 import cpm_nb
 
@@ -47,22 +55,27 @@ profile = cpm_nb.setup(seed=0)
 # %% [markdown]
 # ## 1. A photograph to work on
 #
-# Matplotlib ships a few sample files, among them a portrait photograph of Grace Hopper. We load
-# it in grayscale, scaled to a side that the active profile sets (small in CI, larger on a laptop),
-# so nothing is downloaded. Pixel values are floats in [0, 1].
+# Matplotlib ships a few sample files, among them a portrait photograph of Grace Hopper (600 x 512
+# px). We load it in grayscale and shrink it, keeping its aspect ratio, to a height that the active
+# profile sets (small in CI, larger on a laptop); nothing is downloaded. Pixel values are floats
+# in [0, 1].
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
+from PIL import Image
 
 from cpm_nb import convolution as C
 from cpm_nb.viz import save_figure
 
-side = 2 * profile.input_size
-photo = C.sample_photo(side)
-fig, ax = plt.subplots(figsize=(3.5, 3.5))
-ax.imshow(photo, cmap="gray", vmin=0, vmax=1)
-ax.set(title=f"Input photo ({side} x {side} px)", xlabel="x (px)", ylabel="y (px)")
+full = C.sample_photo()  # (600, 512), as shipped
+height = 2 * profile.input_size
+width = round(height * full.shape[1] / full.shape[0])  # same aspect ratio
+photo = np.asarray(Image.fromarray(full).resize((width, height), Image.BILINEAR))
+fig, ax = plt.subplots(figsize=(3.6, 3.6 * height / width), layout="constrained")
+im = ax.imshow(photo, cmap="gray", vmin=0, vmax=1, aspect="equal")
+ax.set(title=f"Input photo ({width} wide, {height} high)", xlabel="x (px)", ylabel="y (px)")
+fig.colorbar(im, ax=ax, fraction=0.05, label="intensity (0 black, 1 white)")
 save_figure(fig, "01_photo")
 plt.show()
 
@@ -75,17 +88,50 @@ plt.show()
 # $$ y[i, j, o] = \sum_{u=0}^{k-1} \sum_{v=0}^{k-1} \sum_{c} x[i s + u,\ j s + v,\ c]\; K[u, v, c, o] $$
 #
 # where $s$ is the stride. (Deep-learning libraries do not flip the kernel, so strictly this is a
-# cross-correlation.) `cpm_nb.convolution.conv2d` is exactly this formula as two Python loops;
-# we check it against TensorFlow's `tf.nn.conv2d` and a Keras `Conv2D` layer holding the same weights.
+# cross-correlation.) Written out, it is two loops over the output pixels and one over the output
+# channels; the sum over $u$, $v$ and $c$ is one `np.sum` of the patch times the kernel:
+
+# %%
+def conv2d_by_hand(x, K, stride=1):
+    """x (H, W, C_in), K (k, k, C_in, C_out) -> (H_out, W_out, C_out); no padding, no flip."""
+    k = K.shape[0]
+    h_out = (x.shape[0] - k) // stride + 1
+    w_out = (x.shape[1] - k) // stride + 1
+    y = np.zeros((h_out, w_out, K.shape[3]))
+    for i in range(h_out):
+        for j in range(w_out):
+            patch = x[i * stride:i * stride + k, j * stride:j * stride + k]  # (k, k, C_in)
+            for o in range(K.shape[3]):
+                y[i, j, o] = np.sum(patch * K[:, :, :, o])
+    return y
+
+
+# %% [markdown]
+# TensorFlow's `padding="same"` adds zeros around the image first (`C.same_padding` says how many
+# on each side, more at the bottom and right when the total is odd) so that the output has
+# $\lceil n / s \rceil$ pixels. The package's `cpm_nb.convolution.conv2d`, used in the rest of
+# the course, does the same; the asserts make this notebook fail if the two ever differ.
+
+# %%
+rng = np.random.default_rng(0)
+x = photo[:, :, None]                                   # (H, W, 1)
+kernels = rng.normal(size=(3, 3, 1, 4)).astype("float32")
+(top, bottom), (left, right) = (C.same_padding(n, 3, 2) for n in x.shape[:2])
+x_padded = np.pad(x, ((top, bottom), (left, right), (0, 0)))
+ours = conv2d_by_hand(x_padded, kernels, stride=2)
+np.testing.assert_allclose(ours, C.conv2d(x, kernels, stride=2, padding="same"), atol=1e-6)
+np.testing.assert_allclose(conv2d_by_hand(x, kernels[..., :1]), C.conv2d(x, kernels[..., :1]),
+                           atol=1e-6)
+print("conv2d_by_hand == cpm_nb.convolution.conv2d ('same' stride 2, 'valid' stride 1)")
+
+# %% [markdown]
+# Now the same against TensorFlow's `tf.nn.conv2d` and a Keras `Conv2D` layer holding the same
+# weights:
 
 # %%
 import keras
 import tensorflow as tf
 
-rng = np.random.default_rng(0)
-x = photo[:, :, None]                                   # (H, W, 1)
-kernels = rng.normal(size=(3, 3, 1, 4)).astype("float32")
-ours = C.conv2d(x, kernels, stride=2, padding="same")
 theirs = tf.nn.conv2d(x[None], kernels, strides=2, padding="SAME")[0].numpy()
 layer = keras.layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False)
 layer.build((None, None, None, 1))
@@ -125,16 +171,18 @@ for n, k, s, padding in [(7, 3, 1, "valid"), (7, 3, 2, "valid"), (8, 3, 2, "vali
 # %%
 named = {"Sobel x": C.SOBEL_X, "Sobel y": C.SOBEL_Y, "box blur": C.BOX_BLUR}
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.6), layout="constrained")
-axes[0].imshow(photo, cmap="gray")
+axes[0].imshow(photo, cmap="gray", vmin=0, vmax=1)
 axes[0].set_title("input")
 for ax, (name, k) in zip(axes[1:], named.items()):
     response = C.conv2d(x, k[:, :, None, None])[:, :, 0]
-    im = ax.imshow(response, cmap="gray" if name == "box blur" else "RdBu_r")
+    m = np.abs(response).max()  # a diverging map centred on zero: white = no response
+    im = (ax.imshow(response, cmap="gray", vmin=0, vmax=1) if name == "box blur"
+          else ax.imshow(response, cmap="RdBu_r", vmin=-m, vmax=m))
     ax.set_title(f"{name} response")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="response (intensity units)")
 for ax in axes:
     ax.set(xlabel="x (px)", ylabel="y (px)")
-fig.suptitle("Feature maps of hand-set 3x3 kernels (intensity units)")
+fig.suptitle("Feature maps of hand-set 3x3 kernels (red positive, blue negative)")
 save_figure(fig, "01_hand_kernels")
 plt.show()
 
@@ -145,31 +193,78 @@ plt.show()
 # single 3x3 `Conv2D` with random initial weights and train it, by gradient descent on the squared
 # error, to reproduce the Sobel-x response of the photo. The loss is a quadratic function of the
 # nine weights, with its minimum exactly at the Sobel kernel, so training should recover it.
+#
+# The whole experiment is the function below. One line matters more than it looks: the photo is
+# **standardised** (zero mean, unit variance) before training. Neighbouring pixels of a photo are
+# almost equal, so the nine inputs of every 3x3 patch are strongly correlated and the squared error
+# is a long, narrow valley in weight space; removing the mean flattens its steepest direction.
+# Adam with a learning rate that decays along a cosine then walks the valley to its bottom.
+
+# %%
+def learn_kernel_by_hand(image, target, steps=2000, learning_rate=0.1, epochs=40,
+                         standardise=True):
+    x = (image - image.mean()) / image.std() if standardise else image
+    x = x.astype("float32")[None, :, :, None]                  # a batch of one (1, H, W, 1)
+    y = tf.nn.conv2d(x, target[:, :, None, None], 1, "VALID")  # what the target kernel gives
+    net = keras.Sequential([keras.Input((None, None, 1)),
+                            keras.layers.Conv2D(1, 3, use_bias=False, name="learned")])
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
+    net.compile(keras.optimizers.Adam(schedule), "mse")
+    data = tf.data.Dataset.from_tensors((x, y)).repeat(steps // epochs)
+    history = net.fit(data, epochs=epochs, verbose=0, shuffle=False)
+    return net.get_layer("learned").kernel.numpy()[:, :, 0, 0], np.array(history.history["loss"])
+
+
+# %% [markdown]
+# We train it from a seeded random start, then check that the package's `C.learn_kernel` (which the
+# tests and notebook 04 use) is the same computation: from the same seed it must learn the same
+# kernel through the same losses.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-learned, losses = C.learn_kernel(photo, C.SOBEL_X, steps=2000, learning_rate=0.1)
+keras.utils.set_random_seed(0)
+learned, losses = learn_kernel_by_hand(photo, C.SOBEL_X)
+keras.utils.set_random_seed(0)
+package_kernel, package_losses = C.learn_kernel(photo, C.SOBEL_X)
+np.testing.assert_allclose(learned, package_kernel, atol=1e-5)
+np.testing.assert_allclose(losses, package_losses, rtol=1e-4, atol=1e-12)
 error = np.abs(learned - C.SOBEL_X).max()
 np.set_printoptions(precision=4, suppress=True)
 print("learned kernel:\n", learned)
-print("Sobel x:\n", C.SOBEL_X)
-print(f"max |learned - Sobel| = {error:.2e}")
+print(f"max |learned - Sobel x| = {error:.2e}  (== C.learn_kernel from the same seed)")
 
 # %% [markdown]
-# The learned weights match the Sobel kernel to within a thousandth (the `assert` below makes the
-# notebook fail if they do not). The loss falls by orders of magnitude over the epochs.
+# What does the standardisation buy? The same training on the raw photo (values in [0, 1]):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+keras.utils.set_random_seed(0)
+raw_kernel, raw_losses = learn_kernel_by_hand(photo, C.SOBEL_X, standardise=False)
+raw_error = np.abs(raw_kernel - C.SOBEL_X).max()
+print(f"max |learned - Sobel x|: standardised {error:.1e}, raw photo {raw_error:.1e} "
+      f"({raw_error / error:.0f} x farther after the same {len(losses) * 50} steps)")
+
+# %% [markdown]
+# Both end close to Sobel on this photo; the standardised run ends far closer, and its loss falls
+# by more orders of magnitude (right panel, each run relative to its first epoch). The `assert`
+# below makes the notebook fail if the learned weights are not within a thousandth of Sobel.
 
 # %%
 assert error < 1e-3, f"learned kernel is {error:.3g} away from Sobel"
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), layout="constrained")
+fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.6), layout="constrained")
 for ax, (title, k) in zip(axes, [("learned", learned), ("Sobel x", C.SOBEL_X)]):
-    ax.imshow(k, cmap="RdBu_r", vmin=-2, vmax=2)
-    for (i, j), v in np.ndenumerate(k):
-        ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=9)
+    im = ax.imshow(k, cmap="RdBu_r", vmin=-2, vmax=2)
+    for (i, j), v in np.ndenumerate(k):  # white text on the dark cells, black on the pale ones
+        ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=10,
+                color="white" if abs(v) > 1.2 else "black")
     ax.set(title=f"{title} kernel", xlabel="kernel column", ylabel="kernel row",
            xticks=range(3), yticks=range(3))
-axes[2].semilogy(np.arange(1, len(losses) + 1), losses)
-axes[2].set(title="training loss", xlabel="epoch (50 steps each)", ylabel="mean squared error")
+fig.colorbar(im, ax=axes[:2], fraction=0.04, label="weight")
+for run, curve in [("standardised input", losses), ("raw input", raw_losses)]:
+    axes[2].semilogy(np.arange(1, len(curve) + 1), curve / curve[0], label=run)
+axes[2].set(title="training loss", xlabel="epoch (50 steps each)",
+            ylabel="MSE / MSE of epoch 1")
+axes[2].legend()
 fig.suptitle(f"A 3x3 Conv2D trained to imitate Sobel x: max abs error {error:.1e}")
 save_figure(fig, "01_learned_kernel")
 plt.show()
@@ -179,16 +274,32 @@ plt.show()
 #
 # A 2x2 max-pool keeps the largest value of every 2x2 block and halves each side. On a feature map
 # it keeps *whether* a feature is present in a neighbourhood and forgets *exactly where*. CPM's
-# trunk uses three of them, so its belief maps are 8x smaller than the input.
+# trunk uses three of them, so its belief maps are 8x smaller than the input. As a loop:
 
 # %%
+def max_pool_by_hand(x, size=2):
+    """The largest value of every size x size block: (H, W, C) -> (H // size, W // size, C)."""
+    h, w = x.shape[0] // size, x.shape[1] // size
+    y = np.empty((h, w, x.shape[2]), x.dtype)
+    for i in range(h):
+        for j in range(w):
+            y[i, j] = x[i * size:(i + 1) * size, j * size:(j + 1) * size].max(axis=(0, 1))
+    return y
+
+
 edges = np.abs(C.conv2d(x, C.SOBEL_X[:, :, None, None]))
+for pool in (2, 4, 8):
+    np.testing.assert_array_equal(max_pool_by_hand(edges, pool), C.max_pool(edges, pool))
+print("max_pool_by_hand == cpm_nb.convolution.max_pool for 2x2, 4x4 and 8x8")
+
+# %%
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.6), layout="constrained")
 for ax, pool in zip(axes, (1, 2, 4, 8)):
-    pooled = edges if pool == 1 else C.max_pool(edges, pool)
-    ax.imshow(pooled[:, :, 0], cmap="magma")
+    pooled = edges if pool == 1 else max_pool_by_hand(edges, pool)
+    im = ax.imshow(pooled[:, :, 0], cmap="magma", vmin=0, vmax=edges.max())
     ax.set(title=f"pool {pool}x{pool}: {pooled.shape[0]}x{pooled.shape[1]}",
            xlabel="x (cells)", ylabel="y (cells)")
+fig.colorbar(im, ax=axes, fraction=0.02, label="|Sobel x| (intensity units)")
 fig.suptitle("|Sobel x| response after max pooling (the map shrinks, strong edges survive)")
 save_figure(fig, "01_max_pooling")
 plt.show()
@@ -293,11 +404,13 @@ KERNELS = {**named, "Laplacian": np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], "f
 def show_kernel(kernel="Sobel x", pool=2):
     response = C.conv2d(x, KERNELS[kernel][:, :, None, None])
     pooled = response if pool == 1 else C.max_pool(response, pool)
-    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.5), layout="constrained")
-    axes[0].imshow(response[:, :, 0], cmap="RdBu_r")
+    m = np.abs(response).max()  # one colour scale, centred on zero (white = 0)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.5), layout="constrained")
+    axes[0].imshow(response[:, :, 0], cmap="RdBu_r", vmin=-m, vmax=m)
     axes[0].set(title=f"{kernel} response", xlabel="x (px)", ylabel="y (px)")
-    axes[1].imshow(pooled[:, :, 0], cmap="RdBu_r")
+    im = axes[1].imshow(pooled[:, :, 0], cmap="RdBu_r", vmin=-m, vmax=m)
     axes[1].set(title=f"after {pool}x{pool} max pool", xlabel="x (cells)", ylabel="y (cells)")
+    fig.colorbar(im, ax=axes, fraction=0.04, label="response (intensity units)")
     plt.show()
 
 
@@ -307,10 +420,12 @@ _ = explore(show_kernel, kernel=Choice(tuple(KERNELS), static=("Laplacian", "sha
 # %% [markdown]
 # ## Summary
 #
-# * A convolution is a sliding weighted sum; our NumPy loop equals `tf.nn.conv2d` and `Conv2D`.
+# * A convolution is a sliding weighted sum; our ten-line NumPy loop equals the package's
+#   `conv2d`, `tf.nn.conv2d` and `Conv2D`.
 #   The output size follows $\lfloor (n + 2p - d(k-1) - 1)/s \rfloor + 1$.
 # * Hand-designed kernels detect edges or smooth; trained by gradient descent, a 3x3 `Conv2D`
-#   recovered the Sobel kernel from data alone.
+#   recovered the Sobel kernel from data alone; standardising the input made it converge much
+#   closer.
 # * Max pooling keeps strong responses, tolerates small shifts and cuts the cost of later layers
 #   by 4 per 2x2 pool.
 # * A `Dense` layer on feature maps is a 1x1 convolution: CPM's stage 1 classifies every pixel.
