@@ -70,7 +70,7 @@ class Command:
 COMMANDS = [
     "cpm_nb.commands.info:COMMAND",
     "cpm_nb.notebooks:NOTEBOOKS",
-    "cpm_nb.prepare:PREPARE",
+    "cpm_nb.commands.prepare:COMMAND",
     "cpm_nb.commands.evaluate_mpii:COMMAND",
     "cpm_nb.commands.model:COMMAND",
     "cpm_nb.commands.train:COMMAND",

@@ -1,19 +1,21 @@
-"""``cpm-nb prepare synthetic|mpii``: get the data and write the TFRecord shards.
+"""Getting the training data and writing its TFRecord shards (``cpm-nb prepare``).
 
-``prepare synthetic`` renders the embedded synthetic set for the active profile
-(seconds) and writes its shards.  ``prepare mpii --root DIR`` is for Colab/GPU
-users with internet: it downloads what is missing -- the annotation zip, the
-12.9 GB image archive (md5-verified) and Tompson et al.'s validation split --
-resumably (HTTP ``Range``), with a progress bar, extracts them safely (no member
-may land outside ``DIR``), reads the annotations, splits train/validation and
-writes the shards.  Both end with a summary: examples kept, skipped per reason.
+:func:`prepare_synthetic` renders the embedded synthetic set of a profile (seconds)
+and writes its shards.  :func:`prepare_mpii` is for Colab/GPU users with internet:
+into a root folder it downloads what is missing -- the annotation zip, the 12.9 GB
+image archive (md5-verified) and Tompson et al.'s validation split -- resumably
+(HTTP ``Range``, :func:`download`), with a progress bar, extracts them safely (no
+member may land outside the folder, :func:`extract`), reads the annotations, splits
+train/validation and writes the shards.  Both return a summary (examples kept,
+skipped per reason; :func:`format_summary`).  A failed download, an unsafe archive or
+missing data is a :class:`cpm_nb.errors.DataError`.  The command line is
+:mod:`cpm_nb.commands.prepare`.
 
 All download locations are in :data:`DOWNLOADS`.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import tarfile
@@ -22,26 +24,18 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpm_nb import files
-from cpm_nb.cli import (
-    CliError,
-    Command,
-    add_json_option,
-    int_in_range,
-    nonnegative_int,
-    positive_int,
-    print_json,
-)
+from cpm_nb.errors import DataError
 
 MPII_BASE_URL = "https://datasets.d2.mpi-inf.mpg.de/andriluka14cvpr/"
 
 
 @dataclass(frozen=True)
 class Download:
-    name: str  # file name under --root
+    name: str  # file name under the root folder
     url: str
     md5: str | None  # published checksum, when there is one
     what: str
@@ -62,11 +56,15 @@ SPLIT_FILE = "detections.mat"
 CHUNK = 1 << 20
 
 
-class DownloadError(CliError):
+class DownloadError(DataError):
     """A download that failed or does not match its checksum."""
 
 
-class UnsafeArchiveError(CliError):
+class NotDownloadedError(DataError):
+    """A file that is missing while downloading was not allowed."""
+
+
+class UnsafeArchiveError(DataError):
     """An archive member that would be written outside the target folder."""
 
 
@@ -218,7 +216,7 @@ def extract(archive, dest, progress: bool = False) -> Path:
                 else:  # pragma: no cover - Python without extraction filters
                     tf.extract(member, dest)
     else:
-        raise CliError(f"{archive}: neither a zip nor a tar archive (incomplete download?)")
+        raise DataError(f"{archive}: neither a zip nor a tar archive (incomplete download?)")
     marker.write_text("ok\n")
     return dest
 
@@ -247,7 +245,7 @@ def _check_tar_member(archive: Path, member: tarfile.TarInfo, root: Path, dest: 
                                  "refusing to extract")
 
 
-# --- the commands -----------------------------------------------------------------------
+# --- preparing the data -----------------------------------------------------------------
 
 
 def _find(root: Path, name: str) -> Path | None:
@@ -255,89 +253,110 @@ def _find(root: Path, name: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def _obtain(key: str, root: Path, args) -> Path:
-    """The downloaded file for ``key`` under ``root`` (downloading it unless --no-download)."""
+@dataclass(frozen=True)
+class MpiiSources:
+    """Where :func:`prepare_mpii` gets MPII: files already here (``None``: find them under
+    the root, else download them), and the download settings."""
+
+    annotations: Path | None = None  # an existing annotation .mat (or our JSON)
+    split_file: Path | None = None  # an existing detections.mat (the validation people)
+    images: Path | None = None  # an existing folder of MPII images
+    download: bool = True  # False: a missing file is a NotDownloadedError
+    urls: dict = field(default_factory=dict)  # DOWNLOADS key -> mirror URL
+    md5s: dict = field(default_factory=dict)  # DOWNLOADS key -> expected md5
+
+
+def _obtain(key: str, root: Path, sources: MpiiSources, progress: bool) -> Path:
+    """The downloaded file for ``key`` under ``root`` (downloaded when missing and allowed)."""
     d = DOWNLOADS[key]
-    url = getattr(args, f"{key}_url") or d.url
-    md5 = getattr(args, f"{key}_md5", None) or d.md5
+    url = sources.urls.get(key) or d.url
+    md5 = sources.md5s.get(key) or d.md5
     dest = root / d.name
-    if not dest.is_file() and args.no_download:
-        raise CliError(f"{dest} is missing and --no-download was given; download {d.what} "
-                       f"from {url}")
+    if not dest.is_file() and not sources.download:
+        raise NotDownloadedError(f"{dest} is missing and downloading is off; download "
+                                 f"{d.what} from {url}")
     if not dest.is_file():
         print(f"downloading {d.what} from {url}", flush=True)
-    return download(url, dest, md5, progress=not args.quiet)
+    return download(url, dest, md5, progress=progress)
 
 
-def prepare_mpii(args) -> dict:
-    from cpm_nb.config import get_profile
-
-    root = files.check_output_path(args.root, "dir", "--root")
-    out = files.check_output_path(args.out, "dir", "--out") if args.out else None
+def prepare_mpii(root, input_size: int, out=None, sources: MpiiSources = MpiiSources(),
+                 max_people: int | None = None, progress: bool = True) -> dict:
+    """Download (what is missing, unless ``sources.download`` is False), extract and
+    convert MPII under the folder ``root`` into TFRecords of ``input_size`` px crops in
+    ``out`` (default ``root/tfrecords-SIZE``); at most ``max_people`` per split.  One
+    process per root at a time.  Returns the summary (:func:`format_summary`)."""
+    root = Path(root).expanduser()
     root.mkdir(parents=True, exist_ok=True)
-    input_size = args.input_size or get_profile().input_size
-    with files.locked(root):  # one process per --root: downloads and shards
-        return _prepare_mpii(args, root, out, input_size)
+    with files.locked(root):  # one process per root: downloads and shards
+        return _prepare_mpii(root, input_size, Path(out) if out else None, sources,
+                             max_people, progress)
 
 
-def _prepare_mpii(args, root: Path, out: Path | None, input_size: int) -> dict:
-    from cpm_nb import mpii, pipeline
-
-    # annotations
-    ann = args.annotations or _find(root, ANNOTATION_FILE)
+def _mpii_files(root: Path, sources: MpiiSources, progress: bool) -> tuple[Path, Path, Path]:
+    """(annotation file, split file, image folder), downloaded and extracted as needed."""
+    ann = sources.annotations or _find(root, ANNOTATION_FILE)
     if ann is None:
-        extract(_obtain("annotations", root, args), root)
+        extract(_obtain("annotations", root, sources, progress), root)
         ann = _find(root, ANNOTATION_FILE)
         if ann is None:
-            raise CliError(f"{DOWNLOADS['annotations'].name} holds no {ANNOTATION_FILE}")
-    # validation split
-    split_file = args.split_file or _find(root, SPLIT_FILE)
+            raise DataError(f"{DOWNLOADS['annotations'].name} holds no {ANNOTATION_FILE}")
+    split_file = sources.split_file or _find(root, SPLIT_FILE)
     if split_file is None:
-        extract(_obtain("split", root, args), root / "tompson_split")
+        extract(_obtain("split", root, sources, progress), root / "tompson_split")
         split_file = _find(root / "tompson_split", SPLIT_FILE)
         if split_file is None:
-            raise CliError(f"{DOWNLOADS['split'].name} holds no {SPLIT_FILE}")
-    # images
-    image_dir = Path(args.images) if args.images else root / "images"
+            raise DataError(f"{DOWNLOADS['split'].name} holds no {SPLIT_FILE}")
+    image_dir = Path(sources.images) if sources.images else root / "images"
     archive = root / DOWNLOADS["images"].name
     extracted = (root / f".extracted-{archive.name}").is_file()
     # extract unless the images were given, or fully extracted before, or put there by hand
     # (an images/ folder without the archive); a partial extraction is redone
-    if not args.images and not extracted and (archive.is_file() or not image_dir.is_dir()):
-        extract(_obtain("images", root, args), root, progress=not args.quiet)
+    if not sources.images and not extracted and (archive.is_file() or not image_dir.is_dir()):
+        extract(_obtain("images", root, sources, progress), root, progress=progress)
     if not image_dir.is_dir():
-        raise CliError(f"no image folder {image_dir}" + ("" if args.images else
-                       f": {archive.name} did not unpack to it"))
+        raise DataError(f"no image folder {image_dir}" + ("" if sources.images else
+                        f": {archive.name} did not unpack to it"))
+    return Path(ann), Path(split_file), image_dir
+
+
+def _prepare_mpii(root: Path, input_size: int, out: Path | None, sources: MpiiSources,
+                  max_people: int | None, progress: bool) -> dict:
+    from cpm_nb import mpii, pipeline
+
+    ann, split_file, image_dir = _mpii_files(root, sources, progress)
     print(f"reading {ann}", flush=True)
     read_skipped = Counter()
     try:
         people = mpii.read_annotations(ann, read_skipped)
         validation = mpii.read_split(split_file)
-    except (FileNotFoundError, mpii.MpiiFormatError) as err:
-        raise CliError(str(err)) from None
+    except FileNotFoundError as err:
+        raise DataError(str(err)) from None
     train, val = mpii.split_train_val(people, validation)
-    if args.max_people is not None:
-        train, val = train[: args.max_people], val[: args.max_people]
+    if max_people is not None:
+        train, val = train[:max_people], val[:max_people]
     out = out or root / f"tfrecords-{input_size}"
     summaries = {}
     for split, group in (("train", train), ("val", val)):  # each split atomic
         summaries[split] = pipeline.write_tfrecords(group, image_dir, out, split, input_size,
-                                                    progress=not args.quiet)
+                                                    progress=progress)
     return {"source": "mpii", "annotations": str(ann), "split_file": str(split_file),
             "people_read": len(people), "read_skipped": dict(read_skipped),
             "validation_people": len(validation), "input_size": input_size,
             "out": str(out), "splits": summaries}
 
 
-def prepare_synthetic(args) -> dict:
+def prepare_synthetic(profile, seed: int | None = None, force: bool = False,
+                      progress: bool = True) -> dict:
+    """Render (or find and verify) the synthetic set of ``profile`` (a
+    :class:`cpm_nb.config.Profile`) with ``seed`` (default: the profile's) and write its
+    TFRecords; ``force`` renders again.  Returns the summary (:func:`format_summary`)."""
     from cpm_nb import pipeline
-    from cpm_nb.config import get_profile
 
-    profile = get_profile()
-    seed = profile.seed if args.seed is None else args.seed
+    seed = profile.seed if seed is None else seed
     start = time.perf_counter()
     out, summaries, info = pipeline.prepare_synthetic_set(
-        profile, seed, force=args.force, progress=not args.quiet, verify=True)
+        profile, seed, force=force, progress=progress, verify=True)
     data = info["data"]
     return {"source": "synthetic", "profile": profile.name, "seed": seed,
             "images": profile.n_train + profile.n_val,
@@ -371,97 +390,3 @@ def format_summary(result: dict) -> str:
         for what, n in sorted(s["fixed"].items()):
             lines.append(f"          fixed:   {what}: {n}")
     return "\n".join(lines)
-
-
-def _arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
-    syn = sub.add_parser("synthetic", help="render the synthetic set for the profile and "
-                         "write its TFRecords (seconds)",
-                         formatter_class=argparse.RawDescriptionHelpFormatter,
-                         description=SYNTHETIC_DESCRIPTION)
-    syn.add_argument("--seed", type=nonnegative_int, help="dataset seed, an integer >= 0 "
-                     "(default: the profile's)")
-    syn.add_argument("--force", action="store_true", help="re-render even when cached")
-    mp = sub.add_parser("mpii", help="download (when missing), extract and convert real MPII",
-                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                        description=MPII_DESCRIPTION)
-    mp.add_argument("--root", required=True, help="folder for the downloads, images/ and shards")
-    mp.add_argument("--input-size", type=int_in_range(16, 2048, multiple_of=8),
-                    help="crop side in px, 16 to 2048, a multiple of 8 (default: the "
-                    "profile's input_size)")
-    mp.add_argument("--out", help="TFRecord folder (default: ROOT/tfrecords-SIZE)")
-    mp.add_argument("--annotations", help=f"an existing {ANNOTATION_FILE} (skips its download)")
-    mp.add_argument("--images", help="an existing folder of MPII images (skips the 12.9 GB "
-                    "download)")
-    mp.add_argument("--split-file", help="an existing detections.mat defining the validation "
-                    "set (RELEASE_img_index, RELEASE_person_index)")
-    mp.add_argument("--no-download", action="store_true",
-                    help="fail instead of downloading a missing file")
-    mp.add_argument("--max-people", type=positive_int, metavar="N",
-                    help="convert at most N >= 1 people per split (a quick try)")
-    for key, d in DOWNLOADS.items():
-        mp.add_argument(f"--{key}-url", help=f"mirror of {d.name} (default: {d.url})")
-    mp.add_argument("--images-md5", help=f"expected md5 of the image archive "
-                    f"(default: {DOWNLOADS['images'].md5})")
-    for p in (syn, mp):
-        add_json_option(p, "the summary")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _run(args: argparse.Namespace) -> int:
-    result = prepare_synthetic(args) if args.source == "synthetic" else prepare_mpii(args)
-    if args.json != "-":
-        print(format_summary(result))
-    if args.json:
-        print_json(result, args.json)
-    return 0
-
-
-SYNTHETIC_DESCRIPTION = """\
-Render the embedded synthetic dataset for the active profile (profile.n_train +
-profile.n_val images of 1-3 articulated people, deterministic by seed) and write
-its TFRecords. Everything goes to data/synthetic/<profile>-seed<seed>/ of the
-cpm-nb checkout the package is installed from, else $CPM_NB_DATA/synthetic/...,
-else the user cache ($XDG_CACHE_HOME or ~/.cache, /cpm_nb/synthetic/...).  A second
-run finds it cached and verifies its shards (damaged ones are written again).
-Everything is written under temporary names and swapped in when complete; two
-processes preparing the same set at once wait for each other.
-
-examples:
-  cpm-nb prepare synthetic                       the active profile
-  cpm-nb prepare synthetic --profile cpu --json  3,300 images in ~20 s, summary as JSON
-  cpm-nb prepare synthetic --seed 1 --force      another sample, re-rendered
-"""
-
-MPII_DESCRIPTION = """\
-Download (when missing), extract and convert real MPII Human Pose into TFRecords.
-
-Under --root it keeps the downloads, their extracted contents (images/ and the
-annotation .mat) and the shards (tfrecords-SIZE/).  Downloads resume after an
-interruption (re-run the same command) and the image archive is checked against
-its published md5.  Each split's shards and meta.json are replaced only when the
-whole split succeeded; an image that is missing, unreadable, truncated, too large
-or named outside the image folder is skipped and counted in the summary.  Validation is the standard 2,958-person set of Tompson et
-al. (detections.mat); every other annotated training person is train.
-
-examples:
-  cpm-nb prepare mpii --root /content/mpii            everything (about 13 GB)
-  cpm-nb prepare mpii --root data/mpii --images ~/mpii/images --split-file detections.mat
-  cpm-nb --profile gpu prepare mpii --root data/mpii --max-people 500   a quick try
-"""
-
-PREPARE = Command(
-    name="prepare",
-    help="make training data: the synthetic set, or download and convert real MPII",
-    description=(
-        "Make the TFRecord shards the training pipeline reads, ending with a summary of\n"
-        "the examples kept and skipped (per reason).\n\n"
-        "examples:\n"
-        "  cpm-nb prepare synthetic                 synthetic set for the active profile\n"
-        "  cpm-nb --profile cpu prepare synthetic --json-out summary.json\n"
-        "  cpm-nb prepare mpii --root /content/mpii   real MPII (downloads ~13 GB)\n"
-        "  cpm-nb prepare mpii --help               all MPII options"
-    ),
-    add_arguments=_arguments,
-    run=_run,
-)

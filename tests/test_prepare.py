@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from cpm_nb import cli, mpii, pipeline, prepare
+from cpm_nb import cli, errors, mpii, pipeline, prepare
 
 # --- a local HTTP server that honours (or ignores) Range requests -------------------------
 
@@ -183,7 +183,7 @@ def test_extract_refuses_tar_members_outside(tmp_path, kind):
 def test_extract_rejects_non_archives(tmp_path):
     junk = tmp_path / "junk.tar.gz"
     junk.write_bytes(b"<html>not found</html>")
-    with pytest.raises(cli.CliError, match="neither a zip nor a tar"):
+    with pytest.raises(errors.DataError, match="neither a zip nor a tar"):
         prepare.extract(junk, tmp_path / "out")
 
 
@@ -271,6 +271,16 @@ def test_prepare_mpii_no_download_names_the_url(tmp_path, capsys):
     assert cli.main(["prepare", "mpii", "--root", str(tmp_path), "--no-download"]) == 2
     err = capsys.readouterr().err
     assert "--no-download" in err and "mpii_human_pose_v1_u12_2.zip" in err
+
+
+def test_prepare_mpii_library_errors_talk_about_data_not_flags(tmp_path):
+    with pytest.raises(prepare.NotDownloadedError) as caught:
+        prepare.prepare_mpii(tmp_path, 32, sources=prepare.MpiiSources(download=False))
+    message = str(caught.value)
+    assert isinstance(caught.value, errors.DataError) and "--" not in message
+    assert "mpii_human_pose_v1_u12_2.zip" in message and prepare.MPII_BASE_URL in message
+    assert issubclass(prepare.DownloadError, errors.DataError)
+    assert issubclass(prepare.UnsafeArchiveError, errors.DataError)
 
 
 def test_prepare_synthetic_command(tmp_path, monkeypatch, capsys):
