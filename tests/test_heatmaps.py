@@ -267,7 +267,9 @@ def test_round_trip_through_the_data_pipeline_crop_matrix():
 def test_benchmark_smoke_run(capsys):
     import argparse
 
-    result = heatmaps.benchmark(argparse.Namespace(quick=True))
+    from cpm_nb.bench.heatmaps import bench_heatmaps
+
+    result = bench_heatmaps(argparse.Namespace(quick=True))
     out = capsys.readouterr().out
     assert "ratio in-graph / loop" in out and "per-joint NumPy loop" in out
     assert result["max_abs_diff"] < 1e-5

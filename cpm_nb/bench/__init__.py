@@ -18,10 +18,10 @@ from collections.abc import Callable
 
 # name -> ("module:function", one-line description)
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "heatmaps": ("cpm_nb.heatmaps:benchmark", "target maps/s (16x16 joints, 46x46): in-graph vs NumPy loop"),
+    "heatmaps": ("cpm_nb.bench.heatmaps:bench_heatmaps", "target maps/s (16x16 joints, 46x46): in-graph vs NumPy loop"),
     "model": ("cpm_nb.bench.model:bench_model", "CPM forward pass at 368 px: images/s, compiled vs eager"),
     "train": ("cpm_nb.bench.train:bench_train", "training images/s: fit with its data path vs the bare compiled step"),
-    "pipeline": ("cpm_nb.pipeline:benchmark", "augmented 368-px examples/s: tf.data vs per-sample NumPy/PIL/SciPy"),
+    "pipeline": ("cpm_nb.bench.pipeline:bench_pipeline", "augmented 368-px examples/s: tf.data vs per-sample NumPy/PIL/SciPy"),
     "predict": ("cpm_nb.bench.predict:bench_predict", "end-to-end predict images/s (JPEG -> joints) vs raw forward, batch 8"),
 }
 
