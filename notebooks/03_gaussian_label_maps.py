@@ -37,10 +37,18 @@
 # NBVAL_IGNORE_OUTPUT
 import subprocess
 import sys
+from importlib import metadata
 
-if "google.colab" in sys.modules:  # on Colab: install the course package first
+CPM_NB_REF = "v0.1.0"  # the cpm-nb release (git tag) this course runs on: its one pin
+if "google.colab" in sys.modules and CPM_NB_REF[1:] not in {  # Colab: once per runtime
+        d.version for d in metadata.distributions(name="cpm-nb")}:
+    old = {(d.name, d.version) for d in metadata.distributions()}
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "cpm-nb @ git+https://github.com/cpm-nb/cpm-nb"], check=True)
+                    f"cpm-nb @ git+https://github.com/cpm-nb/cpm-nb@{CPM_NB_REF}"], check=True)
+    new = {(d.name, d.version) for d in metadata.distributions()} - old
+    replaced = sorted(name for name, _ in new if name in dict(old))  # preinstalled ones
+    print(f"restart the runtime (Runtime > Restart session): pip replaced {replaced}"
+          if replaced else f"installed cpm-nb {CPM_NB_REF}; no restart needed")
 
 import cpm_nb
 
@@ -257,6 +265,48 @@ print("max |keras.ops - numpy| < 1e-5:", float(np.abs(np.asarray(in_graph) - ref
 # * **gaussian**: the same parabola through $\log l, \log c, \log r$. The log of a Gaussian *is* a
 #   parabola, so on a clean target this is exact (the default of `decode`).
 #
+# Here is the default decoder written out for one person's maps: an argmax per joint, the
+# log-parabola offset along x and along y (in cells, at most half a cell), and the cell centre
+# formula $8c + 3.5$ of section 2. A peak in a border cell has no neighbour on one side and is
+# not refined along that axis.
+
+# %%
+def log_parabola_offset(left, centre, right):
+    """Vertex of the parabola through the logs of three neighbouring values, in cells."""
+    log_l, log_c, log_r = np.log(np.maximum([left, centre, right], 1e-10))
+    curvature = log_l - 2 * log_c + log_r
+    return float(np.clip(0.5 * (log_l - log_r) / curvature, -0.5, 0.5)) if curvature < 0 else 0.0
+
+
+def decode_by_hand(maps, stride=stride):
+    """maps [M, M, J] -> joints [J, 2] (x, y in input px) and confidence [J]."""
+    h, w, n_joints = maps.shape
+    joints, confidence = np.zeros((n_joints, 2)), np.zeros(n_joints)
+    for j in range(n_joints):
+        m = maps[..., j]
+        r, c = np.unravel_index(np.argmax(m), m.shape)
+        dx = log_parabola_offset(m[r, c - 1], m[r, c], m[r, c + 1]) if 0 < c < w - 1 else 0.0
+        dy = log_parabola_offset(m[r - 1, c], m[r, c], m[r + 1, c]) if 0 < r < h - 1 else 0.0
+        joints[j] = ((c + dx) * stride + (stride - 1) / 2, (r + dy) * stride + (stride - 1) / 2)
+        confidence[j] = m[r, c]
+    return joints, confidence
+
+
+# %% [markdown]
+# It must give exactly what the package's `H.decode` gives, on clean maps and on noisy ones (where
+# peaks can land on the border or the parabola can open upwards):
+
+# %%
+rng = np.random.default_rng(0)
+for noise in (0.0, 0.2):
+    test_joints = rng.uniform(-8, profile.input_size + 8, (16, 2))  # some outside the crop
+    test_maps = H.render_numpy(test_joints, np.full(16, 2), profile.input_size, profile.sigma)
+    test_maps = test_maps + noise * rng.random(test_maps.shape)
+    for ours, theirs in zip(decode_by_hand(test_maps), H.decode(test_maps)):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9)
+print("decode_by_hand == cpm_nb.heatmaps.decode (refine='gaussian'), clean and noisy maps")
+
+# %% [markdown]
 # The experiment: encode random joints, decode them, measure the error in input pixels, for several
 # sigmas. The border cells have no neighbour on one side and are not refined, so we also report
 # joints at least one cell from the border ("interior").
@@ -385,6 +435,39 @@ print(f"strict PCP         : {pcp.total:5.1f} %  of {len(pcp.per_limb)} limbs;",
 # * the table's Head is the mean of upper neck and head top; the other columns average left and right;
 # * **Mean@0.1** is the total at threshold exactly 0.10.
 #
+# Those rules fit in a few lines. This is the total and the per-joint table of
+# `cpm_nb.metrics.pckh`, which the notebooks and `cpm-nb evaluate-mpii` call:
+
+# %%
+def pckh_by_hand(pred, gt, head_boxes, valid, threshold=0.5):
+    """Official MPII PCKh (%): the total and the 16 per-joint values. pred, gt [N, 16, 2];
+    head_boxes [N, 2, 2] (corners x1 y1, x2 y2); valid [N, 16] marks annotated joints."""
+    head_size = 0.6 * np.linalg.norm(head_boxes[:, 1] - head_boxes[:, 0], axis=-1)  # [N]
+    correct = np.linalg.norm(pred - gt, axis=-1) <= threshold * head_size[:, None]  # [N, 16]
+    with np.errstate(invalid="ignore"):  # a joint nobody annotated: NaN
+        per_joint = 100 * (correct & valid).sum(axis=0) / valid.sum(axis=0)
+    counted = valid.copy()
+    counted[:, [skeleton.JOINT["pelvis"], skeleton.JOINT["thorax"]]] = False
+    return 100 * (correct & counted).sum() / counted.sum(), per_joint
+
+
+# %% [markdown]
+# Checked against the package on the worked example and on 200 random people with missing joints:
+
+# %%
+rng = np.random.default_rng(1)
+many_gt = rng.uniform(0, 400, (200, 16, 2))
+many_pred = many_gt + rng.normal(0, 12, many_gt.shape)
+corner = rng.uniform(0, 300, (200, 2))
+many_boxes = np.stack([corner, corner + rng.uniform(20, 60, (200, 2))], axis=1)
+many_valid = rng.random((200, 16)) > 0.2
+for args in [(P, T, head_box, np.ones((1, 16), bool)),
+             (many_pred, many_gt, many_boxes, many_valid)]:
+    total, per_joint = pckh_by_hand(*args)
+    package = metrics.pckh(*args)
+    np.testing.assert_allclose([total, *per_joint], [package.mean, *package.per_joint])
+print("pckh_by_hand == cpm_nb.metrics.pckh (total and per joint)")
+
 # Open-source evaluators differ in small ways: Head = head top only, the plain average of the 14
 # joints, and a "Mean@0.1" that indexes the threshold array one step too far (0.11). On the real
 # MPII validation people with the predictions of Tompson et al. (CVPR 2015), shipped in the common
@@ -413,10 +496,10 @@ else:
 # NBVAL_IGNORE_OUTPUT
 if official is not None:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.plot(official.thresholds, official.curve_total, "k-", lw=2, label="Mean (total)")
-    for name, ids in metrics.PCKH_GROUPS.items():
+    ax.plot(official.thresholds, official.curve_total, "k-", lw=2.5, label="Mean (total)")
+    for (name, ids), color in zip(metrics.PCKH_GROUPS.items(), plt.cm.tab10.colors):
         ax.plot(official.thresholds, official.curve_per_joint[:, list(ids)].mean(axis=1),
-                lw=1, label=name)
+                lw=1.5, color=color, label=name)  # tab10: seven clearly different colours
     ax.set(title="PCKh curve, Tompson et al. on MPII validation", xlabel="threshold (head size)",
            ylabel="PCKh (%)", xlim=(0, 0.5), ylim=(0, 100))
     ax.legend(fontsize=7, ncol=2)
@@ -438,10 +521,12 @@ if official is not None:
 # * The target is $\exp(-\lVert z - p\rVert^2 / 2\sigma^2)$ at cell centres $8c + 3.5$; missing
 #   joints get zero maps; the background channel is $1 - \max_j$.
 # * The `keras.ops` version equals the NumPy reference to 1e-5 and runs inside the training graph.
-# * Argmax decoding is off by about 3 px on average; a log-parabola refinement recovers the exact
-#   position of a clean Gaussian; `to_original` maps joints back through $M^{-1}$.
+# * Argmax decoding is off by about 3 px on average; a log-parabola refinement (ten lines, equal to
+#   `H.decode`) recovers the exact position of a clean Gaussian; `to_original` maps joints back
+#   through $M^{-1}$.
 # * Fixed-radius accuracy depends on image scale; PCK and PCKh normalise by body size; strict PCP
-#   scores limbs; the official PCKh total is count-weighted and leaves out pelvis and thorax.
+#   scores limbs; the official PCKh total is count-weighted and leaves out pelvis and thorax
+#   (ten lines, equal to `metrics.pckh`).
 #
 # ## Exercises
 #
