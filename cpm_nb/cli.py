@@ -77,7 +77,7 @@ COMMANDS = [
     "cpm_nb.evaluation:EVALUATE",
     "cpm_nb.commands.predict:COMMAND",
     "cpm_nb.commands.export:COMMAND",
-    "cpm_nb.caffe:CONVERT_CAFFE",
+    "cpm_nb.commands.convert_caffe:COMMAND",
 ]
 
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from cpm_nb import caffe as C
-from cpm_nb import cli, skeleton
+from cpm_nb import caffe_net, caffe_proto, cli, protowire, skeleton
 from cpm_nb import model as M
 
 TOLERANCE = 1e-4  # max |Keras - OpenCV| per stage, relative to the map range
@@ -125,7 +125,7 @@ def test_release_deploy_file_has_the_release_layers():
     """The generated deploy file of cpm-mpii-release has the release's layer set: 108 layers
     (Slice, pool_center_lower, 52 convolutions, 46 ReLUs, 3 max-pools, 5 concats) and
     29,852,058 parameters, and it is read back as exactly that configuration."""
-    net = C._net_from_message(C.parse_prototxt(C.deploy_prototxt("cpm-mpii-release")))
+    net = caffe_proto._net_from_message(C.parse_prototxt(C.deploy_prototxt("cpm-mpii-release")))
     kinds = [layer.type for layer in net.layers]
     assert len(net.layers) == 108
     assert {k: kinds.count(k) for k in set(kinds)} == {
@@ -148,7 +148,7 @@ def test_release_deploy_file_has_the_release_layers():
 
 @pytest.mark.parametrize("cfg", [RELEASE_SMALL, FLIC_LIKE, NO_CENTER], ids=lambda c: c.name)
 def test_configuration_is_derived_from_the_prototxt(cfg):
-    net = C._net_from_message(C.parse_prototxt(C.deploy_prototxt(cfg)))
+    net = caffe_proto._net_from_message(C.parse_prototxt(C.deploy_prototxt(cfg)))
     joints = skeleton.JOINT_NAMES if cfg is NO_CENTER else None
     derived, names = C.config_from_net(net, joints=joints)
     assert derived == cfg.replace(name="caffe")
@@ -175,11 +175,11 @@ def test_caffemodel_round_trip(v1, legacy):
 def test_caffemodel_reader_skips_unknown_fields_and_types():
     """A real snapshot holds fields and layer types the reader does not know: skipped."""
     blob = C.blob_bytes(np.ones((2, 2), np.float32))
-    unknown = (C._field_bytes(33, 7) + C._field_bytes(300, b"\x01\x02")  # varint, bytes
+    unknown = (protowire.field_bytes(33, 7) + protowire.field_bytes(300, b"\x01\x02")  # varint, bytes
                + bytes([0x0D << 3 | 5]) + b"\0\0\x80?")  # a fixed32 field 13
-    layer = (C._field_bytes(1, b"w") + C._field_bytes(2, b"CPMData") + unknown
-             + C._field_bytes(7, blob))
-    data = C._field_bytes(5, 1) + C._field_bytes(100, layer) + unknown
+    layer = (protowire.field_bytes(1, b"w") + protowire.field_bytes(2, b"CPMData") + unknown
+             + protowire.field_bytes(7, blob))
+    data = protowire.field_bytes(5, 1) + protowire.field_bytes(100, layer) + unknown
     got = C.parse_caffemodel(data)
     assert got["w"].type == "CPMData" and np.array_equal(got["w"].blobs[0], np.ones((2, 2)))
 
@@ -237,19 +237,19 @@ ORIGINAL = {  # name: (input side, stages, maps)
 
 
 def _conv(name, bottom, kernel, channels, relu=True):
-    lines = C._layer_text(name, "Convolution", [bottom], [name], "convolution_param",
+    lines = caffe_net._layer_text(name, "Convolution", [bottom], [name], "convolution_param",
                           num_output=channels, pad=kernel // 2, kernel_size=kernel)
     if relu:
-        lines += C._layer_text(C.relu_name(name), "ReLU", [name], [name])
+        lines += caffe_net._layer_text(C.relu_name(name), "ReLU", [name], [name])
     return lines
 
 
 def original_prototxt(size, stages, maps):
     """A deploy file with the original CPM's layer names, types and wiring (our table)."""
     lines = ['input: "data"'] + [f"input_dim: {d}" for d in (1, 4, size, size)]
-    lines += C._layer_text("image", "Slice", ["data"], ["image", "center_map"], "slice_param",
+    lines += caffe_net._layer_text("image", "Slice", ["data"], ["image", "center_map"], "slice_param",
                            slice_point=3, axis=1)
-    lines += C._layer_text("pool_center_lower", "Pooling", ["center_map"],
+    lines += caffe_net._layer_text("pool_center_lower", "Pooling", ["center_map"],
                            ["pool_center_lower"], "pooling_param", pool="AVE", kernel_size=9,
                            stride=8)
     for branch in (1, 2) if stages > 1 else (1,):
@@ -258,7 +258,7 @@ def original_prototxt(size, stages, maps):
             lines += _conv(f"conv{i}_stage{branch}", bottom, k, c)
             bottom = f"conv{i}_stage{branch}"
             if i < len(ORIGINAL_BRANCH):
-                lines += C._layer_text(f"pool{i}_stage{branch}", "Pooling", [bottom],
+                lines += caffe_net._layer_text(f"pool{i}_stage{branch}", "Pooling", [bottom],
                                        [f"pool{i}_stage{branch}"], "pooling_param", pool="MAX",
                                        kernel_size=3, stride=2)
                 bottom = f"pool{i}_stage{branch}"
@@ -273,7 +273,7 @@ def original_prototxt(size, stages, maps):
         if t > 2:
             feature = f"conv1_stage{t}"
             lines += _conv(feature, "pool3_stage2", 5, 4)
-        lines += C._layer_text(f"concat_stage{t}", "Concat",
+        lines += caffe_net._layer_text(f"concat_stage{t}", "Concat",
                                [feature, previous, "pool_center_lower"], [f"concat_stage{t}"],
                                "concat_param", axis=1)
         bottom = f"concat_stage{t}"
@@ -353,20 +353,20 @@ def test_original_architecture_without_bgr_reversal_differs(original):
 def _odd_pooling_prototxt():
     """A small net (not a CPM) whose poolings meet odd sizes, padding and partial windows."""
     lines = ['input: "image"'] + [f"input_dim: {d}" for d in (1, 3, 37, 37)]
-    lines += C._layer_text("conv_a", "Convolution", ["image"], ["conv_a"], "convolution_param",
+    lines += caffe_net._layer_text("conv_a", "Convolution", ["image"], ["conv_a"], "convolution_param",
                            num_output=4, pad=1, kernel_size=3)  # no ReLU: negative values
     pools = [("pool_a", "conv_a", "MAX", 3, 2, 0),  # 37 -> 18, ceil mode
              ("pool_b", "pool_a", "AVE", 3, 2, 1),  # 18 -> 10, padding counted inside
              ("pool_c", "pool_b", "MAX", 2, 2, 1),  # 10 -> 6
              ("pool_d", "pool_c", "AVE", 5, 3, 0)]  # 6 -> 2, a clipped last window
     for name, bottom, pool, k, s, p in pools:
-        lines += C._layer_text(name, "Pooling", [bottom], [name], "pooling_param", pool=pool,
+        lines += caffe_net._layer_text(name, "Pooling", [bottom], [name], "pooling_param", pool=pool,
                                kernel_size=k, stride=s, pad=p)
-    lines += C._layer_text("leaky", "ReLU", ["pool_b"], ["leaky"], "relu_param",
+    lines += caffe_net._layer_text("leaky", "ReLU", ["pool_b"], ["leaky"], "relu_param",
                            negative_slope=0.1)
-    lines += C._layer_text("conv_b", "Convolution", ["leaky"], ["conv_b"], "convolution_param",
+    lines += caffe_net._layer_text("conv_b", "Convolution", ["leaky"], ["conv_b"], "convolution_param",
                            num_output=3, pad=1, kernel_size=3, stride=2)  # 10 -> 5
-    lines += C._layer_text("pool_e", "Pooling", ["conv_a"], ["pool_e"], "pooling_param",
+    lines += caffe_net._layer_text("pool_e", "Pooling", ["conv_a"], ["pool_e"], "pooling_param",
                            pool="AVE", kernel_size=9, stride=8)  # 37 -> 5
     return "\n".join(lines) + "\n"
 
@@ -512,7 +512,7 @@ def test_run_folder_records_the_release_preprocessing(converted):
 
 def _convert_cli(monkeypatch, capsys, *argv):
     """``cpm-nb convert-caffe ARGV`` in-process: (exit status, stdout, stderr lines)."""
-    monkeypatch.setattr(cli, "COMMANDS", ["cpm_nb.caffe:CONVERT_CAFFE"])
+    monkeypatch.setattr(cli, "COMMANDS", ["cpm_nb.commands.convert_caffe:COMMAND"])
     code = cli.main(["convert-caffe", *map(str, argv)])
     out = capsys.readouterr()
     return code, out.out, out.err.strip().splitlines()
@@ -542,9 +542,9 @@ def _vgg16_like():
 
 def _original_architecture_prototxt():
     lines = ['input: "data"', "input_dim: 1", "input_dim: 4", "input_dim: 368", "input_dim: 368"]
-    lines += C._layer_text("image", "Slice", ["data"], ["image", "center_map"], "slice_param",
+    lines += caffe_net._layer_text("image", "Slice", ["data"], ["image", "center_map"], "slice_param",
                            slice_point=3, axis=1)
-    lines += C._layer_text("conv1_stage1", "Convolution", ["image"], ["conv1_stage1"],
+    lines += caffe_net._layer_text("conv1_stage1", "Convolution", ["image"], ["conv1_stage1"],
                            "convolution_param", num_output=128, pad=4, kernel_size=9)
     return "\n".join(lines)
 
@@ -598,12 +598,15 @@ def test_convert_help_teaches_and_does_not_import_tensorflow():
     import subprocess
     import sys
 
+    from cpm_nb.commands.convert_caffe import COMMAND
+
     code = ("import sys; from cpm_nb import cli, caffe\n"
-            "p = cli.build_parser([caffe.CONVERT_CAFFE])\n"
+            "from cpm_nb.commands.convert_caffe import COMMAND\n"
+            "p = cli.build_parser([COMMAND])\n"
             "print('tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
-    text = C.CONVERT_CAFFE.description
+    text = COMMAND.description
     assert "pose_deploy_resize.prototxt" in text and "licence" in text and "examples:" in text
 
 
