@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from cpm_nb import skeleton
+from cpm_nb.errors import DataError
 
 NUM_JOINTS = skeleton.NUM_JOINTS
 JSON_FORMAT = "cpm-nb-annotations"
@@ -63,11 +64,10 @@ JSON_VERSION = 1
 
 # Tompson et al.'s validation predictions; data/detections.mat defines the split.
 TOMPSON_SPLIT_URL = "http://www.cims.nyu.edu/~tompson/data/mpii_valid_pred.zip"
-TOMPSON_SPLIT_MEMBER = "data/detections.mat"
 NUM_VALIDATION_PEOPLE = 2958
 
 
-class MpiiFormatError(ValueError):
+class MpiiFormatError(DataError):
     """An annotation file that is missing, unreadable or not in the MPII layout."""
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from cpm_nb import files
 from cpm_nb.errors import DataError
+from cpm_nb.mpii import TOMPSON_SPLIT_URL
 
 MPII_BASE_URL = "https://datasets.d2.mpi-inf.mpg.de/andriluka14cvpr/"
 
@@ -47,8 +48,7 @@ DOWNLOADS = {
                             "MPII annotations (12.5 MB)"),
     "images": Download("mpii_human_pose_v1.tar.gz", MPII_BASE_URL + "mpii_human_pose_v1.tar.gz",
                        "b6bc9c6869d3f035a5570b2e68ec84c4", "MPII images (12.9 GB)"),
-    "split": Download("mpii_valid_pred.zip",
-                      "http://www.cims.nyu.edu/~tompson/data/mpii_valid_pred.zip", None,
+    "split": Download("mpii_valid_pred.zip", TOMPSON_SPLIT_URL, None,
                       "Tompson et al. validation split (detections.mat)"),
 }
 ANNOTATION_FILE = "mpii_human_pose_v1_u12_1.mat"

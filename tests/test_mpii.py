@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.io import loadmat, savemat
 
-from cpm_nb import mpii, skeleton
+from cpm_nb import errors, mpii, skeleton
 
 # Missing-joint counts of the 2,958 Tompson validation people (from detections.mat).
 REAL_MISSING = {
@@ -137,8 +137,9 @@ def test_missing_mat_file_is_a_clear_error(tmp_path):
 def test_corrupt_mat_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "corrupt.mat"
     bad.write_bytes(b"MATLAB 5.0 MAT-file" + bytes(range(256)) * 4)
-    with pytest.raises(mpii.MpiiFormatError, match="not a readable MATLAB"):
+    with pytest.raises(mpii.MpiiFormatError, match="not a readable MATLAB") as caught:
         mpii.read_annotations(bad)
+    assert isinstance(caught.value, errors.DataError)  # one line from the command line
 
 
 def test_truncated_mat_file_is_a_clear_error(tmp_path):
