@@ -58,6 +58,15 @@ def import_keras():
     return sys.modules["keras"]
 
 
+def import_tensorflow():
+    """Import TensorFlow (for tf.data and TFRecord files) without its native start-up
+    chatter."""
+    if "tensorflow" not in sys.modules:
+        with quiet_native_stderr():
+            import tensorflow  # noqa: F401
+    return sys.modules["tensorflow"]
+
+
 def keras_backend() -> str:
     """The Keras backend name, read without importing Keras (``KERAS_BACKEND``)."""
     if "keras" in sys.modules:

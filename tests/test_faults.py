@@ -37,7 +37,7 @@ from fault_kit import (
 )
 from PIL import Image
 
-from cpm_nb import export, files, mpii, paths, pipeline, synthetic
+from cpm_nb import export, files, mpii, paths, pipeline, shards, synthetic
 from cpm_nb import predict as P
 
 # --- shared, built once -------------------------------------------------------------------------
@@ -81,7 +81,7 @@ def test_prepare_mpii_disk_full_mid_split_keeps_the_old_shards(prepared_mpii, ca
     argv, out = prepared_mpii
     before = snapshot(out)
     calls = []
-    real = pipeline._process_image
+    real = shards._process_image
 
     def full(*args):
         calls.append(1)
@@ -89,7 +89,7 @@ def test_prepare_mpii_disk_full_mid_split_keeps_the_old_shards(prepared_mpii, ca
             raise OSError(errno.ENOSPC, "No space left on device", str(out))
         return real(*args)
 
-    monkeypatch.setattr(pipeline, "_process_image", full)
+    monkeypatch.setattr(shards, "_process_image", full)
     code, _, err = run(argv, capsys)
     assert code == 2
     one_line_error(err, "No space left on device", str(out))
@@ -183,16 +183,16 @@ def test_an_interrupted_split_commit_is_rolled_forward(tmp_path, monkeypatch):
     data = synthetic.generate(tmp_path / "set", 6, 2, 64, seed=3)
     out = tmp_path / "tfr"
     pipeline.write_tfrecords(data.val, data.image_dir, out, "val", 64)
-    real = pipeline._apply
+    real = shards._apply
 
     def crash(out_dir, journal):
         raise OSError(errno.EIO, "simulated crash while committing", str(journal))
 
-    monkeypatch.setattr(pipeline, "_apply", crash)
+    monkeypatch.setattr(shards, "_apply", crash)
     with pytest.raises(OSError):
         pipeline.write_tfrecords(data.train, data.image_dir, out, "train", 64)
     assert (out / ".commit-train.json").is_file()
-    monkeypatch.setattr(pipeline, "_apply", real)
+    monkeypatch.setattr(shards, "_apply", real)
     with files.locked(out):
         pipeline.recover(out)
     assert not (out / ".commit-train.json").exists() and not leftovers(out)

@@ -28,12 +28,12 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals a
 
 DRIVER = """\
 import os, sys, time
-from cpm_nb import cli, pipeline, synthetic
+from cpm_nb import cli, shards, synthetic
 
 slow = float(os.environ.get("SLOW", "0"))
-render, crop = synthetic._generate_one, pipeline._process_image
+render, crop = synthetic._generate_one, shards._process_image
 synthetic._generate_one = lambda job: (time.sleep(slow), render(job))[1]
-pipeline._process_image = lambda *a: (time.sleep(slow), crop(*a))[1]
+shards._process_image = lambda *a: (time.sleep(slow), crop(*a))[1]
 sys.exit(cli.main(sys.argv[1:]))
 """
 
