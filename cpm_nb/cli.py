@@ -44,7 +44,7 @@ the workflow (each command has --help with examples):
   cpm-nb predict photo.jpg --model runs/my-run --out predictions/ --json
   cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions preds.mat
   cpm-nb convert-caffe --prototxt P --caffemodel W --out RUN   a released CPM model as a run
-  cpm-nb notebooks                          execute every notebook in place (headless)
+  cpm-nb notebooks                          execute every notebook headless (untracked copies)
 
 profiles (CPM_NB_PROFILE or --profile, before or after COMMAND): fast (CI), cpu
 (laptop), gpu (paper size)
@@ -69,7 +69,7 @@ class Command:
 # "module:attribute" of every subcommand, in --help order.
 COMMANDS = [
     "cpm_nb.commands.info:COMMAND",
-    "cpm_nb.notebooks:NOTEBOOKS",
+    "cpm_nb.commands.notebooks:COMMAND",
     "cpm_nb.commands.prepare:COMMAND",
     "cpm_nb.commands.evaluate_mpii:COMMAND",
     "cpm_nb.commands.model:COMMAND",

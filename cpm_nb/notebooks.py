@@ -1,54 +1,93 @@
-"""Running the course: execute notebooks headless and keep their jupytext pairs in sync.
+"""Running the course: execute the notebooks headless, with progress on the console.
 
-``cpm-nb notebooks`` syncs each ``notebooks/NN_*.ipynb`` with its percent-format
-``.py`` twin (the reviewable source), executes it top to bottom with widgets in
-static mode, and writes the outputs back in place (or into ``--out``).
+Each ``notebooks/NN_*.ipynb`` is paired with a percent-format ``.py`` twin (the
+reviewable source).  :func:`run_notebook` executes one of them top to bottom with
+widgets in static mode and writes the executed copy where it is told:
+
+* an ordinary run reads the newer side of the pair and writes into an untracked folder
+  (:func:`default_out_dir`); its figures go to :func:`cpm_nb.paths.figures_root`, also
+  untracked, so a clone stays clean;
+* a refresh (the maintainers' job) syncs the pair, executes in place and writes the
+  figures into the tracked ``figures/`` (:func:`cpm_nb.paths.stored_figures_dir`).
+
+The runner needs the ``[dev]`` extra (:data:`RUNNER_MODULES`); :func:`require_runner`
+says so in one line.  Progress goes to ``log``: one line per cell, the text the cells
+print (e.g. a training run's estimate and summary), and a heartbeat while a long cell
+is silent.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import importlib.util
 import os
+import threading
 import time
 from pathlib import Path
+from typing import TextIO
 
-from cpm_nb.cli import CliError, Command, positive_int
-from cpm_nb.viz import figures_dir, repo_root
+from cpm_nb import paths
+from cpm_nb.errors import ConfigError, DataError
+
+RUNNER_MODULES = ("nbclient", "nbformat", "jupytext", "ipykernel")
+INSTALL_HINT = 'pip install -e ".[dev]"'
+HEARTBEAT_S = 60.0  # a cell silent this long gets a "still running" line
+
+
+class MissingRunnerError(ConfigError):
+    """The packages that execute notebooks (the ``[dev]`` extra) are not installed."""
+
+
+def require_runner() -> None:
+    """Raise :class:`MissingRunnerError` unless every module of :data:`RUNNER_MODULES`
+    can be imported (checked without importing them)."""
+    missing = [name for name in RUNNER_MODULES if not _importable(name)]
+    if missing:
+        raise MissingRunnerError(
+            f"executing notebooks needs {', '.join(missing)} (the [dev] extra), which "
+            f"is not installed: {INSTALL_HINT} in the cpm-nb checkout")
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def checkout() -> Path:
+    """The cpm-nb checkout the package runs from; a :class:`DataError` otherwise."""
+    root = paths.checkout_root()
+    if root is None:
+        raise DataError("no notebooks/ folder: the installed cpm_nb is not in a cpm-nb checkout "
+                        "(git clone the repository, then pip install -e . inside it)")
+    return root
 
 
 def notebooks_dir() -> Path:
-    root = repo_root()
-    if root is None:
-        raise CliError("no notebooks/ folder: the installed cpm_nb is not in a cpm-nb checkout "
-                       "(git clone the repository, then pip install -e . inside it)")
-    return root / "notebooks"
+    return checkout() / "notebooks"
+
+
+def default_out_dir() -> Path:
+    """Where ordinary runs write executed copies: ``build/notebooks/`` (untracked)."""
+    return checkout() / "build" / "notebooks"
 
 
 def notebook_paths(names: list[str] | None = None) -> list[Path]:
     """The course notebooks, in order; ``names`` filters by prefix ('01') or stem."""
-    paths = sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
-    if names:
-        chosen = [p for p in paths if any(p.stem.startswith(n) for n in names)]
-        unknown = [n for n in names if not any(p.stem.startswith(n) for p in paths)]
-        if unknown:
-            valid = ", ".join(p.stem for p in paths)
-            raise CliError(f"no notebook matches {', '.join(unknown)}; notebooks: {valid}")
-        paths = chosen
-    return paths
+    found = sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+    if not names:
+        return found
+    unknown = [n for n in names if not any(p.stem.startswith(n) for p in found)]
+    if unknown:
+        valid = ", ".join(p.stem for p in found)
+        raise DataError(f"no notebook matches {', '.join(unknown)}; notebooks: {valid}")
+    return [p for p in found if any(p.stem.startswith(n) for n in names)]
 
 
 def cell_signature(notebook) -> list[tuple[str, str]]:
     """What a jupytext pair must agree on: each cell's type and stripped source."""
     return [(cell.cell_type, cell.source.strip()) for cell in notebook.cells]
-
-
-def pair_in_sync(ipynb: Path) -> bool:
-    """True when ``ipynb`` and its ``.py`` twin hold the same cells."""
-    import jupytext
-
-    twin = ipynb.with_suffix(".py")
-    return twin.exists() and cell_signature(jupytext.read(ipynb)) == cell_signature(
-        jupytext.read(twin))
 
 
 def sync_pair(ipynb: Path) -> None:
@@ -58,72 +97,142 @@ def sync_pair(ipynb: Path) -> None:
     jupytext_cli(["--sync", "--quiet", str(ipynb)])
 
 
-def execute(ipynb: Path, out: Path, profile: str | None, timeout: int) -> float:
-    """Execute ``ipynb`` headless and write it to ``out``; returns the wall time in s."""
+def read_newer_side(ipynb: Path):
+    """The notebook as its newer side holds it (the ``.py`` twin when edited last),
+    read without writing either file."""
+    import jupytext
     import nbformat
+
+    twin = ipynb.with_suffix(".py")
+    if twin.exists() and twin.stat().st_mtime > ipynb.stat().st_mtime:
+        return jupytext.read(twin)
+    return nbformat.read(ipynb, as_version=4)
+
+
+def run_notebook(ipynb: Path, target: Path, *, refresh: bool, profile: str | None,
+                 timeout: int, log: TextIO | None = None) -> float:
+    """Execute ``ipynb`` and write it to ``target``; returns the wall time in s.
+
+    ``refresh``: sync the pair first and send figures to the tracked ``figures/``;
+    otherwise nothing tracked is written (figures go to :func:`paths.figures_root`)."""
+    if refresh:
+        sync_pair(ipynb)
+    notebook = read_newer_side(ipynb)
+    env = {"CPM_NB_STATIC": "1", paths.FIGURES_ENV: str(
+        paths.stored_figures_dir() if refresh else paths.figures_root())}
+    if profile:
+        env["CPM_NB_PROFILE"] = profile
+    seconds = execute(notebook, ipynb.parent, env, timeout, label=ipynb.stem[:2], log=log)
+    write(notebook, target)
+    return seconds
+
+
+def write(notebook, target: Path) -> None:
+    import nbformat
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, target)
+
+
+def execute(notebook, folder: Path, env: dict[str, str], timeout: int, label: str = "",
+            log: TextIO | None = None) -> float:
+    """Execute ``notebook`` (in place) with its kernel in ``folder`` and ``env`` added to
+    the environment; returns the wall time in s."""
+    progress = _Progress(notebook, label, log)
+    client = _progress_client(notebook, folder, timeout, progress)
+    start = time.perf_counter()
+    with _environment(env), progress:
+        client.execute()
+    return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def _environment(changes: dict[str, str]):
+    """Temporarily add variables to ``os.environ`` (the kernel inherits them)."""
+    saved = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _progress_client(notebook, folder: Path, timeout: int, progress: _Progress):
     from nbclient import NotebookClient
 
-    env_changes = {"CPM_NB_STATIC": "1"}
-    if profile:
-        env_changes["CPM_NB_PROFILE"] = profile
-    saved = {k: os.environ.get(k) for k in env_changes}
-    os.environ.update(env_changes)
-    try:
-        nb = nbformat.read(ipynb, as_version=4)
-        start = time.perf_counter()
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no transport notices
-                       resources={"metadata": {"path": str(ipynb.parent)}}).execute()
-        elapsed = time.perf_counter() - start
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    out.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, out)
-    return elapsed
+    class ProgressClient(NotebookClient):
+        """nbclient's client that reports each cell and echoes what the cells print."""
+
+        def process_message(self, msg, cell, cell_index):
+            if msg["msg_type"] == "stream":
+                progress.echo(msg["content"].get("text", ""))
+            return super().process_message(msg, cell, cell_index)
+
+    return ProgressClient(
+        notebook, timeout=timeout, kernel_name="python3",
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no transport notices
+        resources={"metadata": {"path": str(folder)}},
+        on_cell_execute=progress.cell_started, on_cell_executed=progress.cell_done)
 
 
-def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("names", nargs="*", metavar="NOTEBOOK",
-                        help="notebooks to run, by number or name prefix (default: all)")
-    parser.add_argument("--out", metavar="DIR",
-                        help="write executed copies into DIR instead of in place")
-    parser.add_argument("--timeout", type=positive_int, default=3600,
-                        help="per-cell timeout in seconds, >= 1 (default 3600)")
+class _Progress:
+    """Console lines for one notebook: ``  [05] cell 12/48  3.1 s`` per code cell, the
+    cells' printed text indented, and a heartbeat while a cell runs silently."""
 
+    def __init__(self, notebook, label: str, log: TextIO | None):
+        code = [i for i, c in enumerate(notebook.cells) if c.cell_type == "code"]
+        self.number = {index: n for n, index in enumerate(code, 1)}
+        self.total, self.label, self.log = len(code), label, log
+        self.current: int | None = None
+        self.started = self.last_output = time.perf_counter()
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.at_line_start = True
 
-def _run(args: argparse.Namespace) -> int:
-    from cpm_nb import config
+    def __enter__(self):
+        if self.log is not None:
+            threading.Thread(target=self._heartbeat, daemon=True).start()
+        return self
 
-    profile = config.get_profile().name
-    paths = notebook_paths(args.names)
-    print(f"executing {len(paths)} notebook(s) with profile '{profile}', widgets static")
-    total = 0.0
-    for path in paths:
-        sync_pair(path)
-        target = Path(args.out) / path.name if args.out else path
-        seconds = execute(path, target, profile, args.timeout)
-        total += seconds
-        print(f"  {path.name:<45} {seconds:7.1f} s  -> {target}", flush=True)
-    print(f"done in {total:.1f} s; figures in {figures_dir()}")
-    return 0
+    def __exit__(self, *exc):
+        self.done.set()
 
+    def cell_started(self, cell, cell_index, **_):
+        self.current = self.number.get(cell_index)
+        self.started = self.last_output = time.perf_counter()
 
-NOTEBOOKS = Command(
-    name="notebooks",
-    help="execute the course notebooks headless, in place (stored outputs)",
-    description=(
-        "Execute the numbered notebooks top to bottom with static widgets and store their\n"
-        "outputs in place. The profile (--profile or CPM_NB_PROFILE) sets every size;\n"
-        "the committed notebooks were executed with --profile cpu.\n\n"
-        "examples:\n"
-        "  cpm-nb notebooks                     all notebooks, in place\n"
-        "  cpm-nb --profile cpu notebooks 01    one notebook\n"
-        "  cpm-nb notebooks --out /tmp/run      executed copies elsewhere"
-    ),
-    add_arguments=_arguments,
-    run=_run,
-)
+    def cell_done(self, cell, cell_index, **_):
+        elapsed = time.perf_counter() - self.started
+        self.current = None
+        self._line(f"cell {self.number.get(cell_index, '?')}/{self.total}  {elapsed:.1f} s")
+
+    def echo(self, text: str) -> None:
+        """The kernel's printed text, each line indented under the cell lines."""
+        if self.log is None or not text:
+            return
+        self.last_output = time.perf_counter()
+        with self.lock:
+            for piece in text.splitlines(keepends=True):
+                self.log.write(("      " if self.at_line_start else "") + piece)
+                self.at_line_start = piece.endswith(("\n", "\r"))
+            self.log.flush()
+
+    def _line(self, text: str) -> None:
+        if self.log is None:
+            return
+        with self.lock:
+            self.log.write(("" if self.at_line_start else "\n") + f"  [{self.label}] {text}\n")
+            self.at_line_start = True
+            self.log.flush()
+
+    def _heartbeat(self) -> None:
+        while not self.done.wait(HEARTBEAT_S / 4):
+            now, cell = time.perf_counter(), self.current
+            if cell is not None and now - self.last_output >= HEARTBEAT_S:
+                self.last_output = now
+                self._line(f"cell {cell}/{self.total}  still running, "
+                           f"{now - self.started:.0f} s so far")

@@ -11,9 +11,14 @@ data            ``CPM_NB_DATA``     ``data/`` of the cpm-nb checkout the package
                                     installed from (``pip install -e .``), else the cache
 runs            ``CPM_NB_RUNS``     Colab with Drive mounted: ``MyDrive/cpm_nb/runs``; else
                                     ``runs/`` of the package's checkout; else ``cache/runs``
-figures         ``CPM_NB_FIGURES``  ``figures/`` of the package's checkout, else
-                                    ``cache/figures``
+figures         ``CPM_NB_FIGURES``  ``build/figures/`` of the package's checkout (untracked),
+                                    else ``cache/figures``
 ==============  ==================  =========================================================
+
+The checkout's tracked ``figures/`` (:func:`stored_figures_dir`) is written only by
+``cpm-nb notebooks --refresh``, which points ``CPM_NB_FIGURES`` there for its kernels:
+running a notebook in Jupyter, under ``pytest --nbval`` or with plain ``cpm-nb notebooks``
+leaves a clone's ``git status`` clean.
 
 The checkout (:func:`checkout_root`) is the folder above the installed ``cpm_nb``
 package when it holds a ``pyproject.toml`` naming the project ``cpm-nb`` and a
@@ -85,10 +90,17 @@ def runs_root() -> Path:
 
 
 def figures_root() -> Path:
-    """``$CPM_NB_FIGURES``, else ``figures/`` of the checkout, else the cache's
-    ``figures/`` (not created here)."""
+    """``$CPM_NB_FIGURES``, else ``build/figures/`` of the checkout (untracked), else the
+    cache's ``figures/`` (not created here)."""
     env = _env_path(FIGURES_ENV)
     if env is not None:
         return env
     root = checkout_root()
-    return root / "figures" if root is not None else cache_root() / "figures"
+    return root / "build" / "figures" if root is not None else cache_root() / "figures"
+
+
+def stored_figures_dir() -> Path | None:
+    """The checkout's tracked ``figures/`` (the stored outputs' figures), or None outside
+    a checkout."""
+    root = checkout_root()
+    return root / "figures" if root is not None else None

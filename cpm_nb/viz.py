@@ -32,7 +32,7 @@ def repo_root(start: Path | None = None) -> Path | None:
 
 
 def figures_dir() -> Path:
-    """``$CPM_NB_FIGURES``, else ``figures/`` of the package's checkout, else the cache's
+    """``$CPM_NB_FIGURES``, else the checkout's untracked ``build/figures/``, else the cache's
     ``figures/`` (:func:`cpm_nb.paths.figures_root`); created when missing."""
     folder = paths.figures_root()
     folder.mkdir(parents=True, exist_ok=True)
@@ -40,7 +40,7 @@ def figures_dir() -> Path:
 
 
 def save_figure(fig, name: str, dpi: int = 100) -> Path:
-    """Save ``fig`` as ``figures/<name>.png`` and return the path."""
+    """Save ``fig`` as ``<figures_dir()>/<name>.png`` and return the path."""
     path = figures_dir() / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path

@@ -1,5 +1,9 @@
 # ---
 # jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+#     provenance: []
 #   jupytext:
 #     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
@@ -39,10 +43,18 @@
 # NBVAL_IGNORE_OUTPUT
 import subprocess
 import sys
+from importlib import metadata
 
-if "google.colab" in sys.modules:  # on Colab: install the course package first
+CPM_NB_REF = "v0.1.0"  # the cpm-nb release (git tag) this course runs on: its one pin
+if "google.colab" in sys.modules and CPM_NB_REF[1:] not in {  # Colab: once per runtime
+        d.version for d in metadata.distributions(name="cpm-nb")}:
+    old = {(d.name, d.version) for d in metadata.distributions()}
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "cpm-nb @ git+https://github.com/cpm-nb/cpm-nb"], check=True)
+                    f"cpm-nb @ git+https://github.com/cpm-nb/cpm-nb@{CPM_NB_REF}"], check=True)
+    new = {(d.name, d.version) for d in metadata.distributions()} - old
+    replaced = sorted(name for name, _ in new if name in dict(old))  # preinstalled ones
+    print(f"restart the runtime (Runtime > Restart session): pip replaced {replaced}"
+          if replaced else f"installed cpm-nb {CPM_NB_REF}; no restart needed")
 
 import cpm_nb
 
