@@ -65,6 +65,11 @@ profile = cpm_nb.setup(seed=0)
 # inference needs. `predict.load_predictor` loads it in Keras **safe mode** (a file cannot run
 # code on your machine) and checks that the network is a CPM of the 16 MPII joints matching its
 # configuration file.
+#
+# `T.load_or_train` loads the run of the active profile from the cache that notebook 05 filled. If
+# there is none, it trains one first, and says so before it starts: one line with the number of
+# steps and the expected wall time for this profile (minutes on the `cpu` profile, seconds on
+# `fast`). Interrupt the kernel to stop it; the next call resumes from the last checkpoint.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -75,6 +80,18 @@ from cpm_nb import predict as P
 from cpm_nb import skeleton, synthetic
 from cpm_nb import train as T
 from cpm_nb.viz import draw_skeleton, save_figure
+
+TRUTH_STYLE = dict(linewidth=1.5, markersize=0, alpha=0.5)  # ground truth: faint, no markers
+
+
+def add_legend(ax):
+    """Explain the two skeletons drawn on ``ax``: the prediction and the ground truth."""
+    ax.legend(handles=[plt.Line2D([], [], color="0.2", lw=2, marker="o", mec="k",
+                                  label="prediction"),
+                       plt.Line2D([], [], color="0.2", lw=1.5, alpha=0.5,
+                                  label="ground truth"),
+                       plt.Line2D([], [], color="w", ls="--", label="region the network sees")],
+              loc="lower right", fontsize=8, facecolor="0.8")
 
 run = T.load_or_train(profile, progress=False).run_dir
 predictor = P.load_predictor(run)
@@ -129,9 +146,12 @@ box = (*j.min(0) - 4, *j.max(0) + 4)
 ways = {"centre + scale": dict(center=person.objpos, scale=person.scale),
         "box": dict(box=box), "default (image centre)": {}}
 preds = {name: predictor(path, **kw) for name, kw in ways.items()}
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.3), layout="constrained")
+fig, axes = plt.subplots(1, 3, figsize=(14, 4.8), layout="constrained")
 for ax, (name, pred) in zip(axes, preds.items()):
     P.draw_prediction(ax, pred, title=f"{name}: scale {pred.person.scale:.2f}")
+    draw_skeleton(ax, person.joints - 1, ~person.missing, **TRUTH_STYLE)
+add_legend(axes[0])
+fig.suptitle("Three ways to place the person: predicted skeleton (bold) over the ground truth")
 save_figure(fig, "07_three_placements")
 plt.show()
 
@@ -157,13 +177,14 @@ print(f"mean error {err.mean():.1f} px = {err.mean() / head:.2f} head sizes; "
       f"{(err <= 0.5 * head).mean():.0%} of the joints within PCKh@0.5")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), layout="constrained")
+fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), layout="constrained")
 axes[0].imshow(pred.crop)
 draw_skeleton(axes[0], pred.joints_crop)
 axes[0].set(title=f"network input ({predictor.input_size} px crop)", xlabel="x (crop px)",
             ylabel="y (crop px)")
-P.draw_prediction(axes[1], pred, show_crop=False, title="back on the original image")
-draw_skeleton(axes[1], truth - 1, ~person.missing, linewidth=1, markersize=0, alpha=0.4)
+P.draw_prediction(axes[1], pred, title="back on the original image")
+draw_skeleton(axes[1], truth - 1, ~person.missing, **TRUTH_STYLE)
+add_legend(axes[1])
 save_figure(fig, "07_crop_and_original")
 plt.show()
 
@@ -181,12 +202,14 @@ fig, axes = plt.subplots(len(show), predictor.stages, figsize=(2.6 * predictor.s
                          layout="constrained", squeeze=False)
 s = predictor.input_size
 for row, joint in zip(axes, show):
+    top = max(max(m[..., joint].max() for m in pred.stage_maps), 1e-3)  # one scale per row
     for t, ax in enumerate(row):
         ax.imshow(pred.crop, alpha=0.5)
-        ax.imshow(pred.stage_maps[t][..., joint], cmap="magma", alpha=0.6, extent=(-0.5, s - 0.5,
-                  s - 0.5, -0.5), vmin=0, vmax=max(pred.stage_maps[-1][..., joint].max(), 1e-3))
+        im = ax.imshow(pred.stage_maps[t][..., joint], cmap="magma", alpha=0.6, vmin=0, vmax=top,
+                       extent=(-0.5, s - 0.5, s - 0.5, -0.5))
         ax.set(xticks=[], yticks=[], title=f"stage {t + 1}: {skeleton.JOINT_NAMES[joint]}")
-fig.suptitle("Belief maps after each stage")
+    fig.colorbar(im, ax=row, fraction=0.03, label="belief")
+fig.suptitle(f"Belief maps after each stage, over the {s}-px crop")
 save_figure(fig, "07_stage_maps")
 plt.show()
 
@@ -233,7 +256,7 @@ gray = photo.mean(axis=-1) / 255.0  # a float grayscale array works as well
 h, w = photo.shape[:2]
 results = {"RGB photo, default placement": predictor(photo),
            "grayscale array, box on the upper body": predictor(gray, box=(60, 40, w - 60, h))}
-fig, axes = plt.subplots(1, 2, figsize=(8, 4.2), layout="constrained")
+fig, axes = plt.subplots(1, 2, figsize=(11, 6.2), layout="constrained")
 for ax, (name, r) in zip(axes, results.items()):
     P.draw_prediction(ax, r, title=name)
     ax.text(5, h - 10, f"mean confidence {r.confidence.mean():.2f}", color="w", fontsize=8)
@@ -263,9 +286,10 @@ def render(joint="r_wrist", stage=predictor.stages):
     j = skeleton.JOINT[joint]
     maps = pred.stage_maps[int(stage) - 1]
     xy, conf = pred.stage_joints(int(stage))
-    fig, ax = plt.subplots(figsize=(3.4, 3.4))
+    fig, ax = plt.subplots(figsize=(4.6, 4), layout="constrained")
     ax.imshow(pred.crop)
-    ax.imshow(maps[..., j], cmap="magma", alpha=0.55, extent=(-0.5, s - 0.5, s - 0.5, -0.5))
+    im = ax.imshow(maps[..., j], cmap="magma", alpha=0.55, extent=(-0.5, s - 0.5, s - 0.5, -0.5))
+    fig.colorbar(im, ax=ax, fraction=0.05, label="belief")
     crop_xy = np.c_[xy, np.ones(16)] @ pred.crop_matrix.T
     ax.plot(*crop_xy[j, :2], "c+", ms=14, mew=2)
     ax.set(xticks=[], yticks=[], title=f"{joint}, stage {int(stage)}: peak {conf[j]:.2f}")
