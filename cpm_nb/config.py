@@ -10,7 +10,9 @@ Three profiles trade fidelity for time:
 
 The active profile is chosen by the ``CPM_NB_PROFILE`` environment variable,
 otherwise automatically (``gpu`` when the Keras backend sees a GPU, else ``cpu``).
-Notebooks and the CLI never hard-code a size: they read ``get_profile()``.
+Only entry points read it: the commands (``cpm-nb --profile``) and the notebooks'
+:func:`cpm_nb.setup` call :func:`get_profile` once and pass the profile (or the sizes
+and configurations made from it) down; library functions take them as arguments.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from dataclasses import dataclass
 from cpm_nb.errors import ConfigError
 
 PROFILE_ENV = "CPM_NB_PROFILE"
-REPO_URL = "https://github.com/cpm-nb/cpm-nb"  # used by the Colab install cell and badges
 
 # The CPM networks downsample by three 2x2 max-pools: belief maps live on a grid
 # 8x coarser than the input (368 px -> 46 cells).

@@ -136,7 +136,8 @@ def tf_training_dataset(folder, batch_size: int, seed: int = 0, start_step: int 
 
 @functools.lru_cache(maxsize=4)
 def _load_split(folder: str, split: str, mtime: float) -> tuple:
-    del mtime  # part of the cache key: a re-prepared folder is read again
+    """The examples of a split; ``mtime`` (of ``meta.json``) is only part of the cache key,
+    so a re-prepared folder is read again."""
     examples = []
     for shard in shard_files(folder, split):
         try:

@@ -32,8 +32,9 @@ Two implementations produce identical maps (within 1e-5):
   any Keras backend.  It uses the separability of the Gaussian
   (``exp(-dx^2/2s^2) * exp(-dy^2/2s^2)``), so it costs ``O(B*J*M)`` exponentials.
 
-Default sigma: the active profile's ``sigma`` (``gpu``: 7 px at a 368-px input,
-i.e. 0.875 output cells, the value of the released CPM training prototxt).
+``sigma`` is always given by the caller (a profile's ``sigma``, or a training
+configuration's; ``gpu``: 7 px at a 368-px input, i.e. 0.875 output cells, the value
+of the released CPM training prototxt).
 
 Decoding
 --------
@@ -67,14 +68,6 @@ REFINE_METHODS = ("none", "quarter", "quadratic", "gaussian")
 DEFAULT_REFINE = "gaussian"
 
 
-def _default_sigma(sigma):
-    if sigma is not None:
-        return float(sigma)
-    from cpm_nb.config import get_profile
-
-    return float(get_profile().sigma)
-
-
 def cell_centres(map_size: int, stride: int = OUTPUT_STRIDE) -> np.ndarray:
     """Input-pixel coordinate of the centre of each output cell: ``c * stride + (stride-1)/2``."""
     return np.arange(map_size, dtype=np.float64) * stride + (stride - 1) / 2.0
@@ -106,18 +99,18 @@ def _batched(joints, visibility):
     return joints, visibility, single
 
 
-def render_numpy(joints, visibility, input_size: int, sigma: float | None = None,
+def render_numpy(joints, visibility, input_size: int, sigma: float,
                  stride: int = OUTPUT_STRIDE, background: bool = False) -> np.ndarray:
     """Gaussian target maps, NumPy reference.
 
     ``joints`` [B, J, 2] (x, y) in 0-based input pixels, ``visibility`` [B, J]
     (0 = missing -> all-zero map), a square input of ``input_size`` pixels
     (or a (height, width) pair, giving [B, H/stride, W/stride, J]),
-    ``sigma`` in input pixels (default: the profile's).  Returns float32
+    ``sigma`` in input pixels.  Returns float32
     [B, M, M, J] (+1 background channel when ``background``), M = input_size // stride.
     Unbatched [J, 2] / [J] inputs give [M, M, J(+1)].
     """
-    sigma = _default_sigma(sigma)
+    sigma = float(sigma)
     joints, visibility, single = _batched(joints, visibility)
     mh, mw = map_size_for(input_size, stride)
     gx, gy = np.meshgrid(cell_centres(mw, stride), cell_centres(mh, stride))  # x along columns
@@ -134,13 +127,13 @@ def render_numpy(joints, visibility, input_size: int, sigma: float | None = None
     return maps[0] if single else maps
 
 
-def render_numpy_loop(joints, visibility, input_size: int, sigma: float | None = None,
+def render_numpy_loop(joints, visibility, input_size: int, sigma: float,
                       stride: int = OUTPUT_STRIDE) -> np.ndarray:
     """The naive baseline: one Python iteration and one small NumPy map per person and joint.
 
     Same result as :func:`render_numpy` (without background); used by the benchmark.
     """
-    sigma = _default_sigma(sigma)
+    sigma = float(sigma)
     joints, visibility, single = _batched(joints, visibility)
     mh, mw = map_size_for(input_size, stride)
     cx, cy = cell_centres(mw, stride), cell_centres(mh, stride)
@@ -156,7 +149,7 @@ def render_numpy_loop(joints, visibility, input_size: int, sigma: float | None =
     return out[0] if single else out
 
 
-def render(joints, visibility, input_size: int, sigma: float | None = None,
+def render(joints, visibility, input_size: int, sigma: float,
            stride: int = OUTPUT_STRIDE, background: bool = False):
     """Gaussian target maps with ``keras.ops`` only: the in-graph version of :func:`render_numpy`.
 
@@ -166,7 +159,7 @@ def render(joints, visibility, input_size: int, sigma: float | None = None,
     from cpm_nb.runtime import import_keras
 
     ops = import_keras().ops
-    sigma = _default_sigma(sigma)
+    sigma = float(sigma)
     mh, mw = map_size_for(input_size, stride)
     joints = ops.cast(ops.convert_to_tensor(joints), "float32")
     visibility = ops.convert_to_tensor(visibility)
@@ -191,7 +184,7 @@ def render(joints, visibility, input_size: int, sigma: float | None = None,
     return maps[0] if single else maps
 
 
-def compiled_render(input_size: int, sigma: float | None = None, stride: int = OUTPUT_STRIDE,
+def compiled_render(input_size: int, sigma: float, stride: int = OUTPUT_STRIDE,
                     background: bool = False):
     """:func:`render` compiled for the active backend (XLA ``tf.function`` or ``jax.jit``).
 
@@ -200,7 +193,7 @@ def compiled_render(input_size: int, sigma: float | None = None, stride: int = O
     from cpm_nb.runtime import import_keras
 
     keras = import_keras()
-    sigma = _default_sigma(sigma)
+    sigma = float(sigma)
 
     def fn(joints, visibility):
         return render(joints, visibility, input_size, sigma, stride, background)

@@ -31,6 +31,7 @@ Import cost: TensorFlow is imported on first use, not with this module.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -65,6 +66,9 @@ from cpm_nb.shards import (  # noqa: F401  (re-exported: the names callers use h
     recover,
     write_tfrecords,
 )
+
+if TYPE_CHECKING:
+    from cpm_nb.config import Profile
 
 AUTO_PIL_SIZE = 256  # make_dataset(warp="auto") uses PIL from this crop size up
 
@@ -151,7 +155,7 @@ def example_parser(input_size: int, context: float, augment: bool, seed: int = 0
     return parse
 
 
-def make_dataset(tfrecord_dir, split: str = "train", batch_size: int | None = None,
+def make_dataset(tfrecord_dir, split: str, batch_size: int,
                  augment: bool | None = None, shuffle: bool | None = None,
                  repeat: bool | None = None, deterministic: bool = False, seed: int = 0,
                  with_meta: bool = False, shuffle_buffer: int = 1024,
@@ -163,8 +167,7 @@ def make_dataset(tfrecord_dir, split: str = "train", batch_size: int | None = No
 
     Defaults follow the split: ``train`` augments, shuffles and repeats forever;
     other splits do none of these (an exact, ordered pass, e.g. for evaluation).
-    ``batch_size`` defaults to the active profile's; the crop size is the one the
-    shards were prepared for (``meta.json``).  ``warp="pil"`` resamples with PIL's
+    The crop size is the one the shards were prepared for (``meta.json``).  ``warp="pil"`` resamples with PIL's
     C code inside ``tf.numpy_function`` (it releases the GIL; 1.3-2x faster than
     ``warp="tf"`` at 368 px on 2 cores), ``warp="tf"`` uses TF's
     ``ImageProjectiveTransformV3`` and keeps the pipeline in graph ops (as fast for
@@ -174,8 +177,6 @@ def make_dataset(tfrecord_dir, split: str = "train", batch_size: int | None = No
     ``seed`` and the element position, so equal seeds give equal data.
     """
     tf = _tf()
-    from cpm_nb.config import get_profile
-
     if warp not in ("auto", "pil", "tf"):
         raise ValueError(f"warp must be 'auto', 'pil' or 'tf', got {warp!r}")
     meta = read_meta(tfrecord_dir)
@@ -189,7 +190,6 @@ def make_dataset(tfrecord_dir, split: str = "train", batch_size: int | None = No
     augment = train if augment is None else augment
     shuffle = train if shuffle is None else shuffle
     repeat = train if repeat is None else repeat
-    batch_size = batch_size or get_profile().batch_size
     autotune = tf.data.AUTOTUNE
 
     ds = tf.data.Dataset.from_tensor_slices(shards)
@@ -229,17 +229,17 @@ def _pil_warp(image: np.ndarray, inverse: np.ndarray, size) -> np.ndarray:
 # --- the synthetic set, end to end -----------------------------------------------------
 
 
-def synthetic_tfrecord_dir(profile=None, seed: int | None = None) -> Path:
+def synthetic_tfrecord_dir(profile: Profile, seed: int | None = None) -> Path:
+    """Where the TFRecords of ``profile``'s synthetic set live."""
     from cpm_nb import synthetic
-    from cpm_nb.config import get_profile
 
-    profile = profile or get_profile()
     return synthetic.default_root(profile, seed) / f"tfrecords-{profile.input_size}"
 
 
-def prepare_synthetic(profile=None, seed: int | None = None, force: bool = False,
+def prepare_synthetic(profile: Profile, seed: int | None = None, force: bool = False,
                       progress: bool = False) -> tuple[Path, dict]:
-    """Generate (or load) the synthetic set and write its TFRecords when missing.
+    """Generate (or load) the synthetic set of ``profile`` (its sizes and, unless ``seed``
+    is given, its seed) and write its TFRecords when missing.
 
     Returns ``(tfrecord_dir, {split: summary})``.  Shards whose size no longer matches
     ``meta.json`` (truncated, replaced) are written again.  Holds the set's folder lock:
@@ -249,16 +249,14 @@ def prepare_synthetic(profile=None, seed: int | None = None, force: bool = False
     return out, summaries
 
 
-def prepare_synthetic_set(profile=None, seed: int | None = None, force: bool = False,
+def prepare_synthetic_set(profile: Profile, seed: int | None = None, force: bool = False,
                           progress: bool = False, verify: bool = False):
     """:func:`prepare_synthetic` returning ``(tfrecord_dir, summaries, info)``; ``info``
     has ``data`` (the :class:`cpm_nb.synthetic.SyntheticSet`), ``written`` (False when
     the shards were already there) and ``repaired`` (the reason, when damaged shards
     were written again).  ``verify=True`` also reads every record (CRC checks)."""
     from cpm_nb import synthetic
-    from cpm_nb.config import get_profile
 
-    profile = profile or get_profile()
     root = synthetic.default_root(profile, seed)
     out = synthetic_tfrecord_dir(profile, seed)
     with files.locked(root):
@@ -286,11 +284,9 @@ def prepare_synthetic_set(profile=None, seed: int | None = None, force: bool = F
     return out, summaries, info
 
 
-def synthetic_dataset(split: str = "train", profile=None, **kwargs):
-    """:func:`make_dataset` on the synthetic set of ``profile`` (prepared on demand)."""
-    from cpm_nb.config import get_profile
-
-    profile = profile or get_profile()
+def synthetic_dataset(split: str, profile: Profile, **kwargs):
+    """:func:`make_dataset` on the synthetic set of ``profile`` (prepared on demand), with
+    the profile's batch size and seed unless ``kwargs`` give them."""
     out, _ = prepare_synthetic(profile)
     kwargs.setdefault("batch_size", profile.batch_size)
     kwargs.setdefault("seed", profile.seed)

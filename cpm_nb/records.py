@@ -105,13 +105,6 @@ def read_records(path, verify: bool = True):
             yield data
 
 
-def write_records(path, records) -> None:
-    """Write ``records`` (bytes) as a TFRecord file (not atomic: callers write to a temp name)."""
-    with open(path, "wb") as f:
-        for data in records:
-            f.write(frame(data))
-
-
 # --- tf.train.Example -----------------------------------------------------------------------
 
 

@@ -55,7 +55,9 @@ def synthetic_copy(synthetic_master, tmp_path, monkeypatch):
     shutil.copytree(synthetic_master, root)
     monkeypatch.setenv("CPM_NB_DATA", str(root))
     folder = synthetic.default_root()
-    return root, folder, pipeline.synthetic_tfrecord_dir()
+    from cpm_nb.config import get_profile
+
+    return root, folder, pipeline.synthetic_tfrecord_dir(get_profile())
 
 
 @pytest.fixture

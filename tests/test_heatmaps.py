@@ -69,12 +69,12 @@ def test_map_is_the_gaussian_formula_at_cell_centres():
     np.testing.assert_allclose(maps[..., 0], expect, rtol=1e-6)
 
 
-def test_default_sigma_comes_from_the_profile():
-    from cpm_nb.config import get_profile
-
-    a = heatmaps.render_numpy([[10.0, 20.0]], [2], 64)
-    b = heatmaps.render_numpy([[10.0, 20.0]], [2], 64, get_profile().sigma)
-    np.testing.assert_array_equal(a, b)
+def test_sigma_is_always_given_never_read_from_the_active_profile():
+    for render in (heatmaps.render_numpy, heatmaps.render_numpy_loop, heatmaps.render):
+        with pytest.raises(TypeError, match="sigma"):
+            render([[10.0, 20.0]], [2], 64)
+    with pytest.raises(TypeError, match="sigma"):
+        heatmaps.compiled_render(64)
 
 
 @pytest.mark.parametrize("background", [False, True])

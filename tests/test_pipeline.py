@@ -102,7 +102,7 @@ def test_deterministic_option_and_seeds(prepared):
 
 def test_missing_shards_are_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="cpm-nb prepare"):
-        pipeline.make_dataset(tmp_path, "train")
+        pipeline.make_dataset(tmp_path, "train", batch_size=4)
 
 
 # --- bad input -----------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_pil_and_tf_warps_agree(prepared):
     diff = np.abs(a.numpy().astype(int) - b.numpy().astype(int))
     assert diff.mean() < 0.5 and np.percentile(diff, 99.9) <= 3
     with pytest.raises(ValueError, match="warp must be"):
-        pipeline.make_dataset(out, "train", warp="cv2")
+        pipeline.make_dataset(out, "train", batch_size=4, warp="cv2")
 
 
 def test_shards_do_not_depend_on_the_number_of_workers(prepared, tmp_path):
