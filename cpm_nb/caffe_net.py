@@ -17,8 +17,9 @@ import re
 
 import numpy as np
 
+from cpm_nb import architecture as A
 from cpm_nb.caffe_proto import CaffeError, CaffeNet, CaffeWeights
-from cpm_nb.caffe_release import RELEASE_BOX, RELEASE_SIGMA, _joint_names
+from cpm_nb.caffe_release import RELEASE_BOX, RELEASE_SIGMA, joint_names
 
 
 def relu_name(conv: str) -> str:
@@ -43,9 +44,7 @@ def deploy_prototxt(config, name: str = "CPM") -> str:
     """The deploy file of a cpm-nb configuration with the release's layer names, types and
     parameters (4-channel ``data`` input sliced into image and centre map, ReLUs as
     separate in-place layers, ``pool_center_lower`` average pooling), for tests."""
-    from cpm_nb import model as M
-
-    cfg = M.get_config(config)
+    cfg = A.get_config(config)
     s = cfg.input_size
     lines = [f'name: "{name}"']
     if cfg.center_map:
@@ -54,7 +53,7 @@ def deploy_prototxt(config, name: str = "CPM") -> str:
                              slice_point=3, axis=1)
     else:
         lines += ['input: "image"'] + [f"input_dim: {d}" for d in (1, 3, s, s)]
-    for spec in M.architecture(cfg):
+    for spec in A.architecture(cfg):
         bottoms = [_caffe_bottom(b) for b in spec.inputs]
         if spec.kind == "conv":
             lines += _layer_text(spec.name, "Convolution", bottoms, [spec.name],
@@ -73,10 +72,8 @@ def deploy_prototxt(config, name: str = "CPM") -> str:
 
 def caffe_conv_shapes(config) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
     """Caffe's blob shapes per convolution: (weights [out, in, k, k], bias [out])."""
-    from cpm_nb import model as M
-
     return {r.name: ((r.channels, r.in_channels, r.kernel, r.kernel), (r.channels,))
-            for r in M.architecture(config) if r.kind == "conv"}
+            for r in A.architecture(config) if r.kind == "conv"}
 
 
 def random_weights(config, seed: int = 0, bias: float = 0.1) -> list[tuple[str, str, list]]:
@@ -93,9 +90,7 @@ def random_weights(config, seed: int = 0, bias: float = 0.1) -> list[tuple[str, 
 
 
 def _width_candidates(net: CaffeNet) -> list[float]:
-    from cpm_nb import model as M
-
-    bases = {name: base for name, kind, _, base in M.TRUNK if kind == "conv"}
+    bases = {name: base for name, kind, _, base in A.TRUNK if kind == "conv"}
     out = []
     for name, base in bases.items():
         layer = net.get(name)
@@ -138,8 +133,6 @@ def config_from_net(net: CaffeNet, where: str = "prototxt", joints=None):
     stage kernel and number of maps come from the file; the map names from ``joints`` or,
     when the number of maps is one of the release's, its order (:data:`RELEASE_JOINTS`).
     The result is checked layer by layer with :func:`check_net`."""
-    from cpm_nb import model as M
-
     if net.get("conv1_1") is None or net.get("conv5_2_CPM") is None:
         raise _first_conv_error(net, where)
     center = net.get("pool_center_lower") is not None
@@ -148,17 +141,17 @@ def config_from_net(net: CaffeNet, where: str = "prototxt", joints=None):
     while net.get(f"Mconv7_stage{stages + 1}") is not None:
         stages += 1
     maps = int(net.get("conv5_2_CPM").param("convolution_param", "num_output", 0))
-    joints = _joint_names(joints, maps, f"{where}: conv5_2_CPM")
+    joints = joint_names(joints, maps, f"{where}: conv5_2_CPM")
     background = joints[-1] == "background"
     kernel = net.get("Mconv1_stage2").param("convolution_param", "kernel_size", 7) \
         if stages > 1 else 7
-    base = M.get_config("cpm-mpii-release")
+    base = A.get_config("cpm-mpii-release")
     fields = dict(input_size=size, stages=stages, num_joints=maps - int(background),
                   background=background, center_map=center, stage_kernel=int(kernel),
                   center_sigma=RELEASE_SIGMA * size / RELEASE_BOX)
     error = None
     for width in _width_candidates(net) or [1.0]:
-        cfg = M.CPMConfig(name="caffe", width=width, **fields)
+        cfg = A.CPMConfig(name="caffe", width=width, **fields)
         if cfg.replace(name=base.name) == base:
             cfg = base
         try:
@@ -191,10 +184,8 @@ def check_net(net: CaffeNet, config, where: str = "prototxt") -> None:
     of ``config``: every layer's name, type, inputs and parameters, a ReLU after every
     convolution that has one, and no other layers with weights.  Raises
     :class:`CaffeError` naming the first layer that differs."""
-    from cpm_nb import model as M
-
     seen = {"image"}
-    for spec in M.architecture(config):
+    for spec in A.architecture(config):
         if spec.kind in ("input", "rescale"):
             continue
         layer = net.get(spec.name)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cpm_nb import architecture as A
 from cpm_nb.caffe_proto import CaffeError, CaffeLayer, CaffeNet, CaffeWeights
-from cpm_nb.caffe_release import RELEASE_BOX, RELEASE_SIGMA, _joint_names
+from cpm_nb.caffe_release import RELEASE_BOX, RELEASE_SIGMA, joint_names
 
 # --- any other CPM deploy file: a Keras network built from the prototxt itself ------------
 #
@@ -377,8 +378,6 @@ def config_from_plan(plan: NetPlan, where: str = "prototxt", joints=None):
     """The :class:`~cpm_nb.model.CPMConfig` fields predict needs (input side, stages, maps,
     centre map) of a prototxt network, and its map names; the network itself is the saved
     model (``architecture: prototxt`` in ``cpm_config.json``)."""
-    from cpm_nb import model as M
-
     h, w = plan.input_size
     shapes = {plan.shapes[next(op.top for op in plan.ops if op.name == n)]
               for n in plan.outputs}
@@ -390,11 +389,11 @@ def config_from_plan(plan: NetPlan, where: str = "prototxt", joints=None):
                          f"{sorted(list(s) for s in shapes)}; a pose CPM gives "
                          f"[maps, {h // 8}, {h // 8}] at every stage")
     maps = next(iter(shapes))[0]
-    joints = _joint_names(joints, maps, f"{where}: {plan.outputs[0]}")
+    joints = joint_names(joints, maps, f"{where}: {plan.outputs[0]}")
     background = joints[-1] == "background"
     first = next((op for op in plan.ops if op.name == "Mconv1_stage2"), None)
     kernel = first.params["kernel"][0] if first and first.params["kernel"][0] % 2 else 7
-    cfg = M.CPMConfig(name="caffe-prototxt", input_size=h, stages=len(plan.outputs),
+    cfg = A.CPMConfig(name="caffe-prototxt", input_size=h, stages=len(plan.outputs),
                       num_joints=maps - int(background), background=background,
                       center_map=plan.center_map, stage_kernel=int(kernel),
                       center_sigma=RELEASE_SIGMA * h / RELEASE_BOX)

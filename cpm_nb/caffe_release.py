@@ -29,7 +29,7 @@ RELEASE_SCALES = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)  # the release's MPII test 
 DERIVED_JOINTS = {"pelvis": ("r_hip", "l_hip"), "thorax": ("r_shoulder", "l_shoulder")}
 
 
-def _joint_names(joints, maps: int, where: str) -> tuple:
+def joint_names(joints, maps: int, where: str) -> tuple:
     """The names of a model's ``maps`` belief maps: given, or the release's order for that
     count; a count that does not match is a :class:`CaffeError`."""
     if joints is None:

@@ -29,7 +29,7 @@ def bench_model(args) -> dict:
     """
     from cpm_nb.runtime import import_keras, keras_backend
 
-    keras = import_keras()
+    import_keras()
     cfg = get_config(getattr(args, "config", None) or "source-article")  # tests pass a small one
     flops = flops_per_image(cfg)
     load = os.getloadavg()[0]
@@ -37,13 +37,7 @@ def bench_model(args) -> dict:
     model = build_cpm(cfg, seed=0)
     build_s = time.perf_counter() - t0
     quick = getattr(args, "quick", False)
-    rng = np.random.default_rng(0)
-    variants = {"eager": None}
-    if keras_backend() == "tensorflow":
-        variants["tf.function"] = make_predict_fn(model, jit_compile=False)
-        variants["tf.function+XLA"] = make_predict_fn(model, jit_compile=True)
-    else:
-        variants[make_predict_fn(model).compiled] = make_predict_fn(model)
+    variants = _variants(model, keras_backend())
     default = make_predict_fn(model).compiled
     results: dict = {"config": cfg.name, "input_size": cfg.input_size, "stages": cfg.stages,
                      "params": count_params(cfg), "flops_per_image": flops,
@@ -54,51 +48,78 @@ def bench_model(args) -> dict:
                       f"{results['params']:,} params, {flops / 1e9:.1f} GFLOPs/image"),
             ("machine", f"{os.cpu_count()} CPUs; 1-min load average {load:.2f} before the "
                         "run (other processes share the cores)")]
+    rng = np.random.default_rng(0)
     for batch in (1, 8):
         images = rng.integers(0, 256, (batch, cfg.input_size, cfg.input_size, 3)).astype(
             np.float32)
-        x = keras.ops.convert_to_tensor(images)
         repeat = 1 if quick else (3 if batch == 1 else 2)
-        calls, first, samples = {}, {}, {}
-        for name, fn in variants.items():
-            if fn is None:
-                def call(x=x):
-                    return [np.asarray(o) for o in model(x, training=False)]
-            else:
-                def call(fn=fn, images=images):
-                    return fn(images)
-            t0 = time.perf_counter()
-            call()  # first call: tracing / compilation (+ one forward pass)
-            first[name] = time.perf_counter() - t0
-            calls[name], samples[name] = call, []
-        # Interleave the variants (round robin), so that a change in the load from other
-        # processes affects all of them alike; CPU time / wall time = cores we really got.
-        for _ in range(repeat):
-            for name, call in calls.items():
-                cpu0 = time.process_time()
-                t = timeit(call, items=batch, warmup=0, repeat=1, min_time=0.0)
-                samples[name].append((t["median_s"], time.process_time() - cpu0))
-        per_batch = {}
-        for name, runs in samples.items():
-            walls = sorted(w for w, _ in runs)
-            median = walls[len(walls) // 2]
-            per_batch[name] = {
-                "calls": len(runs), "best_s": walls[0], "median_s": median,
-                "per_s": batch / median, "gflops_per_s": batch / median * flops / 1e9,
-                "first_call_s": first[name],
-                "cores_used": sum(c for _, c in runs) / sum(w for w, _ in runs)}
-            t = per_batch[name]
-            t["gflops_per_s_per_core"] = t["gflops_per_s"] / max(t["cores_used"], 1e-9)
+        per_batch = _time_variants(model, variants, images, repeat, flops)
         results["batches"][str(batch)] = per_batch
-        eager = per_batch["eager"]["per_s"]
-        for name, t in per_batch.items():
-            ratio = "(baseline)" if name == "eager" else f"{t['per_s'] / eager:.2f}x eager"
-            rows.append((f"batch {batch}  {name}",
-                         f"{t['per_s']:6.2f} images/s {t['gflops_per_s']:7.1f} GFLOP/s  "
-                         f"{ratio:<11} median {t['median_s']:.2f} s/batch over {t['calls']}, "
-                         f"first call {t['first_call_s']:.1f} s, {t['cores_used']:.1f} cores "
-                         f"({t['gflops_per_s_per_core']:.0f} GFLOP/s per core)"))
+        rows += _rows(batch, per_batch)
     results["load_average_1min_after"] = os.getloadavg()[0]
     rows.append(("make_predict_fn", f"uses {default} by default on this machine"))
     print_table("model: CPM forward pass, compiled vs eager (baseline)", rows)
     return results
+
+
+def _variants(model, backend: str) -> dict:
+    """name -> compiled predict function (None: the eager baseline)."""
+    variants = {"eager": None}
+    if backend == "tensorflow":
+        variants["tf.function"] = make_predict_fn(model, jit_compile=False)
+        variants["tf.function+XLA"] = make_predict_fn(model, jit_compile=True)
+    else:
+        fn = make_predict_fn(model)
+        variants[fn.compiled] = fn
+    return variants
+
+
+def _time_variants(model, variants: dict, images: np.ndarray, repeat: int, flops: int) -> dict:
+    """Timings of every variant on one batch: first call apart, then interleaved calls."""
+    from cpm_nb.runtime import import_keras
+
+    x = import_keras().ops.convert_to_tensor(images)
+    batch = len(images)
+    calls, first, samples = {}, {}, {}
+    for name, fn in variants.items():
+        if fn is None:
+            def call(x=x):
+                return [np.asarray(o) for o in model(x, training=False)]
+        else:
+            def call(fn=fn, images=images):
+                return fn(images)
+        t0 = time.perf_counter()
+        call()  # first call: tracing / compilation (+ one forward pass)
+        first[name] = time.perf_counter() - t0
+        calls[name], samples[name] = call, []
+    # Interleave the variants (round robin), so that a change in the load from other
+    # processes affects all of them alike; CPU time / wall time = cores we really got.
+    for _ in range(repeat):
+        for name, call in calls.items():
+            cpu0 = time.process_time()
+            t = timeit(call, items=batch, warmup=0, repeat=1, min_time=0.0)
+            samples[name].append((t["median_s"], time.process_time() - cpu0))
+    per_batch = {}
+    for name, runs in samples.items():
+        walls = sorted(w for w, _ in runs)
+        median = walls[len(walls) // 2]
+        t = {"calls": len(runs), "best_s": walls[0], "median_s": median,
+             "per_s": batch / median, "gflops_per_s": batch / median * flops / 1e9,
+             "first_call_s": first[name],
+             "cores_used": sum(c for _, c in runs) / sum(w for w, _ in runs)}
+        t["gflops_per_s_per_core"] = t["gflops_per_s"] / max(t["cores_used"], 1e-9)
+        per_batch[name] = t
+    return per_batch
+
+
+def _rows(batch: int, per_batch: dict) -> list[tuple[str, str]]:
+    eager = per_batch["eager"]["per_s"]
+    rows = []
+    for name, t in per_batch.items():
+        ratio = "(baseline)" if name == "eager" else f"{t['per_s'] / eager:.2f}x eager"
+        rows.append((f"batch {batch}  {name}",
+                     f"{t['per_s']:6.2f} images/s {t['gflops_per_s']:7.1f} GFLOP/s  "
+                     f"{ratio:<11} median {t['median_s']:.2f} s/batch over {t['calls']}, "
+                     f"first call {t['first_call_s']:.1f} s, {t['cores_used']:.1f} cores "
+                     f"({t['gflops_per_s_per_core']:.0f} GFLOP/s per core)"))
+    return rows
