@@ -67,6 +67,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cpm_nb import files
+
 # The public names of the caffe_* modules are re-exported: cpm_nb.caffe is the entry point.
 from cpm_nb.caffe_net import (  # noqa: F401
     build_keras,
@@ -124,10 +126,12 @@ LICENCE = ("converted from the CPM release (convolutional-pose-machines-release)
 # --- conversion -------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write) -> None:
+def _save_model(model, path: Path) -> None:
+    """``model.save(path)`` atomically.  Not :func:`cpm_nb.files.atomic_output`: Keras
+    saves only to a name that ends in ``.keras``, so the temporary name keeps the suffix."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     try:
-        write(tmp)
+        model.save(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -234,11 +238,10 @@ def convert(prototxt, caffemodel, out, joints=None, force: bool = False) -> dict
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CaffeError(f"cannot create the run folder {out}: {err}") from None
-    _atomic_write(out / MODEL_FILE, model.save)
+    _save_model(model, out / MODEL_FILE)
     meta = _metadata(cfg, names, prototxt, caffemodel, weights, time.perf_counter() - start,
                      plan)
-    _atomic_write(out / CONFIG_FILE,
-                  lambda p: p.write_text(json.dumps(meta, indent=1) + "\n"))
+    files.atomic_write_json(out / CONFIG_FILE, meta, indent=1)
     return meta
 
 
