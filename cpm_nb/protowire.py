@@ -1,7 +1,7 @@
 """The protocol-buffer wire format, the little of it this package reads and writes.
 
 Two file formats here are protocol buffers: TFRecord examples and TensorBoard events
-(:mod:`cpm_nb.records`) and Caffe models (:mod:`cpm_nb.caffe`).  Both are read and
+(:mod:`cpm_nb.records`) and Caffe models (:mod:`cpm_nb.caffe_proto`).  Both are read and
 written without the ``protobuf`` package: a message is a sequence of fields, each a
 varint key ``number << 3 | wire type`` followed by a varint (type 0), 8 bytes
 (type 1), a varint length and that many bytes (type 2: strings, sub-messages and
@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from cpm_nb.errors import DataError
+
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5  # wire types
 
 
-class WireError(ValueError):
+class WireError(DataError):
     """Bytes that are not a well-formed protocol-buffer message."""
 
 
