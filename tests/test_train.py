@@ -201,7 +201,7 @@ def test_evaluate_reports_the_evaluate_mpii_keys(fast_run):
     assert 0 <= scores["mean"] <= 100 and 0 <= scores["article_25px"] <= 100
     assert len(scores["per_stage"]) == cfg.stages and scores["per_stage"][-1] == scores["mean"]
     assert set(scores["hard"]) == {"occluded_joints", "visible_joints", "with_distractors",
-                                   "alone"}
+                                   "alone", "limbs_crossed"}
     assert scores["hard_counts"]["occluded_joints"] > 0
     assert scores == result.metrics | {}  # same numbers as at the end of training
     # the one evaluation pass: collect() gives the same score
