@@ -20,7 +20,8 @@ import numpy as np
 from cpm_nb import preprocess
 from cpm_nb.bench import print_table, timeit
 from cpm_nb.mpii import Person
-from cpm_nb.pipeline import AUTO_PIL_SIZE, META_FILE, make_dataset, read_meta, write_tfrecords
+from cpm_nb.pipeline import AUTO_PIL_SIZE, make_dataset
+from cpm_nb.shards import META_FILE, read_meta, write_tfrecords
 
 BENCH_SIZE = 368  # the paper's crop
 BENCH_IMAGE = (1280, 720)  # source photos of MPII's typical size
