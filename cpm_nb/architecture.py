@@ -61,8 +61,9 @@ class CPMConfig:
     center_sigma: float = 21.0  # centre-map sigma, input px
     stage_kernel: int = 7  # kernel of Mconv1..Mconv5 (the original CPM used 11 and 9x9 convs)
     min_channels: int = 8
-    # 3x3 convolutions kept in each of the trunk's four blocks (before pool1, pool2, pool3,
-    # after pool3); the full VGG trunk has (2, 2, 4, 7).  See trunk_layers().
+    # 3x3 convolutions in each of the trunk's four blocks (before pool1, pool2, pool3,
+    # after pool3); the block's other convolutions become 1x1, which keeps the depth but
+    # not the receptive field.  The full VGG trunk has (2, 2, 4, 7).  See trunk_layers().
     trunk: tuple[int, int, int, int] = FULL_TRUNK
 
     def __post_init__(self):
@@ -267,9 +268,12 @@ def architecture(config: str | CPMConfig) -> list[LayerSpec]:
 
 
 def trunk_layers(cfg: CPMConfig) -> list[tuple[str, str, int, int]]:
-    """The rows of :data:`TRUNK` that ``cfg.trunk`` keeps: in each block the first n - 1
-    convolutions and the block's last one, so the features keep their name and width
-    (``conv4_7_CPM``, 128 channels at width 1) whatever the depth."""
+    """The rows of :data:`TRUNK` with ``cfg.trunk`` applied: in each block the first n - 1
+    convolutions and the last one stay 3x3, the others become 1x1.  Every layer, name and
+    width stays; only the receptive field shrinks (a 1x1 convolution adds none).  A
+    trunk of 3x3 layers alone, as shallow as the field requires, learns far slower:
+    stage 1 of (1, 1, 2, 2) without the 1x1 layers reached 2 % PCKh@0.5 in 400 steps
+    where the full trunk reached 59 % (cpu profile, 2 CPU cores)."""
     blocks, current = [], []
     for row in TRUNK:
         if row[1] == "conv":
@@ -278,12 +282,13 @@ def trunk_layers(cfg: CPMConfig) -> list[tuple[str, str, int, int]]:
             blocks.append((current, row))
             current = []
     blocks.append((current, None))
-    kept = []
+    rows = []
     for (convs, pool), n in zip(blocks, cfg.trunk):
-        kept += convs[:n - 1] + convs[-1:]
+        wide = {r[0] for r in convs[:n - 1] + convs[-1:]}
+        rows += [r if r[0] in wide else (r[0], r[1], 1, r[3]) for r in convs]
         if pool is not None:
-            kept.append(pool)
-    return kept
+            rows.append(pool)
+    return rows
 
 
 def count_params(config: str | CPMConfig) -> int:

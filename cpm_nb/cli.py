@@ -41,6 +41,7 @@ the workflow (each command has --help with examples):
   cpm-nb prepare mpii --root DIR            download/convert real MPII (12.9 GB images)
   cpm-nb train --data synthetic --out runs/my-run
   cpm-nb evaluate --model runs/my-run --data synthetic --json-out scores.json
+  cpm-nb experiment stages --json-out stages.json   1-6 stages at equal compute, 3 seeds
   cpm-nb predict photo.jpg --model runs/my-run --out predictions/ --json
   cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions preds.mat
   cpm-nb convert-caffe --prototxt P --caffemodel W --out RUN   a released CPM model as a run
@@ -74,7 +75,8 @@ COMMANDS = [
     "cpm_nb.commands.evaluate_mpii:COMMAND",
     "cpm_nb.commands.model:COMMAND",
     "cpm_nb.commands.train:COMMAND",
-    "cpm_nb.evaluation:EVALUATE",
+    "cpm_nb.commands.evaluate:COMMAND",
+    "cpm_nb.commands.experiment:COMMAND",
     "cpm_nb.commands.predict:COMMAND",
     "cpm_nb.commands.export:COMMAND",
     "cpm_nb.commands.convert_caffe:COMMAND",

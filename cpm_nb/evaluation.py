@@ -231,9 +231,11 @@ def _pckh_mean(pred, gt, headboxes, valid) -> float | None:
 def summarize(vp: ValidationPredictions, split: str = "val") -> dict:
     """The numbers of a validation pass: the ``evaluate-mpii`` keys of the last stage
     (``pckh`` table, ``mean``, ``mean_at_0.1``, ``per_joint``), the article's 25-px metric
-    (``article_25px``), ``per_stage`` PCKh@0.5, and ``hard``: PCKh@0.5 on occluded and
-    visible joints, people with other people in the image (distractors) and alone."""
-    gt, boxes, valid, vis = vp.gt, vp.headboxes, vp.valid, vp.visibility
+    (``article_25px``), ``per_stage`` PCKh@0.5, ``hard``: PCKh@0.5 on the subsets of
+    :func:`hard_subsets` (with ``hard_counts`` and ``hard_per_stage``), and
+    ``errors_per_stage``: the share of joints that landed on a distractor in the crop
+    and of left/right joints swapped, in percent."""
+    gt, boxes, valid = vp.gt, vp.headboxes, vp.valid
     out = metrics.pckh(vp.final, gt, boxes, valid).as_json()
     out.pop("curve", None)
     out["article_25px"] = _num(metrics.fixed_radius(vp.final, gt, valid,
@@ -496,26 +498,6 @@ def validation_examples(folder, n: int = 4, input_path: str = "auto") -> tuple:
     return images[:n], joints[:n], vis[:n]
 
 
-# --- cpm-nb evaluate -------------------------------------------------------------------------------
-
-
-def _evaluate_arguments(parser) -> None:
-    from cpm_nb.cli import add_json_option
-
-    parser.add_argument("--model", required=True, metavar="DIR",
-                        help="a run folder holding model.keras and cpm_config.json")
-    parser.add_argument("--data", choices=("synthetic", "mpii"), default=None,
-                        help="evaluation data (default: what the model was trained on)")
-    parser.add_argument("--data-dir", metavar="DIR", help="prepared folder with a val split")
-    parser.add_argument("--split", default="val", choices=("val", "train"),
-                        help="split to score (default: val)")
-    parser.add_argument("--max-examples", type=int, metavar="N", help="score the first N people")
-    parser.add_argument("--input-path", choices=("auto", "tf", "numpy"), default="auto",
-                        help="read the data with tf.data or NumPy/PIL (default: tf.data where "
-                             "TensorFlow is installed)")
-    add_json_option(parser, "the scores")
-
-
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.2f}"
 
@@ -533,62 +515,3 @@ def format_scores(scores: dict, title: str) -> str:
             f"{k} {_fmt(v)} ({scores['hard_counts'][k]} joints)"
             for k, v in scores["hard"].items()),
     ])
-
-
-def _evaluate_run(args) -> int:
-    import sys
-    from pathlib import Path
-
-    from cpm_nb import data, runs, train
-    from cpm_nb.cli import CliError, print_json
-    from cpm_nb.train_config import TrainConfig, train_config
-
-    if args.max_examples is not None and args.max_examples < 1:
-        raise CliError(f"--max-examples {args.max_examples} is out of range: must be >= 1")
-    try:
-        trained = runs.load_run(args.model)
-        training = trained.meta.get("training")
-        cfg = TrainConfig.from_json(training) if training else train_config("cpu")
-        if args.data:
-            cfg = cfg.replace(data=args.data, data_dir=args.data_dir)
-        elif args.data_dir:
-            cfg = cfg.replace(data_dir=args.data_dir)
-        scores = evaluate(trained.model, train.data_dir(cfg), split=args.split,
-                          max_examples=args.max_examples, input_path=args.input_path)
-    except (runs.RunError, data.DataError, ValueError, TypeError, KeyError) as err:
-        raise CliError(" ".join(str(err).split())) from None
-    title = (f"{scores['n_examples']} people ({cfg.data}, split {args.split}); model "
-             f"{Path(args.model).name}: {trained.meta.get('stages')} stages, "
-             f"{trained.meta.get('input_size')} px")
-    print(format_scores(scores, title), file=sys.stderr if args.json == "-" else sys.stdout)
-    if args.json:
-        print_json(scores, args.json)
-    return 0
-
-
-def _evaluate_command():
-    from cpm_nb.cli import Command
-
-    return Command(
-        name="evaluate",
-        help="score a trained model: PCKh table, the article's 25-px metric, per stage, "
-             "hard subsets",
-        add_arguments=_evaluate_arguments,
-        run=_evaluate_run,
-        description="""\
-Predict on the unaugmented validation people, decode the belief maps, map the joints
-back to original-image pixels and score them with the official MPII PCKh (the keys
-of `cpm-nb evaluate-mpii --json`: pckh, mean, mean_at_0.1, per_joint), plus the
-source article's 25-px metric, PCKh@0.5 per stage and on the hard subsets
-(occluded joints, people with distractors in the image).  Works on the TensorFlow
-and the JAX backend (KERAS_BACKEND=jax).
-
-examples:
-  cpm-nb evaluate --model runs/cpu
-  cpm-nb evaluate --model runs/cpu --json-out scores.json
-  cpm-nb evaluate --model /content/drive/MyDrive/cpm_nb/gpu --data mpii \\
-                  --data-dir /content/mpii/tfrecords-368""",
-    )
-
-
-EVALUATE = _evaluate_command()

@@ -1,62 +1,211 @@
-"""The source article's experiment: the same network with 2 and with 6 stages.
+"""The stage experiment: does refining beliefs over more stages help, and where?
 
-:func:`stage_experiment` trains the profile's network once per number of stages on
-the same budget (cached like :func:`cpm_nb.train.load_or_train`);
-:func:`experiment_table` and :func:`format_experiment` put the results side by side.
+CPM's claim is that later stages, which see ever more context, correct the
+beliefs of earlier ones.  The test only means something when stage 1 cannot
+already see the whole person: the ``stage-experiment`` configuration
+(:data:`cpm_nb.architecture.NAMED_CONFIGS`) keeps the paper's proportions at a
+CPU's scale (stage 1 sees 0.48 of a 128-px crop, the paper's 0.43 of 368 px;
+each stage adds 0.63 crops, the paper's 0.65).
+
+:class:`StageExperiment` trains it with 1, 2, 3, 4 and 6 stages, several seeds
+each, at **equal compute**: every run gets the same forward FLOPs x steps as the
+6-stage run, so a 1-stage net trains 1.6x as many steps.  Every run is a cached
+run like :func:`cpm_nb.train.load_or_train`'s.  :func:`run_stage_experiment`
+returns the results as JSON (``cpm-nb experiment stages --json-out FILE``), and
+:func:`summarize_runs` the mean and spread over seeds, overall, per stage of each
+net and on the subsets where context decides (occluded joints, a second person in
+the crop, crossed limbs).  The committed result lives in
+``results/stage_experiment.json``; :func:`load_committed` reads it.
 """
 
 from __future__ import annotations
 
-from cpm_nb import config as _config
+import dataclasses
+import json
+import math
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
-# Steps of each run of the experiment (same data, batch, input size and steps for both).
-# On the CPU a short smoke run that keeps a first `cpm-nb notebooks` within ~15 minutes.
-EXPERIMENT_STEPS = {"fast": 20, "cpu": 400, "gpu": 30000}
-EXPERIMENT_STAGES = (2, 6)
+import numpy as np
 
-
-def stage_experiment(profile: str | _config.Profile, stages=EXPERIMENT_STAGES,
-                     steps: int | None = None, cache_dir=None, progress: bool | None = None,
-                     verbose: bool = True) -> dict:
-    """Train the profile's network with each number of ``stages`` on the same budget and
-    return ``{stages: Trained}``."""
-    from cpm_nb.train import load_or_train
-    from cpm_nb.train_config import TRAINING
-
-    name = profile if isinstance(profile, str) else profile.name
-    steps = steps or EXPERIMENT_STEPS.get(name, 1000)
-    every = TRAINING.get(name, TRAINING["cpu"])["checkpoint_every"]
-    eval_every = max(every, steps // 4 // every * every)
-    return {n: load_or_train(profile, cache_dir=cache_dir, progress=progress, verbose=verbose,
-                             stages=n, steps=steps, eval_every=eval_every)
-            for n in stages}
+RESULTS_FILE = "results/stage_experiment.json"
 
 
-def experiment_table(runs: dict) -> list[dict]:
-    """One row per run: PCKh@0.5 overall, on the hard subsets, per stage, wall time."""
+@dataclass(frozen=True)
+class StageExperiment:
+    """What the experiment trains: the model, stage counts, seeds and the budget."""
+
+    model: str = "stage-experiment"  # a named configuration
+    stage_counts: tuple[int, ...] = (1, 2, 3, 4, 6)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    reference_stages: int = 6
+    reference_steps: int = 2000  # steps of the reference net; the others: same FLOPs x steps
+    profile: str = "cpu"  # optimizer, schedule, sigma, batch and data sizes of this profile
+    run_profile: str = "stages"  # the runs' name prefix and their own data folder
+    n_val: int = 600  # validation images (more people than the cpu profile, for the subsets)
+
+    def config(self, stages: int):
+        from cpm_nb import architecture
+
+        return architecture.get_config(self.model).replace(stages=stages)
+
+    def flops(self, stages: int) -> int:
+        from cpm_nb import architecture
+
+        return architecture.flops_per_image(self.config(stages))
+
+    def steps(self, stages: int) -> int:
+        """Steps with the reference run's forward FLOPs x steps, rounded to 50."""
+        budget = self.reference_steps * self.flops(self.reference_stages)
+        return max(50, int(round(budget / self.flops(stages) / 50)) * 50)
+
+    def train_config(self, stages: int, seed: int):
+        from cpm_nb.train_config import train_config
+
+        steps = self.steps(stages)
+        cfg = train_config(self.profile, model=self.config(stages), steps=steps, seed=seed,
+                           n_val=self.n_val, eval_every=max(50, steps // 4 // 50 * 50))
+        return dataclasses.replace(cfg, profile=self.run_profile)
+
+    def as_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+EXPERIMENTS = {
+    "cpu": StageExperiment(),
+    # a smoke version for tests and CI: two stage counts, one seed, a few steps
+    "fast": StageExperiment(stage_counts=(1, 2), seeds=(0,), reference_stages=2,
+                            reference_steps=100, profile="fast", run_profile="stages-fast",
+                            n_val=32),
+}
+
+
+def run_one(exp: StageExperiment, stages: int, seed: int, cache_dir=None,
+            progress: bool | None = None, verbose: bool = True) -> dict:
+    """Train (or load) one run of the experiment and return its row."""
+    from cpm_nb.train import train_cached
+
+    cfg = exp.train_config(stages, seed)
+    trained = train_cached(cfg, cache_dir=cache_dir, progress=progress, verbose=verbose)
+    m = trained.meta["metrics"]
+    return {"stages": stages, "seed": seed, "steps": cfg.steps,
+            "flops_per_image": exp.flops(stages), "train_s": trained.meta["wall_s"],
+            "pckh": m["mean"], "per_stage": m["per_stage"], "hard": m["hard"],
+            "hard_counts": m["hard_counts"], "hard_per_stage": m["hard_per_stage"],
+            "errors_per_stage": m.get("errors_per_stage"), "run": trained.run_dir.name}
+
+
+def run_stage_experiment(exp: StageExperiment, seeds: int | None = None, cache_dir=None,
+                         progress: bool | None = None, verbose: bool = True) -> dict:
+    """Train every run (cached), and return the per-run rows, the summary and provenance.
+
+    ``seeds``: use only the first ``seeds`` seeds of ``exp``."""
+    chosen = exp.seeds[:seeds] if seeds else exp.seeds
+    exp = dataclasses.replace(exp, seeds=tuple(chosen))
+    start = time.perf_counter()
     rows = []
-    for n, trained in runs.items():
-        m = trained.meta["metrics"]
-        rows.append({"stages": n, "params": int(trained.model.count_params()),
-                     "steps": trained.meta["steps"], "pckh": m["mean"],
-                     "occluded_joints": m["hard"]["occluded_joints"],
-                     "with_distractors": m["hard"]["with_distractors"],
-                     "article_25px": m["article_25px"], "per_stage": m["per_stage"],
-                     "train_s": trained.meta["wall_s"]})
-    return rows
+    for seed in exp.seeds:  # seed by seed: a partial run still covers every stage count
+        for stages in exp.stage_counts:
+            if verbose:
+                print(f"[stage experiment] {stages} stage(s), seed {seed}: "
+                      f"{exp.steps(stages)} steps", flush=True)
+            rows.append(run_one(exp, stages, seed, cache_dir, progress, verbose))
+    from cpm_nb import architecture
+
+    cfg = exp.config(max(exp.stage_counts))
+    return {"experiment": exp.as_json(), "model": dataclasses.asdict(cfg),
+            "receptive_field_per_stage": architecture.stage_receptive_fields(cfg),
+            "receptive_field_over_crop": architecture.describe(cfg)["receptive_field_over_crop"],
+            "summary": summarize_runs(rows), "runs": rows,
+            "provenance": provenance(time.perf_counter() - start)}
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.2f}"
+def _stats(values) -> dict:
+    v = np.array([x for x in values if x is not None], float)
+    if not len(v):
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}
 
 
-def format_experiment(rows: list[dict]) -> str:
-    head = (f"{'stages':>6} {'params':>10} {'steps':>6} {'PCKh@0.5':>9} {'occluded':>9} "
-            f"{'distract.':>9} {'25 px':>7} {'train s':>8}  per-stage PCKh@0.5")
+def summarize_runs(rows: list[dict]) -> dict:
+    """Per stage count: PCKh@0.5 mean/std/min/max over seeds, the mean per-stage curve,
+    the subsets and the error shares (last stage), and the mean training time."""
+    out = {}
+    for stages in sorted({r["stages"] for r in rows}):
+        mine = [r for r in rows if r["stages"] == stages]
+        per_stage = np.array([r["per_stage"] for r in mine], float)
+        subsets = {k: _stats(r["hard"][k] for r in mine) for k in mine[0]["hard"]}
+        errors = {k: _stats(r["errors_per_stage"][k][-1] for r in mine)
+                  for k in (mine[0].get("errors_per_stage") or {})}
+        out[str(stages)] = {"pckh": _stats(r["pckh"] for r in mine),
+                            "per_stage_mean": per_stage.mean(0).tolist(),
+                            "per_stage_std": per_stage.std(0, ddof=1).tolist()
+                            if len(mine) > 1 else [0.0] * per_stage.shape[1],
+                            "subsets": subsets, "errors": errors,
+                            "steps": mine[0]["steps"],
+                            "train_s_mean": float(np.mean([r["train_s"] for r in mine]))}
+    return out
+
+
+def provenance(wall_s: float) -> dict:
+    """The command, commit, machine and date that produced a result."""
+    import os
+
+    from cpm_nb import runtime
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"command": "cpm-nb --profile cpu experiment stages --json-out " + RESULTS_FILE,
+            "commit": commit, "machine": {"python": platform.python_version(),
+                                          "processor": platform.machine(),
+                                          "cpus": os.cpu_count(),
+                                          "backend": runtime.keras_backend()},
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_s": wall_s}
+
+
+def load_committed(path=None) -> dict:
+    """The committed result (``results/stage_experiment.json`` of the checkout)."""
+    from cpm_nb import paths
+
+    path = Path(path) if path else paths.repo_root() / RESULTS_FILE
+    return json.loads(Path(path).read_text())
+
+
+def _fmt(stats: dict) -> str:
+    m = stats["mean"]
+    if m is None or not math.isfinite(m):
+        return "-"
+    return f"{m:5.1f} ± {stats['std']:.1f}"
+
+
+def format_summary(result: dict) -> str:
+    """The summary as a text table: PCKh@0.5 and the subsets, mean ± std over seeds."""
+    summary = result["summary"]
+    keys = ("occluded_joints", "with_distractors", "limbs_crossed")
+    head = (f"{'stages':>6} {'steps':>6} {'PCKh@0.5':>12} {'occluded':>12} {'distractor':>12} "
+            f"{'crossed':>12} {'on other %':>11} {'L/R swap %':>11} {'train s':>8}")
     lines = [head]
-    for r in rows:
-        lines.append(f"{r['stages']:>6} {r['params']:>10,} {r['steps']:>6} {_fmt(r['pckh']):>9} "
-                     f"{_fmt(r['occluded_joints']):>9} {_fmt(r['with_distractors']):>9} "
-                     f"{_fmt(r['article_25px']):>7} {r['train_s']:>8.0f}  "
-                     + " -> ".join(_fmt(v) for v in r["per_stage"]))
+    for stages, s in summary.items():
+        errs = s["errors"]
+        lines.append(
+            f"{stages:>6} {s['steps']:>6} {_fmt(s['pckh']):>12} "
+            + " ".join(f"{_fmt(s['subsets'][k]):>12}" for k in keys)
+            + f" {_fmt(errs['on_other_person']):>11} {_fmt(errs['left_right_swapped']):>11}"
+            + f" {s['train_s_mean']:>8.0f}")
+    return "\n".join(lines)
+
+
+def format_per_stage(result: dict) -> str:
+    """PCKh@0.5 after each stage inside each net (mean over seeds)."""
+    lines = []
+    for stages, s in result["summary"].items():
+        curve = " -> ".join(f"{v:.1f}" for v in s["per_stage_mean"])
+        lines.append(f"{stages} stage(s): {curve}")
     return "\n".join(lines)

@@ -36,10 +36,10 @@ BENDS = {"elbow": ("shoulder", "elbow", "wrist"), "knee": ("hip", "knee", "ankle
 
 
 def _crop_joints(person, input_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Annotated joints in crop units (0..1 across the crop) and the annotated mask."""
+    """Annotated joints in crop pixels (0-based) and the annotated mask."""
     m = preprocess.crop_matrix(person.objpos, person.scale, input_size)
     xy = np.c_[person.joints, np.ones(16)] @ m.T
-    return xy[:, :2] / (input_size - 1), ~np.asarray(person.missing, bool)
+    return xy[:, :2], ~np.asarray(person.missing, bool)
 
 
 def _angle_down(v: np.ndarray) -> float:
@@ -61,10 +61,10 @@ def person_measures(person, input_size: int = 368) -> dict:
     pts = np.asarray(person.joints, float)
     out: dict = {}
     if ok.sum() >= 2:
-        span = xy[ok].max(0) - xy[ok].min(0)
+        span = (xy[ok].max(0) - xy[ok].min(0)) / input_size
         out["extent_height"], out["extent_width"] = float(span[1]), float(span[0])
     if ok.any():
-        out["outside_crop"] = float(((xy[ok] < 0) | (xy[ok] > 1)).any(1).mean())
+        out["outside_crop"] = float(((xy[ok] < 0) | (xy[ok] > input_size - 1)).any(1).mean())
     out["not_annotated"] = float((~ok).mean())
 
     def has(*names):

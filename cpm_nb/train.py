@@ -404,7 +404,13 @@ def load_or_train(profile: str | _config.Profile, cache_dir=None, progress: bool
     its checkpoint; a concurrent trainer of the same run is waited for.  ``overrides``:
     :class:`TrainConfig` fields, e.g. ``stages=6``.
     """
-    cfg = train_config(profile, **overrides)
+    return train_cached(train_config(profile, **overrides), cache_dir, progress, verbose)
+
+
+def train_cached(cfg: TrainConfig, cache_dir=None, progress: bool | None = None,
+                 verbose: bool = True) -> runs.Trained:
+    """:func:`load_or_train` for a ready :class:`TrainConfig`: load its cached run, or
+    train it once (resuming an interrupted run, waiting for a concurrent trainer)."""
     folder = runs.cached(cfg, cache_dir)
     if folder is None:
         folder = runs.run_dir(cfg, cache_dir)

@@ -48,8 +48,8 @@ def test_breakdowns(vp):
     occ = E.by_occlusion(vp)
     assert occ["occluded joints"][1] == 12 and occ["people, 1-2 occluded"][1] == 0
     assert occ["people, 3+ occluded"][1] == 4
-    dis = E.by_distractors(vp)
-    assert [v[1] for v in dis.values()] == [4, 4, 4]
+    dis = E.by_distractors(vp)  # no annotations: "in the crop" falls back to "in the image"
+    assert [v[1] for v in dis.values()][:3] == [4, 0, 8]
     best, worst = E.best_and_worst(vp, 2)
     assert worst[0] == 5 and 5 not in best
     assert E.person_scores(vp)[5] == 0
@@ -67,3 +67,40 @@ def test_mpii_files_round_trip(vp, tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     want = metrics.pckh(vp.final, vp.gt, vp.headboxes, vp.valid)
     assert doc["mean"] == pytest.approx(want.mean) and doc["n_people"] == vp.n
+
+
+def test_distractors_in_the_crop_and_joints_on_them(vp):
+    """A distractor is a person with a joint inside the crop; a prediction that is wrong
+    for the target but on the other person's same joint is counted as following it."""
+    others = np.full((vp.n, 1, 16, 2), np.nan)
+    others[1, 0] = vp.gt[1] + 200  # far away: all its joints are listed, it still counts
+    others[2, 0, :8] = vp.gt[2, :8] + 40  # the first 8 joints of someone next to person 2
+    vp.others = others
+    assert vp.distracted.tolist() == [False, True, True] + [False] * 9
+    vp.pred[-1][2, :4] = others[2, 0, :4]  # person 2: four joints on the other person
+    hit = E.on_other_person(vp)
+    assert hit[2, :4].all() and hit.sum() == 4
+    s = E.summarize(vp)
+    assert s["distractor_definition"] == "another person with a joint inside the crop"
+    assert s["errors_per_stage"]["on_other_person"][-1] == pytest.approx(100 * 4 / 32)
+
+
+def test_left_right_swaps_and_crossed_limbs(vp):
+    from cpm_nb.skeleton import JOINT, flip_permutation
+
+    flip = flip_permutation()
+    r, l_ = JOINT["r_wrist"], JOINT["l_wrist"]
+    vp.pred[-1][3, r] = vp.gt[3, l_]  # person 3: right wrist predicted on the left one
+    vp.gt[4, :, 0] = np.arange(16) * 0  # person 4: everything on one vertical line
+    swaps = E.left_right_swaps(vp)
+    assert swaps[3, r] and not swaps[3, l_]
+    assert flip[r] == l_
+    gt = np.zeros((1, 16, 2))
+    valid = np.ones((1, 16), bool)
+    for name, x in (("r_shoulder", 0), ("l_shoulder", 10), ("r_elbow", 0), ("l_elbow", 10),
+                    ("r_wrist", 12), ("l_wrist", -2), ("r_hip", 2), ("l_hip", 8),
+                    ("r_knee", 2), ("l_knee", 8), ("r_ankle", 2), ("l_ankle", 8)):
+        gt[0, JOINT[name], 0] = x
+    assert E.limbs_crossed(gt, valid).tolist() == [True]  # the wrists cross
+    gt[0, JOINT["r_wrist"], 0], gt[0, JOINT["l_wrist"], 0] = -2, 12
+    assert E.limbs_crossed(gt, valid).tolist() == [False]

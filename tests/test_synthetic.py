@@ -50,7 +50,7 @@ def test_multi_person_images_and_flags(small):
     for p in small.train:
         assert p.flags["n_others"] == per_image[p.image] - 1
         assert p.single_person == (per_image[p.image] == 1)
-    assert set(per_image.values()) == {1, 2, 3}
+    assert {1, 2} <= set(per_image.values()) <= {1, 2, 3}
     assert mpii.people_per_image(small.train) == Counter(Counter(per_image.values()))
     assert sum(len(p.flags["occluded"]) for p in small.train) > 0  # some joints are hidden
 
