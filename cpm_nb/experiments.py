@@ -86,16 +86,31 @@ EXPERIMENTS = {
 def run_one(exp: StageExperiment, stages: int, seed: int, cache_dir=None,
             progress: bool | None = None, verbose: bool = True) -> dict:
     """Train (or load) one run of the experiment and return its row."""
-    from cpm_nb.train import train_cached
-
     cfg = exp.train_config(stages, seed)
-    trained = train_cached(cfg, cache_dir=cache_dir, progress=progress, verbose=verbose)
+    trained = trained_run(exp, stages, seed, cache_dir, progress, verbose)
     m = trained.meta["metrics"]
     return {"stages": stages, "seed": seed, "steps": cfg.steps,
             "flops_per_image": exp.flops(stages), "train_s": trained.meta["wall_s"],
             "pckh": m["mean"], "per_stage": m["per_stage"], "hard": m["hard"],
             "hard_counts": m["hard_counts"], "hard_per_stage": m["hard_per_stage"],
             "errors_per_stage": m.get("errors_per_stage"), "run": trained.run_dir.name}
+
+
+def trained_run(exp: StageExperiment, stages: int, seed: int = 0, cache_dir=None,
+                progress: bool | None = None, verbose: bool = True):
+    """One run of the experiment as a :class:`cpm_nb.runs.Trained` (loaded from the
+    cache; trained first, with a printed estimate, when it is not there)."""
+    from cpm_nb.train import train_cached
+
+    return train_cached(exp.train_config(stages, seed), cache_dir=cache_dir,
+                        progress=progress, verbose=verbose)
+
+
+def data_folder(exp: StageExperiment):
+    """The prepared TFRecord folder the experiment's runs train and validate on."""
+    from cpm_nb.train import data_dir
+
+    return data_dir(exp.train_config(exp.stage_counts[0], exp.seeds[0]))
 
 
 def run_stage_experiment(exp: StageExperiment, seeds: int | None = None, cache_dir=None,
