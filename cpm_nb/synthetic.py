@@ -14,7 +14,7 @@ What a figure looks like
   make left/right well defined, also after a flip augmentation), hands and
   feet, and a darker knob at each elbow and knee so joints are well localised.
 * Random poses within joint-angle limits, from a few activities (standing,
-  walking, arms up, reaching, crouching, kicking, dancing).
+  walking, arms up, reaching, crouching, kicking, dancing, sitting, bending).
 * Every image has 1-3 people: the multi-person problem. Each person is
   annotated (one record each), with ``flags["n_others"]`` giving the number of
   other people in the image. People may overlap and be cut by the image border
@@ -25,8 +25,16 @@ What a figure looks like
 
 The MPII conventions hold: 1-based coordinates, ``objpos`` near the body centre,
 ``head_box`` the axis-aligned box of the head and ``200 * scale = 4.8`` head-box
-diagonals exactly (as for the MPII validation people), so a crop from
-:mod:`cpm_nb.preprocess` shows the figure about 0.64 of the crop side tall.
+diagonals exactly (as for the MPII validation people).  Head boxes are drawn
+loosely (:data:`HEAD_BOX_MARGIN`), as MPII's are, so that in a crop from
+:mod:`cpm_nb.preprocess` limbs have MPII's lengths and the joints of a person span
+about half the crop side, as they do for the MPII validation people.
+
+How close to MPII?  :mod:`cpm_nb.pose_stats` measures people in their crops (size,
+limb lengths, pose spread, truncation, others in the crop) on the real annotation
+slice and on this generator; version 2 of the generator (more bent limbs, sitting and
+bending people, legs cut by the image's bottom edge, fewer crowded images, people
+turned sideways) closed the largest gaps.  Notebook 02 shows the numbers.
 
 Images are sized for the profile (``IMAGE_ASPECT`` x ``input_size``), so that
 the person crops are at about native resolution.  Generation is deterministic:
@@ -490,24 +498,20 @@ def _progress(iterable, total, enabled):
     return tqdm(iterable, total=total, desc="rendering", unit="img")
 
 
-def default_root(profile=None, seed: int | None = None) -> Path:
-    from cpm_nb.config import get_profile
-
-    profile = profile or get_profile()
+def default_root(profile, seed: int | None = None) -> Path:
+    """The cache folder of ``profile``'s set (``<data>/synthetic/<profile>-seed<seed>``)."""
     seed = profile.seed if seed is None else seed
     return data_dir() / "synthetic" / f"{profile.name}-seed{seed}"
 
 
-def load_or_generate(profile=None, seed: int | None = None, root=None,
+def load_or_generate(profile, seed: int | None = None, root=None,
                      force: bool = False, progress: bool = False) -> SyntheticSet:
-    """The synthetic set for ``profile`` (default: the active one): read from the cache
-    folder when it was made with the same settings, else generated there (seconds).
+    """The synthetic set for ``profile`` (a :class:`cpm_nb.config.Profile`: its sizes and
+    seed): read from the cache folder when it was made with the same settings, else
+    generated there (seconds).
 
     Holds the folder's lock: a second process asking for the same set waits for the
     first and then reads its result."""
-    from cpm_nb.config import get_profile
-
-    profile = profile or get_profile()
     seed = profile.seed if seed is None else seed
     if seed < 0:
         raise ValueError(f"the dataset seed must be >= 0, got {seed}")

@@ -54,9 +54,9 @@ def synthetic_copy(synthetic_master, tmp_path, monkeypatch):
     root = tmp_path / "data"
     shutil.copytree(synthetic_master, root)
     monkeypatch.setenv("CPM_NB_DATA", str(root))
-    folder = synthetic.default_root()
     from cpm_nb.config import get_profile
 
+    folder = synthetic.default_root(get_profile())
     return root, folder, pipeline.synthetic_tfrecord_dir(get_profile())
 
 
@@ -701,7 +701,7 @@ def test_failures_deep_inside_a_command_are_one_line(capsys, monkeypatch, raised
                                                      message):
     from cpm_nb import runtime
 
-    def fail():
+    def fail(*args, **kwargs):
         raise raised
 
     monkeypatch.setattr(runtime, "describe", fail)
