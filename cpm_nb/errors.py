@@ -2,7 +2,7 @@
 
 Each message is one line about data, files, models or configurations (what, where, how
 to fix), never about command-line flags: a Python user never passed any.  The command
-layer (:mod:`cpm_nb.cli` and :mod:`cpm_nb.commands`) prints any :class:`CpmError` as one
+layer (``cli.py`` and the ``commands`` package) prints any :class:`CpmError` as one
 line on stderr with exit status 2, adding the flag that supplied the value where that
 helps.
 """
