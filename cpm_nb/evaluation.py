@@ -434,7 +434,7 @@ def show_people(vp: ValidationPredictions, idx, axes, show_truth: bool = True) -
         if show_truth:
             draw_skeleton(ax, vp.gt_crop[i], v, linewidth=1, markersize=2, alpha=0.35)
         draw_skeleton(ax, vp.pred_crop[i], v, linewidth=1.5, markersize=3)
-        ax.set(xticks=[], yticks=[])
+        _fit_to_crop(ax, vp.images[i])
         ax.set_title(f"#{i}: {scores[i]:.0f} % correct", fontsize=9)
 
 
@@ -487,7 +487,22 @@ def show_predictions(model, images, joints, visibility, axes, stage: int = -1) -
         ax.imshow(im)
         draw_skeleton(ax, j, v > 0, linewidth=1, markersize=2, alpha=0.35)
         draw_skeleton(ax, p, v > 0, linewidth=1.5, markersize=3)
-        ax.set(xticks=[], yticks=[])
+        _fit_to_crop(ax, im)
+    _truth_legend(axes[0])
+
+
+def _fit_to_crop(ax, image) -> None:
+    """Show exactly the crop: joints outside it must not stretch the axes."""
+    h, w = image.shape[:2]
+    ax.set(xlim=(-0.5, w - 0.5), ylim=(h - 0.5, -0.5), xticks=[], yticks=[])
+
+
+def _truth_legend(ax) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="0.3", lw=1.5, label="prediction (solid)"),
+               Line2D([], [], color="0.3", lw=1, alpha=0.35, label="ground truth (faint)")]
+    ax.legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.8)
 
 
 def validation_examples(folder, n: int = 4, input_path: str = "auto") -> tuple:

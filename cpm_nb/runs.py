@@ -281,7 +281,25 @@ def load_run(path) -> Trained:
         meta = read_metadata(config_file)
         if path.is_file() and meta.get("model_file", MODEL_FILE) != path.name:
             meta = {}  # it describes another file of the folder
-    return Trained(load_keras(model_file), meta, model_file.parent)
+    model = load_keras(model_file)
+    _attach_config(model, meta.get("cpm_config"))
+    return Trained(model, meta, model_file.parent)
+
+
+def _attach_config(model, saved) -> None:
+    """Give a reloaded model its :class:`CPMConfig` from the run's metadata (the layers
+    alone do not tell e.g. which trunk convolutions are 1x1), when it fits the model."""
+    from cpm_nb.architecture import CPMConfig
+
+    if not isinstance(saved, dict):
+        return
+    fields = {f.name for f in dataclasses.fields(CPMConfig)}
+    try:
+        cfg = CPMConfig(**{k: v for k, v in saved.items() if k in fields})
+    except (TypeError, ValueError):
+        return
+    if cfg.stages == len(model.outputs) and cfg.input_size == int(model.inputs[0].shape[1]):
+        model.cpm_config = cfg
 
 
 def cached(cfg, cache_dir=None) -> Path | None:
