@@ -29,8 +29,10 @@
 # * to score a trained CPM three ways -- the source article's fixed 25-px radius, the official
 #   MPII **PCKh@0.5** and **strict PCP** -- and why the three numbers differ so much;
 # * to read a score joint by joint, over PCKh thresholds and stage by stage;
-# * how accuracy falls on **occluded joints** and with **other people** in the image;
-# * to look at the best and worst people and at the belief maps the network produced for them;
+# * how accuracy falls on **occluded joints** and with **another person inside the crop**, and
+#   how often a prediction lands on that other person;
+# * to look at the best and worst people, and to redraw the source article's **confidence-map
+#   figure** (2 against 6 stages, on hard poses chosen by measurement);
 # * how to score real MPII predictions with `cpm-nb evaluate-mpii`, and what published models reach.
 #
 # We evaluate the model that notebook 05 trained (cached: it is loaded, not trained again).
@@ -59,8 +61,10 @@ profile = cpm_nb.setup(seed=0)
 # %% [markdown]
 # ## 1. The trained model and its validation people
 #
-# `load_or_train(profile)` returns the run of notebook 05 for the active profile (it trains only
-# if no finished run with the same configuration is cached). `evaluation.collect` then runs the
+# `load_or_train(profile)` returns the run of notebook 05 for the active profile. It trains only
+# if no finished run with the same configuration is cached -- and then it first prints how long
+# that will take (its estimate for this machine), so a long training never starts silently; after
+# notebook 05 it just loads the run. `evaluation.collect` then runs the
 # network on every validation person -- unaugmented crops, the pass `evaluation.evaluate` scores -- and keeps
 # the predictions of every stage in original-image pixels, the last stage's belief maps and the
 # ground truth, so that we can take the score apart.
@@ -150,8 +154,9 @@ print(E.format_per_joint(E.per_joint_rows(vp)))
 # %%
 res = metrics.pckh(vp.final, vp.gt, vp.headboxes, vp.valid)
 fig, ax = plt.subplots(figsize=(5.5, 3.6))
-for name, ids in metrics.PCKH_GROUPS.items():
-    ax.plot(res.thresholds, res.curve_per_joint[:, list(ids)].mean(1), lw=1.2, label=name)
+for (name, ids), color in zip(metrics.PCKH_GROUPS.items(), plt.cm.tab10.colors):
+    ax.plot(res.thresholds, res.curve_per_joint[:, list(ids)].mean(1), lw=1.2, label=name,
+            color=color)
 ax.plot(res.thresholds, res.curve_total, "k-", lw=2.5, label="Mean")
 ax.set(xlabel="threshold t (head sizes)", ylabel="PCKh@t (%)", ylim=(0, 100), xlim=(0, 0.5),
        title=f"PCKh curve, validation ({profile.name} profile)")
@@ -183,73 +188,238 @@ for label, values in stages.items():
 # %% [markdown]
 # ## 6. Occlusion and distractor people
 #
-# The synthetic set knows which joints are hidden (behind an occluder or another person) and how
-# many other people share the image -- the two hard cases CPM's large receptive field is meant to
-# handle.
+# The synthetic set knows which joints are hidden (behind an occluder or another person) and where
+# every other person of the image is. A person counts as having a **distractor** when another
+# person has at least one annotated joint *inside this person's crop* (`vp.distracted`, from
+# `vp.others`): someone merely elsewhere in the image never reaches the network and is not a
+# distractor. The bars split the people three ways: alone in the crop, others only elsewhere in
+# the image, and another person in the crop.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+import textwrap
+
 occ, dis = E.by_occlusion(vp), E.by_distractors(vp)
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
-for ax, data, title in ((axes[0], occ, "Occlusion"), (axes[1], dis, "Other people in the image")):
+groups = {k: v for k, v in dis.items() if not k.endswith("(%)")}
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+for ax, data, title in ((axes[0], occ, "Occlusion"), (axes[1], groups, "Other people")):
     names = list(data)
-    values = [data[n][0] for n in names]
-    bars = ax.bar(range(len(names)), values, color="tab:blue")
+    bars = ax.bar(range(len(names)), [data[n][0] for n in names], color="tab:blue")
     for b, n in zip(bars, names):
-        ax.text(b.get_x() + b.get_width() / 2, 2, f"n={data[n][1]}", ha="center", fontsize=8,
-                color="w")
-    ax.set_xticks(range(len(names)), [n.replace(", ", "\n") for n in names], fontsize=8)
-    ax.set(ylabel="PCKh@0.5 (%)", ylim=(0, 100), title=f"{title}: PCKh@0.5")
+        ax.text(b.get_x() + b.get_width() / 2, np.nan_to_num(b.get_height()) + 2,
+                f"n={data[n][1]}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(names)), [textwrap.fill(n, 16) for n in names], fontsize=8)
+    ax.set(ylabel="PCKh@0.5 (%)", ylim=(0, 105),
+           title=f"{title}: PCKh@0.5 (n: joints or people)")
 save_figure(fig, "06_occlusion_distractors")
 plt.show()
 
 # %% [markdown]
 # Occluded joints are much harder than visible ones: the network has to infer them from the rest
-# of the body, which is exactly what the later stages' context is for (compare their per-stage
-# curve above). People sharing the image with others lose little: the person is centred in the
-# crop, and the network has learned to follow the person in the middle rather than the
-# strongest nearby limb (in the crops of section 8, look for limbs of the neighbours that did
-# *not* attract a peak).
+# of the body, which is what the later stages' context is for (compare their per-stage curve
+# above).
+#
+# Does a second person in the crop pull the predictions away? Two measurements answer it: the
+# PCKh@0.5 of people with and without a distractor (also on visible joints only, since the other
+# person often *occludes* joints), and the share of joints that **landed on the other person**
+# (`E.on_other_person`: wrong for the target, but within half a head size of the same joint of
+# the other person) -- among all joints of these people and among their wrong joints, after
+# every stage.
+
+# %%
+with_d = vp.distracted[:, None] & vp.valid  # joints of people with a distractor in the crop
+alone = ~vp.distracted[:, None] & vp.valid
+visible = vp.visibility == 2
+with np.errstate(invalid="ignore"):
+    wrong = ~(metrics.pckh_distances(vp.final, vp.gt, vp.headboxes, vp.valid) <= 0.5) & with_d
+on_other = E.on_other_person(vp)  # [N, 16], last stage
+share = 100 * on_other[with_d].mean()
+assert np.isclose(share, dis["joints on the other person (%)"][0])  # = E.by_distractors
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+pckh_d, pckh_a = E.pckh_of(vp, with_d), E.pckh_of(vp, alone)
+vis_d, vis_a = E.pckh_of(vp, with_d & visible), E.pckh_of(vp, alone & visible)
+print(f"people with another person's joint in the crop: {vp.distracted.sum()} of {vp.n}")
+print(f"PCKh@0.5, all joints:     with a distractor {pckh_d:5.1f} %, without {pckh_a:5.1f} %")
+print(f"PCKh@0.5, visible joints: with a distractor {vis_d:5.1f} %, without {vis_a:5.1f} %")
+print(f"on the other person: {on_other.sum()} joint(s) = {share:.1f} % of the {with_d.sum()} "
+      f"joints of these people = {100 * on_other.sum() / max(wrong.sum(), 1):.1f} % of their "
+      f"{wrong.sum()} wrong joints")
+print("on the other person after each stage (% of their joints):", ", ".join(
+    f"{100 * E.on_other_person(vp, st)[with_d].mean():.1f}" for st in range(vp.stages)))
+print(f"-> with a distractor: {pckh_d - pckh_a:+.1f} PCKh points (all joints), "
+      f"{vis_d - vis_a:+.1f} (visible joints)")
+
+# %% [markdown]
+# How to read the printed lines: the gap between "with" and "without" is what a second person in
+# the crop costs on this validation set, and the visible-joints line shows how much of that gap
+# is left once the joints it may hide are set aside. The share of wrong joints that lie on the
+# other person says which kind of mistake it is: a small share means that the network, when it
+# errs on these people, mostly errs *elsewhere* (an occluded or ambiguous joint), not by jumping
+# to the neighbour's limb; a large share would mean that it often follows the wrong person. The
+# per-stage line shows whether the later stages, which see more of the crop, reduce that share.
+# ("Without" means nobody else's joint in the crop, whether or not others are elsewhere in the
+# image.) The people with the most joints on the other person, if there are any, drawn:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from cpm_nb import overlays as O
+
+examples = O.pick_on_other_person(vp, 2)
+if len(examples):
+    fig, axes = plt.subplots(1, len(examples), figsize=(3.8 * len(examples) + 1.9, 4.1),
+                             squeeze=False, layout="constrained")
+    O.plot_distractor_examples(vp, examples, axes[0])
+    fig.suptitle("Predictions (last stage) that landed on the other person in the crop")
+    save_figure(fig, "06_on_other_person")
+    plt.show()
+else:
+    print("no prediction landed on another person")
+
+# %% [markdown]
+# White rings: the target person's ground truth (and its faint skeleton); orange crosses: the
+# other person's annotated joints; blue dots: every predicted joint; red crosses: the joints
+# counted as "on the other person", each joined by a red line to where it should have been.
 #
 # ## 7. The best and the worst people
 #
-# Per person, the share of annotated joints within PCKh@0.5. Solid: prediction (last stage);
-# faint: ground truth.
+# Per person, the share of annotated joints within PCKh@0.5. Coloured skeleton: the prediction
+# of the last stage (right side warm, left side cool); white: the ground truth. Each panel shows
+# the network's crop only (`overlays.plot_people`); joints outside the crop are not drawn.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 best, worst = E.best_and_worst(vp, 4)
-fig, axes = plt.subplots(2, 4, figsize=(9, 4.9), layout="constrained")
-E.show_people(vp, best, axes[0])
-E.show_people(vp, worst, axes[1])
+scores = E.person_scores(vp)
+fig, axes = plt.subplots(2, 4, figsize=(10.5, 6.0), layout="constrained")
+O.plot_people(vp, best, axes[0], scores)
+O.plot_people(vp, worst, axes[1], scores)
 axes[0, 0].set_ylabel("best")
 axes[1, 0].set_ylabel("worst")
-fig.suptitle("Best (top) and worst (bottom) validation people, predicted skeletons")
+fig.legend(handles=O.people_legend_handles(), loc="outside lower center", ncol=3, fontsize=9)
+fig.suptitle("Best (top) and worst (bottom) validation people: prediction over ground truth")
 save_figure(fig, "06_best_worst")
 plt.show()
 
 # %% [markdown]
-# The worst cases are typically people cut by the image border, strongly occluded people, or a
-# limb that the network attached to a neighbour.
-#
-# ## 8. Confidence maps on hard images
-#
-# As in the source article: the last stage's belief maps for the **head** (top of the head,
-# yellow), the **left knee** (red) and the **right foot** (right ankle, blue), upsampled and laid
-# over the crop, for the people with the most occluded joints and other people around. A sharp
-# single peak is a confident answer; a smeared or double peak shows the ambiguity the network
-# could not resolve.
+# What the worst people have in common, measured rather than guessed: their occluded joints,
+# whether another person is in the crop, how many predictions landed on that person and how many
+# of their annotated joints lie outside the crop (cut off by the crop or the image border).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-hard = E.hardest(vp, 3)
-fig, axes = plt.subplots(1, 3, figsize=(9, 3.3), layout="constrained")
-E.show_article_maps(vp, hard, axes)
-fig.suptitle("Belief maps: head top (yellow), left knee (red), right ankle (blue)")
+size = vp.images.shape[1]
+outside = vp.valid & ((vp.gt_crop < 0) | (vp.gt_crop > size - 1)).any(-1)
+for i in worst:
+    print(f"#{i}: {scores[i]:3.0f} % correct, {(vp.visibility[i] == 1).sum():2d} occluded, "
+          f"other person in the crop: {'yes' if vp.distracted[i] else 'no ':3}, "
+          f"{on_other[i].sum()} on the other person, {outside[i].sum()} outside the crop")
+#
+# ## 8. Confidence maps on hard poses: 2 stages against 6
+#
+# The source article's figure shows the last stage's belief maps for the **head** (yellow), the
+# **left knee** (red) and the **right foot** (blue; MPII's right ankle) laid over hard images,
+# one row for a 2-stage and one for a 6-stage network. We redraw it with the two seed-0 runs of
+# the stage experiment (notebook 05, `cpm_nb.experiments`): the `stage-experiment` network with 2
+# and with 6 stages, trained at equal compute on the same data, both evaluated on the same
+# validation people. The runs are cached; if one is missing, `experiments.trained_run` trains it
+# and prints its time estimate before it starts (the fast profile's experiment has only 1 and 2
+# stages, so there the rows are 1 and 2 stages).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from cpm_nb import experiments
+
+exp = experiments.EXPERIMENTS.get(profile.name, experiments.EXPERIMENTS["fast"])
+many = max(exp.stage_counts)
+few = 2 if 2 < many else min(exp.stage_counts)  # the article's 2 stages (fast: 1)
+stage_folder = experiments.data_folder(exp)
+rows = {}
+for n in (few, many):
+    run = experiments.trained_run(exp, n, seed=0, progress=False)
+    label = f"{n} stage{'s' if n > 1 else ''}"
+    r = rows[label] = E.collect(run.model, stage_folder)
+    print(f"{label}: {run.run_dir.name}, {run.meta['steps']} steps, {r.n} validation people, "
+          f"PCKh@0.5 {metrics.pckh(r.final, r.gt, r.headboxes, r.valid).mean:.1f} %")
+
+# %% [markdown]
+# **Which people.** `overlays.pick_hard_people` chooses by measurement on the ground truth, so both
+# networks get the same people. It first keeps only people who are visible enough to show: at
+# least 13 of 16 joints annotated, at most 3 occluded, and the three mapped joints visible inside
+# the crop (a person hidden behind an occluder shows nothing). Among those it counts the criteria
+# each person meets -- an elbow or knee **bent** by 60° or more, an upper arm or thigh **raised**
+# 75° or more from pointing down, **crossed** limbs (left and right on the wrong sides), another
+# person **overlapping** (a joint of theirs inside the box of this person's joints) and a few
+# (1-3) **occluded** joints -- and takes the people meeting the most, ties to the more bent limb.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+first, last = rows.values()
+hard = O.pick_hard_people(last, 4)
+assert (O.pick_hard_people(first, 4) == hard).all()  # the same people for both networks
+h = O.hardness(last)
+print(f"eligible: {h['eligible'].sum()} of {last.n} people; criteria met by the chosen ones:")
+for i in hard:
+    print(f"  #{i}: {O.describe(h, i)}")
+
+# %% [markdown]
+# `overlays.blend_maps` upsamples each map to the crop (bilinear between the map cells' centres,
+# where `heatmaps.decode` puts them) and lays it over the crop, made grey and dimmed so that colour
+# means belief only, as an alpha layer in its colour. The map value *is* the opacity: the maps are
+# trained towards Gaussians of peak 1, so a pale blob is a weak belief and a wide one an uncertain
+# position. In a few lines (checked equal to the library):
+
+# %%
+from matplotlib.colors import to_rgb
+
+from cpm_nb import skeleton
+
+
+def blend(crop, maps, joints_colours, dim=0.7):
+    out = crop / 255.0 * dim
+    out = np.repeat((out @ [0.299, 0.587, 0.114])[..., None], 3, axis=-1)  # grey
+    for joint, colour in joints_colours:
+        a = np.clip(O.upsample(maps[..., skeleton.JOINT[joint]], len(crop)), 0, 1)[..., None]
+        out = out * (1 - a) + a * np.array(to_rgb(colour))  # one alpha layer per map
+    return np.clip(out, 0, 1)
+
+
+i = hard[0]
+assert np.allclose(blend(last.images[i], last.maps[i], E.ARTICLE_MAPS),
+                   O.blend_maps(last.images[i], last.maps[i], E.ARTICLE_MAPS))
+print("blend == overlays.blend_maps:", True)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+fig = O.plot_article_overlays(rows, hard)
+fig.suptitle("Last-stage belief maps: head (yellow), left knee (red), right foot (blue)")
 save_figure(fig, "06_confidence_maps")
 plt.show()
 
 # %% [markdown]
+# Rings mark the true head top, left knee and right ankle (in the map's colour), white crosses the
+# predicted ones (the peaks), orange crosses the joints of other people in the crop; under each
+# panel are the three peak values. Which of the three joints each network got right (PCKh@0.5):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+mapped = [skeleton.JOINT[name] for name, _ in E.ARTICLE_MAPS]
+for label, r in rows.items():
+    with np.errstate(invalid="ignore"):
+        ok = metrics.pckh_distances(r.final, r.gt, r.headboxes, r.valid) <= 0.5
+    print(f"{label:>9}: " + "   ".join(
+        f"#{i} " + "".join("✓" if ok[i, j] else "✗" for j in mapped) for i in hard)
+        + "   (head, left knee, right foot)")
+
+# %% [markdown]
+# Read the two rows against each other and against these marks: a sharp, saturated blob on the
+# ring is a confident right answer; a pale or spread blob, or two blobs (one of them on the
+# neighbour's or on the other leg), is the ambiguity the network could not resolve. Whether the
+# 6-stage network resolves more of it than the 2-stage one on *these* people is what the marks
+# say; on all validation people, the stage experiment's results (notebook 05) say it with
+# several seeds.
+#
 # ## 9. Scoring MPII predictions: `cpm-nb evaluate-mpii`
 #
 # On real MPII, results are scored by the official MATLAB toolkit. `cpm-nb evaluate-mpii`
@@ -293,7 +463,12 @@ code = cli.main(["evaluate-mpii", "--annotations", str(gt_file), "--predictions"
 #   not, which is why MPII uses PCKh.
 # * Extremities (wrists, ankles) carry most of the error; the PCKh curve separates imprecision
 #   (late rise) from gross mistakes (low plateau).
-# * Later stages help most where context is needed: occluded joints.
+# * Scoring every stage, and occluded joints separately, shows where the later stages' context
+#   helps (section 5 prints it for this model; notebook 05's stage experiment tests it with seeds).
+# * A distractor is another person *inside the crop*. Its cost is measured, not assumed: PCKh with
+#   and without one, and the share of joints that landed on the other person (section 6).
+# * The article's confidence-map figure needs people chosen by measurement -- hard poses that are
+#   still visible -- the same people for both networks, ground truth and a colour key.
 # * `cpm-nb evaluate-mpii` scores `.mat` predictions exactly like the official toolkit; CPM
 #   reached 88.5 % PCKh@0.5 on the MPII test set, Stacked Hourglass 90.9 %, HRNet-W32 92.3 %.
 #
@@ -305,5 +480,8 @@ code = cli.main(["evaluate-mpii", "--annotations", str(gt_file), "--predictions"
 #    compare it with strict PCP per limb. Which limbs change most, and why?
 # 3. Score stage 1 alone on occluded and on visible joints. Is the gain of the later stages larger
 #    for occluded joints?
-# 4. Re-run `collect` with the model of the 2-stage run of notebook 05's experiment
-#    (`experiments.stage_experiment(profile)`) and compare the occlusion bars.
+# 4. Repeat section 6 with the two stage-experiment networks of section 8 (`rows`): does the
+#    6-stage network put fewer joints on the other person than the 2-stage one? Call
+#    `E.on_other_person` with `threshold=1.0` as well: how sensitive is the share to the radius?
+# 5. Choose the people of section 8 by one criterion only (e.g. `O.hardness(last)["crossed"]`)
+#    and redraw the figure. Which criterion separates the 2- and 6-stage rows most?
