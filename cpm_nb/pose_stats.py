@@ -189,3 +189,12 @@ def plot_comparison(a: dict, b: dict, names=("MPII", "synthetic"),
         ax.legend(fontsize=8)
     fig.suptitle("People in their crops: real MPII validation people vs synthetic people")
     return fig
+
+
+def measure(mpii_file, people_by_name: dict, input_size: int = 368) -> dict:
+    """Headline statistics of the real people in ``mpii_file`` and of each named list of
+    people, for a JSON summary (see ``results/synthetic_vs_mpii.json``)."""
+    from cpm_nb import mpii
+
+    sets = {"MPII validation": mpii.read_annotations(mpii_file), **people_by_name}
+    return {name: headline(pose_statistics(people, input_size)) for name, people in sets.items()}
