@@ -417,41 +417,6 @@ def best_and_worst(vp: ValidationPredictions, k: int = 4) -> tuple[np.ndarray, n
     return order[:k], order[::-1][:k]
 
 
-def hardest(vp: ValidationPredictions, k: int = 3) -> np.ndarray:
-    """``k`` hard people: the most occluded joints, then the most other people."""
-    n_occ = (vp.visibility == 1).sum(1)
-    return np.lexsort((-vp.distracted.astype(int), -n_occ))[:k]
-
-
-def show_people(vp: ValidationPredictions, idx, axes, show_truth: bool = True) -> None:
-    """Crops with the predicted skeleton (solid) and the ground truth (faint)."""
-    from cpm_nb.viz import draw_skeleton
-
-    scores = person_scores(vp)
-    for ax, i in zip(axes, idx):
-        ax.imshow(vp.images[i])
-        v = vp.valid[i]
-        if show_truth:
-            draw_skeleton(ax, vp.gt_crop[i], v, linewidth=1, markersize=2, alpha=0.35)
-        draw_skeleton(ax, vp.pred_crop[i], v, linewidth=1.5, markersize=3)
-        _fit_to_crop(ax, vp.images[i])
-        ax.set_title(f"#{i}: {scores[i]:.0f} % correct", fontsize=9)
-
-
-def show_article_maps(vp: ValidationPredictions, idx, axes) -> None:
-    """The source article's figure: head-top (yellow), left-knee (red) and right-ankle
-    (blue) belief maps of the last stage over each crop."""
-    from cpm_nb.predict import maps_overlay
-
-    joints = [skeleton.JOINT[name] for name, _ in ARTICLE_MAPS]
-    colors = [c for _, c in ARTICLE_MAPS]
-    for ax, i in zip(axes, idx):
-        ax.imshow(maps_overlay(vp.images[i], vp.maps[i].astype(np.float32), joints, colors))
-        ax.set(xticks=[], yticks=[])
-        n_occ = int((vp.visibility[i] == 1).sum())
-        ax.set_title(f"#{i}: {n_occ} occluded, {int(vp.n_others[i])} others", fontsize=9)
-
-
 def write_mpii_files(vp: ValidationPredictions, folder) -> tuple:
     """Write the ground truth in the ``gt_valid.mat`` layout (``pos_gt_src`` 16x2xN,
     ``jnt_missing`` 16xN, ``headboxes_src`` 2x2xN, ``dataset_joints``) and the last stage's
