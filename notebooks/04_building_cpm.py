@@ -26,12 +26,13 @@
 #
 # **What you will learn**
 #
-# * the CPM network as code: a VGG trunk, a stage that looks at the image, and stages that
-#   refine the previous beliefs with more and more context;
+# * the CPM network as code and as a diagram: a VGG trunk, a stage that looks at the image, and
+#   stages that refine the previous beliefs with more and more context;
 # * how to check an implementation against a released model, layer by layer and to the last
 #   parameter (29,852,058 for the released CPM MPII model);
 # * where the parameters and the FLOPs go, block by block;
-# * the receptive field of every stage, and why CPM stacks stages instead of going deeper;
+# * the receptive field of every stage: which cells see the whole crop, and how much of the
+#   field a trained network really uses (the effective receptive field);
 # * the centre-map input that tells the released model *which* person to look at;
 # * what an untrained network predicts, and how to run a model fast (a compiled predict function);
 # * why intermediate supervision matters: the gradient that reaches the trunk with and without it.
@@ -75,18 +76,123 @@ profile = cpm_nb.setup(seed=0)
 #   56 input pixels: stage $t$ can use where the *other* joints were believed to be.
 #
 # `cpm_nb.model.architecture(config)` is the network as a table of layers, with the names of the
-# released Caffe model; `build_cpm` turns exactly this table into Keras layers. Here is the
-# network of the article (`source-article`: 16 MPII joints, 6 stages, 368 px):
+# released Caffe model; `build_cpm` turns exactly this table into Keras layers, and
+# `cpm_nb.diagram.draw_architecture` draws it. Here is the network of the article
+# (`source-article`: 16 MPII joints, 6 stages, 368 px). Every box is read from the table, so
+# the drawing follows any configuration (try `cpm.get_config("source-article").replace(stages=3)`).
 
 # %%
-from cpm_nb import model as cpm
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
 
-print(cpm.format_layer_table("source-article"))
+from cpm_nb import diagram
+from cpm_nb import model as cpm
+from cpm_nb.viz import save_figure
+
+fig = diagram.draw_architecture("source-article")
+save_figure(fig, "04_architecture")
+plt.show()
 
 # %% [markdown]
-# The model's first layer, `normalize`, applies CPM's input scaling $x/256 - 0.5$, so the model
-# takes raw RGB values in 0..255. Each stage's last layer (`conv5_2_CPM`, `Mconv7_stage2`, ...)
-# is one of the model's outputs: training attaches a loss to every one of them (section 7).
+# The image features (orange) go to every stage; each stage's beliefs go to the next stage's
+# concatenation (C) *and* to a loss against the target maps of notebook 03 (red): every stage is
+# supervised (section 7).
+#
+# ### One refinement stage in Keras
+#
+# A stage $t \geq 2$ is a few lines of Keras: concatenate the previous beliefs with the image
+# features, five $k \times k$ convolutions, a 1x1 convolution, and a last 1x1 convolution down to
+# one map per joint, *linear*, because a belief is a score, not a non-negative feature. The
+# widths come from the configuration (`cfg.channels(128)` is 128 channels scaled by the width
+# multiplier).
+
+# %%
+from keras import layers
+
+
+def cpm_stage(t, beliefs, features, cfg):
+    """Stage t >= 2: refine the beliefs of stage t-1 using the image features."""
+    x = layers.Concatenate(name=f"concat_stage{t}")([beliefs, features])
+    for i in range(1, 6):
+        x = layers.Conv2D(cfg.channels(128), cfg.stage_kernel, padding="same",
+                          activation="relu", name=f"Mconv{i}_stage{t}")(x)
+    x = layers.Conv2D(cfg.channels(128), 1, activation="relu", name=f"Mconv6_stage{t}")(x)
+    return layers.Conv2D(cfg.num_maps, 1, name=f"Mconv7_stage{t}")(x)  # linear
+
+# %% [markdown]
+# The trunk and stage 1 are just as short. The trunk's layers come from
+# `cpm.trunk_layers(cfg)`: (name, kind, kernel, width) rows, all 3x3 in the article's network
+# (section 5 meets a configuration in which some are 1x1). The first layer, `normalize`, applies
+# CPM's input scaling $x/256 - 0.5$, so the model takes raw RGB values in 0..255.
+
+# %%
+def trunk(image, cfg):
+    x = layers.Rescaling(1 / 256, offset=-0.5, name="normalize")(image)
+    for name, kind, kernel, width in cpm.trunk_layers(cfg):
+        if kind == "conv":
+            x = layers.Conv2D(cfg.channels(width), kernel, padding="same", activation="relu",
+                              name=name)(x)
+        else:  # a 2x2 max-pool: half the resolution
+            x = layers.MaxPooling2D(kernel, padding="same", name=name)(x)
+    return x
+
+
+def stage1(features, cfg):
+    x = layers.Conv2D(cfg.channels(512), 1, activation="relu", name="conv5_1_CPM")(features)
+    return layers.Conv2D(cfg.num_maps, 1, name="conv5_2_CPM")(x)  # linear
+
+# %% [markdown]
+# The whole builder is then a loop: trunk, stage 1, and stages 2..T, each fed the previous
+# stage's beliefs. The model returns the beliefs of *every* stage, so that training can attach a
+# loss to each one.
+
+# %%
+def build_cpm_inline(cfg):
+    image = keras.Input((cfg.input_size, cfg.input_size, 3), name="image")
+    features = trunk(image, cfg)
+    beliefs = [stage1(features, cfg)]
+    for t in range(2, cfg.stages + 1):
+        beliefs.append(cpm_stage(t, beliefs[-1], features, cfg))
+    return keras.Model(image, beliefs)  # one output per stage
+
+# %% [markdown]
+# `cpm.build_cpm` builds the same network from the layer table (plus the centre-map input of
+# the released model, section 3). We check that both agree: the same layers with the same
+# names and output shapes, the same parameter count, and, once the weights are copied across,
+# the same belief maps on a random batch. We check the article's network (names, shapes and
+# parameters; 30 M of them) and the small network of the stage experiment (section 5), whose
+# trunk mixes 3x3 and 1x1 layers, down to the outputs.
+
+# %%
+def layer_shapes(model):
+    return [(layer.name, tuple(layer.output.shape)) for layer in model.layers]
+
+
+for name in ["source-article", "stage-experiment"]:
+    cfg = cpm.get_config(name)
+    mine, ref = build_cpm_inline(cfg), cpm.build_cpm(cfg, seed=0)
+    assert layer_shapes(mine) == layer_shapes(ref)
+    assert mine.count_params() == ref.count_params() == cpm.count_params(cfg)
+    print(f"{name}: {len(mine.layers)} layers, {mine.count_params():,} parameters: identical")
+mine.set_weights(ref.get_weights())  # the stage-experiment pair
+x = np.random.default_rng(0).uniform(0, 255, (2, cfg.input_size, cfg.input_size, 3))
+for a, b in zip(mine(x), ref(x)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+print(f"stage-experiment: the {len(ref.outputs)} stages' belief maps agree on a random batch")
+
+# %% [markdown]
+# The layer table itself gives every layer's kernel, channels, map size, parameters and FLOPs.
+# The stages from 3 on repeat stage 2 exactly, so we print the table up to stage 2:
+
+# %%
+table = cpm.format_layer_table("source-article").splitlines()
+end = next(i for i, line in enumerate(table) if line.startswith("Mconv7_stage2"))
+print("\n".join(table[:end + 1] + ["...  (stages 3 to 6 repeat stage 2)", table[-1]]))
+
+# %% [markdown]
+# Each stage's last layer (`conv5_2_CPM`, `Mconv7_stage2`, ...) is one of the model's outputs:
+# training attaches a loss to every one of them (section 7).
 #
 # ## 2. Checking against the released model
 #
@@ -134,12 +240,6 @@ print("source-article - release =", cpm.count_params("source-article") - cpm.REL
 # grid (one padded row and column, left out of the average); `"valid"` would give 45x45.
 
 # %%
-import keras
-import matplotlib.pyplot as plt
-import numpy as np
-
-from cpm_nb.viz import save_figure
-
 rel = cpm.get_config("cpm-mpii-release")
 center = cpm.center_map(rel.input_size, rel.center_sigma)
 pool = keras.Model(release.inputs[1], release.get_layer("pool_center_lower").output)
@@ -228,9 +328,25 @@ for stage in (1, 2, 3):
 
 # %% [markdown]
 # Stage 1 sees 164 px, the paper's "about 160 px": less than half of a 368-px crop, enough for
-# a wrist's neighbourhood but not for the whole arm. From stage 2 on, every cell's field covers
-# the whole crop: the network can use the configuration of all joints. The plot follows the
-# field layer by layer.
+# a wrist's neighbourhood but not for the whole arm. Stage 2 sees 404 px, more than the crop.
+# That does **not** mean that every belief cell sees the whole crop: a field is centred on its
+# own cell. A cell in the middle of the crop sees all of it as soon as the field is as wide as
+# the crop, but a cell in a corner sees the opposite corner only when *half* its field spans the
+# crop, i.e. when the field is about **twice** the crop (736 px here); the rest of its field lies
+# over the zero padding. `cpm_nb.effective_field` does this geometry (cell $(i, j)$ is centred on
+# input pixel $(8i + 3.5, 8j + 3.5)$):
+
+# %%
+from cpm_nb import effective_field as rf
+
+for t, f in enumerate(fields, start=1):
+    print(f"stage {t}: {f:>5} px = {f / 368:4.2f} crops; belief cells whose field covers the "
+          f"whole crop: {rf.share_seeing_crop('source-article', t):6.1%}")
+
+# %% [markdown]
+# So in the article's network only the few cells at the very centre see the whole crop in
+# stage 2, about half of the cells in stage 3, and *every* cell only from stage 4 on
+# (884 px > 2 x 368 px). The plot follows the field layer by layer.
 
 # %%
 rows = cpm.receptive_field_rows("source-article")
@@ -241,7 +357,8 @@ for t, name in enumerate(cpm.get_config("source-article").output_names, start=1)
     i = [r.name for r in rows].index(name)
     ax.annotate(f"stage {t}", (depth[i], rows[i].receptive_field), textcoords="offset points",
                 xytext=(-30, 8))
-ax.axhline(368, color="gray", ls="--", label="input crop (368 px)")
+ax.axhline(368, color="gray", ls="--", label="crop (368 px): the centre cell sees all of it")
+ax.axhline(2 * 368, color="gray", ls="-.", label="twice the crop: every cell sees all of it")
 ax.axhline(cpm.PAPER_STAGE1_FIELD, color="tab:red", ls=":", label="paper, stage 1 (160 px)")
 ax.set(title="Receptive field along the network (source-article)", xlabel="layer (depth)",
        ylabel="receptive field (px)", ylim=(0, 1.12 * rows[-1].receptive_field))
@@ -263,6 +380,7 @@ def show_fields(stage_kernel=7):
     fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
     ax.bar(range(1, len(f) + 1), f)
     ax.axhline(368, color="gray", ls="--")
+    ax.axhline(2 * 368, color="gray", ls="-.")
     ax.set(title=f"Stage kernel {stage_kernel}x{stage_kernel}: "
            f"{cpm.count_params(c) / 1e6:.1f} M parameters", xlabel="stage",
            ylabel="receptive field (px)")
@@ -270,6 +388,132 @@ def show_fields(stage_kernel=7):
 
 
 _ = explore(show_fields, stage_kernel=Slider(3, 13, 2, 7, static=(7, 11)))
+
+# %% [markdown]
+# ### The stage experiment's network
+#
+# CPM's later stages can only add something if stage 1 does *not* already see the whole
+# person. The course's small models break this: they shrink the crop (128 px in the `cpu`
+# profile) but keep the article's layers, and so its fields in pixels:
+
+# %%
+for name in ["cpu", "source-article"]:
+    c = cpm.get_config(name)
+    f = cpm.stage_receptive_fields(c)
+    print(f"{name:<15} crop {c.input_size:>3} px, stage 1 sees {f[0]} px = "
+          f"{f[0] / c.input_size:.2f} crops")
+
+# %% [markdown]
+# In the `cpu` profile's model stage 1 sees 164 px, more than the whole 128-px crop, where the
+# article's stage 1 sees less than half of it. That is why the stage experiment (which trains
+# 1 to 6 stages and compares them) has its own configuration, `stage-experiment`: a 128-px
+# crop with the article's *proportions*. `cpm-nb model --config stage-experiment` describes it:
+
+# %%
+from cpm_nb import cli
+
+_ = cli.main(["model", "--config", "stage-experiment"])
+
+# %% [markdown]
+# Stage 1 sees 62 px = 0.48 of the crop (the article: 160/368 = 0.43) and every further stage
+# adds 80 px = 0.63 crops (the article: 240/368 = 0.65), so the field/crop ratios are 0.48,
+# 1.11, 1.73, 2.36, 2.98 and 3.61. Two changes give these proportions. The stages use 3x3
+# kernels: five of them at a jump of 8 px add $5 \cdot 2 \cdot 8 = 80$ px. And the trunk keeps
+# all its 15 convolutions, names and widths, but only (1, 1, 2, 2) of them per block are 3x3:
+# the others are 1x1. A 1x1 convolution adds depth (and a ReLU) but no receptive field:
+
+# %%
+small = cpm.get_config("stage-experiment")
+print(small.trunk, "3x3 convolutions per trunk block:")
+print(", ".join(f"{name} {k}x{k}" for name, kind, k, _ in cpm.trunk_layers(small)
+                if kind == "conv"))
+
+# %% [markdown]
+# Here is what these fields cover on the crop, for the centre cell and a corner cell of every
+# stage. The centre cell sees the whole crop from stage 2 on (1.11 crops); the corner cell only
+# from stage 4 on (2.36 crops, more than twice the crop).
+
+# %%
+centre, corner = rf.center_cell(small), (0, 0)
+lo, hi = rf.field_box(small, small.stages, corner)[0], rf.field_box(small, small.stages, centre)[1]
+fig, axes = plt.subplots(1, small.stages, figsize=(2.3 * small.stages, 3), layout="constrained")
+for t, ax in enumerate(axes, start=1):
+    rf.draw_crop(ax, small, color="k", facecolor="0.85", label="crop (128 px)")
+    rf.draw_field_box(ax, small, t, centre, color="tab:blue", label="field: centre cell")
+    rf.draw_field_box(ax, small, t, corner, color="tab:red", label="field: corner cell")
+    f = cpm.stage_receptive_fields(small)[t - 1]
+    ax.set(title=f"stage {t}: {f} px", xlabel="x (px)", ylabel="y (px)" if t == 1 else "",
+           xlim=(lo - 8, hi + 8), ylim=(hi + 8, lo - 8), aspect="equal")
+fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
+fig.suptitle("Theoretical receptive fields of the stage-experiment network (128-px crop)")
+save_figure(fig, "04_field_boxes")
+plt.show()
+
+# %% [markdown]
+# ### The effective receptive field
+#
+# The theoretical field says which pixels *can* change a belief cell. How much they *do* is
+# another matter: Luo et al. (NeurIPS 2016) showed that the gradient of a cell with respect to
+# the input is roughly Gaussian, concentrated at the centre of the field, so that the
+# *effective* receptive field is much smaller than the theoretical one. We measure it on the
+# trained stage-experiment network: `rf.effective_receptive_field(model, images, stage, cell)`
+# is the mean over validation crops of $|\partial(\text{cell's beliefs, summed over the joints})
+# / \partial\,\text{input}|$, summed over the colour channels and normalised to sum 1 (the
+# gradient comes from `tf.GradientTape` or `jax.grad`, whichever the Keras backend is).
+#
+# The run is the stage experiment's reference net with seed 0 (6 stages in the `cpu` profile;
+# in the `fast` profile a 2-stage smoke run that trains in seconds), loaded from the cache:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from cpm_nb import evaluation, experiments
+
+exp = experiments.EXPERIMENTS.get(profile.name, experiments.EXPERIMENTS["fast"])
+run = experiments.trained_run(exp, exp.reference_stages, seed=0)
+trained_cfg = exp.config(exp.reference_stages)  # the network as trained (trunk, kernels)
+crops, _, _ = evaluation.validation_examples(experiments.data_folder(exp), 16)
+print(f"{run.run_dir.name}: {trained_cfg.stages} stages, {len(crops)} validation crops")
+
+# %% [markdown]
+# For every stage, the field of the centre cell and of the corner cell, and the side of the
+# smallest square around the cell that holds 50 % and 90 % of the gradient (`rf.mass_extent`):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+cells = {"centre": rf.center_cell(trained_cfg), "corner": (0, 0)}
+T = trained_cfg.stages
+erfs = {(t, where): rf.effective_receptive_field(run.model, crops, t, cell)
+        for t in range(1, T + 1) for where, cell in cells.items()}
+theory = cpm.stage_receptive_fields(trained_cfg)
+for t in range(1, T + 1):
+    e50, e90 = (rf.mass_extent(erfs[t, "centre"], cells["centre"], q) for q in (0.5, 0.9))
+    print(f"stage {t}: theoretical {theory[t - 1]:>3} px; centre cell: 50 % of the gradient "
+          f"within {e50:>3} px, 90 % within {e90:>3} px ({e90 / theory[t - 1]:.0%})")
+
+# %% [markdown]
+# The heat maps, each relative to its own maximum; the cyan square is the theoretical field,
+# the grey one the crop, the cross the cell's centre.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+fig, axes = plt.subplots(2, T, figsize=(2.5 * T + 1.2, 5.4), layout="constrained",
+                         squeeze=False)
+for r, (where, cell) in enumerate(cells.items()):
+    for t in range(1, T + 1):
+        m = erfs[t, where]
+        im = rf.show_field(axes[r, t - 1], m / m.max(), trained_cfg, t, cell)
+        axes[r, t - 1].set(title=f"stage {t}, {where} cell", xlabel="x (px)", ylabel="y (px)")
+fig.colorbar(im, ax=axes, shrink=0.8, label="|d belief / d input| (relative to max)")
+fig.suptitle("Effective receptive field of the trained stage-experiment network")
+save_figure(fig, "04_effective_field")
+plt.show()
+
+# %% [markdown]
+# The effective field is a bright core well inside the theoretical square, and it widens from
+# stage to stage: the later stages do use a wider context, but far less of it than the
+# theoretical field suggests (the printed 90 % extents against the theoretical sides). For the
+# corner cell, the part of the square outside the crop only ever sees the zero padding, so its
+# gradient piles up in the crop's corner.
 
 # %% [markdown]
 # ## 6. Our model, and what it predicts before training
@@ -331,9 +575,11 @@ panels = [("input", images[0]), ("target: r_wrist", targets[0, ..., joint])] + [
     (f"stage {t + 1} (untrained)", b[0, ..., joint]) for t, b in enumerate(beliefs)]
 fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8), layout="constrained")
 for ax, (title, img) in zip(axes, panels):
-    ax.imshow(img, cmap=None if img.ndim == 3 else "viridis")
+    im = ax.imshow(img, cmap=None if img.ndim == 3 else "viridis")
     ax.set(title=title, xlabel="x (px)" if img.ndim == 3 else "x (cells)",
            ylabel="y (px)" if img.ndim == 3 else "y (cells)")
+    if img.ndim == 2:  # a map: its colour is a value
+        fig.colorbar(im, ax=ax, shrink=0.7, label="target" if "target" in title else "belief")
 save_figure(fig, "04_untrained_beliefs")
 plt.show()
 
@@ -404,8 +650,17 @@ for part in dict.fromkeys(stage_of.values()):
 #   released model's 29,852,058 parameters; `source-article` (16 maps, no centre map) 29,853,216.
 # * Half of the 177 GFLOPs per 368-px image go to the trunk; each refinement stage adds 4.1 M
 #   parameters and 17.5 GFLOPs.
-# * Stage 1 sees 164 px (the paper: about 160); each further stage adds 240 px, so from stage 2 on
-#   every belief cell sees the whole crop and can use the other joints as context.
+# * A stage is a few lines of Keras (concatenate, five kxk convolutions, two 1x1); the builder
+#   is a loop over stages, and the inline version equals `build_cpm` layer for layer.
+#   `cpm_nb.diagram.draw_architecture` draws any configuration from its layer table.
+# * Stage 1 sees 164 px (the paper: about 160); each further stage adds 240 px. A field is
+#   centred on its cell: the centre cell sees the whole 368-px crop from stage 2 on, a corner
+#   cell only once the field is about twice the crop (stage 4).
+# * The `stage-experiment` network keeps the article's proportions on a 128-px crop (field/crop
+#   0.48, 1.11, ..., 3.61) with 3x3 stages and a trunk whose extra layers are 1x1; the `cpu`
+#   profile's model already sees 164 px > 128 px in stage 1.
+# * The effective receptive field (the input gradient of a belief cell) is a core much
+#   smaller than the theoretical field, and it widens from stage to stage.
 # * The released model is told which person to look at by a pooled Gaussian centre map.
 # * `make_predict_fn` gives a compiled inference function; `python -m cpm_nb.bench model` times it.
 # * Intermediate supervision keeps the gradient at the early stages large.
@@ -418,5 +673,10 @@ for part in dict.fromkeys(stage_of.values()):
 #    and what the last cell of the `"same"` version averages.
 # 3. Repeat the gradient experiment with `stages=2` and with `stages=8`. How does the ratio
 #    between the two losses at stage 1 change with depth?
-# 4. Run `cpm-nb model --config cpm-mpii-release --layers` and compare the table with the
+# 4. Compute `rf.effective_receptive_field` for the *untrained* stage-experiment network
+#    (`cpm.build_cpm("stage-experiment")`) and compare its 90 % extents with the trained ones.
+#    Does training widen or narrow the effective field?
+# 5. At which stage does every cell of the `cpu` profile's model see the whole crop
+#    (`rf.first_stage_seeing_crop`)? And with `stage_kernel=11` in the article's network?
+# 6. Run `cpm-nb model --config cpm-mpii-release --layers` and compare the table with the
 #    released `pose_deploy_resize.prototxt` (the MPII model's deploy file).
