@@ -407,6 +407,13 @@ def load_or_train(profile: str | _config.Profile, cache_dir=None, progress: bool
     return train_cached(train_config(profile, **overrides), cache_dir, progress, verbose)
 
 
+def training_plan(cfg: TrainConfig, cache_dir=None) -> str:
+    """What :func:`train_cached` will do with ``cfg``, as one line, before doing it: load
+    the cached run, or train (with the expected wall time on this kind of machine)."""
+    folder = runs.cached(cfg, cache_dir)
+    return f"loads the cached run {folder.name}" if folder else estimate_message(cfg)
+
+
 def train_cached(cfg: TrainConfig, cache_dir=None, progress: bool | None = None,
                  verbose: bool = True) -> runs.Trained:
     """:func:`load_or_train` for a ready :class:`TrainConfig`: load its cached run, or

@@ -325,10 +325,7 @@ print(f"resumed from step {resumed.resumed_from} to {resumed.step}; "
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-plan = TC.train_config(profile)
-cached = runs.cached(plan)
-print(f"profile {profile.name}: " + (f"loads the cached run {cached}" if cached else
-                                     TC.estimate_message(plan)))
+print(f"profile {profile.name}:", T.training_plan(TC.train_config(profile)))
 
 # %%
 # NBVAL_IGNORE_OUTPUT

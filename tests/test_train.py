@@ -566,3 +566,19 @@ def test_cpm_loss_equals_its_numpy_reference(keras):
     ours = [float(cpm_loss(packed, o)) for o in outputs]
     reference = L.stage_losses_numpy(outputs, joints, vis, cfg.input_size, cfg.sigma)
     np.testing.assert_allclose(ours, reference, rtol=1e-5)
+
+
+def test_what_notebook_05_says_before_training_on_a_gpu(monkeypatch, tmp_path):
+    """With a GPU visible the default profile is gpu: notebook 05 announces the 6,000-step
+    synthetic schedule and its wall time before training (nothing starts unannounced)."""
+    from cpm_nb import config, runtime
+    from cpm_nb import train as T
+    from cpm_nb import train_config as TC
+
+    monkeypatch.delenv(config.PROFILE_ENV, raising=False)
+    monkeypatch.setattr(runtime, "gpu_available", lambda: True)
+    assert config.default_profile_name() == "gpu"
+    cfg = TC.train_config(config.resolve_profile(config.default_profile_name()))
+    line = T.training_plan(cfg, cache_dir=tmp_path)
+    assert cfg.steps == TC.SYNTHETIC_GPU_STEPS == 6000 and cfg.stages == 6
+    assert "6,000 steps of 16 images" in line and "Colab T4" in line and " min " in line, line
