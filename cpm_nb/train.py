@@ -174,7 +174,7 @@ def _finite(value) -> float:
     return float(np.asarray(value))
 
 
-def make_callbacks(run: _Run, end: int, checkpoint_on_stop: bool, progress: bool,
+def make_callbacks(run: _Run, end: int, checkpoint_on_stop: bool, progress: bool | str,
                    writer) -> list:
     """The callbacks of one ``fit`` call (see the module docstring), in the order they run."""
     Callback = _callback_base()
@@ -264,7 +264,26 @@ def make_callbacks(run: _Run, end: int, checkpoint_on_stop: bool, progress: bool
         def on_train_end(self, logs=None):
             self.bar.close()
 
+    class TextProgress(Callback):
+        """Headless runs (a notebook executed by ``cpm-nb notebooks``): a plain line about
+        every tenth of the run, which the console shows where a bar would not."""
+
+        def __init__(self):
+            super().__init__()
+            self.every = max(cfg.checkpoint_every, cfg.steps // 10 // cfg.checkpoint_every
+                             * cfg.checkpoint_every)
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if run.step % self.every and run.step != end or not run.history["loss"]:
+                return
+            val = "" if run.last_val is None else f", validation PCKh@0.5 {run.last_val:.1f} %"
+            print(f"step {run.step:,}/{cfg.steps:,}: loss {run.history['loss'][-1]:.4g}{val} "
+                  f"({time.perf_counter() - self.start:.0f} s)", flush=True)
+
     chain = [StopOnNaN(), RunHistory(), PeriodicValidation(), Scalars(), Checkpoint()]
+    if progress == "text":
+        return chain + [TextProgress()]
     return chain + ([Progress()] if progress else [])
 
 
@@ -357,9 +376,9 @@ def _train(cfg, out, resume, progress, verbose, stop_after, checkpoint_on_stop, 
     runs.atomic_write_json(out / runs.TRAIN_CONFIG_FILE, cfg.to_json())
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     run = _Run(cfg, out, start, history, folder)
-    if progress is None:
-        progress = not static_mode()
-    if verbose and start and not progress:
+    if progress is None:  # a bar, or in a headless notebook a line every tenth of the run
+        progress = True if not static_mode() else "text" if verbose else False
+    if verbose and start and progress is not True:
         print(f"resuming {out} at step {start}", file=sys.stderr, flush=True)
     writer = records.ScalarWriter(out / "logs")
     try:

@@ -582,3 +582,15 @@ def test_what_notebook_05_says_before_training_on_a_gpu(monkeypatch, tmp_path):
     line = T.training_plan(cfg, cache_dir=tmp_path)
     assert cfg.steps == TC.SYNTHETIC_GPU_STEPS == 6000 and cfg.stages == 6
     assert "6,000 steps of 16 images" in line and "Colab T4" in line and " min " in line, line
+
+
+def test_headless_notebook_training_prints_progress_lines(monkeypatch, capsys, tmp_path):
+    """In a notebook run by `cpm-nb notebooks` (static mode) there is no progress bar: the
+    run prints a line about every tenth of the steps, which the console forwards."""
+    from cpm_nb import train as T
+    from cpm_nb import train_config as TC
+
+    monkeypatch.setenv("CPM_NB_STATIC", "1")
+    T.train(TC.train_config("fast", steps=20, eval_every=0), tmp_path / "run", resume=False)
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("step ")]
+    assert [x.split(":")[0] for x in lines] == ["step 10/20", "step 20/20"], lines
