@@ -95,6 +95,19 @@ outputs = net(images, training=False)
 print(f"{len(outputs)} stages, each {tuple(outputs[0].shape)}; targets {tuple(targets.shape)}")
 
 # %% [markdown]
+# Where the losses attach: the diagram of notebook 04, drawn from the layer table of this
+# profile's network. Every stage ends in belief maps, and every belief map has its loss.
+
+# %%
+import matplotlib.pyplot as plt
+
+from cpm_nb import diagram
+
+fig = diagram.draw_architecture(cfg.model)
+fig.suptitle(f"The {profile.name} profile's CPM: a loss on every stage's belief maps")
+plt.show()
+
+# %% [markdown]
 # Before training every stage is far from its target; each term gets its own gradient, so the
 # trunk receives signal from all of them (notebook 04, section 7). `CPMLoss` on the packed joints
 # equals the loss computed by hand from the rendered maps:
@@ -189,8 +202,6 @@ print("one step by hand == one Keras step:", len(ours.get_weights()), "weight te
 # `data.NumpyBatches` does the same with NumPy and PIL in worker threads.)
 
 # %%
-import matplotlib.pyplot as plt
-
 from cpm_nb.viz import draw_skeleton, save_figure
 
 fig, axes = plt.subplots(1, 4, figsize=(10, 2.9))
