@@ -415,8 +415,10 @@ from cpm_nb import experiments
 
 result = experiments.load_committed()
 made = result["provenance"]
+train_min = sum(run["train_s"] for run in result["runs"]) / 60
 print(f"made by `{made['command']}` at commit {str(made['commit'])[:10]} on "
-      f"{made['machine']['cpus']} CPU cores ({made['date']}), in {made['wall_s'] / 60:.0f} min")
+      f"{made['machine']['cpus']} CPU cores ({made['date']}); a fresh run trains "
+      f"{len(result['runs'])} networks in about {train_min:.0f} min of training")
 print("receptive field / crop, stage by stage:", result["receptive_field_over_crop"])
 print(experiments.format_summary(result))
 
