@@ -175,7 +175,7 @@ def plot_comparison(a: dict, b: dict, names=("MPII", "synthetic"),
     """Histograms of a few measures for two sets (densities, so sizes may differ)."""
     import matplotlib.pyplot as plt
 
-    units = {"extent_height": ("person height / crop side", None)}
+    units = {"extent_height": ("height of the joints / crop side", "How tall people are in the crop")}
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), constrained_layout=True)
     for ax, key in zip(axes.flat, keys):
         va, vb = a["_values"][key], b["_values"][key]
@@ -185,7 +185,7 @@ def plot_comparison(a: dict, b: dict, names=("MPII", "synthetic"),
         ax.hist(vb, bins, density=True, alpha=0.55, label=names[1], color="tab:orange")
         label = units.get(key, (None,))[0] or (
             f"{key} (degrees)" if "angle" in key or "bend" in key else f"{key} / (200 x scale)")
-        ax.set(title=key, xlabel=label, ylabel="density")
+        ax.set(title=units.get(key, (None, None))[1] or key, xlabel=label, ylabel="density")
         ax.legend(fontsize=8)
     fig.suptitle("People in their crops: real MPII validation people vs synthetic people")
     return fig
