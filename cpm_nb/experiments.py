@@ -15,7 +15,7 @@ returns the results as JSON (``cpm-nb experiment stages --json-out FILE``), and
 :func:`summarize_runs` the mean and spread over seeds, overall, per stage of each
 net and on the subsets where context decides (occluded joints, a second person in
 the crop, crossed limbs).  The committed result lives in
-``results/stage_experiment.json``; :func:`load_committed` reads it.
+``cpm_nb/results/stage_experiment.json``; :func:`load_committed` reads it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS_FILE = "results/stage_experiment.json"
+RESULTS_FILE = "cpm_nb/results/stage_experiment.json"  # in the checkout; shipped with the package
 
 
 @dataclass(frozen=True)
@@ -186,11 +186,10 @@ def provenance(wall_s: float) -> dict:
 
 
 def load_committed(path=None) -> dict:
-    """The committed result (``results/stage_experiment.json`` of the checkout)."""
-    from cpm_nb import paths
-
-    path = Path(path) if path else paths.repo_root() / RESULTS_FILE
-    return json.loads(Path(path).read_text())
+    """The committed result (``cpm_nb/results/stage_experiment.json``, installed with the
+    package, so it is there on Colab too)."""
+    path = Path(path) if path else Path(__file__).parent / "results" / "stage_experiment.json"
+    return json.loads(path.read_text())
 
 
 def _fmt(stats: dict) -> str:

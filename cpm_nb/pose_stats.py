@@ -193,8 +193,17 @@ def plot_comparison(a: dict, b: dict, names=("MPII", "synthetic"),
 
 def measure(mpii_file, people_by_name: dict, input_size: int = 368) -> dict:
     """Headline statistics of the real people in ``mpii_file`` and of each named list of
-    people, for a JSON summary (see ``results/synthetic_vs_mpii.json``)."""
+    people, for a JSON summary (see :func:`load_measured`)."""
     from cpm_nb import mpii
 
     sets = {"MPII validation": mpii.read_annotations(mpii_file), **people_by_name}
     return {name: headline(pose_statistics(people, input_size)) for name, people in sets.items()}
+
+
+def load_measured() -> dict:
+    """The stored measurement of real MPII against synthetic v1 and v2 people
+    (``cpm_nb/results/synthetic_vs_mpii.json``, made with :func:`measure`)."""
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "results" / "synthetic_vs_mpii.json").read_text())

@@ -211,16 +211,12 @@ print(stats["synthetic"]["activities"])
 # bent arms and legs, sitting and bending people, legs cut off at the bottom edge for 28 % of
 # people (MPII: ankles missing for 28 %), people turned sideways, and fewer people per image.
 # The numbers, measured once on the real validation annotations and on 1,500 synthetic images of
-# each version (`results/synthetic_vs_mpii.json`):
+# each version (`pose_stats.load_measured()`):
 
 # %%
-import json
-
 from cpm_nb import pose_stats
-from cpm_nb.viz import repo_root
 
-measured = json.loads((repo_root() / "results" / "synthetic_vs_mpii.json").read_text())
-sets = measured["statistics"]
+sets = pose_stats.load_measured()["statistics"]
 print(f"{'statistic':<34}" + "".join(f"{name:>24}" for name in sets))
 for key in ("extent_height median", "extent_width median", "upper arm length median",
             "thigh length median", "elbow bend median", "knee bend median",

@@ -606,15 +606,16 @@ for images, joints, visibility in batches.take(3):
     for intermediate in grads:
         grads[intermediate].append(cpm.conv_gradient_magnitudes(
             deep, np.asarray(images), np.asarray(targets), intermediate=intermediate))
-layers = list(grads[True][0])
-mean = {k: np.array([np.mean([g[n] for g in v]) for n in layers]) for k, v in grads.items()}
+layer_names = list(grads[True][0])
+mean = {k: np.array([np.mean([g[n] for g in v]) for n in layer_names])
+        for k, v in grads.items()}
 
 # %%
 fig, ax = plt.subplots(figsize=(9, 3.6), layout="constrained")
 ax.semilogy(mean[True], ".-", label="all stages supervised (CPM)")
 ax.semilogy(mean[False], ".-", label="last stage only")
-trunk = [i for i, n in enumerate(layers) if not n.startswith(("conv5", "Mconv"))]
-ax.axvspan(-0.5, trunk[-1] + 0.5, color="gray", alpha=0.15, label="trunk")
+in_trunk = [i for i, n in enumerate(layer_names) if not n.startswith(("conv5", "Mconv"))]
+ax.axvspan(-0.5, in_trunk[-1] + 0.5, color="gray", alpha=0.15, label="trunk")
 ax.set(title="Gradient magnitude per layer at initialisation (6 stages)",
        xlabel="convolution layer (depth order: trunk, stage 1, stage 2, ...)",
        ylabel="mean |dL/dW|")

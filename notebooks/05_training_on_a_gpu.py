@@ -375,7 +375,8 @@ print("  ".join(f"{k} {v:.1f}" for k, v in scores["pckh"].items()))
 print(f"PCKh@0.5 {scores['mean']:.1f} %, PCKh@0.1 {scores['mean_at_0.1']:.1f} %, "
       f"article 25-px metric {scores['article_25px']:.1f} %, {scores['n_examples']} people")
 print("per stage:", " -> ".join(f"{v:.1f}" for v in scores["per_stage"]))
-print("hard subsets:", ", ".join(f"{k} {v:.1f}" for k, v in scores["hard"].items()))
+print("hard subsets:", ", ".join(f"{k} {'-' if v is None else f'{v:.1f}'}"
+                                 for k, v in scores["hard"].items()))
 
 # %% [markdown]
 # What the trained network sees on validation people it never trained on (faint: ground truth):
@@ -406,7 +407,7 @@ plt.show()
 # * **several seeds**, so a difference can be told from the noise between runs.
 #
 # `cpm-nb --profile cpu experiment stages` trains 1, 2, 3, 4 and 6 stages x 3 seeds (all cached
-# runs) and writes the summary. The committed result, `results/stage_experiment.json`, was made
+# runs) and writes the summary. The committed result, `cpm_nb/results/stage_experiment.json`, was made
 # by that command; reading it takes no training:
 
 # %%

@@ -49,7 +49,7 @@ COMMAND = Command(
         "three seeds each, every run with the forward FLOPs x steps of the 6-stage run.\n"
         "Runs are cached: a second call loads them. About 45 minutes on 2 CPU cores.\n\n"
         "examples:\n"
-        "  cpm-nb --profile cpu experiment stages --json-out results/stage_experiment.json\n"
+        "  cpm-nb --profile cpu experiment stages --json-out cpm_nb/results/stage_experiment.json\n"
         "  cpm-nb --profile cpu experiment stages --seeds 1     one seed per stage count\n"
         "  cpm-nb --profile fast experiment stages --json       a smoke run (CI)"
     ),
