@@ -291,13 +291,3 @@ def synthetic_dataset(split: str, profile: Profile, **kwargs):
     kwargs.setdefault("batch_size", profile.batch_size)
     kwargs.setdefault("seed", profile.seed)
     return make_dataset(out, split, **kwargs)
-
-
-def __getattr__(name: str):
-    """``compare_throughput`` and ``throughput_rows`` live with their benchmark
-    (:mod:`cpm_nb.bench.pipeline`); notebook 02 still finds them here."""
-    if name in ("compare_throughput", "throughput_rows"):
-        from cpm_nb.bench import pipeline as bench_pipeline
-
-        return getattr(bench_pipeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

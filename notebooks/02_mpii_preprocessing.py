@@ -585,11 +585,12 @@ print(sorted(meta))
 # %%
 # NBVAL_IGNORE_OUTPUT
 from cpm_nb import bench
+from cpm_nb.bench import pipeline as pipeline_bench
 
-result = pipeline.compare_throughput(data.train, data.image_dir, tfrecord_dir,
-                                     batch_size=profile.batch_size, seconds=2.0)
+result = pipeline_bench.compare_throughput(data.train, data.image_dir, tfrecord_dir,
+                                           batch_size=profile.batch_size, seconds=2.0)
 bench.print_table(f"augmented {profile.input_size}-px examples per second on this machine",
-                  pipeline.throughput_rows(result))
+                  pipeline_bench.throughput_rows(result))
 
 # %% [markdown]
 # At small crops from small photos all of them outrun what a CPU can train on, and a per-sample
