@@ -77,8 +77,16 @@ from cpm_nb import metrics, skeleton, synthetic
 from cpm_nb.viz import draw_skeleton, save_figure
 
 stride = H.OUTPUT_STRIDE
-seed = next(s for s in range(200)
-            if len(synthetic.render_image(np.random.default_rng(s), profile.input_size)[1]) == 2)
+
+
+def two_heads_apart(s):  # two people whose head tops are well inside the image, apart
+    image, people, _ = synthetic.render_image(np.random.default_rng(s), profile.input_size)
+    heads = np.array([p["joints"][skeleton.JOINT["head_top"]] for p in people])
+    inside = (heads >= 2 * stride).all() and (heads <= np.array(image.size) - 2 * stride).all()
+    return len(people) == 2 and inside and abs(heads[0, 0] - heads[1, 0]) > 4 * stride
+
+
+seed = next(s for s in range(200) if two_heads_apart(s))
 image, people, _ = synthetic.render_image(np.random.default_rng(seed), profile.input_size)
 image = np.asarray(image)
 height, width = (np.array(image.shape[:2]) // stride) * stride  # whole cells only

@@ -628,10 +628,10 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-stage_of = {n: ("trunk" if i in trunk else "stage " + (n[-1] if n.startswith("M") else "1"))
-            for i, n in enumerate(layers)}
+stage_of = {n: ("trunk" if i in in_trunk else "stage " + (n[-1] if n.startswith("M") else "1"))
+            for i, n in enumerate(layer_names)}
 for part in dict.fromkeys(stage_of.values()):
-    idx = [i for i, n in enumerate(layers) if stage_of[n] == part]
+    idx = [i for i, n in enumerate(layer_names) if stage_of[n] == part]
     w, wo = mean[True][idx].mean(), mean[False][idx].mean()
     print(f"{part:<8} with: {w:.2e}   last stage only: {wo:.2e}   ratio {w / wo:6.1f}x")
 
