@@ -52,6 +52,7 @@ class ValidationPredictions:
     # person's crop (distractors): their joints, original px, NaN = none / not annotated,
     # [N, K, 16, 2].  None when the split's annotations are not found next to the records.
     others: np.ndarray = field(repr=False, default=None)
+    crop_matrix: np.ndarray = field(repr=False, default=None)  # [N, 3, 3] original -> crop px
 
     @property
     def n(self) -> int:
@@ -141,7 +142,7 @@ def collect(model, folder, split: str = "val", batch_size: int = 32,
         images=cat["images"], pred=[np.concatenate(p) for p in stage_preds],
         pred_crop=cat["pred_crop"], confidence=cat["conf"], maps=cat["maps"], gt=cat["gt"],
         gt_crop=cat["gt_crop"], visibility=cat["vis"], headboxes=cat["boxes"],
-        n_others=cat["others"], scale=cat["scale"],
+        n_others=cat["others"], scale=cat["scale"], crop_matrix=cat["matrix"],
         others=crop_distractors(folder, split, cat["name"], cat["person"], cat["matrix"],
                                 cfg.input_size))
 
@@ -152,7 +153,7 @@ def crop_distractors(folder, split, names, person_index, matrices, input_size: i
     annotations ``{split}.json`` next to the records folder; None when there is none."""
     from pathlib import Path
 
-    from cpm_nb import mpii
+    from cpm_nb import mpii, pose_stats
 
     path = Path(folder).parent / f"{split}.json"
     if names is None or not path.is_file():
@@ -167,10 +168,8 @@ def crop_distractors(folder, split, names, person_index, matrices, input_size: i
         for other in by_image.get(name, []):
             if other.person_index == int(index):
                 continue
-            ok = ~np.asarray(other.missing, bool)
-            xy = np.c_[other.joints, np.ones(16)] @ np.asarray(m, float).T
-            inside = ok & ((xy[:, :2] >= 0) & (xy[:, :2] <= input_size - 1)).all(1)
-            if inside.any():
+            if pose_stats.joints_in_crop(m, other.joints, other.missing, input_size).any():
+                ok = ~np.asarray(other.missing, bool)
                 mine.append(np.where(ok[:, None], other.joints, np.nan))
         found.append(mine)
     k = max([len(f) for f in found] + [1])

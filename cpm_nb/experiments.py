@@ -86,10 +86,9 @@ EXPERIMENTS = {
 def run_one(exp: StageExperiment, stages: int, seed: int, cache_dir=None,
             progress: bool | None = None, verbose: bool = True) -> dict:
     """Train (or load) one run of the experiment and return its row."""
-    cfg = exp.train_config(stages, seed)
     trained = trained_run(exp, stages, seed, cache_dir, progress, verbose)
     m = trained.meta["metrics"]
-    return {"stages": stages, "seed": seed, "steps": cfg.steps,
+    return {"stages": stages, "seed": seed, "steps": exp.steps(stages),
             "flops_per_image": exp.flops(stages), "train_s": trained.meta["wall_s"],
             "pckh": m["mean"], "per_stage": m["per_stage"], "hard": m["hard"],
             "hard_counts": m["hard_counts"], "hard_per_stage": m["hard_per_stage"],

@@ -49,9 +49,12 @@ CRITERIA = ("bent", "raised", "crossed", "overlap", "occluded")
 
 
 def crop_matrices(vp) -> np.ndarray:
-    """[N, 2, 3] the affine map original px -> crop px of every person, fitted (least
-    squares, exact up to float32 rounding) to its annotated ground truth in both frames;
-    NaN for a person with fewer than 3 annotated joints."""
+    """[N, 2, 3] the affine map original px -> crop px of every person: the crop matrices
+    :func:`cpm_nb.evaluation.collect` kept, else fitted (least squares, exact up to float32
+    rounding) to the annotated ground truth in both frames, NaN for a person with fewer
+    than 3 annotated joints."""
+    if getattr(vp, "crop_matrix", None) is not None:
+        return np.asarray(vp.crop_matrix, float)[:, :2]
     out = np.full((vp.n, 2, 3), np.nan)
     for i in range(vp.n):
         v = vp.valid[i]

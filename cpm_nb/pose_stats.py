@@ -54,6 +54,14 @@ def _bend(a, b, c) -> float:
     return float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
 
 
+def joints_in_crop(matrix, joints, missing, input_size: int) -> np.ndarray:
+    """[16] annotated joints (original 1-based px) that fall inside the crop of the 3x3
+    ``matrix`` (:func:`cpm_nb.preprocess.crop_matrix`)."""
+    xy = np.c_[joints, np.ones(len(joints))] @ np.asarray(matrix, float).T
+    inside = ((xy[:, :2] >= 0) & (xy[:, :2] <= input_size - 1)).all(1)
+    return inside & ~np.asarray(missing, bool)
+
+
 def person_measures(person, input_size: int = 368) -> dict:
     """The measures of one person (a value is absent when its joints are not annotated)."""
     xy, ok = _crop_joints(person, input_size)
@@ -102,14 +110,8 @@ def others_in_crop(people, input_size: int = 368) -> np.ndarray:
     for group in by_image.values():
         for i in group:
             m = preprocess.crop_matrix(people[i].objpos, people[i].scale, input_size)
-            for k in group:
-                if k == i:
-                    continue
-                other = people[k]
-                xy = (np.c_[other.joints, np.ones(16)] @ m.T)[~np.asarray(other.missing, bool)]
-                if ((xy[:, :2] >= 0) & (xy[:, :2] <= input_size - 1)).all(1).any():
-                    flags[i] = True
-                    break
+            flags[i] = any(joints_in_crop(m, people[k].joints, people[k].missing,
+                                          input_size).any() for k in group if k != i)
     return flags
 
 
