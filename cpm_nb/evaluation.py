@@ -442,7 +442,7 @@ def show_predictions(model, images, joints, visibility, axes, stage: int = -1) -
     """Crops with the predicted skeleton (solid) and the ground truth (faint)."""
     from cpm_nb import heatmaps
     from cpm_nb import model as M
-    from cpm_nb.viz import draw_skeleton
+    from cpm_nb.viz import draw_skeleton, fit_to_crop
 
     cfg = M.config_of(model)
     maps = predict_fn(model)(images)[stage][..., : cfg.num_joints]
@@ -451,14 +451,8 @@ def show_predictions(model, images, joints, visibility, axes, stage: int = -1) -
         ax.imshow(im)
         draw_skeleton(ax, j, v > 0, linewidth=1, markersize=2, alpha=0.35)
         draw_skeleton(ax, p, v > 0, linewidth=1.5, markersize=3)
-        _fit_to_crop(ax, im)
+        fit_to_crop(ax, im.shape[0])
     _truth_legend(axes[0])
-
-
-def _fit_to_crop(ax, image) -> None:
-    """Show exactly the crop: joints outside it must not stretch the axes."""
-    h, w = image.shape[:2]
-    ax.set(xlim=(-0.5, w - 0.5), ylim=(h - 0.5, -0.5), xticks=[], yticks=[])
 
 
 def _truth_legend(ax) -> None:

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cpm_nb import evaluation, heatmaps, skeleton
+from cpm_nb.viz import fit_to_crop
 
 J = skeleton.JOINT
 ARTICLE_JOINTS = tuple(J[name] for name, _ in evaluation.ARTICLE_MAPS)
@@ -211,12 +212,6 @@ def blend_maps(crop: np.ndarray, maps: np.ndarray, joints_colours: Sequence,
     return np.clip(out, 0.0, 1.0)
 
 
-def _limit_to_crop(ax, size: int) -> None:
-    ax.set_xlim(-0.5, size - 0.5)
-    ax.set_ylim(size - 0.5, -0.5)
-    ax.set(xticks=[], yticks=[])
-
-
 def article_legend_handles(with_others: bool = False) -> list:
     """The colour key of :func:`plot_article_overlays`."""
     from matplotlib.lines import Line2D
@@ -274,7 +269,7 @@ def plot_article_overlays(rows: dict, idx, axes=None, titles: bool = True):
                     ax.plot(*vp.gt_crop[i, j], "o", mfc="none", mec=colour, mew=1.8, ms=10)
                     ax.plot(*vp.gt_crop[i, j], "o", mfc="none", mec="k", mew=0.6, ms=12)
                 ax.plot(*vp.pred_crop[i, j], "+", color="w", mew=1.5, ms=9)
-            _limit_to_crop(ax, vp.images.shape[1])
+            fit_to_crop(ax, vp.images.shape[1])
             conf = vp.confidence[i, list(ARTICLE_JOINTS)]
             ax.set_xlabel("peak head / knee / foot: " + " / ".join(f"{v:.2f}" for v in conf),
                           fontsize=7)
@@ -324,7 +319,7 @@ def plot_distractor_examples(vp, idx, axes, stage: int = -1) -> None:
         for j in np.flatnonzero(hit[i]):
             ax.plot(*np.c_[vp.gt_crop[i, j], pred[j]], "-", color="red", lw=1)
             ax.plot(*pred[j], "X", color="red", mec="k", mew=0.5, ms=11)
-        _limit_to_crop(ax, size)
+        fit_to_crop(ax, size)
         names = ", ".join(skeleton.JOINT_NAMES[j] for j in np.flatnonzero(hit[i]))
         ax.set_title(f"#{i}: on the other person:\n{names}", fontsize=8)
     handles = [Line2D([], [], ls="", marker="o", mfc="none", mec="k", label="target, truth"),
@@ -352,7 +347,7 @@ def plot_people(vp, idx, axes, scores=None) -> None:
                 ax.plot(*vp.gt_crop[i, [a, b]].T, "-", color="w", lw=1.2, alpha=0.9)
         ax.plot(*vp.gt_crop[i][v].T, "o", mfc="none", mec="w", mew=1.0, ms=5)
         draw_skeleton(ax, vp.pred_crop[i], v, linewidth=2.2, markersize=5)
-        _limit_to_crop(ax, size)
+        fit_to_crop(ax, size)
         if scores is not None:
             ax.set_title(f"#{i}: {scores[i]:.0f} % correct", fontsize=9)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from cpm_nb import heatmaps, metrics, skeleton
+from cpm_nb.viz import fit_to_crop
 
 
 def refined_joints(vp, k: int = 3, threshold: float = 0.5) -> list[tuple[int, int, float, float]]:
@@ -80,8 +81,8 @@ def plot_refinement(model, vp, person: int, joint: int, fields: list[int], axes=
         ax.plot(x, y, "+", color="cyan", ms=10, mew=2, label="peak cell")
         d = metrics.pckh_distances(vp.pred[t][person:person + 1], vp.gt[person:person + 1],
                                    vp.headboxes[person:person + 1])[0, joint]
-        ax.set(xlim=(-0.5, size - 0.5), ylim=(size - 0.5, -0.5), xticks=[], yticks=[],
-               title=f"stage {t + 1}: field {f} px\nerror {d:.2f} head sizes")
+        fit_to_crop(ax, size)
+        ax.set_title(f"stage {t + 1}: field {f} px\nerror {d:.2f} head sizes")
     np.atleast_1d(axes)[0].legend(loc="lower left", fontsize=7, framealpha=0.8)
     fig.suptitle(f"{skeleton.JOINT_NAMES[joint]} of validation person {person}: its belief map "
                  f"after each stage ({size}-px crop; error in head sizes, {head:.0f} px here)")

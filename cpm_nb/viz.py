@@ -163,3 +163,9 @@ def maps_overlay(crop: np.ndarray, maps: np.ndarray, joints: Sequence[int],
         alpha = np.clip(up, 0, 1)[..., None]
         out = out * (1 - alpha) + alpha * np.asarray(to_rgb(c))[None, None]
     return np.clip(out, 0, 1)
+
+
+def fit_to_crop(ax, size: int) -> None:
+    """Show exactly a ``size``-px square crop, without ticks: joints outside it must not
+    stretch the axes."""
+    ax.set(xlim=(-0.5, size - 0.5), ylim=(size - 0.5, -0.5), xticks=[], yticks=[])
