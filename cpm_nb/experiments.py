@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS_FILE = "cpm_nb/results/stage_experiment.json"  # in the checkout; shipped with the package
+RESULTS_FILE_2X = "cpm_nb/results/stage_experiment_2x.json"  # one seed at twice the compute
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class StageExperiment:
     profile: str = "cpu"  # optimizer, schedule, sigma, batch and data sizes of this profile
     run_profile: str = "stages"  # the runs' name prefix and their own data folder
     n_val: int = 600  # validation images (more people than the cpu profile, for the subsets)
+    validations: int = 4  # validations per run (the learning curve's points)
 
     def config(self, stages: int):
         from cpm_nb import architecture
@@ -67,8 +69,18 @@ class StageExperiment:
 
         steps = self.steps(stages)
         cfg = train_config(self.profile, model=self.config(stages), steps=steps, seed=seed,
-                           n_val=self.n_val, eval_every=max(50, steps // 4 // 50 * 50))
+                           n_val=self.n_val,
+                           eval_every=max(50, steps // self.validations // 50 * 50))
         return dataclasses.replace(cfg, profile=self.run_profile)
+
+    def scaled(self, budget: float = 1.0, stage_counts=None, validations=None):
+        """The same experiment with ``budget`` times the compute (``budget=2``: do the
+        curves still move with twice the steps?), optionally fewer stage counts and more
+        validations per run."""
+        return dataclasses.replace(
+            self, reference_steps=int(round(self.reference_steps * budget / 50)) * 50,
+            stage_counts=tuple(stage_counts or self.stage_counts),
+            validations=validations or self.validations)
 
     def as_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -92,7 +104,18 @@ def run_one(exp: StageExperiment, stages: int, seed: int, cache_dir=None,
             "flops_per_image": exp.flops(stages), "train_s": trained.meta["wall_s"],
             "pckh": m["mean"], "per_stage": m["per_stage"], "hard": m["hard"],
             "hard_counts": m["hard_counts"], "hard_per_stage": m["hard_per_stage"],
-            "errors_per_stage": m.get("errors_per_stage"), "run": trained.run_dir.name}
+            "errors_per_stage": m.get("errors_per_stage"), "run": trained.run_dir.name,
+            "curve": learning_curve(trained.run_dir)}
+
+
+def learning_curve(run_dir) -> dict:
+    """A run's validation PCKh@0.5 at each validation and its training loss every
+    checkpoint, from its ``history.json``."""
+    from cpm_nb import runs
+
+    h = json.loads((Path(run_dir) / runs.HISTORY).read_text())
+    return {"val_step": h.get("val_step", []), "val_pckh": h.get("val_pckh", []),
+            "step": h.get("step", []), "loss": [round(v, 4) for v in h.get("loss", [])]}
 
 
 def trained_run(exp: StageExperiment, stages: int, seed: int = 0, cache_dir=None,
@@ -113,10 +136,12 @@ def data_folder(exp: StageExperiment):
 
 
 def run_stage_experiment(exp: StageExperiment, seeds: int | None = None, cache_dir=None,
-                         progress: bool | None = None, verbose: bool = True) -> dict:
+                         progress: bool | None = None, verbose: bool = True,
+                         command: str | None = None) -> dict:
     """Train every run (cached), and return the per-run rows, the summary and provenance.
 
-    ``seeds``: use only the first ``seeds`` seeds of ``exp``."""
+    ``seeds``: use only the first ``seeds`` seeds of ``exp``; ``command``: the command
+    line recorded in the provenance."""
     chosen = exp.seeds[:seeds] if seeds else exp.seeds
     exp = dataclasses.replace(exp, seeds=tuple(chosen))
     start = time.perf_counter()
@@ -134,7 +159,8 @@ def run_stage_experiment(exp: StageExperiment, seeds: int | None = None, cache_d
             "receptive_field_per_stage": architecture.stage_receptive_fields(cfg),
             "receptive_field_over_crop": architecture.describe(cfg)["receptive_field_over_crop"],
             "summary": summarize_runs(rows), "runs": rows,
-            "provenance": provenance(time.perf_counter() - start)}
+            "learning_curves": {f"{r['stages']}/{r['seed']}": r.pop("curve") for r in rows},
+            "provenance": provenance(time.perf_counter() - start, command)}
 
 
 def _stats(values) -> dict:
@@ -165,7 +191,7 @@ def summarize_runs(rows: list[dict]) -> dict:
     return out
 
 
-def provenance(wall_s: float) -> dict:
+def provenance(wall_s: float, command: str | None = None) -> dict:
     """The command, commit, machine and date that produced a result."""
     import os
 
@@ -176,7 +202,8 @@ def provenance(wall_s: float) -> dict:
                                 cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"command": "cpm-nb --profile cpu experiment stages --json-out " + RESULTS_FILE,
+    command = command or "cpm-nb --profile cpu experiment stages --json-out " + RESULTS_FILE
+    return {"command": command,
             "commit": commit, "machine": {"python": platform.python_version(),
                                           "processor": platform.machine(),
                                           "cpus": os.cpu_count(),
@@ -184,10 +211,12 @@ def provenance(wall_s: float) -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_s": wall_s}
 
 
-def load_committed(path=None) -> dict:
+def load_committed(path=None, budget: int = 1) -> dict:
     """The committed result (``cpm_nb/results/stage_experiment.json``, installed with the
-    package, so it is there on Colab too)."""
-    path = Path(path) if path else Path(__file__).parent / "results" / "stage_experiment.json"
+    package, so it is there on Colab too); ``budget=2``: the one-seed run at twice the
+    compute (``stage_experiment_2x.json``)."""
+    name = Path(RESULTS_FILE if budget == 1 else RESULTS_FILE_2X).name
+    path = Path(path) if path else Path(__file__).parent / "results" / name
     return json.loads(path.read_text())
 
 

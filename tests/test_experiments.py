@@ -33,6 +33,42 @@ def test_the_committed_result_matches_the_code(repo):
         assert r["run"] == exp.train_config(r["stages"], r["seed"]).run_name
     assert result["summary"] == json.loads(json.dumps(experiments.summarize_runs(result["runs"])))
     assert result["provenance"]["command"].startswith("cpm-nb --profile cpu experiment stages")
+    for r in result["runs"]:  # every run's learning curve, ending at its final score
+        curve = result["learning_curves"][f"{r['stages']}/{r['seed']}"]
+        assert curve["val_step"][-1] == r["steps"] and curve["step"][-1] == r["steps"]
+        assert curve["val_pckh"][-1] == pytest.approx(r["pckh"], abs=1.0)
+
+
+def test_the_committed_double_budget_result_matches_the_code(repo):
+    """cpm_nb/results/stage_experiment_2x.json: one seed at twice the compute, validated
+    8 times per run (do the curves still move?), made by the command it names."""
+    path = repo / experiments.RESULTS_FILE_2X
+    if not path.is_file():
+        pytest.skip("the double-budget result is not committed")
+    result = json.loads(path.read_text())
+    exp = experiments.EXPERIMENTS["cpu"].scaled(2, result["experiment"]["stage_counts"], 8)
+    assert result["experiment"] == json.loads(json.dumps(exp.as_json()))
+    assert exp.reference_steps == 4000 and set(exp.stage_counts) == {1, 2, 3, 4, 6}
+    for r in result["runs"]:
+        assert r["steps"] == 2 * experiments.EXPERIMENTS["cpu"].steps(r["stages"])
+        assert r["run"] == exp.train_config(r["stages"], r["seed"]).run_name
+        assert len(result["learning_curves"][f"{r['stages']}/{r['seed']}"]["val_step"]) == 8
+    assert result["summary"] == json.loads(json.dumps(experiments.summarize_runs(result["runs"])))
+    assert "--budget 2" in result["provenance"]["command"]
+
+
+def test_a_scaled_experiment_and_its_options(tmp_path, capsys):
+    exp = experiments.EXPERIMENTS["cpu"]
+    double = exp.scaled(2, (6, 2), 8)
+    assert double.steps(6) == 4000 and double.steps(2) == 2 * exp.steps(2)
+    assert double.train_config(6, 0).eval_every == 500
+    assert exp.scaled().train_config(2, 0).run_name == exp.train_config(2, 0).run_name
+    for bad in (["--stages", "0,2"], ["--stages", "2,2"], ["--stages", "two"],
+                ["--budget", "0"], ["--budget", "nan"], ["--validations", "0"]):
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["--profile", "fast", "experiment", "stages", *bad])
+        assert stop.value.code == 2
+        assert "Traceback" not in capsys.readouterr().err
 
 
 def test_the_command_runs_the_smoke_experiment(tmp_path, capsys):
@@ -45,3 +81,13 @@ def test_the_command_runs_the_smoke_experiment(tmp_path, capsys):
     assert set(result["summary"]) == {"1", "2"}
     assert "PCKh@0.5" in capsys.readouterr().out
     assert cli.main(["--profile", "fast", "experiment", "stages", "--seeds", "5"]) == 2
+    # a subset at another budget: other runs, and the command in the provenance
+    code = cli.main(["--profile", "fast", "experiment", "stages", "--no-progress", "--stages",
+                     "2", "--budget", "0.5", "--validations", "2", "--cache-dir",
+                     str(tmp_path / "runs"), "--json-out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert [(r["stages"], r["steps"]) for r in result["runs"]] == [(2, 50)]
+    assert result["provenance"]["command"] == (
+        "cpm-nb --profile fast experiment stages --stages 2 --budget 0.5 --validations 2 "
+        f"--json-out {out}")

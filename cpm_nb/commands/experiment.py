@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
-from cpm_nb.cli import CliError, Command, add_json_option, positive_int, print_json
+from cpm_nb.cli import (
+    CliError,
+    Command,
+    add_json_option,
+    float_in_range,
+    int_in_range,
+    positive_int,
+    print_json,
+)
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,10 +21,43 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="the experiment to run: stages")
     parser.add_argument("--seeds", type=positive_int, metavar="N",
                         help="use the first N seeds of the experiment (default: all, 3)")
+    parser.add_argument("--stages", type=_stage_counts, metavar="N,N,...",
+                        help="only these stage counts, in this order (default: 1,2,3,4,6)")
+    parser.add_argument("--budget", type=float_in_range(0, 10, lo_open=True), default=1.0,
+                        metavar="X", help="X times the compute of every run (default 1; 2 "
+                        "shows whether the curves still move with twice the steps)")
+    parser.add_argument("--validations", type=int_in_range(1, 40), metavar="N",
+                        help="validations per run, the learning curve's points (default 4)")
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="where the runs are cached (default: runs/ of the checkout)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_json_option(parser, "every run, the summary and the provenance")
+
+
+def _stage_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1 or max(counts) > 12 or len(set(counts)) < len(counts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give distinct stage counts from 1 to 12, separated by commas (e.g. 2,6)")
+    return counts
+
+
+def _command_line(args: argparse.Namespace, profile: str) -> str:
+    """The command that reproduces this result (for its provenance)."""
+    words = ["cpm-nb", "--profile", profile, "experiment", "stages"]
+    if args.stages:
+        words += ["--stages", ",".join(map(str, args.stages))]
+    if args.budget != 1.0:
+        words += ["--budget", f"{args.budget:g}"]
+    for option in ("seeds", "validations"):
+        if getattr(args, option):
+            words += [f"--{option}", str(getattr(args, option))]
+    if args.json and args.json != "-":
+        words += ["--json-out", args.json]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -28,9 +70,11 @@ def _run(args: argparse.Namespace) -> int:
                        f", not {profile!r} (use --profile cpu)")
     if args.seeds and args.seeds > len(exp.seeds):
         raise CliError(f"--seeds {args.seeds}: the experiment has {len(exp.seeds)} seeds")
+    exp = exp.scaled(args.budget, args.stages, args.validations)
+    command = _command_line(args, profile)
     result = experiments.run_stage_experiment(exp, seeds=args.seeds, cache_dir=args.cache_dir,
                                               progress=not args.no_progress and None,
-                                              verbose=args.json != "-")
+                                              verbose=args.json != "-", command=command)
     if args.json != "-":
         print(experiments.format_summary(result))
         print("PCKh@0.5 after each stage (mean over seeds):")
