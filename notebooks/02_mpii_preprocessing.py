@@ -114,7 +114,7 @@ print("flags", person.flags)
 import matplotlib.pyplot as plt
 from PIL import Image
 
-from cpm_nb.viz import save_figure
+from cpm_nb.viz import draw_people, save_figure
 
 by_image = {}
 for p in data.train:
@@ -122,8 +122,8 @@ for p in data.train:
 names = [n for n, ps in by_image.items() if len(ps) > 1][:3]
 fig, axes = plt.subplots(1, 3, figsize=(10.5, 2.9), layout="constrained")
 for ax, name in zip(axes, names):
-    mpii.draw_people(ax, Image.open(data.image_dir / name), by_image[name],
-                     title=f"{name}: {len(by_image[name])} people")
+    draw_people(ax, Image.open(data.image_dir / name), by_image[name],
+                title=f"{name}: {len(by_image[name])} people")
 save_figure(fig, "02_annotations")
 plt.show()
 
@@ -261,7 +261,7 @@ image = np.asarray(Image.open(data.image_dir / name).convert("RGB"))
 people = by_image[name]
 fig, axes = plt.subplots(1, len(people) + 1, figsize=(2.6 * (len(people) + 1), 2.6),
                          layout="constrained")
-mpii.draw_people(axes[0], image, people, title="the image")
+draw_people(axes[0], image, people, title="the image")
 for ax, p in zip(axes[1:], people):
     crop, j, v, _ = preprocess.crop_person_numpy(image, p.joints, p.visibility, p.objpos,
                                                  p.scale, profile.input_size)
@@ -445,8 +445,8 @@ print(f"{len(mini_people)} people read back from {annotation_file.name}")
 
 # %%
 fig, ax = plt.subplots(figsize=(4.2, 4.8), layout="constrained")
-mpii.draw_people(ax, Image.open(root / "images" / "grace_hopper.jpg"), mini_people[:1],
-                 title="grace_hopper.jpg, annotated by hand")
+draw_people(ax, Image.open(root / "images" / "grace_hopper.jpg"), mini_people[:1],
+            title="grace_hopper.jpg, annotated by hand")
 ax.set(xlabel="x (px, 1-based)", ylabel="y (px, 1-based)")
 save_figure(fig, "02_mini_mpii_annotation")
 plt.show()
