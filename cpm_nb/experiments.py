@@ -155,11 +155,12 @@ def run_stage_experiment(exp: StageExperiment, seeds: int | None = None, cache_d
     from cpm_nb import architecture
 
     cfg = exp.config(max(exp.stage_counts))
+    curves = {f"{r['stages']}/{r['seed']}": r.pop("curve") for r in rows}
     return {"experiment": exp.as_json(), "model": dataclasses.asdict(cfg),
             "receptive_field_per_stage": architecture.stage_receptive_fields(cfg),
             "receptive_field_over_crop": architecture.describe(cfg)["receptive_field_over_crop"],
             "summary": summarize_runs(rows), "runs": rows,
-            "learning_curves": {f"{r['stages']}/{r['seed']}": r.pop("curve") for r in rows},
+            "learning_curves": curves,
             "provenance": provenance(time.perf_counter() - start, command)}
 
 
