@@ -103,10 +103,29 @@ def read_newer_side(ipynb: Path):
     import jupytext
     import nbformat
 
+    stored = nbformat.read(ipynb, as_version=4)
     twin = ipynb.with_suffix(".py")
     if twin.exists() and twin.stat().st_mtime > ipynb.stat().st_mtime:
-        return jupytext.read(twin)
-    return nbformat.read(ipynb, as_version=4)
+        notebook = jupytext.read(twin)
+        keep_cell_ids(notebook, stored)
+        return notebook
+    return stored
+
+
+def keep_cell_ids(notebook, stored) -> None:
+    """Give ``notebook``'s cells the ids their twins (same type and source) have in
+    ``stored``: the text side has no ids, and new random ones on every refresh would
+    bury the real changes of a re-execution in its diff."""
+    ids: dict[tuple[str, str], str] = {}
+    for cell, key in zip(stored.cells, cell_signature(stored)):
+        if cell.get("id"):
+            ids.setdefault(key, cell["id"])
+    taken = set()
+    for cell, key in zip(notebook.cells, cell_signature(notebook)):
+        old = ids.get(key)
+        if old and old not in taken:
+            cell["id"] = old
+            taken.add(old)
 
 
 def run_notebook(ipynb: Path, target: Path, *, refresh: bool, profile: str | None,

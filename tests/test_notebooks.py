@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -198,3 +199,20 @@ def test_refresh_runs_in_place_with_the_stored_figures_folder(tmp_path):
     notebooks.run_notebook(source, source, refresh=True, profile="fast", timeout=60, log=None)
     cells = json.loads(source.read_text())["cells"]
     assert "".join(cells[1]["outputs"][0]["text"]) == f"figures: {REPO / 'figures'}\n"
+
+
+def test_a_refresh_from_the_text_side_keeps_the_cell_ids(tmp_path):
+    """Cells whose source did not change keep their ids, so a re-execution's diff shows
+    only what changed; an edited cell gets a new one."""
+    jupytext = pytest.importorskip("jupytext")
+    source = tiny_notebook(tmp_path)
+    before = [c["id"] for c in json.loads(source.read_text())["cells"]]
+    text = jupytext.writes(jupytext.read(source), "py:percent")
+    twin = source.with_suffix(".py")
+    twin.write_text(text.replace("time.sleep(1.2)", "time.sleep(0.1)"))
+    newer = source.stat().st_mtime + 10
+    os.utime(twin, (newer, newer))  # the text side was edited last
+    notebook = notebooks.read_newer_side(source)
+    after = [c["id"] for c in notebook.cells]
+    assert after[:2] == before[:2] and after[2] != before[2]
+
