@@ -39,22 +39,25 @@ def test_the_committed_result_matches_the_code(repo):
         assert curve["val_pckh"][-1] == pytest.approx(r["pckh"], abs=1.0)
 
 
-def test_the_committed_double_budget_result_matches_the_code(repo):
-    """cpm_nb/results/stage_experiment_2x.json: one seed at twice the compute, validated
-    8 times per run (do the curves still move?), made by the command it names."""
-    path = repo / experiments.RESULTS_FILE_2X
-    if not path.is_file():
-        pytest.skip("the double-budget result is not committed")
+@pytest.mark.parametrize("name", experiments.RESULTS_2X)
+def test_the_committed_double_budget_results_match_the_code(repo, name):
+    """cpm_nb/results/stage_experiment_2x*.json: runs at twice the compute, validated 8
+    times each (do the curves still move?), made by the command they name."""
+    path = repo / "cpm_nb" / "results" / f"{name}.json"
     result = json.loads(path.read_text())
-    exp = experiments.EXPERIMENTS["cpu"].scaled(2, result["experiment"]["stage_counts"], 8)
-    assert result["experiment"] == json.loads(json.dumps(exp.as_json()))
-    assert exp.reference_steps == 4000 and set(exp.stage_counts) == {1, 2, 3, 4, 6}
+    settings = result["experiment"]
+    exp = experiments.EXPERIMENTS["cpu"].scaled(2, settings["stage_counts"], 8)
+    exp = dataclasses.replace(exp, seeds=tuple(settings["seeds"]))
+    assert settings == json.loads(json.dumps(exp.as_json())) and exp.reference_steps == 4000
+    assert {(r["stages"], r["seed"]) for r in result["runs"]} == {
+        (n, s) for n in exp.stage_counts for s in exp.seeds}
     for r in result["runs"]:
         assert r["steps"] == 2 * experiments.EXPERIMENTS["cpu"].steps(r["stages"])
         assert r["run"] == exp.train_config(r["stages"], r["seed"]).run_name
         assert len(result["learning_curves"][f"{r['stages']}/{r['seed']}"]["val_step"]) == 8
     assert result["summary"] == json.loads(json.dumps(experiments.summarize_runs(result["runs"])))
-    assert "--budget 2" in result["provenance"]["command"]
+    command = result["provenance"]["command"]
+    assert "--budget 2 --validations 8" in command and f"{name}.json" in command
 
 
 def test_a_scaled_experiment_and_its_options(tmp_path, capsys):
