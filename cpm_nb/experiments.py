@@ -84,6 +84,11 @@ class StageExperiment:
             stage_counts=tuple(stage_counts or self.stage_counts),
             validations=validations or self.validations)
 
+    def doubled(self):
+        """The runs of the double-budget results (:data:`RESULTS_2X`): twice the compute,
+        8 validations each; the better-trained networks the notebooks look inside."""
+        return self.scaled(2, validations=8)
+
     def as_json(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -226,11 +231,14 @@ def _fmt(stats: dict) -> str:
     m = stats["mean"]
     if m is None or not math.isfinite(m):
         return "-"
+    if stats.get("n") == 1:  # one seed: no spread to show
+        return f"{m:5.1f}"
     return f"{m:5.1f} ± {stats['std']:.1f}"
 
 
 def format_summary(result: dict) -> str:
-    """The summary as a text table: PCKh@0.5 and the subsets, mean ± std over seeds."""
+    """The summary as a text table: PCKh@0.5 and the subsets, mean ± std over seeds
+    (the value alone where there is one seed)."""
     summary = result["summary"]
     keys = ("occluded_joints", "with_distractors", "limbs_crossed")
     head = (f"{'stages':>6} {'steps':>6} {'PCKh@0.5':>12} {'occluded':>12} {'distractor':>12} "
