@@ -211,6 +211,9 @@ def show_field(ax, erf: np.ndarray, config, stage: int, cell: tuple[int, int],
     margin = size / 2 if margin is None else margin
     ax.set_facecolor("black")
     im = ax.imshow(erf, cmap=cmap, vmin=0, vmax=vmax, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
+    if not np.any(np.asarray(erf) > 0):  # every path from the input is cut (ReLUs off)
+        ax.text(0.5, 0.5, "no gradient:\nthe cell's value\nignores the input",
+                transform=ax.transAxes, ha="center", va="center", color="white", fontsize=8)
     draw_crop(ax, config, color="0.6")
     draw_field_box(ax, config, stage, cell, color="cyan")
     ax.set(xlim=(-0.5 - margin, size - 0.5 + margin), ylim=(size - 0.5 + margin, -0.5 - margin))

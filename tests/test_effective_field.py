@@ -107,3 +107,19 @@ def test_same_field_under_jax(small_model, images, tmp_path):
                          timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "jax.npy"), expected, atol=1e-7)
+
+
+def test_show_field_says_when_a_cell_ignores_the_input():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2)
+    E.show_field(a, np.zeros((128, 128)), "stage-experiment", 6, (0, 0), vmax=1)
+    erf = np.zeros((128, 128))
+    erf[60:70, 60:70] = 1
+    E.show_field(b, erf, "stage-experiment", 2, (8, 8), vmax=1)
+    assert [t.get_text().startswith("no gradient") for t in a.texts] == [True]
+    assert not b.texts
+    plt.close(fig)

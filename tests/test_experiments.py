@@ -54,7 +54,7 @@ def test_the_committed_double_budget_results_match_the_code(repo, name):
     for r in result["runs"]:
         assert r["steps"] == 2 * experiments.EXPERIMENTS["cpu"].steps(r["stages"])
         assert r["run"] == exp.train_config(r["stages"], r["seed"]).run_name
-        assert len(result["learning_curves"][f"{r['stages']}/{r['seed']}"]["val_step"]) == 8
+        assert len(result["learning_curves"][f"{r['stages']}/{r['seed']}"]["val_step"]) >= 8
     assert result["summary"] == json.loads(json.dumps(experiments.summarize_runs(result["runs"])))
     command = result["provenance"]["command"]
     assert "--budget 2 --validations 8" in command and f"{name}.json" in command
