@@ -39,25 +39,29 @@ def test_the_committed_result_matches_the_code(repo):
         assert curve["val_pckh"][-1] == pytest.approx(r["pckh"], abs=1.0)
 
 
-@pytest.mark.parametrize("name", experiments.RESULTS_2X)
-def test_the_committed_double_budget_results_match_the_code(repo, name):
-    """cpm_nb/results/stage_experiment_2x*.json: runs at twice the compute, validated 8
-    times each (do the curves still move?), made by the command they name."""
-    path = repo / "cpm_nb" / "results" / f"{name}.json"
-    result = json.loads(path.read_text())
+@pytest.mark.parametrize("name", experiments.SCALED_RESULTS)
+def test_the_committed_longer_budget_results_match_the_code(repo, name):
+    """cpm_nb/results/stage_experiment_{2x,4x}*.json: runs at 2 or 4 times the compute,
+    validated 8 times each (do the curves still move?), made by the command they name."""
+    budget = experiments.SCALED_RESULTS[name]
+    result = json.loads((repo / "cpm_nb" / "results" / f"{name}.json").read_text())
     settings = result["experiment"]
-    exp = experiments.EXPERIMENTS["cpu"].scaled(2, settings["stage_counts"], 8)
+    exp = experiments.EXPERIMENTS["cpu"].scaled(budget, settings["stage_counts"], 8)
     exp = dataclasses.replace(exp, seeds=tuple(settings["seeds"]))
-    assert settings == json.loads(json.dumps(exp.as_json())) and exp.reference_steps == 4000
+    assert settings == json.loads(json.dumps(exp.as_json()))
+    assert exp.reference_steps == budget * experiments.EXPERIMENTS["cpu"].reference_steps
     assert {(r["stages"], r["seed"]) for r in result["runs"]} == {
         (n, s) for n in exp.stage_counts for s in exp.seeds}
     for r in result["runs"]:
-        assert r["steps"] == 2 * experiments.EXPERIMENTS["cpu"].steps(r["stages"])
+        assert r["steps"] == exp.steps(r["stages"])
+        assert r["steps"] == pytest.approx(budget * experiments.EXPERIMENTS["cpu"].steps(
+            r["stages"]), abs=50)
         assert r["run"] == exp.train_config(r["stages"], r["seed"]).run_name
         assert len(result["learning_curves"][f"{r['stages']}/{r['seed']}"]["val_step"]) >= 8
     assert result["summary"] == json.loads(json.dumps(experiments.summarize_runs(result["runs"])))
     command = result["provenance"]["command"]
-    assert "--budget 2 --validations 8" in command and f"{name}.json" in command
+    assert f"--budget {budget} " in command and "--validations 8 " in command
+    assert command.endswith(f"--json-out cpm_nb/results/{name}.json")
 
 
 def test_a_scaled_experiment_and_its_options(tmp_path, capsys):
