@@ -534,20 +534,22 @@ plt.show()
 # %% [markdown]
 # What the longer runs show:
 #
-# * **The curves had not flattened, and at 4x they still have not.** Doubling the compute raised
-#   every network by 7 to 10 points (seed 0: 1 stage 75.8 -> 84.3 %, 2 stages 79.9 -> 88.6,
-#   3 stages 81.6 -> 88.8, 4 stages 78.6 -> 87.1, 6 stages 75.3 -> 85.0), and doubling again
-#   raised the 6-stage network by 6.5 more (91.5 %). Before each learning-rate decay the curves
-#   still climb by 1.4 to 3.6 points per validation: the level stretch at the end of every run is
-#   the decay's doing, not the network's. No budget this machine can afford (a 4x run is about
-#   25 minutes of training on 2 cores) reaches the point where more steps stop helping.
+# * **The curves had not flattened.** Doubling the compute raised every network by 7 to 10
+#   points (seed 0: 1 stage 75.8 -> 84.3 %, 2 stages 79.9 -> 88.6, 3 stages 81.6 -> 88.8,
+#   4 stages 78.6 -> 87.1, 6 stages 75.3 -> 85.0), and doubling again raised the 2-stage network
+#   by 3.9 more (92.4 %) and the 6-stage one by 6.5 (91.5 %). Before each learning-rate decay the
+#   curves still climb, by 1.4 to 3.6 points per validation: the level stretch at the end of every
+#   run is the decay's doing, not the network's. The 2-stage network's gains are shrinking (8.6,
+#   then 3.9 points per doubling); the 6-stage network's much less so (9.7, then 6.5). No budget
+#   this machine can afford (a 4x run is about 25 minutes of training on 2 cores) reaches the
+#   point where more steps stop helping.
 # * **At twice the compute the order holds.** With 3 seeds, 2 stages score 88.0 ± 0.5 % and
 #   6 stages 84.5 ± 0.9 %: the gap shrinks from 5.3 to 3.5 points, but 2 stages still win,
-#   overall and with another person in the crop (84.7 against 81.3 %), and on occluded joints
-#   they tie (58.3 against 57.3 %). For seed 0 the ranking of all five is 3 ≈ 2 > 4 > 6 > 1, as in
+#   overall and with another person in the crop (84.7 against 81.3 %); on occluded joints the
+#   two are close (58.3 ± 0.8 against 57.3 ± 0.3 %). For seed 0 the ranking of all five is 3 ≈ 2 > 4 > 6 > 1, as in
 #   the first experiment except that 6 stages now edge past 1 (85.0 against 84.3 %).
 # * **At four times the compute the two are almost level.** Seed 0: 2 stages 92.4 %, 6 stages
-#   91.5 %. For seed 0 the gap went from 4.6 to 3.6 to 0.9 points at 1x, 2x and 4x, and at 4x the
+#   91.5 %. For seed 0 the gap went from 4.6 to 3.5 to 0.9 points at 1x, 2x and 4x, and at 4x the
 #   6-stage network is ahead on crossed limbs (87.3 against 86.3 %) and puts fewer joints on the
 #   other person (1.4 against 2.1 %). With one seed, and spreads of 0.5 to 0.9 points between
 #   seeds at 2x, this is a tie, not a win. Whether 6 stages pull ahead with still more compute,
@@ -607,9 +609,9 @@ for person, joint, _, _ in picked:
 # * A fair stage experiment needs a stage 1 that cannot see the whole crop, equal compute,
 #   several seeds and a long enough budget. With the paper's field proportions on a 128-px crop a
 #   second stage is the big step (at the first budget +4.9 PCKh points, and twice the accuracy on
-#   occluded joints). 4 or 6 stages score lower at that budget, but every doubling of the compute
-#   adds 6 to 10 points and narrows the gap: at 4x, 6 stages are level with 2 (91.5 against
-#   92.4 %, one seed). A plateau after a learning-rate decay does not show that a network has
+#   occluded joints). 4 or 6 stages score lower at that budget, but more compute helps every
+#   network (7 to 10 points from 1x to 2x) and the deep one most, which narrows the gap: at 4x,
+#   6 stages are level with 2 (91.5 against 92.4 %, one seed). A plateau after a learning-rate decay does not show that a network has
 #   finished learning. Inside a deep network every stage refines the last one's beliefs
 #   (section 8 follows a joint being fixed).
 #
