@@ -104,16 +104,16 @@ EXPERIMENTS = {
 
 
 def run_one(exp: StageExperiment, stages: int, seed: int, cache_dir=None,
-            progress: bool | None = None, verbose: bool = True) -> dict:
-    """Train (or load) one run of the experiment and return its row."""
+            progress: bool | None = None, verbose: bool = True) -> tuple[dict, dict]:
+    """Train (or load) one run of the experiment; return its row and its learning curve."""
     trained = trained_run(exp, stages, seed, cache_dir, progress, verbose)
     m = trained.meta["metrics"]
-    return {"stages": stages, "seed": seed, "steps": exp.steps(stages),
-            "flops_per_image": exp.flops(stages), "train_s": trained.meta["wall_s"],
-            "pckh": m["mean"], "per_stage": m["per_stage"], "hard": m["hard"],
-            "hard_counts": m["hard_counts"], "hard_per_stage": m["hard_per_stage"],
-            "errors_per_stage": m.get("errors_per_stage"), "run": trained.run_dir.name,
-            "curve": learning_curve(trained.run_dir)}
+    row = {"stages": stages, "seed": seed, "steps": exp.steps(stages),
+           "flops_per_image": exp.flops(stages), "train_s": trained.meta["wall_s"],
+           "pckh": m["mean"], "per_stage": m["per_stage"], "hard": m["hard"],
+           "hard_counts": m["hard_counts"], "hard_per_stage": m["hard_per_stage"],
+           "errors_per_stage": m.get("errors_per_stage"), "run": trained.run_dir.name}
+    return row, learning_curve(trained.run_dir)
 
 
 def learning_curve(run_dir) -> dict:
@@ -153,17 +153,18 @@ def run_stage_experiment(exp: StageExperiment, seeds: int | None = None, cache_d
     chosen = exp.seeds[:seeds] if seeds else exp.seeds
     exp = dataclasses.replace(exp, seeds=tuple(chosen))
     start = time.perf_counter()
-    rows = []
+    rows, curves = [], {}
     for seed in exp.seeds:  # seed by seed: a partial run still covers every stage count
         for stages in exp.stage_counts:
             if verbose:
                 print(f"[stage experiment] {stages} stage(s), seed {seed}: "
                       f"{exp.steps(stages)} steps", flush=True)
-            rows.append(run_one(exp, stages, seed, cache_dir, progress, verbose))
+            row, curves[f"{stages}/{seed}"] = run_one(exp, stages, seed, cache_dir, progress,
+                                                      verbose)
+            rows.append(row)
     from cpm_nb import architecture
 
     cfg = exp.config(max(exp.stage_counts))
-    curves = {f"{r['stages']}/{r['seed']}": r.pop("curve") for r in rows}
     return {"experiment": exp.as_json(), "model": dataclasses.asdict(cfg),
             "receptive_field_per_stage": architecture.stage_receptive_fields(cfg),
             "receptive_field_over_crop": architecture.describe(cfg)["receptive_field_over_crop"],
