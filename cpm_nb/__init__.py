@@ -16,18 +16,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def setup(seed: int = 0, wants_gpu: bool = False, verbose: bool = True):
-    """The notebooks' entry point: resolve the active profile (:func:`cpm_nb.config.get_profile`),
-    prepare the runtime for it (:func:`cpm_nb.runtime.setup`: seeds, determinism, figures,
-    a print-out of the environment) and return it, to be passed down explicitly."""
-    from cpm_nb import config, runtime
+    """The notebooks' entry point: resolve the active profile (:func:`cpm_nb.core.config.get_profile`),
+    prepare the session for it (:func:`cpm_nb.core.session.setup`: seeds, determinism,
+    figures, a print-out of the environment) and return it, to be passed down explicitly."""
+    from cpm_nb.core import config, session
 
     profile = config.get_profile()
-    runtime.setup(profile, seed=seed, wants_gpu=wants_gpu, verbose=verbose)
+    session.setup(profile, seed=seed, wants_gpu=wants_gpu, verbose=verbose)
     return profile
 
 
 def get_profile():
-    """The active run profile; see :mod:`cpm_nb.config`."""
-    from cpm_nb.config import get_profile as _get_profile
+    """The active run profile; see :mod:`cpm_nb.core.config`."""
+    from cpm_nb.core.config import get_profile as _get_profile
 
     return _get_profile()

@@ -8,7 +8,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -65,8 +65,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-from cpm_nb import convolution as C
-from cpm_nb.viz import save_figure
+from cpm_nb.course import convolution as C
+from cpm_nb.course.viz import save_figure
 
 full = C.sample_photo()  # (600, 512), as shipped
 height = 2 * profile.input_size
@@ -109,7 +109,7 @@ def conv2d_by_hand(x, K, stride=1):
 # %% [markdown]
 # TensorFlow's `padding="same"` adds zeros around the image first (`C.same_padding` says how many
 # on each side, more at the bottom and right when the total is odd) so that the output has
-# $\lceil n / s \rceil$ pixels. The package's `cpm_nb.convolution.conv2d`, used in the rest of
+# $\lceil n / s \rceil$ pixels. The package's `cpm_nb.course.convolution.conv2d`, used in the rest of
 # the course, does the same; the asserts make this notebook fail if the two ever differ.
 
 # %%
@@ -122,7 +122,7 @@ ours = conv2d_by_hand(x_padded, kernels, stride=2)
 np.testing.assert_allclose(ours, C.conv2d(x, kernels, stride=2, padding="same"), atol=1e-6)
 np.testing.assert_allclose(conv2d_by_hand(x, kernels[..., :1]), C.conv2d(x, kernels[..., :1]),
                            atol=1e-6)
-print("conv2d_by_hand == cpm_nb.convolution.conv2d ('same' stride 2, 'valid' stride 1)")
+print("conv2d_by_hand == cpm_nb.course.convolution.conv2d ('same' stride 2, 'valid' stride 1)")
 
 # %% [markdown]
 # Now the same against TensorFlow's `tf.nn.conv2d` and a Keras `Conv2D` layer holding the same
@@ -290,7 +290,7 @@ def max_pool_by_hand(x, size=2):
 edges = np.abs(C.conv2d(x, C.SOBEL_X[:, :, None, None]))
 for pool in (2, 4, 8):
     np.testing.assert_array_equal(max_pool_by_hand(edges, pool), C.max_pool(edges, pool))
-print("max_pool_by_hand == cpm_nb.convolution.max_pool for 2x2, 4x4 and 8x8")
+print("max_pool_by_hand == cpm_nb.course.convolution.max_pool for 2x2, 4x4 and 8x8")
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.6), layout="constrained")
@@ -363,11 +363,11 @@ print("outputs equal:", difference < 1e-5)
 #
 # $$ r \leftarrow r + (d(k-1)+1 - 1)\, j, \qquad j \leftarrow j\, s, \qquad r = j = 1 \text{ at the input}. $$
 #
-# `cpm_nb.receptive_field` implements this. We check it against a measurement: the gradient of the
+# `cpm_nb.model.receptive_field` implements this. We check it against a measurement: the gradient of the
 # centre output cell with respect to the input is non-zero exactly on the receptive field.
 
 # %%
-from cpm_nb import receptive_field as RF
+from cpm_nb.model import receptive_field as RF
 
 net = keras.Sequential([
     keras.Input((64, 64, 1)),
@@ -395,7 +395,7 @@ print("measured with gradients:", RF.empirical_receptive_field(net, 64), "px")
 # notebook (rendered headless) you see a few preset combinations instead.
 
 # %%
-from cpm_nb.widgets import Choice, explore
+from cpm_nb.course.widgets import Choice, explore
 
 KERNELS = {**named, "Laplacian": np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], "float32"),
            "sharpen": np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], "float32")}

@@ -8,7 +8,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -72,7 +72,7 @@ profile = cpm_nb.setup(seed=0)
 # | `scale` | person height / 200 px |
 #
 # plus per image the train/test flag, which people are well separated (`single_person`) and an
-# activity. `cpm_nb.mpii.read_annotations` flattens this into one record per person and keeps the
+# activity. `cpm_nb.data.mpii.read_annotations` flattens this into one record per person and keeps the
 # file's **1-based** pixel convention (MATLAB: the top-left pixel's centre is (1, 1)).
 #
 # The synthetic set is generated on first use (seconds) and cached under `data/synthetic/`. Each
@@ -83,7 +83,7 @@ profile = cpm_nb.setup(seed=0)
 # NBVAL_IGNORE_OUTPUT
 import time
 
-from cpm_nb import mpii, synthetic
+from cpm_nb.data import mpii, synthetic
 
 start = time.perf_counter()
 data = synthetic.load_or_generate(profile)
@@ -114,7 +114,7 @@ print("flags", person.flags)
 import matplotlib.pyplot as plt
 from PIL import Image
 
-from cpm_nb.viz import draw_people, save_figure
+from cpm_nb.course.viz import draw_people, save_figure
 
 by_image = {}
 for p in data.train:
@@ -141,7 +141,7 @@ plt.show()
 # NBVAL_IGNORE_OUTPUT
 from pathlib import Path
 
-from cpm_nb.viz import repo_root
+from cpm_nb.course.viz import repo_root
 
 candidates = [*(synthetic.data_dir() / "mpii").glob("**/mpii_human_pose_v1_u12_1.mat"),
               (repo_root() or Path.cwd()).parent / "shared" / "mpii_reference" / "detections.mat"]
@@ -163,7 +163,7 @@ if real:
 # joint), its difficulty coming instead from clutter and the people around each person.
 
 # %%
-from cpm_nb import skeleton
+from cpm_nb.core import skeleton
 
 stats = {"synthetic": mpii.statistics(data.train)}
 if real:
@@ -201,7 +201,7 @@ print(stats["synthetic"]["activities"])
 # ### Do synthetic people look like MPII people, to the network?
 #
 # The network never sees whole images, only the crop around each person, so we compare people
-# *in their crops* (`cpm_nb.pose_stats`): how much of the crop the joints span, limb lengths in
+# *in their crops* (`cpm_nb.data.pose_stats`): how much of the crop the joints span, limb lengths in
 # units of the person size `200 x scale`, how varied the limb directions are (circular standard
 # deviation, degrees) and how bent elbows and knees are, how many joints are not annotated, and
 # how often another person's joints fall inside the crop. The first version of the generator
@@ -214,7 +214,7 @@ print(stats["synthetic"]["activities"])
 # each version (`pose_stats.load_measured()`):
 
 # %%
-from cpm_nb import pose_stats
+from cpm_nb.data import pose_stats
 
 sets = pose_stats.load_measured()["statistics"]
 print(f"{'statistic':<34}" + "".join(f"{name:>24}" for name in sets))
@@ -254,7 +254,7 @@ else:
 # same image cropped around each of its people.
 
 # %%
-from cpm_nb import preprocess
+from cpm_nb.data import preprocess
 
 name = max(by_image, key=lambda n: len(by_image[n]))
 image = np.asarray(Image.open(data.image_dir / name).convert("RGB"))
@@ -328,7 +328,7 @@ plt.show()
 # Combine them with the sliders (in a static rendering: one setting).
 
 # %%
-from cpm_nb.widgets import Choice, Slider, explore
+from cpm_nb.course.widgets import Choice, Slider, explore
 
 
 def render(rotation=0.0, scale_factor=1.0, flip="no"):
@@ -362,7 +362,7 @@ _ = explore(render, rotation=Slider(-40, 40, 5, 0, static=(-30,)),
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from cpm_nb import pipeline
+from cpm_nb.data import pipeline
 
 start = time.perf_counter()
 tfrecord_dir, summaries = pipeline.prepare_synthetic(profile)
@@ -460,7 +460,7 @@ plt.show()
 # NBVAL_IGNORE_OUTPUT
 import json
 
-from cpm_nb import cli
+from cpm_nb.cli import app as cli
 
 start = time.perf_counter()
 status = cli.main(["prepare", "mpii", "--root", str(root), "--annotations", str(annotation_file),
@@ -485,14 +485,14 @@ for split, s in summary["splits"].items():
 # skipped), validation kept the grayscale copy (converted to RGB); in both, the elbow below the
 # frame was dropped. Each kept person is now one record: the context crop as JPEG, its joints in
 # crop pixels, and what evaluation needs to map back. We read the shards with
-# `cpm_nb.records` (plain Python, no TensorFlow) and draw them, and last the validation person as
+# `cpm_nb.io.records` (plain Python, no TensorFlow) and draw them, and last the validation person as
 # the training pipeline hands it to the network. With `scale` 3.0 the 600-px photo spans 0.64 of
 # the crop side, as every person does; where the crop reaches beyond the photo it is grey (128).
 
 # %%
 import io
 
-from cpm_nb import records
+from cpm_nb.io import records
 
 out = Path(summary["out"])
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.9), layout="constrained")
@@ -607,7 +607,7 @@ bench.print_table(f"augmented {profile.input_size}-px examples per second on thi
 #   one place: the crop matrix.
 # * CPM trains on person-centric crops: `objpos` at the centre, `200 x scale` at 0.64 of the side.
 #   Distractor people remain in the crop.
-# * Measured in their crops (`cpm_nb.pose_stats`), synthetic people now match MPII's size, limb
+# * Measured in their crops (`cpm_nb.data.pose_stats`), synthetic people now match MPII's size, limb
 #   lengths, bent limbs and truncation; they remain wider, less varied in forearm direction and
 #   more crowded, and far easier to see.
 # * Scale, rotation and flip are parameters of one 3x3 matrix, so pixels and joints stay

@@ -8,7 +8,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -64,7 +64,7 @@ profile = cpm_nb.setup(seed=0)
 # A belief map has one value per image location, so it can hold one peak per person and leave the
 # choice to a later step (for CPM: the person-centre map, or the crop).
 #
-# We draw a synthetic image with two people (`cpm_nb.synthetic`, built for notebook 02) and build
+# We draw a synthetic image with two people (`cpm_nb.data.synthetic`, built for notebook 02) and build
 # the head-top map of the whole image: the maximum of the two people's Gaussians.
 
 # %%
@@ -72,11 +72,13 @@ profile = cpm_nb.setup(seed=0)
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cpm_nb import heatmaps as H
-from cpm_nb import metrics, skeleton, synthetic
-from cpm_nb.viz import draw_skeleton, save_figure
+from cpm_nb.core import config, skeleton
+from cpm_nb.course.viz import draw_skeleton, save_figure
+from cpm_nb.data import synthetic
+from cpm_nb.evaluation import metrics
+from cpm_nb.model import heatmaps as H
 
-stride = H.OUTPUT_STRIDE
+stride = config.OUTPUT_STRIDE
 
 
 def two_heads_apart(s):  # two people whose head tops are well inside the image, apart
@@ -189,7 +191,7 @@ print("left == right:", m[r, c - 1] == m[r, c + 1], " up == down:", m[r - 1, c] 
 # panel is a cut along the joint's row: the continuous Gaussian and the values at cell centres.
 
 # %%
-from cpm_nb.widgets import Slider, explore
+from cpm_nb.course.widgets import Slider, explore
 
 joint = np.array([[0.43 * profile.input_size, 0.55 * profile.input_size]])
 
@@ -241,7 +243,7 @@ print("channels with background:", with_bg.shape[-1], "= 16 joints + 1")
 # ## 5. The same maps inside the training graph
 #
 # During training the maps are made on the fly from the augmented joints, on the accelerator, so
-# `cpm_nb.heatmaps.render` is written with `keras.ops` only (no `tf.*`): it runs eagerly, inside
+# `cpm_nb.model.heatmaps.render` is written with `keras.ops` only (no `tf.*`): it runs eagerly, inside
 # `tf.data`, under XLA (`compiled_render`) and with the JAX backend. It uses the separability of
 # the Gaussian, $e^{-(dx^2+dy^2)/2\sigma^2} = e^{-dx^2/2\sigma^2}\,e^{-dy^2/2\sigma^2}$, so it
 # computes $2M$ exponentials per joint instead of $M^2$. It must equal the NumPy reference:
@@ -312,7 +314,7 @@ for noise in (0.0, 0.2):
     test_maps = test_maps + noise * rng.random(test_maps.shape)
     for ours, theirs in zip(decode_by_hand(test_maps), H.decode(test_maps)):
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9)
-print("decode_by_hand == cpm_nb.heatmaps.decode (refine='gaussian'), clean and noisy maps")
+print("decode_by_hand == cpm_nb.model.heatmaps.decode (refine='gaussian'), clean and noisy maps")
 
 # %% [markdown]
 # The experiment: encode random joints, decode them, measure the error in input pixels, for several
@@ -365,7 +367,7 @@ plt.show()
 # `to_original` applies $M^{-1}$:
 
 # %%
-from cpm_nb import preprocess
+from cpm_nb.data import preprocess
 
 # a person at objpos (500, 300) with MPII scale 2, rotated by 15 degrees
 M = preprocess.crop_matrix((500, 300), 2.0, profile.input_size, rotation=15.0)
@@ -434,7 +436,7 @@ print(f"strict PCP         : {pcp.total:5.1f} %  of {len(pcp.per_limb)} limbs;",
 # ### The official PCKh, exactly
 #
 # Reported MPII numbers are only comparable when computed the same way. The official MATLAB
-# toolkit (and `cpm_nb.metrics.pckh`, and `cpm-nb evaluate-mpii`):
+# toolkit (and `cpm_nb.evaluation.metrics.pckh`, and `cpm-nb evaluate-mpii`):
 #
 # * head size $= 0.6 \times$ head-box diagonal; correct iff $d \le 0.5 \times$ head size;
 # * joints that are not annotated are excluded (neither right nor wrong);
@@ -444,7 +446,7 @@ print(f"strict PCP         : {pcp.total:5.1f} %  of {len(pcp.per_limb)} limbs;",
 # * **Mean@0.1** is the total at threshold exactly 0.10.
 #
 # Those rules fit in a few lines. This is the total and the per-joint table of
-# `cpm_nb.metrics.pckh`, which the notebooks and `cpm-nb evaluate-mpii` call:
+# `cpm_nb.evaluation.metrics.pckh`, which the notebooks and `cpm-nb evaluate-mpii` call:
 
 # %%
 def pckh_by_hand(pred, gt, head_boxes, valid, threshold=0.5):
@@ -474,7 +476,7 @@ for args in [(P, T, head_box, np.ones((1, 16), bool)),
     total, per_joint = pckh_by_hand(*args)
     package = metrics.pckh(*args)
     np.testing.assert_allclose([total, *per_joint], [package.mean, *package.per_joint])
-print("pckh_by_hand == cpm_nb.metrics.pckh (total and per joint)")
+print("pckh_by_hand == cpm_nb.evaluation.metrics.pckh (total and per joint)")
 
 # Open-source evaluators differ in small ways: Head = head top only, the plain average of the 14
 # joints, and a "Mean@0.1" that indexes the threshold array one step too far (0.11). On the real
@@ -486,11 +488,12 @@ print("pckh_by_hand == cpm_nb.metrics.pckh (total and per joint)")
 # NBVAL_IGNORE_OUTPUT
 from pathlib import Path
 
-from cpm_nb.viz import repo_root
+from cpm_nb.course.viz import repo_root
+from cpm_nb.evaluation import mpii_mat
 
 reference = (repo_root() or Path.cwd()).parent / "shared/mpii_reference/detections_our_format.mat"
 if reference.is_file():
-    official, _ = metrics.evaluate_mpii(reference, reference)
+    official, _ = mpii_mat.evaluate_mpii(reference, reference)
     print(official.format_table("Tompson et al. predictions, MPII validation (2958 people)"))
     plain = np.mean(np.delete(official.per_joint, metrics.PCKH_EXCLUDED))
     print(f"\nHead as head top only: {official.per_joint[skeleton.JOINT['head_top']]:.2f}"

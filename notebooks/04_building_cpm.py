@@ -12,7 +12,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -75,9 +75,9 @@ profile = cpm_nb.setup(seed=0)
 #   beliefs with five 7x7 convolutions and two 1x1 ones. A 7x7 kernel on the stride-8 grid spans
 #   56 input pixels: stage $t$ can use where the *other* joints were believed to be.
 #
-# `cpm_nb.model.architecture(config)` is the network as a table of layers, with the names of the
+# `cpm_nb.model.cpm.architecture(config)` is the network as a table of layers, with the names of the
 # released Caffe model; `build_cpm` turns exactly this table into Keras layers, and
-# `cpm_nb.diagram.draw_architecture` draws it. Here is the network of the article
+# `cpm_nb.course.diagram.draw_architecture` draws it. Here is the network of the article
 # (`source-article`: 16 MPII joints, 6 stages, 368 px). Every box is read from the table, so
 # the drawing follows any configuration (try `cpm.get_config("source-article").replace(stages=3)`).
 
@@ -86,9 +86,9 @@ import keras
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cpm_nb import diagram
-from cpm_nb import model as cpm
-from cpm_nb.viz import save_figure
+from cpm_nb.course import diagram
+from cpm_nb.course.viz import save_figure
+from cpm_nb.model import architecture, cpm
 
 fig = diagram.draw_architecture("source-article")
 save_figure(fig, "04_architecture")
@@ -129,7 +129,7 @@ def cpm_stage(t, beliefs, features, cfg):
 # %%
 def trunk(image, cfg):
     x = layers.Rescaling(1 / 256, offset=-0.5, name="normalize")(image)
-    for name, kind, kernel, width in cpm.trunk_layers(cfg):
+    for name, kind, kernel, width in architecture.trunk_layers(cfg):
         if kind == "conv":
             x = layers.Conv2D(cfg.channels(width), kernel, padding="same", activation="relu",
                               name=name)(x)
@@ -170,10 +170,10 @@ def layer_shapes(model):
 
 
 for name in ["source-article", "stage-experiment"]:
-    cfg = cpm.get_config(name)
+    cfg = architecture.get_config(name)
     mine, ref = build_cpm_inline(cfg), cpm.build_cpm(cfg, seed=0)
     assert layer_shapes(mine) == layer_shapes(ref)
-    assert mine.count_params() == ref.count_params() == cpm.count_params(cfg)
+    assert mine.count_params() == ref.count_params() == architecture.count_params(cfg)
     print(f"{name}: {len(mine.layers)} layers, {mine.count_params():,} parameters: identical")
 mine.set_weights(ref.get_weights())  # the stage-experiment pair
 x = np.random.default_rng(0).uniform(0, 255, (2, cfg.input_size, cfg.input_size, 3))
@@ -186,7 +186,7 @@ print(f"stage-experiment: the {len(ref.outputs)} stages' belief maps agree on a 
 # The stages from 3 on repeat stage 2 exactly, so we print the table up to stage 2:
 
 # %%
-table = cpm.format_layer_table("source-article").splitlines()
+table = architecture.format_layer_table("source-article").splitlines()
 end = next(i for i, line in enumerate(table) if line.startswith("Mconv7_stage2"))
 print("\n".join(table[:end + 1] + ["...  (stages 3 to 6 repeat stage 2)", table[-1]]))
 
@@ -208,12 +208,12 @@ print("\n".join(table[:end + 1] + ["...  (stages 3 to 6 repeat stage 2)", table[
 for name in ["source-article", "cpm-mpii-release"]:
     net = cpm.build_cpm(name)
     print(f"{name:<17} Keras: {net.count_params():>10,} parameters  table: "
-          f"{cpm.count_params(name):>10,}  inputs: {[tuple(t.shape) for t in net.inputs]}")
+          f"{architecture.count_params(name):>10,}  inputs: {[tuple(t.shape) for t in net.inputs]}")
     print(f"{'':<17} outputs: {len(net.outputs)} x {tuple(net.outputs[0].shape)}, "
           f"named {net.output_names[0]}, ..., {net.output_names[-1]}")
 release = net  # the cpm-mpii-release model, used in section 3
-print(f"released CPM MPII model: {cpm.RELEASE_PARAMS:,} parameters; match: "
-      f"{release.count_params() == cpm.RELEASE_PARAMS}")
+print(f"released CPM MPII model: {architecture.RELEASE_PARAMS:,} parameters; match: "
+      f"{release.count_params() == architecture.RELEASE_PARAMS}")
 
 # %% [markdown]
 # Where does the 1,158-parameter difference come from? The centre-map channel takes the place of
@@ -222,7 +222,7 @@ print(f"released CPM MPII model: {cpm.RELEASE_PARAMS:,} parameters; match: "
 # each of the five `Mconv7` layers (128 + 1).
 
 # %%
-print("source-article - release =", cpm.count_params("source-article") - cpm.RELEASE_PARAMS,
+print("source-article - release =", architecture.count_params("source-article") - architecture.RELEASE_PARAMS,
       "=", (512 + 1) + 5 * (128 + 1))
 
 # %% [markdown]
@@ -240,7 +240,7 @@ print("source-article - release =", cpm.count_params("source-article") - cpm.REL
 # grid (one padded row and column, left out of the average); `"valid"` would give 45x45.
 
 # %%
-rel = cpm.get_config("cpm-mpii-release")
+rel = architecture.get_config("cpm-mpii-release")
 center = cpm.center_map(rel.input_size, rel.center_sigma)
 pool = keras.Model(release.inputs[1], release.get_layer("pool_center_lower").output)
 pooled = np.asarray(pool(center[None, :, :, None]))[0, :, :, 0]
@@ -264,12 +264,12 @@ plt.show()
 
 # %%
 print(f"{'block':<7} {'convs':>5} {'parameters':>12} {'share':>7} {'GFLOPs':>8} {'share':>7}")
-blocks = cpm.block_summary("source-article")
+blocks = architecture.block_summary("source-article")
 for b in blocks:
     print(f"{b['block']:<7} {b['convs']:>5} {b['params']:>12,} {b['params_share']:>7.1%} "
           f"{b['flops'] / 1e9:>8.2f} {b['flops_share']:>7.1%}")
-print(f"total {cpm.count_params('source-article'):>20,} "
-      f"{cpm.flops_per_image('source-article') / 1e9:>16.2f}")
+print(f"total {architecture.count_params('source-article'):>20,} "
+      f"{architecture.flops_per_image('source-article') / 1e9:>16.2f}")
 
 # %% [markdown]
 # The trunk holds under a third of the parameters but half of the FLOPs: its early layers run
@@ -296,11 +296,11 @@ plt.show()
 # %%
 print(f"{'configuration':<20} {'input':>5} {'stages':>6} {'width':>5} {'params':>11} "
       f"{'GFLOPs/img':>10}  receptive field per stage (px)")
-for name in cpm.config_names():
-    c = cpm.get_config(name)
-    fields = "/".join(str(f) for f in cpm.stage_receptive_fields(c))
+for name in architecture.config_names():
+    c = architecture.get_config(name)
+    fields = "/".join(str(f) for f in architecture.stage_receptive_fields(c))
     print(f"{c.name:<20} {c.input_size:>5} {c.stages:>6} {c.width:>5} "
-          f"{cpm.count_params(c):>11,} {cpm.flops_per_image(c) / 1e9:>10.3f}  {fields}")
+          f"{architecture.count_params(c):>11,} {architecture.flops_per_image(c) / 1e9:>10.3f}  {fields}")
 
 # %% [markdown]
 # ## 5. The receptive field of every stage
@@ -311,10 +311,10 @@ for name in cpm.config_names():
 # px of receptive field.
 
 # %%
-fields = cpm.stage_receptive_fields("source-article")
+fields = architecture.stage_receptive_fields("source-article")
 for t, (f, grow) in enumerate(zip(fields, np.diff([0, *fields])), start=1):
     print(f"stage {t}: receptive field {f:>5} px  (+{grow} px)")
-print(f"the paper: stage 1 sees about {cpm.PAPER_STAGE1_FIELD} px")
+print(f"the paper: stage 1 sees about {architecture.PAPER_STAGE1_FIELD} px")
 
 # %% [markdown]
 # As in notebook 01 we can also *measure* a field: set every weight positive (so that nothing
@@ -333,11 +333,11 @@ for stage in (1, 2, 3):
 # own cell. A cell in the middle of the crop sees all of it as soon as the field is as wide as
 # the crop, but a cell in a corner sees the opposite corner only when *half* its field spans the
 # crop, i.e. when the field is about **twice** the crop (736 px here); the rest of its field lies
-# over the zero padding. `cpm_nb.effective_field` does this geometry (cell $(i, j)$ is centred on
+# over the zero padding. `cpm_nb.course.effective_field` does this geometry (cell $(i, j)$ is centred on
 # input pixel $(8i + 3.5, 8j + 3.5)$):
 
 # %%
-from cpm_nb import effective_field as rf
+from cpm_nb.course import effective_field as rf
 
 for t, f in enumerate(fields, start=1):
     print(f"stage {t}: {f:>5} px = {f / 368:4.2f} crops; belief cells whose field covers the "
@@ -349,17 +349,17 @@ for t, f in enumerate(fields, start=1):
 # (884 px > 2 x 368 px). The plot follows the field layer by layer.
 
 # %%
-rows = cpm.receptive_field_rows("source-article")
+rows = architecture.receptive_field_rows("source-article")
 depth = np.arange(1, len(rows) + 1)
 fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
 ax.plot(depth, [r.receptive_field for r in rows], ".-", label="receptive field")
-for t, name in enumerate(cpm.get_config("source-article").output_names, start=1):
+for t, name in enumerate(architecture.get_config("source-article").output_names, start=1):
     i = [r.name for r in rows].index(name)
     ax.annotate(f"stage {t}", (depth[i], rows[i].receptive_field), textcoords="offset points",
                 xytext=(-30, 8))
 ax.axhline(368, color="gray", ls="--", label="crop (368 px): the centre cell sees all of it")
 ax.axhline(2 * 368, color="gray", ls="-.", label="twice the crop: every cell sees all of it")
-ax.axhline(cpm.PAPER_STAGE1_FIELD, color="tab:red", ls=":", label="paper, stage 1 (160 px)")
+ax.axhline(architecture.PAPER_STAGE1_FIELD, color="tab:red", ls=":", label="paper, stage 1 (160 px)")
 ax.set(title="Receptive field along the network (source-article)", xlabel="layer (depth)",
        ylabel="receptive field (px)", ylim=(0, 1.12 * rows[-1].receptive_field))
 ax.legend()
@@ -371,18 +371,18 @@ plt.show()
 # (`stage_kernel` in `CPMConfig`). Try it with the control (headless runs show 7 and 11).
 
 # %%
-from cpm_nb.widgets import Slider, explore
+from cpm_nb.course.widgets import Slider, explore
 
 
 def show_fields(stage_kernel=7):
-    c = cpm.get_config("source-article").replace(stage_kernel=stage_kernel)
-    f = cpm.stage_receptive_fields(c)
+    c = architecture.get_config("source-article").replace(stage_kernel=stage_kernel)
+    f = architecture.stage_receptive_fields(c)
     fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
     ax.bar(range(1, len(f) + 1), f)
     ax.axhline(368, color="gray", ls="--")
     ax.axhline(2 * 368, color="gray", ls="-.")
     ax.set(title=f"Stage kernel {stage_kernel}x{stage_kernel}: "
-           f"{cpm.count_params(c) / 1e6:.1f} M parameters", xlabel="stage",
+           f"{architecture.count_params(c) / 1e6:.1f} M parameters", xlabel="stage",
            ylabel="receptive field (px)")
     plt.show()
 
@@ -398,8 +398,8 @@ _ = explore(show_fields, stage_kernel=Slider(3, 13, 2, 7, static=(7, 11)))
 
 # %%
 for name in ["cpu", "source-article"]:
-    c = cpm.get_config(name)
-    f = cpm.stage_receptive_fields(c)
+    c = architecture.get_config(name)
+    f = architecture.stage_receptive_fields(c)
     print(f"{name:<15} crop {c.input_size:>3} px, stage 1 sees {f[0]} px = "
           f"{f[0] / c.input_size:.2f} crops")
 
@@ -410,7 +410,7 @@ for name in ["cpu", "source-article"]:
 # crop with the article's *proportions*. `cpm-nb model --config stage-experiment` describes it:
 
 # %%
-from cpm_nb import cli
+from cpm_nb.cli import app as cli
 
 _ = cli.main(["model", "--config", "stage-experiment"])
 
@@ -423,9 +423,9 @@ _ = cli.main(["model", "--config", "stage-experiment"])
 # the others are 1x1. A 1x1 convolution adds depth (and a ReLU) but no receptive field:
 
 # %%
-small = cpm.get_config("stage-experiment")
+small = architecture.get_config("stage-experiment")
 print(small.trunk, "3x3 convolutions per trunk block:")
-print(", ".join(f"{name} {k}x{k}" for name, kind, k, _ in cpm.trunk_layers(small)
+print(", ".join(f"{name} {k}x{k}" for name, kind, k, _ in architecture.trunk_layers(small)
                 if kind == "conv"))
 
 # %% [markdown]
@@ -441,7 +441,7 @@ for t, ax in enumerate(axes, start=1):
     rf.draw_crop(ax, small, color="k", facecolor="0.85", label="crop (128 px)")
     rf.draw_field_box(ax, small, t, centre, color="tab:blue", label="field: centre cell")
     rf.draw_field_box(ax, small, t, corner, color="tab:red", label="field: corner cell")
-    f = cpm.stage_receptive_fields(small)[t - 1]
+    f = architecture.stage_receptive_fields(small)[t - 1]
     ax.set(title=f"stage {t}: {f} px", xlabel="x (px)", ylabel="y (px)" if t == 1 else "",
            xlim=(lo - 8, hi + 8), ylim=(hi + 8, lo - 8), aspect="equal")
 fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
@@ -467,7 +467,8 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from cpm_nb import evaluation, experiments
+from cpm_nb.evaluation import evaluate as evaluation
+from cpm_nb.training import experiments
 
 exp = experiments.EXPERIMENTS.get(profile.name, experiments.EXPERIMENTS["fast"]).doubled()
 run = experiments.trained_run(exp, exp.reference_stages, seed=0)
@@ -485,7 +486,7 @@ cells = {"centre": rf.center_cell(trained_cfg), "corner": (0, 0)}
 T = trained_cfg.stages
 erfs = {(t, where): rf.effective_receptive_field(run.model, crops, t, cell)
         for t in range(1, T + 1) for where, cell in cells.items()}
-theory = cpm.stage_receptive_fields(trained_cfg)
+theory = architecture.stage_receptive_fields(trained_cfg)
 for t in range(1, T + 1):
     e50, e90 = (rf.mass_extent(erfs[t, "centre"], cells["centre"], q) for q in (0.5, 0.9))
     print(f"stage {t}: theoretical {theory[t - 1]:>3} px; centre cell: 50 % of the gradient "
@@ -530,10 +531,10 @@ print("cells whose value does not depend on the input at all:",
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-cfg = cpm.from_profile(profile)
+cfg = architecture.from_profile(profile)
 net = cpm.build_cpm(cfg)
 print(f"{cfg.name}: input {cfg.input_size} px, {cfg.stages} stages, width {cfg.width}, "
-      f"{net.count_params():,} parameters, {cpm.flops_per_image(cfg) / 1e6:,.0f} MFLOPs/image")
+      f"{net.count_params():,} parameters, {architecture.flops_per_image(cfg) / 1e6:,.0f} MFLOPs/image")
 print("outputs:", {n: tuple(o.shape) for n, o in zip(net.output_names, net.outputs)})
 
 # %% [markdown]
@@ -544,7 +545,8 @@ print("outputs:", {n: tuple(o.shape) for n, o in zip(net.output_names, net.outpu
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from cpm_nb import heatmaps, pipeline
+from cpm_nb.data import pipeline
+from cpm_nb.model import heatmaps
 
 batches = pipeline.synthetic_dataset("val", profile)
 images, joints, visibility = (np.asarray(t) for t in next(iter(batches)))
@@ -574,7 +576,7 @@ for label, fn in [("eager", lambda x: net(x, training=False)), ("compiled", pred
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from cpm_nb.skeleton import JOINT
+from cpm_nb.core.skeleton import JOINT
 
 joint = JOINT["r_wrist"]
 targets = np.asarray(heatmaps.render(joints, visibility, profile.input_size, profile.sigma))
@@ -653,14 +655,14 @@ for part in dict.fromkeys(stage_of.values()):
 # %% [markdown]
 # ## Summary
 #
-# * `cpm_nb.model` describes CPM as a table of layers with the released layer names and builds
+# * `cpm_nb.model.cpm` describes CPM as a table of layers with the released layer names and builds
 #   it with Keras layers only (TensorFlow and JAX backends). `cpm-mpii-release` has exactly the
 #   released model's 29,852,058 parameters; `source-article` (16 maps, no centre map) 29,853,216.
 # * Half of the 177 GFLOPs per 368-px image go to the trunk; each refinement stage adds 4.1 M
 #   parameters and 17.5 GFLOPs.
 # * A stage is a few lines of Keras (concatenate, five kxk convolutions, two 1x1); the builder
 #   is a loop over stages, and the inline version equals `build_cpm` layer for layer.
-#   `cpm_nb.diagram.draw_architecture` draws any configuration from its layer table.
+#   `cpm_nb.course.diagram.draw_architecture` draws any configuration from its layer table.
 # * Stage 1 sees 164 px (the paper: about 160); each further stage adds 240 px. A field is
 #   centred on its cell: the centre cell sees the whole 368-px crop from stage 2 on, a corner
 #   cell only once the field is about twice the crop (stage 4).

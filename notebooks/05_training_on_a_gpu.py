@@ -12,7 +12,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -74,18 +74,20 @@ profile = cpm_nb.setup(seed=0, wants_gpu=True)
 #
 # With this scale the paper's learning rate ($8\cdot10^{-5}$) and weight decay
 # ($\lambda = 5\cdot10^{-4}$, an L2 loss on every kernel) apply unchanged. In code it is one Keras
-# loss, `cpm_nb.loss.CPMLoss`: Keras applies it to each stage's output and sums the terms. Its
+# loss, `cpm_nb.training.loss.CPMLoss`: Keras applies it to each stage's output and sums the terms. Its
 # ground truth is the batch's joints and visibility packed into one `[B, 48]` tensor; the target
 # maps are rendered *inside* the compiled step (`heatmaps.render`, `keras.ops`), so no label maps
 # are stored or copied.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from cpm_nb import data, heatmaps, runs
-from cpm_nb import loss as L
-from cpm_nb import model as M
-from cpm_nb import train as T
-from cpm_nb import train_config as TC
+from cpm_nb.data import batches as data
+from cpm_nb.model import cpm as M
+from cpm_nb.model import heatmaps
+from cpm_nb.training import config as TC
+from cpm_nb.training import loop as T
+from cpm_nb.training import loss as L
+from cpm_nb.training import runs
 
 cfg = TC.train_config(profile)
 folder = T.data_dir(cfg)
@@ -103,7 +105,7 @@ print(f"{len(outputs)} stages, each {tuple(outputs[0].shape)}; targets {tuple(ta
 # %%
 import matplotlib.pyplot as plt
 
-from cpm_nb import diagram
+from cpm_nb.course import diagram
 
 fig = diagram.draw_architecture(cfg.model)
 fig.suptitle(f"The {profile.name} profile's CPM: a loss on every stage's belief maps")
@@ -179,7 +181,7 @@ def train_step(net, images, target, lr):
 # end at the same weights.
 
 # %%
-from cpm_nb.runtime import import_keras
+from cpm_nb.core.runtime import import_keras
 
 keras = import_keras()
 ours = M.build_cpm(cfg.model, seed=0, weight_decay=cfg.weight_decay)
@@ -204,7 +206,7 @@ print("one step by hand == one Keras step: every weight tensor equal")
 # `data.NumpyBatches` does the same with NumPy and PIL in worker threads.)
 
 # %%
-from cpm_nb.viz import draw_skeleton, save_figure
+from cpm_nb.course.viz import draw_skeleton, save_figure
 
 fig, axes = plt.subplots(1, 4, figsize=(10, 2.9))
 for ax, im, j, v in zip(axes, images, joints, vis):
@@ -354,7 +356,7 @@ print(f"{meta['steps']} steps, {meta['wall_s']:.0f} s of training; validation PC
 # %%
 import json
 
-from cpm_nb.viz import plot_history
+from cpm_nb.course.viz import plot_history
 
 history = json.loads((trained.run_dir / runs.HISTORY).read_text())
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -384,7 +386,7 @@ print("hard subsets:", ", ".join(f"{k} {'-' if v is None else f'{v:.1f}'}"
 # What the trained network sees on validation people it never trained on (faint: ground truth):
 
 # %%
-from cpm_nb import evaluation
+from cpm_nb.evaluation import evaluate as evaluation
 
 val_images, val_joints, val_vis = evaluation.validation_examples(folder, 4)
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
@@ -416,7 +418,7 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from cpm_nb import experiments
+from cpm_nb.training import experiments
 
 result = experiments.load_committed()
 made = result["provenance"]
@@ -569,7 +571,8 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from cpm_nb import architecture, refinement
+from cpm_nb.course import refinement
+from cpm_nb.model import architecture
 
 exp = experiments.EXPERIMENTS.get(profile.name, experiments.EXPERIMENTS["fast"]).doubled()
 deep = experiments.trained_run(exp, max(exp.stage_counts), seed=0, progress=False)

@@ -12,7 +12,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -74,11 +74,11 @@ profile = cpm_nb.setup(seed=0)
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cpm_nb import evaluation as E
-from cpm_nb import metrics
-from cpm_nb import train as T
-from cpm_nb.train_config import train_config
-from cpm_nb.viz import save_figure
+from cpm_nb.course.viz import save_figure
+from cpm_nb.evaluation import evaluate as E
+from cpm_nb.evaluation import metrics
+from cpm_nb.training import loop as T
+from cpm_nb.training.config import train_config
 
 trained = T.load_or_train(profile, progress=False)
 folder = T.data_dir(train_config(profile))
@@ -278,7 +278,7 @@ print(f"-> with a distractor: {pckh_d - pckh_a:+.1f} PCKh points (all joints), "
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from cpm_nb import overlays as O
+from cpm_nb.course import overlays as O
 
 examples = O.pick_on_other_person(vp, 2)
 if len(examples):
@@ -335,7 +335,7 @@ for i in worst:
 # The source article's figure shows the last stage's belief maps for the **head** (yellow), the
 # **left knee** (red) and the **right foot** (blue; MPII's right ankle) laid over hard images,
 # one row for a 2-stage and one for a 6-stage network. We redraw it with the two seed-0 runs of
-# the stage experiment (notebook 05, `cpm_nb.experiments`): the `stage-experiment` network with 2
+# the stage experiment (notebook 05, `cpm_nb.training.experiments`): the `stage-experiment` network with 2
 # and with 6 stages, trained at equal compute on the same data -- twice the experiment's first
 # budget (`exp.doubled()`), after which both validation curves end flat (their last two
 # validations within 0.3 points) -- and evaluated on the same validation people. The runs are
@@ -345,7 +345,7 @@ for i in worst:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from cpm_nb import experiments
+from cpm_nb.training import experiments
 
 exp = experiments.EXPERIMENTS.get(profile.name, experiments.EXPERIMENTS["fast"]).doubled()
 many = max(exp.stage_counts)
@@ -389,7 +389,7 @@ for i in hard:
 # %%
 from matplotlib.colors import to_rgb
 
-from cpm_nb import skeleton
+from cpm_nb.core import skeleton
 
 
 def blend(crop, maps, joints_colours, dim=0.7):
@@ -451,7 +451,7 @@ for label, r in rows.items():
 # NBVAL_IGNORE_OUTPUT
 import tempfile
 
-from cpm_nb import cli
+from cpm_nb.cli import app as cli
 
 gt_file, pred_file = E.write_mpii_files(vp, tempfile.mkdtemp(prefix="cpm_nb_eval_"))
 code = cli.main(["evaluate-mpii", "--annotations", str(gt_file), "--predictions", str(pred_file)])

@@ -12,7 +12,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -76,10 +76,13 @@ profile = cpm_nb.setup(seed=0)
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cpm_nb import predict as P
-from cpm_nb import skeleton, synthetic
-from cpm_nb import train as T
-from cpm_nb.viz import draw_skeleton, save_figure
+from cpm_nb.core import errors, skeleton
+from cpm_nb.course import viz
+from cpm_nb.course.viz import draw_skeleton, save_figure
+from cpm_nb.data import synthetic
+from cpm_nb.inference import predict as P
+from cpm_nb.io import images
+from cpm_nb.training import loop as T
 
 TRUTH_STYLE = dict(linewidth=1.5, markersize=0, alpha=0.5)  # ground truth: faint, no markers
 
@@ -103,13 +106,14 @@ print("cpm_config.json:", {k: predictor.meta[k] for k in ("input_size", "stages"
 # Anything else is refused with a one-line reason -- for example a network of another joint set:
 
 # %%
-from cpm_nb import model as M
+from cpm_nb.model import architecture
+from cpm_nb.model import cpm as M
 
-other = M.build_cpm(M.get_config("cpm-mpii-release").replace(input_size=64, stages=1,
+other = M.build_cpm(architecture.get_config("cpm-mpii-release").replace(input_size=64, stages=1,
                                                                width=0.125))
 try:
     P.Predictor(other)
-except P.ModelError as err:
+except errors.ModelError as err:
     print("ModelError:", err)
 
 # %% [markdown]
@@ -148,7 +152,7 @@ ways = {"centre + scale": dict(center=person.objpos, scale=person.scale),
 preds = {name: predictor(path, **kw) for name, kw in ways.items()}
 fig, axes = plt.subplots(1, 3, figsize=(14, 4.8), layout="constrained")
 for ax, (name, pred) in zip(axes, preds.items()):
-    P.draw_prediction(ax, pred, title=f"{name}: scale {pred.person.scale:.2f}")
+    viz.draw_prediction(ax, pred, title=f"{name}: scale {pred.person.scale:.2f}")
     draw_skeleton(ax, person.joints - 1, ~person.missing, **TRUTH_STYLE)
 add_legend(axes[0])
 fig.suptitle("Three ways to place the person: predicted skeleton (bold) over the ground truth")
@@ -182,7 +186,7 @@ axes[0].imshow(pred.crop)
 draw_skeleton(axes[0], pred.joints_crop)
 axes[0].set(title=f"network input ({predictor.input_size} px crop)", xlabel="x (crop px)",
             ylabel="y (crop px)")
-P.draw_prediction(axes[1], pred, title="back on the original image")
+viz.draw_prediction(axes[1], pred, title="back on the original image")
 draw_skeleton(axes[1], truth - 1, ~person.missing, **TRUTH_STYLE)
 add_legend(axes[1])
 save_figure(fig, "07_crop_and_original")
@@ -223,7 +227,7 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from cpm_nb import metrics
+from cpm_nb.evaluation import metrics
 
 people = data.val[: min(len(data.val), 4 * profile.batch_size)]
 files = [data.image_dir / p.image for p in people]
@@ -251,14 +255,14 @@ for scales in [(1.0,), P.PAPER_SCALES]:
 # NBVAL_IGNORE_OUTPUT
 import matplotlib.cbook as cbook
 
-photo = P.load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+photo = images.load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 gray = photo.mean(axis=-1) / 255.0  # a float grayscale array works as well
 h, w = photo.shape[:2]
 results = {"RGB photo, default placement": predictor(photo),
            "grayscale array, box on the upper body": predictor(gray, box=(60, 40, w - 60, h))}
 fig, axes = plt.subplots(1, 2, figsize=(11, 6.2), layout="constrained")
 for ax, (name, r) in zip(axes, results.items()):
-    P.draw_prediction(ax, r, title=name)
+    viz.draw_prediction(ax, r, title=name)
     ax.text(5, h - 10, f"mean confidence {r.confidence.mean():.2f}", color="w", fontsize=8)
 save_figure(fig, "07_grace_hopper")
 plt.show()
@@ -279,7 +283,7 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from cpm_nb.widgets import Choice, Slider, explore
+from cpm_nb.course.widgets import Choice, Slider, explore
 
 
 def render(joint="r_wrist", stage=predictor.stages):
@@ -323,7 +327,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from cpm_nb import cli
+from cpm_nb.cli import app as cli
 
 out_dir = tempfile.mkdtemp(prefix="cpm_nb_predict_")
 cx, cy = person.objpos
@@ -381,7 +385,7 @@ print(json.dumps(record["joints"][:2], indent=1))
 # NBVAL_IGNORE_OUTPUT
 import os
 
-from cpm_nb import caffe
+from cpm_nb.caffe import convert as caffe
 
 release_run = caffe.find_converted(os.environ.get("CPM_NB_RELEASE_RUN"), "../runs/cpm-release",
                                    "/content/drive/MyDrive/cpm_nb/runs/cpm-release")
@@ -400,7 +404,7 @@ print("converted release model:", release_run or "none found")
 # NBVAL_IGNORE_OUTPUT
 import tempfile
 
-small = M.get_config("cpm-mpii-release").replace(input_size=64, width=0.125, stages=3)
+small = architecture.get_config("cpm-mpii-release").replace(input_size=64, width=0.125, stages=3)
 folder = Path(tempfile.mkdtemp(prefix="cpm_nb_caffe_"))
 proto, weights = caffe.example_files(folder, small)
 meta = caffe.convert(proto, weights, folder / "run")

@@ -24,7 +24,7 @@ def repo() -> Path:
 @pytest.fixture(scope="module")
 def synthetic_master(tmp_path_factory):
     """The fast profile's synthetic set with its TFRecords, prepared once per test module."""
-    from cpm_nb import cli
+    from cpm_nb.cli import app as cli
 
     root = tmp_path_factory.mktemp("syn")
     with pytest.MonkeyPatch.context() as mp:

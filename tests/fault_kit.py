@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image
 from scipy.io import savemat
 
-from cpm_nb import cli, mpii
+from cpm_nb.cli import app as cli
+from cpm_nb.data import mpii
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = np.random.default_rng(0).integers(0, 256, (160, 200, 3), dtype=np.uint8)
@@ -167,11 +168,12 @@ def good_images(n: int = 3) -> dict:
 
 
 def make_run_folder(out: Path) -> Path:
-    from cpm_nb import model as M
-    from cpm_nb.runtime import import_keras
+    from cpm_nb.core.runtime import import_keras
+    from cpm_nb.model import architecture
+    from cpm_nb.model import cpm as M
 
     import_keras()
-    net = M.build_cpm(M.from_profile("fast"), seed=0)
+    net = M.build_cpm(architecture.from_profile("fast"), seed=0)
     out.mkdir(parents=True, exist_ok=True)
     net.save(out / "model.keras")
     meta = {"format": "cpm-nb-model", "version": 1, "model_file": "model.keras",

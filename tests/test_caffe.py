@@ -1,4 +1,4 @@
-"""cpm_nb.caffe: the prototxt and caffemodel readers, the converter checked stage by stage
+"""cpm_nb.caffe.convert: the prototxt and caffemodel readers, the converter checked stage by stage
 against an independent Caffe implementation (OpenCV's importer), its one-line errors, and
 predict / MPII scoring with a converted model.
 
@@ -15,19 +15,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cpm_nb import caffe as C
-from cpm_nb import caffe_net, caffe_proto, cli, protowire, skeleton
-from cpm_nb import model as M
+from cpm_nb.caffe import convert as C
+from cpm_nb.caffe import net as caffe_net
+from cpm_nb.caffe import plan as caffe_plan
+from cpm_nb.caffe import proto as caffe_proto
+from cpm_nb.caffe import release
+from cpm_nb.cli import app as cli
+from cpm_nb.core import errors, skeleton
+from cpm_nb.io import protowire
+from cpm_nb.model import architecture
+from cpm_nb.model import cpm as M
 
 TOLERANCE = 1e-4  # max |Keras - OpenCV| per stage, relative to the map range
 SIGMA_64 = 21.0 * 64 / 368  # the centre-map sigma scaled to a 64-px crop
-RELEASE_SMALL = M.get_config("cpm-mpii-release").replace(name="release-small", input_size=64,
+RELEASE_SMALL = architecture.get_config("cpm-mpii-release").replace(name="release-small", input_size=64,
                                                           width=0.125, stages=3,
                                                           center_sigma=SIGMA_64)
 # a FLIC-like network: 9 joints + background, 4 stages (the release's FLIC map order)
 FLIC_LIKE = RELEASE_SMALL.replace(name="flic-like", num_joints=9, stages=4)
 # the source article's layer set: 16 MPII joints, no background, no centre map
-NO_CENTER = M.get_config("source-article").replace(name="no-center", input_size=64,
+NO_CENTER = architecture.get_config("source-article").replace(name="no-center", input_size=64,
                                                   width=0.125, stages=2, center_sigma=SIGMA_64)
 TRAINING_LAYERS = [("data", "CPMData", []), ("label_slice", "Slice", []),
                    ("loss_stage1", "EuclideanLoss", [])]  # what a real snapshot adds
@@ -42,15 +49,15 @@ def _files(folder, config, seed=0, **kwargs):
     """A deploy prototxt and a random-weight caffemodel for ``config`` in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     proto = folder / "deploy.prototxt"
-    proto.write_text(C.deploy_prototxt(config))
-    model = C.write_caffemodel(folder / "weights.caffemodel",
-                               TRAINING_LAYERS + C.random_weights(config, seed), **kwargs)
+    proto.write_text(caffe_net.deploy_prototxt(config))
+    model = caffe_proto.write_caffemodel(folder / "weights.caffemodel",
+                               TRAINING_LAYERS + caffe_net.random_weights(config, seed), **kwargs)
     return proto, model
 
 
 @pytest.fixture(scope="module")
 def keras():
-    from cpm_nb.runtime import import_keras
+    from cpm_nb.core.runtime import import_keras
 
     return import_keras()
 
@@ -79,7 +86,7 @@ def _print_parity(label, rows):
 
 
 def test_prototxt_parser_reads_the_text_format():
-    msg = C.parse_prototxt("""
+    msg = caffe_proto.parse_prototxt("""
         name: "net"  # a comment
         input: "data" input_dim: 1 input_dim: 4
         layer { name: 'a\\'b' type: "Pooling" pooling_param { pool: AVE kernel_size: 9 }
@@ -101,7 +108,7 @@ def test_prototxt_inputs_and_v1_layers(tmp_path):
                     'layers { name: "conv1_1" type: CONVOLUTION bottom: "image" top: "conv1_1" }\n'
                     'layer { name: "in2" type: "Input" top: "c" '
                     'input_param { shape { dim: 1 dim: 1 dim: 8 dim: 8 } } }\n')
-    net = C.read_prototxt(path)
+    net = caffe_proto.read_prototxt(path)
     assert net.inputs == {"image": (1, 3, 64, 64), "c": (1, 1, 8, 8)}
     assert net.get("conv1_1").type == "Convolution" and net.get("conv1_1").bottom == ("image",)
 
@@ -117,15 +124,15 @@ def test_prototxt_inputs_and_v1_layers(tmp_path):
 def test_prototxt_syntax_errors_name_the_line(tmp_path, text, message):
     path = tmp_path / "bad.prototxt"
     path.write_text(text)
-    with pytest.raises(C.CaffeError, match=message.replace("(", r"\(")):
-        C.read_prototxt(path)
+    with pytest.raises(caffe_proto.CaffeError, match=message.replace("(", r"\(")):
+        caffe_proto.read_prototxt(path)
 
 
 def test_release_deploy_file_has_the_release_layers():
     """The generated deploy file of cpm-mpii-release has the release's layer set: 108 layers
     (Slice, pool_center_lower, 52 convolutions, 46 ReLUs, 3 max-pools, 5 concats) and
     29,852,058 parameters, and it is read back as exactly that configuration."""
-    net = caffe_proto._net_from_message(C.parse_prototxt(C.deploy_prototxt("cpm-mpii-release")))
+    net = caffe_proto._net_from_message(caffe_proto.parse_prototxt(caffe_net.deploy_prototxt("cpm-mpii-release")))
     kinds = [layer.type for layer in net.layers]
     assert len(net.layers) == 108
     assert {k: kinds.count(k) for k in set(kinds)} == {
@@ -137,20 +144,20 @@ def test_release_deploy_file_has_the_release_layers():
     assert net.get("concat_stage2").bottom == ("conv5_2_CPM", "conv4_7_CPM", "pool_center_lower")
     assert net.get("pool_center_lower").params["pooling_param"][0] == {
         "pool": ["AVE"], "kernel_size": [9], "stride": [8]}
-    shapes = C.caffe_conv_shapes("cpm-mpii-release")
+    shapes = caffe_net.caffe_conv_shapes("cpm-mpii-release")
     assert shapes["conv1_1"] == ((64, 3, 3, 3), (64,))
     assert shapes["Mconv1_stage2"] == ((128, 128 + 15 + 1, 7, 7), (128,))
-    assert sum(math.prod(w) + b[0] for w, b in shapes.values()) == M.RELEASE_PARAMS
-    cfg, joints = C.config_from_net(net)
-    assert cfg == M.NAMED_CONFIGS["cpm-mpii-release"]
-    assert joints == C.RELEASE_JOINTS[15] and joints[0] == "head_top" and joints[-1] == "background"
+    assert sum(math.prod(w) + b[0] for w, b in shapes.values()) == architecture.RELEASE_PARAMS
+    cfg, joints = caffe_net.config_from_net(net)
+    assert cfg == architecture.NAMED_CONFIGS["cpm-mpii-release"]
+    assert joints == release.RELEASE_JOINTS[15] and joints[0] == "head_top" and joints[-1] == "background"
 
 
 @pytest.mark.parametrize("cfg", [RELEASE_SMALL, FLIC_LIKE, NO_CENTER], ids=lambda c: c.name)
 def test_configuration_is_derived_from_the_prototxt(cfg):
-    net = caffe_proto._net_from_message(C.parse_prototxt(C.deploy_prototxt(cfg)))
+    net = caffe_proto._net_from_message(caffe_proto.parse_prototxt(caffe_net.deploy_prototxt(cfg)))
     joints = skeleton.JOINT_NAMES if cfg is NO_CENTER else None
-    derived, names = C.config_from_net(net, joints=joints)
+    derived, names = caffe_net.config_from_net(net, joints=joints)
     assert derived == cfg.replace(name="caffe")
     assert len(names) == cfg.num_maps
 
@@ -162,9 +169,9 @@ def test_configuration_is_derived_from_the_prototxt(cfg):
 def test_caffemodel_round_trip(v1, legacy):
     rng = np.random.default_rng(0)
     w, b = rng.standard_normal((4, 3, 3, 3), dtype=np.float32), np.arange(4, dtype=np.float32)
-    data = C.caffemodel_bytes([("data", "Data", []), ("conv", "Convolution", [w, b]),
+    data = caffe_proto.caffemodel_bytes([("data", "Data", []), ("conv", "Convolution", [w, b]),
                                ("relu", "ReLU", [])], v1=v1, legacy_shape=legacy)
-    layers = C.parse_caffemodel(data)
+    layers = caffe_proto.parse_caffemodel(data)
     assert set(layers) == {"data", "conv", "relu"}
     assert layers["conv"].type == "Convolution" and not layers["relu"].blobs
     got_w, got_b = layers["conv"].blobs
@@ -174,13 +181,13 @@ def test_caffemodel_round_trip(v1, legacy):
 
 def test_caffemodel_reader_skips_unknown_fields_and_types():
     """A real snapshot holds fields and layer types the reader does not know: skipped."""
-    blob = C.blob_bytes(np.ones((2, 2), np.float32))
+    blob = caffe_proto.blob_bytes(np.ones((2, 2), np.float32))
     unknown = (protowire.field_bytes(33, 7) + protowire.field_bytes(300, b"\x01\x02")  # varint, bytes
                + bytes([0x0D << 3 | 5]) + b"\0\0\x80?")  # a fixed32 field 13
     layer = (protowire.field_bytes(1, b"w") + protowire.field_bytes(2, b"CPMData") + unknown
              + protowire.field_bytes(7, blob))
     data = protowire.field_bytes(5, 1) + protowire.field_bytes(100, layer) + unknown
-    got = C.parse_caffemodel(data)
+    got = caffe_proto.parse_caffemodel(data)
     assert got["w"].type == "CPMData" and np.array_equal(got["w"].blobs[0], np.ones((2, 2)))
 
 
@@ -194,7 +201,7 @@ def test_parity_with_opencv_per_stage(converted, name):
     rows = C.parity(run, proto, weights)
     print()
     _print_parity(name, rows)
-    cfg = M.CPMConfig(**json.loads((run / C.CONFIG_FILE).read_text())["cpm_config"])
+    cfg = architecture.CPMConfig(**json.loads((run / C.CONFIG_FILE).read_text())["cpm_config"])
     assert [r["stage"] for r in rows] == cfg.output_names
     assert all(r["map_range"] > 0.5 for r in rows)  # real maps, not a dead network
     assert all(r["relative"] <= TOLERANCE for r in rows), rows
@@ -240,7 +247,7 @@ def _conv(name, bottom, kernel, channels, relu=True):
     lines = caffe_net._layer_text(name, "Convolution", [bottom], [name], "convolution_param",
                           num_output=channels, pad=kernel // 2, kernel_size=kernel)
     if relu:
-        lines += caffe_net._layer_text(C.relu_name(name), "ReLU", [name], [name])
+        lines += caffe_net._layer_text(caffe_net.relu_name(name), "ReLU", [name], [name])
     return lines
 
 
@@ -295,9 +302,9 @@ def original(tmp_path_factory, keras):
         folder.mkdir()
         proto = folder / "deploy.prototxt"
         proto.write_text(original_prototxt(size, stages, maps))
-        plan = C.plan_prototxt(C.read_prototxt(proto))
-        weights = C.write_caffemodel(folder / "weights.caffemodel",
-                                     TRAINING_LAYERS + C.random_prototxt_weights(plan, seed=k),
+        plan = caffe_plan.plan_prototxt(caffe_proto.read_prototxt(proto))
+        weights = caffe_proto.write_caffemodel(folder / "weights.caffemodel",
+                                     TRAINING_LAYERS + caffe_plan.random_prototxt_weights(plan, seed=k),
                                      v1=k == 1, legacy_shape=k == 1)
         meta = C.convert(proto, weights, folder / "run")
         out[name] = (proto, weights, folder / "run", meta)
@@ -323,9 +330,9 @@ def test_original_architecture_parity_with_opencv(original, name):
         sorted(n for n, _, _ in TRAINING_LAYERS)
     pre = meta["preprocessing"]
     assert "conv1_stage1 and conv1_stage2" in pre["channel_order"]  # both image branches
-    assert pre["joints"] == list(C.RELEASE_JOINTS[maps])
+    assert pre["joints"] == list(release.RELEASE_JOINTS[maps])
     assert "pool_center_lower: average 9x9 stride 8" in pre["center_map"]["pooling"]
-    model = C.build_prototxt_keras(C.plan_prototxt(C.read_prototxt(proto)))
+    model = caffe_plan.build_prototxt_keras(caffe_plan.plan_prototxt(caffe_proto.read_prototxt(proto)))
     assert model.count_params() == meta["params"]
     assert {"conv1_stage1", "conv1_stage2", "pool3_stage2", "concat_stage2",
             f"Mconv5_stage{stages}"} <= {layer.name for layer in model.layers}
@@ -335,16 +342,16 @@ def test_original_architecture_without_bgr_reversal_differs(original):
     """Each image branch's channel reversal matters: convert without it and compare."""
     _cv2()
     proto, weights, run, meta = original["lsp-orig"]
-    plan = C.plan_prototxt(C.read_prototxt(proto))
-    caffe_w = C.read_caffemodel(weights)
+    plan = caffe_plan.plan_prototxt(caffe_proto.read_prototxt(proto))
+    caffe_w = caffe_proto.read_caffemodel(weights)
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (1, 64, 64, 3)).astype(np.float32)
-    centers = M.center_maps(1, M.CPMConfig(**meta["cpm_config"]))
+    centers = M.center_maps(1, architecture.CPMConfig(**meta["cpm_config"]))
     ref = C.opencv_stage_maps(proto, weights, images, centers, plan.outputs)
     for skip in plan.image_convs:
-        w = C.prototxt_weights(caffe_w, plan)
+        w = caffe_plan.prototxt_weights(caffe_w, plan)
         w[skip][0] = w[skip][0][:, :, ::-1]  # undo one branch's BGR -> RGB
-        ours = C.build_prototxt_keras(plan, w).predict([images, centers], verbose=0)
+        ours = caffe_plan.build_prototxt_keras(plan, w).predict([images, centers], verbose=0)
         stage = 0 if skip.endswith("stage1") else 1
         diff = np.abs(ours[stage] - ref[stage]).max() / np.ptp(ref[stage])
         assert diff > 100 * TOLERANCE, (skip, diff)
@@ -375,12 +382,12 @@ def test_pooling_at_odd_sizes_matches_caffe(tmp_path, keras):
     _cv2()
     proto = tmp_path / "odd.prototxt"
     proto.write_text(_odd_pooling_prototxt())
-    plan = C.plan_prototxt(C.read_prototxt(proto))
-    weights = C.write_caffemodel(tmp_path / "odd.caffemodel", C.random_prototxt_weights(plan))
+    plan = caffe_plan.plan_prototxt(caffe_proto.read_prototxt(proto))
+    weights = caffe_proto.write_caffemodel(tmp_path / "odd.caffemodel", caffe_plan.random_prototxt_weights(plan))
     blobs = ["pool_a", "pool_b", "pool_c", "pool_d", "leaky", "conv_b", "pool_e"]
     assert [plan.shapes[b][1:] for b in blobs] == [(18, 18), (10, 10), (6, 6), (2, 2),
                                                     (10, 10), (5, 5), (5, 5)]
-    model = C.build_prototxt_keras(plan, C.prototxt_weights(C.read_caffemodel(weights), plan),
+    model = caffe_plan.build_prototxt_keras(plan, caffe_plan.prototxt_weights(caffe_proto.read_caffemodel(weights), plan),
                                    outputs=blobs)
     images = np.random.default_rng(0).integers(0, 256, (2, 37, 37, 3)).astype(np.float32)
     ours = model.predict(images, verbose=0)
@@ -393,7 +400,7 @@ def test_pooling_at_odd_sizes_matches_caffe(tmp_path, keras):
 
 
 def test_predict_with_an_original_architecture_model(original, tmp_path):
-    from cpm_nb import predict as P
+    from cpm_nb.inference import predict as P
 
     predictor = P.load_predictor(original["lsp-orig"][2])  # Keras safe mode
     assert predictor.num_joints == 14 and predictor.stages == 3
@@ -403,7 +410,7 @@ def test_predict_with_an_original_architecture_model(original, tmp_path):
     assert pred.joints.shape == (16, 2) and np.isfinite(pred.joints).all()
     assert pred.stage_maps[-1].shape == (8, 8, 17)
     # FLIC's 'head' is not an MPII joint: predict refuses in one line
-    with pytest.raises(P.ModelError, match=r"joints that MPII does not have \(head\)"):
+    with pytest.raises(errors.ModelError, match=r"joints that MPII does not have \(head\)"):
         P.load_predictor(original["flic-orig"][2])
 
 
@@ -413,11 +420,11 @@ def _e(values) -> str:
 
 def _keras_and_opencv(converted, mutate=None, bgr_to_rgb=True, outputs=None, centers=None):
     proto, weights_file, _ = converted[RELEASE_SMALL.name]
-    weights = C.keras_weights(C.read_caffemodel(weights_file), RELEASE_SMALL,
+    weights = caffe_net.keras_weights(caffe_proto.read_caffemodel(weights_file), RELEASE_SMALL,
                               bgr_to_rgb=bgr_to_rgb)
     if mutate:
         weights = {k: mutate(k, v) for k, v in weights.items()}
-    model = C.build_keras(RELEASE_SMALL, weights)
+    model = caffe_net.build_keras(RELEASE_SMALL, weights)
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
     centers = M.center_maps(2, RELEASE_SMALL) if centers is None else centers
@@ -429,7 +436,7 @@ def _keras_and_opencv(converted, mutate=None, bgr_to_rgb=True, outputs=None, cen
         keras_model = keras.Model(model.inputs, [model.get_layer(n).output for n in outputs])
     ours = keras_model([images, centers])
     ours = [np.asarray(o) for o in (ours if isinstance(ours, (list, tuple)) else [ours])]
-    caffe_names = [C.relu_name(n) if n.startswith(("conv1", "conv2", "conv3", "conv4"))
+    caffe_names = [caffe_net.relu_name(n) if n.startswith(("conv1", "conv2", "conv3", "conv4"))
                    else n for n in outputs]
     ref = C.opencv_stage_maps(proto, weights_file, images, centers, caffe_names)
     return [float(np.abs(a - b).max() / (b.max() - b.min())) for a, b in zip(ours, ref)]
@@ -502,17 +509,19 @@ def test_run_folder_records_the_release_preprocessing(converted):
     assert pre["pad_value"] == 128 and pre["box_size"] == 368 and pre["stride"] == 8
     assert pre["center_map"]["sigma"] == pytest.approx(21 * 64 / 368)
     assert pre["channel_order"].startswith("RGB") and "x / 256 - 0.5" in pre["value_scaling"]
-    assert pre["scales"] == list(C.RELEASE_SCALES) and pre["decoding"] == "release"
-    assert pre["joints"] == list(C.RELEASE_JOINTS[15])
+    assert pre["scales"] == list(release.RELEASE_SCALES) and pre["decoding"] == "release"
+    assert pre["joints"] == list(release.RELEASE_JOINTS[15])
     # head top -> MPII 9, neck -> 8, right shoulder -> 12 ... left ankle -> 5
     assert pre["joints_to_mpii"] == [9, 8, 12, 11, 10, 13, 14, 15, 2, 1, 0, 3, 4, 5]
-    assert meta["joints"] == list(C.RELEASE_JOINTS[15][:14])
+    assert meta["joints"] == list(release.RELEASE_JOINTS[15][:14])
     assert meta["caffe"]["layers_ignored"] == ["data", "label_slice", "loss_stage1"]
 
 
 def _convert_cli(monkeypatch, capsys, *argv):
     """``cpm-nb convert-caffe ARGV`` in-process: (exit status, stdout, stderr lines)."""
-    monkeypatch.setattr(cli, "COMMANDS", ["cpm_nb.commands.convert_caffe:COMMAND"])
+    from cpm_nb.cli.commands.convert_caffe import COMMAND
+
+    monkeypatch.setattr(cli, "COMMANDS", [COMMAND])
     code = cli.main(["convert-caffe", *map(str, argv)])
     out = capsys.readouterr()
     return code, out.out, out.err.strip().splitlines()
@@ -524,7 +533,7 @@ def test_cli_converts_and_reports(converted, tmp_path, monkeypatch, capsys):
                                   weights, "--out", tmp_path / "run", "--json")
     assert code == 0, err
     info = json.loads(out)
-    assert info["layers_converted"] == 31 and info["params"] == M.count_params(RELEASE_SMALL)
+    assert info["layers_converted"] == 31 and info["params"] == architecture.count_params(RELEASE_SMALL)
     code, _, err = _convert_cli(monkeypatch, capsys, "--prototxt", proto, "--caffemodel",
                                 weights, "--out", tmp_path / "run")
     assert code == 2 and len(err) == 1 and "pass --force" in err[0]
@@ -556,9 +565,9 @@ def test_cli_errors_are_one_line_naming_the_layer(converted, tmp_path, monkeypat
     Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(photo)
     text = tmp_path / "notes.caffemodel"
     text.write_text("name: 'this is a prototxt, not weights'\n")
-    vgg = C.write_caffemodel(tmp_path / "vgg16.caffemodel", _vgg16_like())
+    vgg = caffe_proto.write_caffemodel(tmp_path / "vgg16.caffemodel", _vgg16_like())
     wider_proto = tmp_path / "wider.prototxt"
-    wider_proto.write_text(C.deploy_prototxt(RELEASE_SMALL.replace(width=0.25)))
+    wider_proto.write_text(caffe_net.deploy_prototxt(RELEASE_SMALL.replace(width=0.25)))
     original = tmp_path / "original.prototxt"
     original.write_text(_original_architecture_prototxt())
     unsupported = tmp_path / "lrn.prototxt"
@@ -598,10 +607,10 @@ def test_convert_help_teaches_and_does_not_import_tensorflow():
     import subprocess
     import sys
 
-    from cpm_nb.commands.convert_caffe import COMMAND
+    from cpm_nb.cli.commands.convert_caffe import COMMAND
 
-    code = ("import sys; from cpm_nb import cli, caffe\n"
-            "from cpm_nb.commands.convert_caffe import COMMAND\n"
+    code = ("import sys; from cpm_nb.cli import app as cli; from cpm_nb.caffe import convert as caffe\n"
+            "from cpm_nb.cli.commands.convert_caffe import COMMAND\n"
             "p = cli.build_parser([COMMAND])\n"
             "print('tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -626,24 +635,24 @@ def test_release_merge_moves_each_scale_onto_the_scale1_crop():
         x, y = half + f * (target - half)
         g = np.exp(-((cells[None, :] - x) ** 2 + (cells[:, None] - y) ** 2) / (2 * 6.0 ** 2))
         maps.append(g[..., None])
-    joints, conf = C.release_decode(np.stack(maps).astype(np.float32), factors)
+    joints, conf = release.release_decode(np.stack(maps).astype(np.float32), factors)
     assert np.abs(joints[0] - target).max() <= 1.0 and 0.5 < conf[0] <= 1.05
 
 
 def test_upsample_reproduces_a_ramp():
     ramp = np.tile(np.arange(8, dtype=np.float32)[None, :, None], (8, 1, 1))
-    up = C.upsample(ramp, 8)[..., 0]
+    up = release.upsample(ramp, 8)[..., 0]
     x = np.arange(64)
     interior = (x > 12) & (x < 52)
     assert np.allclose(up[:, interior], ((x + 0.5) / 8 - 0.5)[interior][None], atol=1e-4)
 
 
 def test_predict_with_a_converted_model(converted, tmp_path):
-    from cpm_nb import predict as P
+    from cpm_nb.inference import predict as P
 
     _, _, run = converted[RELEASE_SMALL.name]
     predictor = P.load_predictor(run)
-    assert predictor.default_scales == C.RELEASE_SCALES and predictor.num_joints == 14
+    assert predictor.default_scales == release.RELEASE_SCALES and predictor.num_joints == 14
     photo = tmp_path / "p.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 70, 3), np.uint8)).save(photo)
     pred = predictor(photo, center=(35, 45), scale=0.4)
@@ -663,19 +672,20 @@ def test_predict_with_a_converted_model(converted, tmp_path):
 
 
 def test_predict_refuses_a_model_without_the_mpii_joints(converted):
-    from cpm_nb import predict as P
+    from cpm_nb.inference import predict as P
 
-    with pytest.raises(P.ModelError, match=r"joints that MPII does not have \(head\)"):
+    with pytest.raises(errors.ModelError, match=r"joints that MPII does not have \(head\)"):
         P.load_predictor(converted[FLIC_LIKE.name][2])
     assert P.load_predictor(converted[NO_CENTER.name][2]).num_joints == 16
 
 
 def test_mpii_validation_files_score_with_evaluate_mpii(converted, tmp_path):
     """The scoring path: a tiny MPII-layout annotation file, Tompson-style split file and
-    images -> gt_valid.mat + pred.mat -> cpm_nb.metrics.evaluate_mpii."""
+    images -> gt_valid.mat + pred.mat -> cpm_nb.evaluation.mpii_mat.evaluate_mpii."""
     import scipy.io
 
-    from cpm_nb import metrics, mpii
+    from cpm_nb.data import mpii
+    from cpm_nb.evaluation import mpii_mat
 
     images = tmp_path / "images"
     images.mkdir()
@@ -692,7 +702,7 @@ def test_mpii_validation_files_score_with_evaluate_mpii(converted, tmp_path):
     gt, pred = C.mpii_validation(converted[RELEASE_SMALL.name][2], tmp_path / "scores",
                                  annotations=ann, split_file=split, images=images,
                                  progress=False)
-    result, name = metrics.evaluate_mpii(gt, pred)
+    result, name = mpii_mat.evaluate_mpii(gt, pred)
     assert name == "preds" and result.n_people == 2
     truth = scipy.io.loadmat(gt)["pos_gt_src"]
     assert truth.shape == (16, 2, 2) and truth[9, :, 0].tolist() == [39.0, 65.0]
@@ -702,15 +712,15 @@ def test_notebook_helpers_find_and_draw_a_converted_model(converted, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from cpm_nb import predict as P
+    from cpm_nb.inference import predict as P
 
     run = converted[RELEASE_SMALL.name][2]
     (tmp_path / C.CONFIG_FILE).write_text(json.dumps({"format": "cpm-nb-model"}))  # trained
     assert C.find_converted(None, tmp_path / "nothing", tmp_path, run) == run
     assert C.find_converted(None, tmp_path) is None
     proto, weights = C.example_files(tmp_path / "example", RELEASE_SMALL)
-    assert C.config_from_net(C.read_prototxt(proto))[0] == RELEASE_SMALL.replace(name="caffe")
-    assert set(C.read_caffemodel(weights)) >= {"data", "conv1_1", "Mconv7_stage3"}
+    assert caffe_net.config_from_net(caffe_proto.read_prototxt(proto))[0] == RELEASE_SMALL.replace(name="caffe")
+    assert set(caffe_proto.read_caffemodel(weights)) >= {"data", "conv1_1", "Mconv7_stage3"}
     pred = P.load_predictor(run)(np.full((80, 60, 3), 120, np.uint8), scales=(1.0,))
     fig = C.release_figure(pred, title="t")
     assert len(fig.axes) == 2 and "left knee (red)" in fig.axes[1].get_title()
@@ -719,8 +729,8 @@ def test_notebook_helpers_find_and_draw_a_converted_model(converted, tmp_path):
 def test_a_converted_model_exports_with_parity(converted, tmp_path):
     """A centre-map model (two inputs) through `cpm-nb export`'s path: SavedModel and TFLite
     give the Keras maps (the TFLite signature lists center_map before image)."""
-    from cpm_nb import export
-    from cpm_nb import predict as P
+    from cpm_nb.inference import export
+    from cpm_nb.inference import predict as P
 
     predictor = P.load_predictor(converted[RELEASE_SMALL.name][2])
     report = export.export_model(predictor.model, tmp_path / "exported", n_check=2,

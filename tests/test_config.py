@@ -2,7 +2,7 @@
 
 import pytest
 
-from cpm_nb import config
+from cpm_nb.core import config
 
 
 def test_three_profiles_with_consistent_sizes():
@@ -43,11 +43,11 @@ def test_set_profile_and_replace(monkeypatch):
 
 def test_runtime_reads_no_profile():
     """config imports runtime (to look for a GPU); runtime never imports config: no cycle,
-    and the profile reaches runtime.describe/setup as an argument."""
+    and the profile reaches session.describe/setup as an argument."""
     import subprocess
     import sys
 
-    code = "import sys, cpm_nb.runtime; print('cpm_nb.config' in sys.modules)"
+    code = "import sys, cpm_nb.core.runtime; print('cpm_nb.core.config' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "False"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cpm_nb import convolution as C
-from cpm_nb.runtime import import_keras
+from cpm_nb.core.runtime import import_keras
+from cpm_nb.course import convolution as C
 
 keras = import_keras()
 tf = pytest.importorskip("tensorflow")

@@ -7,7 +7,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from cpm_nb import architecture, diagram  # noqa: E402
+from cpm_nb.course import diagram
+from cpm_nb.model import architecture  # noqa: E402
 
 
 def _gids(fig) -> list[str]:

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from cpm_nb import architecture
-from cpm_nb import effective_field as E
+from cpm_nb.course import effective_field as E
+from cpm_nb.model import architecture
 
 SMALL = architecture.get_config("stage-experiment").replace(
     name="erf-test", input_size=64, stages=2, width=0.125)
@@ -49,7 +49,7 @@ def test_mass_extent():
 
 @pytest.fixture(scope="module")
 def small_model():
-    from cpm_nb import model as M
+    from cpm_nb.model import cpm as M
 
     return M.build_cpm(SMALL, seed=0)
 
@@ -91,8 +91,8 @@ def test_same_field_under_jax(small_model, images, tmp_path):
     expected = E.effective_receptive_field(small_model, images, 2, (1, 6))
     np.save(tmp_path / "x.npy", images)
     code = (
-        "import numpy as np, keras; from cpm_nb import model as M, effective_field as E\n"
-        "from cpm_nb import architecture\n"
+        "import numpy as np, keras; from cpm_nb.model import cpm as M; from cpm_nb.course import effective_field as E\n"
+        "from cpm_nb.model import architecture\n"
         "assert keras.config.backend() == 'jax'\n"
         "cfg = architecture.get_config('stage-experiment').replace(\n"
         "    name='erf-test', input_size=64, stages=2, width=0.125)\n"

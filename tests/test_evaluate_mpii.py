@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from cpm_nb import cli, skeleton
+from cpm_nb.cli import app as cli
+from cpm_nb.core import skeleton
 
 
 def _names_cell():

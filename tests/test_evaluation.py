@@ -1,12 +1,13 @@
-"""cpm_nb.evaluation: breakdowns of a validation score (on made-up predictions)."""
+"""cpm_nb.evaluation.evaluate: breakdowns of a validation score (on made-up predictions)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from cpm_nb import cli, metrics
-from cpm_nb import evaluation as E
+from cpm_nb.cli import app as cli
+from cpm_nb.evaluation import evaluate as E
+from cpm_nb.evaluation import metrics
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def test_distractors_in_the_crop_and_joints_on_them(vp):
 
 
 def test_left_right_swaps_and_crossed_limbs(vp):
-    from cpm_nb.skeleton import JOINT, flip_permutation
+    from cpm_nb.core.skeleton import JOINT, flip_permutation
 
     flip = flip_permutation()
     r, l_ = JOINT["r_wrist"], JOINT["l_wrist"]

@@ -1,11 +1,13 @@
-"""cpm_nb.experiments: the stage experiment, its budget, its command and its committed result."""
+"""cpm_nb.training.experiments: the stage experiment, its budget, its command and its committed result."""
 
 import dataclasses
 import json
 
 import pytest
 
-from cpm_nb import architecture, cli, experiments
+from cpm_nb.cli import app as cli
+from cpm_nb.model import architecture
+from cpm_nb.training import experiments
 
 
 def test_equal_compute_and_the_papers_field_proportions():

@@ -1,4 +1,4 @@
-"""cpm_nb.export: the native format is all predict needs; SavedModel and TFLite exports give
+"""cpm_nb.inference.export: the native format is all predict needs; SavedModel and TFLite exports give
 the Keras model's outputs (parity within tolerance)."""
 
 import json
@@ -7,16 +7,17 @@ import zipfile
 import numpy as np
 import pytest
 
-from cpm_nb import cli
-from cpm_nb import export as E
-from cpm_nb import predict as P
+from cpm_nb.cli import app as cli
+from cpm_nb.inference import export as E
+from cpm_nb.inference import predict as P
 
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
-    from cpm_nb import model as M
-    from cpm_nb import runs, train_config
-    from cpm_nb.runtime import import_keras
+    from cpm_nb.core.runtime import import_keras
+    from cpm_nb.model import cpm as M
+    from cpm_nb.training import config as train_config
+    from cpm_nb.training import runs
 
     import_keras()
     cfg = train_config.train_config("fast")

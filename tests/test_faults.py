@@ -37,8 +37,11 @@ from fault_kit import (
 )
 from PIL import Image
 
-from cpm_nb import export, files, mpii, paths, pipeline, shards, synthetic
-from cpm_nb import predict as P
+from cpm_nb.core import errors, files, paths
+from cpm_nb.data import mpii, pipeline, shards, synthetic
+from cpm_nb.inference import export
+from cpm_nb.inference import predict as P
+from cpm_nb.io import images
 
 # --- shared, built once -------------------------------------------------------------------------
 
@@ -54,7 +57,7 @@ def synthetic_copy(synthetic_master, tmp_path, monkeypatch):
     root = tmp_path / "data"
     shutil.copytree(synthetic_master, root)
     monkeypatch.setenv("CPM_NB_DATA", str(root))
-    from cpm_nb.config import get_profile
+    from cpm_nb.core.config import get_profile
 
     folder = synthetic.default_root(get_profile())
     return root, folder, pipeline.synthetic_tfrecord_dir(get_profile())
@@ -184,7 +187,7 @@ def test_an_interrupted_split_commit_is_rolled_forward(tmp_path, monkeypatch):
     so meta.json always describes the shards on disk."""
     data = synthetic.generate(tmp_path / "set", 6, 2, 64, seed=3)
     out = tmp_path / "tfr"
-    pipeline.write_tfrecords(data.val, data.image_dir, out, "val", 64)
+    shards.write_tfrecords(data.val, data.image_dir, out, "val", 64)
     real = shards._apply
 
     def crash(out_dir, journal):
@@ -192,16 +195,16 @@ def test_an_interrupted_split_commit_is_rolled_forward(tmp_path, monkeypatch):
 
     monkeypatch.setattr(shards, "_apply", crash)
     with pytest.raises(OSError):
-        pipeline.write_tfrecords(data.train, data.image_dir, out, "train", 64)
+        shards.write_tfrecords(data.train, data.image_dir, out, "train", 64)
     assert (out / ".commit-train.json").is_file()
     monkeypatch.setattr(shards, "_apply", real)
     with files.locked(out):
-        pipeline.recover(out)
+        shards.recover(out)
     assert not (out / ".commit-train.json").exists() and not leftovers(out)
-    meta = pipeline.read_meta(out)
+    meta = shards.read_meta(out)
     assert meta["splits"]["train"]["kept"] == len(data.train)
-    pipeline.check_shards(out, "train", deep=True)
-    pipeline.check_shards(out, "val", deep=True)
+    shards.check_shards(out, "train", deep=True)
+    shards.check_shards(out, "val", deep=True)
 
 
 def test_temp_shards_of_a_dead_writer_are_removed(tmp_path):
@@ -209,7 +212,7 @@ def test_temp_shards_of_a_dead_writer_are_removed(tmp_path):
     out = tmp_path / "tfr"
     out.mkdir()
     (out / ".train-00000-of-00001.tfrecord.deadbeef.tmp").write_bytes(b"half a shard")
-    pipeline.write_tfrecords(data.train, data.image_dir, out, "train", 64)
+    shards.write_tfrecords(data.train, data.image_dir, out, "train", 64)
     assert not leftovers(out)
 
 
@@ -227,7 +230,7 @@ def test_prepare_refuses_image_names_outside_the_image_folder(tmp_path, capsys, 
     monkeypatch.setattr(files, "open_image", lambda p: opened.append(str(p)) or real(p))
     summary = _summary(argv, capsys)
     assert summary["splits"]["train"]["kept"] == 1
-    assert summary["splits"]["train"]["skipped"] == {pipeline.SKIP_ESCAPING_NAME: 1}
+    assert summary["splits"]["train"]["skipped"] == {shards.SKIP_ESCAPING_NAME: 1}
     assert not any("outside" in p for p in opened)
 
 
@@ -311,7 +314,7 @@ def test_16bit_gray_keeps_its_levels(tmp_path):
     path = tmp_path / "levels.png"
     path.write_bytes(gray16(np.array([[0, 257, 32768, 65535]], np.uint16)))
     assert np.asarray(files.load_rgb(path)[0])[0, :, 0].tolist() == [0, 1, 128, 255]
-    assert P.load_image(path)[0, :, 0].tolist() == [0, 1, 128, 255]  # predict's loader too
+    assert images.load_image(path)[0, :, 0].tolist() == [0, 1, 128, 255]  # predict's loader too
 
 
 def test_prepare_converts_and_counts_16bit_palette_and_alpha(tmp_path, capsys):
@@ -320,8 +323,8 @@ def test_prepare_converts_and_counts_16bit_palette_and_alpha(tmp_path, capsys):
     summary = _summary(make_mpii(tmp_path, images), capsys)
     train = summary["splits"]["train"]
     assert train["kept"] == 3 and train["skipped"] == {}
-    assert train["fixed"] == {pipeline.FIX_HIGH_BIT_DEPTH: 1, pipeline.FIX_PALETTE: 1,
-                              pipeline.FIX_ALPHA: 1}
+    assert train["fixed"] == {shards.FIX_HIGH_BIT_DEPTH: 1, shards.FIX_PALETTE: 1,
+                              shards.FIX_ALPHA: 1}
 
 
 # === 5. degenerate values ===============================================================================
@@ -451,8 +454,8 @@ def test_check_shards_names_the_damaged_shard_and_the_fix(synthetic_copy, damage
         flip_byte(shard, 0.3)
     else:
         shard.unlink()
-    with pytest.raises(files.DataError) as caught:
-        pipeline.check_shards(tfr, "train", deep=True, fix="run `cpm-nb prepare synthetic`")
+    with pytest.raises(errors.DataError) as caught:
+        shards.check_shards(tfr, "train", deep=True, fix="run `cpm-nb prepare synthetic`")
     message = str(caught.value)
     assert shard.name in message and "cpm-nb prepare synthetic" in message
     assert "\n" not in message
@@ -554,7 +557,7 @@ def test_unreadable_data_files_raise_data_errors(tmp_path):
     with pytest.raises(mpii.MpiiFormatError, match="person record is malformed"):
         mpii.read_json(bad)
     bad.write_text('{"trunc')
-    with pytest.raises(files.DataError, match="people.json is unreadable or corrupt"):
+    with pytest.raises(errors.DataError, match="people.json is unreadable or corrupt"):
         files.read_json(bad)
 
 
@@ -600,7 +603,7 @@ def test_predict_reports_each_bad_image_and_does_the_others(run_folder, tmp_path
 def test_predict_many_yields_image_errors_for_bombs(run_folder):
     predictor = P.load_predictor(run_folder)
     results = dict(predictor.predict_many([bomb_png(), PHOTO, bomb_jpeg()], batch_size=2))
-    assert isinstance(results[0], P.ImageError) and isinstance(results[2], P.ImageError)
+    assert isinstance(results[0], images.ImageError) and isinstance(results[2], images.ImageError)
     assert isinstance(results[1], P.Prediction)
 
 
@@ -609,14 +612,14 @@ def test_prepare_skips_and_counts_bad_images(tmp_path, capsys):
     summary = _summary(make_mpii(tmp_path, images), capsys)
     train = summary["splits"]["train"]
     assert train["kept"] == 1  # img1.jpg (img0.jpg is the validation person)
-    assert train["skipped"] == {pipeline.SKIP_TOO_LARGE: 3, pipeline.SKIP_UNREADABLE_IMAGE: 2}
+    assert train["skipped"] == {shards.SKIP_TOO_LARGE: 3, shards.SKIP_UNREADABLE_IMAGE: 2}
 
 
 def test_pipeline_load_image_names_the_bomb(tmp_path):
     path = tmp_path / "bomb.png"
     path.write_bytes(bomb_png())
     with pytest.raises(ValueError, match="bomb.png.*decompression bomb"):
-        pipeline.load_image(path)
+        shards.load_image(path)
 
 
 # === 8. option parsing ======================================================================================
@@ -668,7 +671,7 @@ def test_json_on_stdout_is_only_the_json(tmp_path, capsys):
     (["--profile", "gpu", "info", "--profile", "cpu", "--json"], "cpu"),
 ])
 def test_profile_is_accepted_after_the_subcommand(capsys, argv, profile):
-    from cpm_nb import config
+    from cpm_nb.core import config
 
     try:
         code, out, err = run(argv, capsys)
@@ -699,12 +702,12 @@ def test_profile_after_a_nested_subcommand_and_a_bad_one(synthetic_copy, capsys)
 ])
 def test_failures_deep_inside_a_command_are_one_line(capsys, monkeypatch, raised, status,
                                                      message):
-    from cpm_nb import runtime
+    from cpm_nb.core import session
 
     def fail(*args, **kwargs):
         raise raised
 
-    monkeypatch.setattr(runtime, "describe", fail)
+    monkeypatch.setattr(session, "describe", fail)
     code, out, err = run(["info"], capsys)
     assert code == status and out == ""
     one_line_error(err, "cpm-nb info: error: ", message)
@@ -760,7 +763,7 @@ def test_check_output_path(tmp_path, kind, make, message):
     else:
         thing.write_text("x")
     target = thing / "out.json" if make == "under-file" else thing
-    with pytest.raises(files.DataError, match=message):
+    with pytest.raises(errors.DataError, match=message):
         files.check_output_path(target, kind, "--out")
     assert files.check_output_path(tmp_path / "new" / "deeper", "dir") == \
         tmp_path / "new" / "deeper"

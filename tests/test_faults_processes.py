@@ -22,13 +22,15 @@ from pathlib import Path
 import pytest
 from fault_kit import REPO, good_images, leftovers, make_mpii, run, snapshot
 
-from cpm_nb import pipeline
+from cpm_nb.data import shards
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and flock")
 
 DRIVER = """\
 import os, sys, time
-from cpm_nb import cli, shards, synthetic
+from cpm_nb.cli import app as cli
+from cpm_nb.data import shards
+from cpm_nb.data import synthetic
 
 slow = float(os.environ.get("SLOW", "0"))
 render, crop = synthetic._generate_one, shards._process_image
@@ -143,5 +145,5 @@ def test_two_processes_preparing_the_same_set_at_once(tmp_path):
     assert results[0]["splits"] == results[1]["splits"]
     tfr = results[0]["out"]
     for split in ("train", "val"):
-        pipeline.check_shards(tfr, split, deep=True)
+        shards.check_shards(tfr, split, deep=True)
     assert not leftovers(root)

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from cpm_nb import heatmaps
-from cpm_nb.config import OUTPUT_STRIDE
+from cpm_nb.core.config import OUTPUT_STRIDE
+from cpm_nb.model import heatmaps
 
 
 def _random_batch(seed=0, batch=4, joints=16, input_size=64):
@@ -109,7 +109,7 @@ def test_keras_version_runs_inside_tf_data():
 def test_keras_version_is_backend_agnostic_under_jax():
     pytest.importorskip("jax")
     code = (
-        "import numpy as np, keras; from cpm_nb import heatmaps\n"
+        "import numpy as np, keras; from cpm_nb.model import heatmaps\n"
         "assert keras.config.backend() == 'jax'\n"
         "rng = np.random.default_rng(1); xy = rng.uniform(0, 63, (3, 16, 2)).astype('float32')\n"
         "vis = rng.integers(0, 3, (3, 16)).astype('int32')\n"
@@ -133,7 +133,7 @@ def test_no_tf_calls_in_the_in_graph_function():
 
 
 def test_import_does_not_load_tensorflow():
-    code = "import sys, cpm_nb.heatmaps; print('tensorflow' in sys.modules)"
+    code = "import sys, cpm_nb.model.heatmaps; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"
 
@@ -252,7 +252,7 @@ def test_rectangular_inputs_give_rectangular_maps():
 
 
 def test_round_trip_through_the_data_pipeline_crop_matrix():
-    preprocess = pytest.importorskip("cpm_nb.preprocess")
+    preprocess = pytest.importorskip("cpm_nb.data.preprocess")
     rng = np.random.default_rng(4)
     centre, scale = (612.0, 340.0), 2.1  # 1-based objpos, MPII scale
     original = np.array([centre]) + rng.uniform(-150, 150, (16, 2))

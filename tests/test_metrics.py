@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from cpm_nb import metrics, skeleton
+from cpm_nb.core import skeleton
+from cpm_nb.evaluation import metrics
 
 # --------------------------------------------------------------------------- toy cases
 
@@ -138,7 +139,7 @@ def test_shape_errors():
 
 def _independent_pckh(pred, gt, missing, boxes, thr):
     """A straightforward loop re-implementation of the MATLAB toolkit (evaluatePCKh.m,
-    computePCK.m, genTablePCK.m), independent of cpm_nb.metrics."""
+    computePCK.m, genTablePCK.m), independent of cpm_nb.evaluation.metrics."""
     n = gt.shape[2]
     joints14 = [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 8, 9]  # the toolkit's 14 joints
     hits = {j: 0 for j in joints14}

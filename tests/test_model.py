@@ -1,4 +1,4 @@
-"""Tests for cpm_nb.model: named configurations, scaled variants, cost, receptive field,
+"""Tests for cpm_nb.model.cpm: named configurations, scaled variants, cost, receptive field,
 centre map, the compiled predict function, the JAX backend, the CLI and the benchmark."""
 
 import argparse
@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cpm_nb import config, model
-from cpm_nb.receptive_field import receptive_field
+from cpm_nb.core import config
+from cpm_nb.model import architecture
+from cpm_nb.model import cpm as model
+from cpm_nb.model.receptive_field import receptive_field
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +38,7 @@ RELEASE_CONVS = (
 
 @pytest.fixture(scope="module")
 def keras():
-    from cpm_nb.runtime import import_keras
+    from cpm_nb.core.runtime import import_keras
 
     return import_keras()
 
@@ -48,12 +50,12 @@ def release_model(keras):
 
 @pytest.fixture(scope="module")
 def fast_model(keras):
-    return model.build_cpm(model.from_profile("fast"), seed=0)
+    return model.build_cpm(architecture.from_profile("fast"), seed=0)
 
 
 def small_center_config(**changes):
     """A tiny configuration with every feature on (centre map, background)."""
-    base = model.from_profile("fast", base="cpm-mpii-release")
+    base = architecture.from_profile("fast", base="cpm-mpii-release")
     return base.replace(**changes)
 
 
@@ -62,10 +64,10 @@ def small_center_config(**changes):
 
 def test_release_table_matches_the_prototxt_and_its_parameter_count():
     expected = sum(k * k * i * o + o for _, k, i, o in RELEASE_CONVS)
-    assert expected == 29_852_058 == model.RELEASE_PARAMS
-    convs = [r for r in model.architecture("cpm-mpii-release") if r.kind == "conv"]
+    assert expected == 29_852_058 == architecture.RELEASE_PARAMS
+    convs = [r for r in architecture.architecture("cpm-mpii-release") if r.kind == "conv"]
     assert [(r.name, r.kernel, r.in_channels, r.channels) for r in convs] == RELEASE_CONVS
-    assert model.count_params("cpm-mpii-release") == 29_852_058
+    assert architecture.count_params("cpm-mpii-release") == 29_852_058
 
 
 def test_release_model_in_keras(release_model):
@@ -74,7 +76,7 @@ def test_release_model_in_keras(release_model):
     assert [t.name for t in m.inputs] == ["image", "center_map"]
     assert [tuple(t.shape) for t in m.inputs] == [(None, 368, 368, 3), (None, 368, 368, 1)]
     assert [tuple(o.shape) for o in m.outputs] == [(None, 46, 46, 15)] * 6
-    assert list(m.output_names) == model.get_config("cpm-mpii-release").output_names
+    assert list(m.output_names) == architecture.get_config("cpm-mpii-release").output_names
     assert m.get_layer("pool_center_lower").output.shape == (None, 46, 46, 1)
     assert m.get_layer("concat_stage2").output.shape == (None, 46, 46, 15 + 128 + 1)
     # layer by layer: every convolution of the prototxt, with its exact parameter count
@@ -88,30 +90,30 @@ def test_release_model_in_keras(release_model):
 
 
 def test_source_article_model(keras):
-    cfg = model.get_config("source-article")
+    cfg = architecture.get_config("source-article")
     assert (cfg.input_size, cfg.stages, cfg.num_maps, cfg.center_map) == (368, 6, 16, False)
     m = model.build_cpm(cfg, seed=0)
     # release minus the centre-map channel and with 16 instead of 15 maps
-    assert m.count_params() == model.count_params(cfg) == 29_853_216
+    assert m.count_params() == architecture.count_params(cfg) == 29_853_216
     assert [t.name for t in m.inputs] == ["image"]
     assert [tuple(o.shape) for o in m.outputs] == [(None, 46, 46, 16)] * 6
     names = {layer.name for layer in m.layers}
     assert {n for n, *_ in RELEASE_CONVS} <= names
     assert {"pool1_stage1", "pool2_stage1", "pool3_stage1", "normalize"} <= names
     # every Keras layer has the analytic table's parameter count
-    for row in model.architecture(cfg):
+    for row in architecture.architecture(cfg):
         assert m.get_layer(row.name).count_params() == row.params, row.name
 
 
 def test_get_config_names_and_errors():
-    assert model.get_config("gpu").replace(name="x") == model.get_config("source-article").replace(
+    assert architecture.get_config("gpu").replace(name="x") == architecture.get_config("source-article").replace(
         name="x")
     with pytest.raises(ValueError, match="source-article, cpm-mpii-release, stage-experiment, fast"):
-        model.get_config("vgg")
+        architecture.get_config("vgg")
     with pytest.raises(ValueError, match="multiple of 8"):
-        model.CPMConfig(input_size=100)
+        architecture.CPMConfig(input_size=100)
     with pytest.raises(ValueError, match="odd"):
-        model.CPMConfig(stage_kernel=4)
+        architecture.CPMConfig(stage_kernel=4)
 
 
 # --- scaled variants -------------------------------------------------------------------
@@ -120,11 +122,11 @@ def test_get_config_names_and_errors():
 @pytest.mark.parametrize("name", ["fast", "cpu", "gpu"])
 def test_profile_variants_keep_the_structure(name):
     profile = config.resolve_profile(name)
-    cfg = model.from_profile(profile)
+    cfg = architecture.from_profile(profile)
     assert (cfg.input_size, cfg.stages, cfg.width) == (profile.input_size, profile.stages,
                                                       profile.width)
-    rows = model.architecture(cfg)
-    full = [r.name for r in model.architecture("source-article")]
+    rows = architecture.architecture(cfg)
+    full = [r.name for r in architecture.architecture("source-article")]
     # same layers in the same order, cut after the profile's last stage
     assert [r.name for r in rows] == full[: len(rows)]
     assert rows[-1].name == cfg.output_names[-1]
@@ -133,12 +135,12 @@ def test_profile_variants_keep_the_structure(name):
 
 
 def test_width_rounding():
-    cfg = model.from_profile("fast")  # width 0.125
+    cfg = architecture.from_profile("fast")  # width 0.125
     assert [cfg.channels(c) for c in (64, 128, 256, 512)] == [8, 16, 32, 64]
-    cfg = model.CPMConfig(width=0.3)
+    cfg = architecture.CPMConfig(width=0.3)
     assert [cfg.channels(c) for c in (64, 128, 512)] == [16, 40, 152]  # 19.2, 38.4, 153.6 to the nearest 8
-    assert model.CPMConfig(width=0.01).channels(64) == 8  # min_channels
-    assert model.from_profile("cpu").channels(128) == 32
+    assert architecture.CPMConfig(width=0.01).channels(64) == 8  # min_channels
+    assert architecture.from_profile("cpu").channels(128) == 32
 
 
 def test_profile_model_runs(fast_model, keras):
@@ -147,16 +149,16 @@ def test_profile_model_runs(fast_model, keras):
     out = fast_model(keras.ops.convert_to_tensor(x.astype("float32")))
     assert len(out) == cfg.stages == 2
     assert all(tuple(o.shape) == (2, cfg.map_size, cfg.map_size, 16) for o in out)
-    assert fast_model.count_params() == model.count_params(cfg)
+    assert fast_model.count_params() == architecture.count_params(cfg)
 
 
 def test_options_background_center_kernel(keras):
     cfg = small_center_config(stages=3, stage_kernel=5)
     m = model.build_cpm(cfg, seed=1)
-    assert m.count_params() == model.count_params(cfg)
+    assert m.count_params() == architecture.count_params(cfg)
     assert [tuple(o.shape) for o in m.outputs] == [(None, 8, 8, 15)] * 3
     assert m.get_layer("Mconv3_stage3").kernel.shape[:2] == (5, 5)
-    cfg1 = model.CPMConfig(input_size=64, stages=1, width=0.125, background=True)
+    cfg1 = architecture.CPMConfig(input_size=64, stages=1, width=0.125, background=True)
     m1 = model.build_cpm(cfg1)
     assert len(m1.outputs) == 1 and m1.outputs[0].shape == (None, 8, 8, 17)
 
@@ -170,7 +172,7 @@ def test_input_normalisation(fast_model, keras):
 
 
 def test_seeded_build_is_deterministic(keras):
-    cfg = model.from_profile("fast")
+    cfg = architecture.from_profile("fast")
     a = model.build_cpm(cfg, seed=3).get_layer("Mconv2_stage2").kernel
     b = model.build_cpm(cfg, seed=3).get_layer("Mconv2_stage2").kernel
     c = model.build_cpm(cfg, seed=4).get_layer("Mconv2_stage2").kernel
@@ -185,18 +187,18 @@ def test_seeded_build_is_deterministic(keras):
 
 
 def test_flops_formula_and_blocks():
-    rows = {r.name: r for r in model.architecture("source-article")}
+    rows = {r.name: r for r in architecture.architecture("source-article")}
     assert rows["conv1_2"].flops == 2 * 3 * 3 * 64 * 64 * 368 * 368
     assert rows["Mconv1_stage2"].flops == 2 * 7 * 7 * (16 + 128) * 128 * 46 * 46
-    total = model.flops_per_image("source-article")
+    total = architecture.flops_per_image("source-article")
     assert 176e9 < total < 178e9
-    blocks = model.block_summary("source-article")
+    blocks = architecture.block_summary("source-article")
     assert [b["block"] for b in blocks] == ["trunk"] + [f"stage{t}" for t in range(1, 7)]
-    assert sum(b["params"] for b in blocks) == model.count_params("source-article")
+    assert sum(b["params"] for b in blocks) == architecture.count_params("source-article")
     assert sum(b["flops"] for b in blocks) == total
     assert blocks[0]["convs"] == 15 and blocks[2]["convs"] == 7
     # FLOPs scale with the input area and (roughly) the square of the width
-    fast = model.flops_per_image("fast")
+    fast = architecture.flops_per_image("fast")
     assert fast < total * (64 / 368) ** 2 * 0.125**2 * 1.2
 
 
@@ -215,7 +217,7 @@ def test_flops_agree_with_tensorflow_profiler(fast_model):
         fn.get_concrete_function(tf.TensorSpec([1, cfg.input_size, cfg.input_size, 3])))
     opts = ProfileOptionBuilder(ProfileOptionBuilder.float_operation()).with_empty_output().build()
     tf_flops = profile(frozen.graph, options=opts).total_float_ops
-    ours = model.flops_per_image(cfg)
+    ours = architecture.flops_per_image(cfg)
     # TensorFlow also counts bias adds, pooling and the input scaling: < 1 % more
     assert ours <= tf_flops <= ours * 1.01
 
@@ -224,17 +226,17 @@ def test_flops_agree_with_tensorflow_profiler(fast_model):
 
 
 def test_receptive_field_per_stage():
-    fields = model.stage_receptive_fields("source-article")
+    fields = architecture.stage_receptive_fields("source-article")
     assert fields == [164, 404, 644, 884, 1124, 1364]
-    assert abs(fields[0] - model.PAPER_STAGE1_FIELD) <= 8  # the paper: ~160 px
+    assert abs(fields[0] - architecture.PAPER_STAGE1_FIELD) <= 8  # the paper: ~160 px
     # each later stage adds five 7x7 convolutions at stride 8: 5 * 6 * 8 = 240 px
     assert np.all(np.diff(fields) == 240)
-    cfg11 = model.get_config("source-article").replace(stage_kernel=11)
-    assert np.all(np.diff(model.stage_receptive_fields(cfg11)) == 5 * 10 * 8)
+    cfg11 = architecture.get_config("source-article").replace(stage_kernel=11)
+    assert np.all(np.diff(architecture.stage_receptive_fields(cfg11)) == 5 * 10 * 8)
     # the chain is what the notebook-01 calculator sees
-    chain = model.receptive_field_chain("source-article", stage=1)
+    chain = architecture.receptive_field_chain("source-article", stage=1)
     assert chain[-1].name == "conv5_2_CPM" and receptive_field(chain) == 164
-    rows = model.receptive_field_rows("fast")
+    rows = architecture.receptive_field_rows("fast")
     assert rows[-1].jump == 8 and rows[-1].name == "Mconv7_stage2"
 
 
@@ -331,7 +333,7 @@ def test_config_survives_save_and_load(tmp_path, keras):
 
 
 def test_gradient_magnitudes_with_and_without_intermediate_supervision(keras):
-    cfg = model.from_profile("fast").replace(stages=3)
+    cfg = architecture.from_profile("fast").replace(stages=3)
     m = model.build_cpm(cfg, seed=0)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
@@ -352,11 +354,12 @@ def test_gradient_magnitudes_with_and_without_intermediate_supervision(keras):
 JAX_SCRIPT = """
 import sys
 import numpy as np
-from cpm_nb import model
-from cpm_nb.runtime import import_keras
+from cpm_nb.model import architecture
+from cpm_nb.model import cpm as model
+from cpm_nb.core.runtime import import_keras
 keras = import_keras()
 assert keras.config.backend() == "jax", keras.config.backend()
-cfg = model.from_profile("fast", base="cpm-mpii-release")
+cfg = architecture.from_profile("fast", base="cpm-mpii-release")
 m = model.build_cpm(cfg, seed=0)
 m.load_weights(sys.argv[1])
 data = np.load(sys.argv[2])
@@ -398,7 +401,7 @@ def test_runs_under_the_jax_backend(tmp_path, keras):
 
 
 def test_import_is_cheap():
-    code = ("import sys, cpm_nb.model as m; m.describe('source-article'); "
+    code = ("import sys, cpm_nb.model.cpm, cpm_nb.model.architecture as a; a.describe('source-article'); "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, cwd=REPO)
@@ -406,7 +409,7 @@ def test_import_is_cheap():
 
 
 def test_cli_model(capsys, tmp_path):
-    from cpm_nb import cli
+    from cpm_nb.cli import app as cli
 
     assert cli.main(["model", "--config", "cpm-mpii-release"]) == 0
     text = capsys.readouterr().out
@@ -414,18 +417,18 @@ def test_cli_model(capsys, tmp_path):
     out = tmp_path / "m.json"
     assert cli.main(["--profile", "fast", "model", "--json-out", str(out), "--layers"]) == 0
     info = json.loads(out.read_text())
-    assert info["config"]["input_size"] == 64 and info["params"] == model.count_params("fast")
+    assert info["config"]["input_size"] == 64 and info["params"] == architecture.count_params("fast")
     assert info["receptive_field_per_stage"] == [164, 404]
     assert cli.main(["model", "--config", "nope"]) == 2
     assert "valid: source-article" in capsys.readouterr().err
     assert cli.main(["model", "--config", "fast", "--check", "--json"]) == 0
     check = json.loads(capsys.readouterr().out)["check"]
-    assert check == {"keras_params": model.count_params("fast"), "params_match": True,
+    assert check == {"keras_params": architecture.count_params("fast"), "params_match": True,
                      "output_shapes_match": True}
 
 
 def test_layer_table_text():
-    text = model.format_layer_table("cpm-mpii-release")
+    text = architecture.format_layer_table("cpm-mpii-release")
     lines = text.splitlines()
     assert lines[0].split()[:3] == ["layer", "kind", "k/s"]
     assert any(line.startswith("pool_center_lower  avgpool    9/8") for line in lines)
@@ -438,7 +441,7 @@ def test_benchmark_is_registered_and_runs_small(capsys):
 
     assert bench.BENCHMARKS["model"][0] == "cpm_nb.bench.model:bench_model"
     result = bench_model(argparse.Namespace(quick=True, config="fast"))
-    assert result["config"] == model.from_profile("fast").name
+    assert result["config"] == architecture.from_profile("fast").name
     for batch in ("1", "8"):
         timings = result["batches"][batch]
         assert set(timings) == {"eager", "tf.function", "tf.function+XLA"}

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.io import loadmat, savemat
 
-from cpm_nb import errors, mpii, skeleton
+from cpm_nb.core import errors, skeleton
+from cpm_nb.data import mpii
 
 # Missing-joint counts of the 2,958 Tompson validation people (from detections.mat).
 REAL_MISSING = {

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 import cpm_nb
-from cpm_nb import notebooks, paths
-from cpm_nb.notebooks import cell_signature
+from cpm_nb.core import paths
+from cpm_nb.course import notebooks
+from cpm_nb.course.notebooks import cell_signature
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -130,7 +131,7 @@ def test_gpu_notebooks_ask_colab_for_a_gpu(path):
 
 
 def test_missing_dev_extra_is_one_line_naming_the_install_command():
-    code = ("import sys; sys.modules['nbclient'] = None; from cpm_nb.cli import main; "
+    code = ("import sys; sys.modules['nbclient'] = None; from cpm_nb.cli.app import main; "
             "sys.exit(main(['notebooks', '01']))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)

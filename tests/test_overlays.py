@@ -1,14 +1,14 @@
-"""cpm_nb.overlays: picking hard people and drawing the article's confidence maps
+"""cpm_nb.course.overlays: picking hard people and drawing the article's confidence maps
 (on made-up predictions)."""
 
 import matplotlib
 import numpy as np
 import pytest
 
-from cpm_nb import evaluation as E
-from cpm_nb import heatmaps
-from cpm_nb import overlays as O
-from cpm_nb.skeleton import JOINT
+from cpm_nb.core.skeleton import JOINT
+from cpm_nb.course import overlays as O
+from cpm_nb.evaluation import evaluate as E
+from cpm_nb.model import heatmaps
 
 matplotlib.use("Agg")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cpm_nb import mpii, pipeline, preprocess, synthetic
+from cpm_nb.data import mpii, pipeline, preprocess, shards, synthetic
 
 SIZE = 64
 
@@ -15,7 +15,7 @@ def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipe")
     data = synthetic.generate(root / "syn", 24, 8, SIZE, seed=1)
     out = root / "tfr"
-    summaries = {s: pipeline.write_tfrecords(people, data.image_dir, out, s, SIZE)
+    summaries = {s: shards.write_tfrecords(people, data.image_dir, out, s, SIZE)
                  for s, people in (("train", data.train), ("val", data.val))}
     return data, out, summaries
 
@@ -24,9 +24,9 @@ def test_summary_and_meta(prepared):
     data, out, summaries = prepared
     assert summaries["train"]["kept"] == len(data.train)
     assert summaries["val"]["skipped"] == {}
-    meta = pipeline.read_meta(out)
+    meta = shards.read_meta(out)
     assert meta["input_size"] == SIZE and meta["context_size"] == 2 * SIZE
-    assert pipeline.count_examples(out, "val") == len(data.val)
+    assert shards.count_examples(out, "val") == len(data.val)
 
 
 def test_batch_contract(prepared):
@@ -148,19 +148,19 @@ def bad_input(tmp_path):
 
 def test_bad_input_is_skipped_or_fixed_and_counted(bad_input):
     people, images, out = bad_input
-    summary = pipeline.write_tfrecords(people, images, out, "train", 32)
+    summary = shards.write_tfrecords(people, images, out, "train", 32)
     assert summary["kept"] == 4  # rgb, gray, cmyk, and the one with two joints outside
     assert summary["skipped"] == {
-        pipeline.SKIP_MISSING_IMAGE: 1,
-        pipeline.SKIP_UNREADABLE_IMAGE: 1,
-        pipeline.SKIP_NO_JOINTS: 1,
-        pipeline.SKIP_BAD_SCALE: 2,
-        pipeline.SKIP_NO_CENTER: 1,
-        pipeline.SKIP_NO_JOINTS_INSIDE: 1,
-        pipeline.SKIP_NO_IMAGE_NAME: 1,
+        shards.SKIP_MISSING_IMAGE: 1,
+        shards.SKIP_UNREADABLE_IMAGE: 1,
+        shards.SKIP_NO_JOINTS: 1,
+        shards.SKIP_BAD_SCALE: 2,
+        shards.SKIP_NO_CENTER: 1,
+        shards.SKIP_NO_JOINTS_INSIDE: 1,
+        shards.SKIP_NO_IMAGE_NAME: 1,
     }
-    assert summary["fixed"] == {pipeline.FIX_GRAYSCALE: 1, pipeline.FIX_CMYK: 1,
-                                pipeline.FIX_OUTSIDE: 18}
+    assert summary["fixed"] == {shards.FIX_GRAYSCALE: 1, shards.FIX_CMYK: 1,
+                                shards.FIX_OUTSIDE: 18}
     ds = pipeline.make_dataset(out, "train", batch_size=8, with_meta=True, augment=False,
                                shuffle=False, repeat=False)
     images_b, joints, vis, meta = next(iter(ds))
@@ -181,9 +181,9 @@ def test_bad_input_is_skipped_or_fixed_and_counted(bad_input):
 def test_load_image_errors_name_the_file(bad_input):
     _, images, _ = bad_input
     with pytest.raises(FileNotFoundError, match="missing.jpg"):
-        pipeline.load_image(images / "missing.jpg")
+        shards.load_image(images / "missing.jpg")
     with pytest.raises(ValueError, match="unreadable image file .*corrupt.jpg"):
-        pipeline.load_image(images / "corrupt.jpg")
+        shards.load_image(images / "corrupt.jpg")
 
 
 def test_pil_and_tf_warps_agree(prepared):
@@ -204,6 +204,6 @@ def test_shards_do_not_depend_on_the_number_of_workers(prepared, tmp_path):
     outs = []
     for workers in (1, 3):
         out = tmp_path / f"w{workers}"
-        pipeline.write_tfrecords(data.val, data.image_dir, out, "val", SIZE, workers=workers)
+        shards.write_tfrecords(data.val, data.image_dir, out, "val", SIZE, workers=workers)
         outs.append(sorted((f.name, f.read_bytes()) for f in out.glob("*.tfrecord")))
     assert outs[0] == outs[1]

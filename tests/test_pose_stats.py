@@ -1,9 +1,10 @@
-"""cpm_nb.pose_stats: people in their crops, synthetic against real MPII."""
+"""cpm_nb.data.pose_stats: people in their crops, synthetic against real MPII."""
 
 import numpy as np
 import pytest
 
-from cpm_nb import mpii, pose_stats, preprocess, skeleton, synthetic
+from cpm_nb.core import skeleton
+from cpm_nb.data import mpii, pose_stats, preprocess, synthetic
 
 J = skeleton.JOINT
 

@@ -1,4 +1,4 @@
-"""cpm_nb.predict (and cpm_nb.images, the predict command and benchmark): images, person placement, crop geometry, decoding to original pixels,
+"""cpm_nb.inference.predict (and cpm_nb.io.images, the predict command and benchmark): images, person placement, crop geometry, decoding to original pixels,
 multi-scale merging, model checks (safe mode, other configurations) and the CLI."""
 
 import json
@@ -8,16 +8,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cpm_nb import cli, errors, heatmaps, preprocess, skeleton
-from cpm_nb import images as I
-from cpm_nb import predict as P
+from cpm_nb.cli import app as cli
+from cpm_nb.core import errors, skeleton
+from cpm_nb.data import preprocess
+from cpm_nb.inference import predict as P
+from cpm_nb.io import images as I
+from cpm_nb.model import architecture, heatmaps
 
 SIZE = 64  # the fast profile's crop
 
 
 @pytest.fixture(scope="module")
 def keras():
-    from cpm_nb.runtime import import_keras
+    from cpm_nb.core.runtime import import_keras
 
     return import_keras()
 
@@ -25,8 +28,9 @@ def keras():
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory, keras):
     """A run folder as `cpm-nb train` writes it (untrained fast-profile weights)."""
-    from cpm_nb import model as M
-    from cpm_nb import runs, train_config
+    from cpm_nb.model import cpm as M
+    from cpm_nb.training import config as train_config
+    from cpm_nb.training import runs
 
     cfg = train_config.train_config("fast")
     model = M.build_cpm(cfg.model, seed=0)
@@ -105,8 +109,8 @@ def test_bad_image_files(tmp_path):
 
 
 def test_image_and_model_errors_are_library_errors():
-    assert issubclass(I.ImageError, errors.DataError) and P.ImageError is I.ImageError
-    assert issubclass(P.ModelError, errors.ModelError)
+    assert issubclass(I.ImageError, errors.DataError) and I.ImageError is I.ImageError
+    assert issubclass(errors.ModelError, errors.ModelError)
 
 
 # --- the person --------------------------------------------------------------------------------
@@ -244,17 +248,17 @@ def test_load_predictor_folder_and_file(run_folder, predictor):
 
 
 def test_model_errors(tmp_path, run_folder, keras):
-    from cpm_nb import model as M
+    from cpm_nb.model import cpm as M
 
-    with pytest.raises(P.ModelError, match="not found"):
+    with pytest.raises(errors.ModelError, match="not found"):
         P.load_predictor(tmp_path / "nothing")
-    with pytest.raises(P.ModelError, match="no model.keras"):
+    with pytest.raises(errors.ModelError, match="no model.keras"):
         P.load_predictor(tmp_path)
     (tmp_path / "x.keras").write_text("garbage")
-    with pytest.raises(P.ModelError, match="not a Keras model file"):
+    with pytest.raises(errors.ModelError, match="not a Keras model file"):
         P.load_predictor(tmp_path / "x.keras")
     (tmp_path / "w.h5").write_text("garbage")
-    with pytest.raises(P.ModelError, match="not a .keras file"):
+    with pytest.raises(errors.ModelError, match="not a .keras file"):
         P.load_predictor(tmp_path / "w.h5")
     # a cpm_config.json of another configuration
     other = tmp_path / "other"
@@ -264,24 +268,24 @@ def test_model_errors(tmp_path, run_folder, keras):
     meta["cpm_config"]["stages"] = 6
     meta["cpm_config"]["input_size"] = 368
     (other / "cpm_config.json").write_text(json.dumps(meta))
-    with pytest.raises(P.ModelError, match="another configuration.*stages 6"):
+    with pytest.raises(errors.ModelError, match="another configuration.*stages 6"):
         P.load_predictor(other)
     # a CPM of another joint set (the released 14-joint + background layout)
-    rel = M.build_cpm(M.get_config("cpm-mpii-release").replace(input_size=64, stages=1,
+    rel = M.build_cpm(architecture.get_config("cpm-mpii-release").replace(input_size=64, stages=1,
                                                                width=0.125), seed=0)
     rel.save(tmp_path / "release.keras")
-    with pytest.raises(P.ModelError, match="15 maps"):
+    with pytest.raises(errors.ModelError, match="15 maps"):
         P.load_predictor(tmp_path / "release.keras")
     # not a CPM at all
     inp = keras.Input((10,))
     keras.Model(inp, keras.layers.Dense(2)(inp)).save(tmp_path / "dense.keras")
-    with pytest.raises(P.ModelError, match="square RGB crops"):
+    with pytest.raises(errors.ModelError, match="square RGB crops"):
         P.load_predictor(tmp_path / "dense.keras")
     # a Lambda layer: refused by safe mode (no arbitrary code)
     inp = keras.Input((64, 64, 3))
     lam = keras.layers.Lambda(lambda t: t[:, ::8, ::8, :1] * 0 + 1)(inp)
     keras.Model(inp, lam).save(tmp_path / "lambda.keras")
-    with pytest.raises(P.ModelError, match="safe mode"):
+    with pytest.raises(errors.ModelError, match="safe mode"):
         P.load_predictor(tmp_path / "lambda.keras")
 
 
@@ -351,9 +355,9 @@ def test_cli_help_mentions_conventions(capsys):
 
 
 def test_bench_predict_smoke(capsys):
-    from cpm_nb import model as M
+    from cpm_nb.model import architecture
 
-    cfg = M.from_profile("fast")
+    cfg = architecture.from_profile("fast")
     args = SimpleNamespace(quick=True, cases=[("fast", cfg, (144, 112), 1, 1)])
     from cpm_nb.bench.predict import bench_predict
 

@@ -15,7 +15,9 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from cpm_nb import cli, errors, mpii, pipeline, prepare
+from cpm_nb.cli import app as cli
+from cpm_nb.core import errors
+from cpm_nb.data import mpii, pipeline, prepare
 
 # --- a local HTTP server that honours (or ignores) Range requests -------------------------
 

@@ -6,8 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from cpm_nb import preprocess, skeleton
-from cpm_nb.preprocess import Augmentation
+from cpm_nb.core import skeleton
+from cpm_nb.data import preprocess
+from cpm_nb.data.preprocess import Augmentation
 
 
 def test_crop_matrix_centres_person_and_follows_scale_convention():
@@ -158,8 +159,8 @@ def test_tf_matrices_and_warp_match_numpy():
 
 
 def test_import_does_not_load_tensorflow():
-    code = "import cpm_nb.preprocess, cpm_nb.mpii, cpm_nb.synthetic, cpm_nb.pipeline, " \
-           "cpm_nb.prepare, sys; print('tensorflow' in sys.modules)"
+    code = "import cpm_nb.data.preprocess, cpm_nb.data.mpii, cpm_nb.data.synthetic, cpm_nb.data.pipeline, " \
+           "cpm_nb.data.prepare, sys; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cpm_nb import receptive_field as RF
-from cpm_nb.runtime import import_keras
+from cpm_nb.core.runtime import import_keras
+from cpm_nb.model import receptive_field as RF
 
 keras = import_keras()
 

@@ -1,9 +1,9 @@
-"""cpm_nb.refinement: joints that later stages fix, picked by measurement."""
+"""cpm_nb.course.refinement: joints that later stages fix, picked by measurement."""
 
 import numpy as np
 
-from cpm_nb import evaluation as E
-from cpm_nb import refinement
+from cpm_nb.course import refinement
+from cpm_nb.evaluation import evaluate as E
 
 
 def _vp(first, last):

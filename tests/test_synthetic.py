@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cpm_nb import config, mpii, preprocess, synthetic
+from cpm_nb.core import config
+from cpm_nb.data import mpii, poses, preprocess, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def test_records_follow_the_mpii_format(small):
         diag = np.hypot(*(p.head_box[2:] - p.head_box[:2]))
         assert 200 * p.scale == pytest.approx(4.8 * diag)  # MPII's convention
         assert 0 < p.objpos[0] < width + 1 and 0 < p.objpos[1] < height + 1
-        assert p.activity["name"] in synthetic.ACTIVITIES
+        assert p.activity["name"] in poses.ACTIVITIES
         f = p.flags
         assert set(f) >= {"n_others", "occluded", "truncated", "occluders"}
         assert all(p.visibility[j] == 1 for j in f["occluded"])

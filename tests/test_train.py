@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cpm_nb import data, evaluation, runs
-from cpm_nb import train as T
-from cpm_nb import train_config as TC
+from cpm_nb.core import errors
+from cpm_nb.data import batches as data
+from cpm_nb.evaluation import evaluate as evaluation
+from cpm_nb.training import config as TC
+from cpm_nb.training import loop as T
+from cpm_nb.training import runs
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "CPM_NB_STATIC": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -25,7 +28,7 @@ ENV = {**os.environ, "CPM_NB_STATIC": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 @pytest.fixture(scope="module")
 def keras():
-    from cpm_nb.runtime import import_keras
+    from cpm_nb.core.runtime import import_keras
 
     return import_keras()
 
@@ -151,7 +154,7 @@ def test_numpy_path_matches_tf_data_without_augmentation(keras):
 
 def test_data_made_for_another_input_size_is_refused_before_any_work(tmp_path, keras):
     cfg = TC.train_config("fast", input_size=128)
-    with pytest.raises(data.DataError, match="holds 64-px crops but the model takes 128 px"):
+    with pytest.raises(errors.DataError, match="holds 64-px crops but the model takes 128 px"):
         T.train(cfg.replace(data_dir=str(T.data_dir(TC.train_config("fast")))), tmp_path,
                 progress=False, verbose=False)
     assert not (tmp_path / "checkpoint.npz").exists()
@@ -213,7 +216,7 @@ def test_evaluate_maps_back_to_original_pixels(fast_run, keras, monkeypatch):
     """A perfect predictor (the target maps themselves) is right in original pixels: every
     joint within 25 px, and PCKh@0.5 near 100 % (not exactly: at 64 px the PCKh radius is
     ~2.5 px and a peak on the map border is not refined, so a few border joints miss)."""
-    from cpm_nb import heatmaps
+    from cpm_nb.model import heatmaps
 
     cfg, _, result = fast_run
     folder = T.data_dir(cfg)
@@ -324,7 +327,8 @@ def test_kill_and_resume_a_real_training_subprocess(tmp_path, keras):
 
 JAX_REFERENCE = """
 import sys, numpy as np, keras
-from cpm_nb import train as T, train_config as TC
+from cpm_nb.training import loop as T
+from cpm_nb.training import config as TC
 cfg = TC.train_config("fast", steps={steps}, checkpoint_every={every})
 ref = T.train(cfg, sys.argv[1], progress=False, verbose=False)
 killed = keras.saving.load_model(sys.argv[2] + "/model.keras", safe_mode=True)
@@ -355,7 +359,7 @@ class NoTensorFlow(importlib.abc.MetaPathFinder):
             raise ImportError("tensorflow is not installed here (blocked for this test)")
 
 sys.meta_path.insert(0, NoTensorFlow())  # `import tensorflow` now raises ImportError
-from cpm_nb import cli
+from cpm_nb.cli import app as cli
 code = cli.main(["--profile", "fast", "train", "--out", sys.argv[1], "--steps", "10",
                  "--checkpoint-every", "5", "--no-progress", "--json"])
 assert code == 0, code
@@ -462,7 +466,7 @@ def test_load_or_train_reuses_the_cached_run(tmp_path, capsys, keras):
 
 
 def test_cli_evaluate_json(fast_run, tmp_path, capsys):
-    from cpm_nb import cli
+    from cpm_nb.cli import app as cli
 
     _, out, result = fast_run
     target = tmp_path / "scores.json"
@@ -483,7 +487,7 @@ def test_cli_evaluate_json(fast_run, tmp_path, capsys):
     (["--eval-every", "7", "--checkpoint-every", "5"], "multiple of checkpoint_every"),
 ])
 def test_cli_train_rejects_bad_numbers(tmp_path, capsys, argv, message):
-    from cpm_nb import cli
+    from cpm_nb.cli import app as cli
 
     try:
         code = cli.main(["--profile", "fast", "train", "--out", str(tmp_path / "r"), *argv])
@@ -532,7 +536,7 @@ def test_one_process_at_a_time_per_run_folder(tmp_path):
     (["evaluate", "--max-examples", "-1"], "must be >= 1"),
 ])
 def test_cli_evaluate_rejects_bad_options(fast_run, capsys, argv, message):
-    from cpm_nb import cli
+    from cpm_nb.cli import app as cli
 
     _, out, _ = fast_run
     try:
@@ -544,7 +548,7 @@ def test_cli_evaluate_rejects_bad_options(fast_run, capsys, argv, message):
 
 
 def test_cli_train_out_that_is_a_file_fails_before_any_work(tmp_path, capsys):
-    from cpm_nb import cli
+    from cpm_nb.cli import app as cli
 
     target = tmp_path / "model.txt"
     target.write_text("keep me")
@@ -557,8 +561,8 @@ def test_cli_train_out_that_is_a_file_fails_before_any_work(tmp_path, capsys):
 def test_cpm_loss_equals_its_numpy_reference(keras):
     """CPMLoss on packed joints == half the summed squared error against NumPy-rendered maps,
     batch mean, for every stage (the one definition of the loss, tested against its twin)."""
-    from cpm_nb import loss as L
-    from cpm_nb import model as M
+    from cpm_nb.model import cpm as M
+    from cpm_nb.training import loss as L
 
     cfg = TC.train_config("fast")
     rng = np.random.default_rng(0)
@@ -576,9 +580,9 @@ def test_cpm_loss_equals_its_numpy_reference(keras):
 def test_what_notebook_05_says_before_training_on_a_gpu(monkeypatch, tmp_path):
     """With a GPU visible the default profile is gpu: notebook 05 announces the 6,000-step
     synthetic schedule and its wall time before training (nothing starts unannounced)."""
-    from cpm_nb import config, runtime
-    from cpm_nb import train as T
-    from cpm_nb import train_config as TC
+    from cpm_nb.core import config, runtime
+    from cpm_nb.training import config as TC
+    from cpm_nb.training import loop as T
 
     monkeypatch.delenv(config.PROFILE_ENV, raising=False)
     monkeypatch.setattr(runtime, "gpu_available", lambda: True)
@@ -592,8 +596,8 @@ def test_what_notebook_05_says_before_training_on_a_gpu(monkeypatch, tmp_path):
 def test_headless_notebook_training_prints_progress_lines(monkeypatch, capsys, tmp_path):
     """In a notebook run by `cpm-nb notebooks` (static mode) there is no progress bar: the
     run prints a line about every tenth of the steps, which the console forwards."""
-    from cpm_nb import train as T
-    from cpm_nb import train_config as TC
+    from cpm_nb.training import config as TC
+    from cpm_nb.training import loop as T
 
     monkeypatch.setenv("CPM_NB_STATIC", "1")
     T.train(TC.train_config("fast", steps=20, eval_every=0), tmp_path / "run", resume=False)

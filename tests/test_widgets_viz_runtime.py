@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from cpm_nb import runtime, viz
-from cpm_nb.widgets import Choice, Slider, explore, static_settings
+from cpm_nb.core import paths, runtime
+from cpm_nb.course import viz
+from cpm_nb.course.widgets import Choice, Slider, explore, static_settings
 
 
 def test_static_settings_are_the_product_of_presets():
@@ -28,7 +29,7 @@ def test_save_figure_goes_to_env_folder(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    monkeypatch.setenv(viz.FIGURES_ENV, str(tmp_path))
+    monkeypatch.setenv(paths.FIGURES_ENV, str(tmp_path))
     fig, ax = plt.subplots()
     viz.draw_skeleton(ax, np.random.default_rng(0).uniform(0, 10, (16, 2)))
     path = viz.save_figure(fig, "demo")

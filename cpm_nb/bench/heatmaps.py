@@ -1,8 +1,8 @@
 """Target maps/s: ``python -m cpm_nb.bench heatmaps``.
 
 16 people x 16 joints on a 46x46 grid (a 368-px input): the in-graph
-:func:`cpm_nb.heatmaps.render` (``keras.ops``, compiled) against the naive per-joint
-NumPy loop (:func:`cpm_nb.heatmaps.render_numpy_loop`), with the vectorised NumPy
+:func:`cpm_nb.model.heatmaps.render` (``keras.ops``, compiled) against the naive per-joint
+NumPy loop (:func:`cpm_nb.model.heatmaps.render_numpy_loop`), with the vectorised NumPy
 reference and the largest difference to it.
 """
 
@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from cpm_nb.bench import print_table, timeit
-from cpm_nb.heatmaps import compiled_render, render_numpy, render_numpy_loop
+from cpm_nb.model.heatmaps import compiled_render, render_numpy, render_numpy_loop
 
 
 def bench_heatmaps(args) -> dict:
     """Maps/s for 16 people x 16 joints at 46x46 (368 input): in-graph vs a per-joint NumPy loop."""
-    from cpm_nb.runtime import import_keras, visible_devices
+    from cpm_nb.core.runtime import import_keras, visible_devices
 
     keras = import_keras()
     batch, joints_n, input_size, sigma = 16, 16, 368, 7.0

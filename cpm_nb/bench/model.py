@@ -2,7 +2,7 @@
 
 The paper-size CPM (``source-article``: 368 px, 6 stages) at batch 1 and 8, eager
 calls (the baseline) against the compiled forward pass of
-:func:`cpm_nb.model.make_predict_fn`, in images/s and FLOP/s.
+:func:`cpm_nb.model.cpm.make_predict_fn`, in images/s and FLOP/s.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
-from cpm_nb.architecture import count_params, flops_per_image, get_config
 from cpm_nb.bench import print_table, timeit
-from cpm_nb.model import build_cpm, make_predict_fn
+from cpm_nb.model.architecture import count_params, flops_per_image, get_config
+from cpm_nb.model.cpm import build_cpm, make_predict_fn
 
 
 def bench_model(args) -> dict:
@@ -27,7 +27,7 @@ def bench_model(args) -> dict:
     are interleaved, and the CPU time per wall second ("cores") shows how much of the
     machine the run really had while other processes shared it.
     """
-    from cpm_nb.runtime import import_keras, keras_backend
+    from cpm_nb.core.runtime import import_keras, keras_backend
 
     import_keras()
     cfg = get_config(getattr(args, "config", None) or "source-article")  # tests pass a small one
@@ -76,7 +76,7 @@ def _variants(model, backend: str) -> dict:
 
 def _time_variants(model, variants: dict, images: np.ndarray, repeat: int, flops: int) -> dict:
     """Timings of every variant on one batch: first call apart, then interleaved calls."""
-    from cpm_nb.runtime import import_keras
+    from cpm_nb.core.runtime import import_keras
 
     x = import_keras().ops.convert_to_tensor(images)
     batch = len(images)

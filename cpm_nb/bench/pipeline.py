@@ -1,6 +1,6 @@
 """Augmented examples/s: ``python -m cpm_nb.bench pipeline``.
 
-:func:`compare_throughput` times :func:`cpm_nb.pipeline.make_dataset` (tf.data from the
+:func:`compare_throughput` times :func:`cpm_nb.data.pipeline.make_dataset` (tf.data from the
 TFRecords, both warps) against two per-sample baselines that do what common PyTorch
 pose loaders do, one example at a time (PIL decode, then a SciPy or a PIL warp), in the
 same process, and reports wall-clock rates and CPU time per example.
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cpm_nb import preprocess
 from cpm_nb.bench import print_table, timeit
-from cpm_nb.mpii import Person
-from cpm_nb.pipeline import AUTO_PIL_SIZE, make_dataset
-from cpm_nb.shards import META_FILE, read_meta, write_tfrecords
+from cpm_nb.data import preprocess
+from cpm_nb.data.mpii import Person
+from cpm_nb.data.pipeline import AUTO_PIL_SIZE, make_dataset
+from cpm_nb.data.shards import META_FILE, read_meta, write_tfrecords
 
 BENCH_SIZE = 368  # the paper's crop
 BENCH_IMAGE = (1280, 720)  # source photos of MPII's typical size
@@ -43,7 +43,7 @@ def compare_throughput(people: list[Person], image_dir, tfrecord_dir, batch_size
 
     The baselines do what common PyTorch pose loaders do, one example at a time:
     open the photo (PIL), draw an augmentation, warp the person crop with SciPy
-    (:func:`cpm_nb.preprocess.warp_numpy`, the NumPy reference) or with PIL's C
+    (:func:`cpm_nb.data.preprocess.warp_numpy`, the NumPy reference) or with PIL's C
     resampler, and transform the joints.  All run in this process, now.
 
     Besides wall-clock rates (which other processes on a shared machine depress,
@@ -136,7 +136,7 @@ def throughput_rows(r: dict) -> list[tuple[str, str]]:
 
 def _bench_data(n_images: int):
     """A cached synthetic set of MPII-sized photos for 368-px crops, with its TFRecords."""
-    from cpm_nb import mpii, synthetic
+    from cpm_nb.data import mpii, synthetic
 
     w, h = BENCH_IMAGE
     root = synthetic.data_dir() / "bench" / f"pipeline-{BENCH_SIZE}-{w}x{h}-{n_images}"

@@ -1,6 +1,6 @@
 """End-to-end prediction speed: ``python -m cpm_nb.bench predict``.
 
-Times the whole predict path of :mod:`cpm_nb.predict` (JPEG bytes -> decode -> crop ->
+Times the whole predict path of :mod:`cpm_nb.inference.predict` (JPEG bytes -> decode -> crop ->
 network -> joints in original pixels) against the raw compiled forward pass of the
 same crops, interleaved in the same run; see :func:`bench_predict`.
 """
@@ -14,14 +14,15 @@ import time
 import numpy as np
 
 from cpm_nb.bench import print_table, timeit
-from cpm_nb.predict import DEFAULT_BATCH, Predictor
+from cpm_nb.inference.predict import DEFAULT_BATCH, Predictor
+from cpm_nb.model import architecture
 
 
 def _bench_jpegs(n: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
     """``n`` distinct JPEG photos (the matplotlib sample portrait, shifted and tinted)."""
     from PIL import Image
 
-    from cpm_nb.convolution import sample_photo
+    from cpm_nb.course.convolution import sample_photo
 
     w, h = size
     base = (sample_photo(max(w, h)) * 255).astype(np.uint8)
@@ -39,7 +40,7 @@ def _bench_jpegs(n: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
 
 
 def _bench_one(cfg, image_size, batch: int, n_batches: int, repeat: int) -> dict:
-    from cpm_nb import model as M
+    from cpm_nb.model import cpm as M
 
     model = M.build_cpm(cfg, seed=0)
     predictor = Predictor(model, source=cfg.name)
@@ -84,7 +85,7 @@ def _bench_one(cfg, image_size, batch: int, n_batches: int, repeat: int) -> dict
     prep = timeit(prep_only, items=images, warmup=0, repeat=max(1, repeat // 2),
                   min_time=0.0)
     out = {"config": cfg.name, "input_size": cfg.input_size, "stages": cfg.stages,
-           "width": cfg.width, "params": M.count_params(cfg), "image_size": list(image_size),
+           "width": cfg.width, "params": architecture.count_params(cfg), "image_size": list(image_size),
            "batch": batch, "images_per_run": images, "repeat": repeat,
            "first_run_s": first, "prep_only_per_s": prep["per_s"]}
     for name, runs in samples.items():
@@ -103,20 +104,20 @@ def _bench_one(cfg, image_size, batch: int, n_batches: int, repeat: int) -> dict
 def bench_predict(args) -> dict:
     """End-to-end images/s of the predict path (JPEG bytes -> decode -> crop -> network ->
     decoded joints in original pixels; overlay drawing and file writing excluded) against
-    the raw compiled forward pass of the same crops (:func:`cpm_nb.model.make_predict_fn`),
+    the raw compiled forward pass of the same crops (:func:`cpm_nb.model.cpm.make_predict_fn`),
     batch 8, for the paper configuration (source-article, 368 px, 1280x720 photos;
     untrained weights) and the ``cpu`` profile's model (128 px on 288x224 images, the
     synthetic image size).  Goal: end to end >= 85 % of the raw forward rate."""
-    from cpm_nb import model as M
-    from cpm_nb import synthetic
-    from cpm_nb.runtime import import_keras
+    from cpm_nb.core.runtime import import_keras
+    from cpm_nb.data import synthetic
+    from cpm_nb.model import architecture
 
     import_keras()
     quick = getattr(args, "quick", False)
     load = os.getloadavg()[0]
-    cpu_cfg = M.from_profile("cpu")
+    cpu_cfg = architecture.from_profile("cpu")
     cases = getattr(args, "cases", None) or [
-        ("paper", M.get_config("source-article"), (1280, 720), 1, 2 if quick else 6),
+        ("paper", architecture.get_config("source-article"), (1280, 720), 1, 2 if quick else 6),
         ("cpu", cpu_cfg, synthetic.image_size(cpu_cfg.input_size), 2 if quick else 8,
          2 if quick else 9),
     ]

@@ -3,14 +3,14 @@
 For each configuration it measures, in the same run,
 
 * **ours** -- the real training loop: ``keras.Model.fit`` with the run's callbacks, fed
-  by the real data path (:func:`cpm_nb.data.fit_batches`: tf.data, or NumPy/PIL without
+  by the real data path (:func:`cpm_nb.data.batches.fit_batches`: tf.data, or NumPy/PIL without
   TensorFlow) from a prepared synthetic set; steady state, after compilation;
-* **baseline** -- the bare compiled step: the same model, loss (:func:`cpm_nb.loss.map_loss`
+* **baseline** -- the bare compiled step: the same model, loss (:func:`cpm_nb.training.loss.map_loss`
   on rendered targets, plus the L2 term) and optimizer in one ``jax.jit`` /
   ``tf.function`` (XLA where the run uses it) on one batch already on the device.
 
 The ratio ours/baseline is what the loop and its data cost.  Images/s become FLOP/s
-as 3 x the forward FLOPs (:func:`cpm_nb.model.flops_per_image`: forward + backward);
+as 3 x the forward FLOPs (:func:`cpm_nb.model.cpm.flops_per_image`: forward + backward);
 on a GPU the share of the bf16 matrix-multiply rate measured in the same run
 (JAX) or of the datasheet peak is printed too.  Configurations: the ``fast`` and
 ``cpu`` profiles on a CPU; on a GPU the paper's network (``source-article``: 368 px,
@@ -42,18 +42,18 @@ def gpu_peak(name: str) -> tuple[float, float] | None:
 
 
 def _configs(n_gpus: int) -> dict:
-    from cpm_nb import model as M
-    from cpm_nb.train_config import train_config
+    from cpm_nb.model import architecture
+    from cpm_nb.training.config import train_config
 
     if not n_gpus:
         return {"fast": train_config("fast"), "cpu": train_config("cpu")}
     paper = train_config("gpu", batch_size=PAPER_BATCH)
-    return {"paper": paper.replace(model=M.get_config("source-article"))}
+    return {"paper": paper.replace(model=architecture.get_config("source-article"))}
 
 
 def _data_folder(name: str, cfg) -> str:
-    from cpm_nb import config as C
-    from cpm_nb import pipeline
+    from cpm_nb.core import config as C
+    from cpm_nb.data import pipeline
 
     profile = C.resolve_profile(cfg.profile).replace(
         input_size=cfg.input_size, n_train=BENCH_IMAGES[name], n_val=32)
@@ -62,7 +62,7 @@ def _data_folder(name: str, cfg) -> str:
 
 
 def _random_batch(cfg, seed: int = 0):
-    from cpm_nb.loss import pack_targets_numpy
+    from cpm_nb.training.loss import pack_targets_numpy
 
     rng = np.random.default_rng(seed)
     s, b = cfg.input_size, cfg.batch_size
@@ -74,9 +74,9 @@ def _random_batch(cfg, seed: int = 0):
 def bare_step(model, cfg, xla: bool):
     """``step() -> loss`` (synchronised): one compiled training step on a device-resident
     batch, the same model, loss and optimizer as ``fit`` uses, without Keras' loop."""
-    from cpm_nb.heatmaps import render
-    from cpm_nb.loss import map_loss, unpack_targets
-    from cpm_nb.runtime import import_keras, keras_backend
+    from cpm_nb.core.runtime import import_keras, keras_backend
+    from cpm_nb.model.heatmaps import render
+    from cpm_nb.training.loss import map_loss, unpack_targets
 
     keras = import_keras()
     ops = keras.ops
@@ -134,8 +134,10 @@ def bare_step(model, cfg, xla: bool):
 
 def fit_rate(model, cfg, folder, steps: int, skip: int = 3) -> dict:
     """Steady-state images/s of ``fit`` with the run's callbacks and real data path."""
-    from cpm_nb import data, records, train
-    from cpm_nb.runtime import import_keras
+    from cpm_nb.core.runtime import import_keras
+    from cpm_nb.data import batches as data
+    from cpm_nb.io import records
+    from cpm_nb.training import loop as train
 
     keras = import_keras()
     marks = {}
@@ -164,10 +166,10 @@ def fit_rate(model, cfg, folder, steps: int, skip: int = 3) -> dict:
 
 def bench_train(args) -> dict:
     from cpm_nb import bench
-    from cpm_nb import model as M
-    from cpm_nb.runtime import keras_backend
-    from cpm_nb.train import compile_model
-    from cpm_nb.train_config import accelerators, devices_for
+    from cpm_nb.core.runtime import keras_backend
+    from cpm_nb.model import architecture
+    from cpm_nb.training.config import accelerators, devices_for
+    from cpm_nb.training.loop import compile_model
 
     quick = getattr(args, "quick", False)
     gpus = accelerators()
@@ -186,7 +188,7 @@ def bench_train(args) -> dict:
         dev = devices_for(cfg)
         folder = _data_folder(name, cfg)
         model = compile_model(cfg, dev)
-        flops = 3 * M.flops_per_image(cfg.model)
+        flops = 3 * architecture.flops_per_image(cfg.model)
         step = bare_step(model, cfg, dev.xla)
         t0 = time.perf_counter()
         step()

@@ -1,0 +1,1 @@
+"""The released CPM Caffe models: reading, converting and running them without Caffe."""

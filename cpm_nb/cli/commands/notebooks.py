@@ -1,0 +1,78 @@
+"""``cpm-nb notebooks``: execute the course notebooks headless, showing progress.
+
+Plain runs write executed copies into ``build/notebooks/`` (or ``--out``) and figures
+into ``build/figures/``, both untracked; ``--refresh`` (for maintainers) stores the
+outputs in place and rewrites the tracked ``figures/``.  The work is
+:mod:`cpm_nb.course.notebooks`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cpm_nb.cli.options import CliError, Command, positive_int
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("names", nargs="*", metavar="NOTEBOOK",
+                        help="notebooks to run, by number or name prefix (default: all)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", metavar="DIR",
+                       help="write the executed copies into DIR (default: build/notebooks/ "
+                            "of the checkout)")
+    where.add_argument("--refresh", action="store_true",
+                       help="maintainers: sync each .ipynb/.py pair, store the outputs in "
+                            "place and rewrite figures/ (tracked files)")
+    parser.add_argument("--timeout", type=positive_int, default=3600,
+                        help="per-cell timeout in seconds, >= 1 (default 3600)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cpm_nb.core import config, paths
+    from cpm_nb.course import notebooks
+
+    notebooks.require_runner()
+    profile = config.get_profile().name
+    chosen = notebooks.notebook_paths(args.names)
+    out_dir = None if args.refresh else Path(args.out or notebooks.default_out_dir())
+    if out_dir is not None and out_dir.resolve() == notebooks.notebooks_dir().resolve():
+        raise CliError("--out is the notebooks/ folder itself: use --refresh to store the "
+                       "outputs in place")
+    figures = paths.stored_figures_dir() if args.refresh else paths.figures_root()
+    where = "in place" if out_dir is None else f"into {out_dir}"
+    print(f"executing {len(chosen)} notebook(s) {where} with profile '{profile}', widgets "
+          f"static; figures into {figures}", flush=True)
+    total = 0.0
+    for path in chosen:
+        target = path if out_dir is None else out_dir / path.name
+        print(f"{path.name}", flush=True)
+        seconds = notebooks.run_notebook(path, target, refresh=args.refresh, profile=profile,
+                                         timeout=args.timeout, log=sys.stdout)
+        total += seconds
+        print(f"  {path.name:<45} {seconds:7.1f} s  -> {target}", flush=True)
+    print(f"done in {total:.1f} s; figures in {figures}", flush=True)
+    return 0
+
+
+COMMAND = Command(
+    name="notebooks",
+    help="execute the course notebooks headless, with progress (--refresh: stored outputs)",
+    description=(
+        "Execute the numbered notebooks top to bottom with static widgets, printing a line\n"
+        "per cell and what the cells print. The profile (--profile or CPM_NB_PROFILE) sets\n"
+        "every size. A plain run touches no tracked file: executed copies go to\n"
+        "build/notebooks/ (or --out DIR), figures to build/figures/ ($CPM_NB_FIGURES).\n"
+        "--refresh is the maintainers' command that updates the stored outputs: it syncs\n"
+        "each .ipynb with its .py twin, executes in place and rewrites figures/; the\n"
+        "committed notebooks were refreshed with --profile cpu.\n\n"
+        "examples:\n"
+        "  cpm-nb notebooks                          all notebooks into build/notebooks/\n"
+        "  cpm-nb --profile fast notebooks 01        one notebook, quickly\n"
+        "  cpm-nb notebooks --out /tmp/run 01 03     executed copies elsewhere\n"
+        "  cpm-nb --profile cpu notebooks --refresh  maintainers: store outputs and figures/"
+    ),
+    add_arguments=_arguments,
+    run=_run,
+)

@@ -1,0 +1,1 @@
+"""Foundations: profiles, errors, the skeleton, paths, the runtime, safe files."""

@@ -1,0 +1,1 @@
+"""What the notebooks draw and explain: figures, explorers, the notebook runner."""

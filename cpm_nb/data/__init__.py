@@ -1,0 +1,1 @@
+"""The data: MPII annotations, synthetic people, crops, TFRecord shards, batches."""

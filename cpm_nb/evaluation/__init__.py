@@ -1,0 +1,1 @@
+"""Scoring: the metrics (official MPII PCKh), validation passes, MPII .mat files."""

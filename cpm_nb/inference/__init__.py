@@ -1,0 +1,1 @@
+"""Running a trained model on any image, and exporting it."""

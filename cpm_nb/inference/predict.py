@@ -1,0 +1,495 @@
+"""Running a trained CPM on any image: place the person, crop, predict, decode.
+
+The path of one image
+---------------------
+1. **Load** the image as 8-bit RGB (:mod:`cpm_nb.io.images`: a file in any format
+   Pillow reads, bytes, a PIL image or an array; EXIF orientation applied).
+2. **Place the person**: CPM is a single-person estimator that expects the person
+   centred at a known size.  The person is given by its MPII centre and scale
+   (``200 * scale`` pixels ~ the person's height), or by a box
+   (:func:`person_from_box`: centre of the box, ``scale = max(box side) / 200``),
+   or, by default, the image centre with the person as tall as the image.
+3. **Crop** the ``S x S`` model input with the training crop matrix
+   (:func:`cpm_nb.data.preprocess.crop_matrix`: the person spans 0.64 of the crop side;
+   pixels outside the image are grey).  Optionally at several scale factors
+   (the paper averages the belief maps over scales 0.7 ... 1.3): each scale's maps
+   are resampled onto the grid of the scale-1 crop and averaged there.
+4. **Predict** with the compiled forward pass (:func:`cpm_nb.model.cpm.make_predict_fn`),
+   several images per call.
+5. **Decode** the last stage's maps with sub-pixel refinement
+   (:func:`cpm_nb.model.heatmaps.decode`; the confidence of a joint is its map's peak
+   value) and map the joints back to the original image with ``inv(M)``
+   (:func:`cpm_nb.model.heatmaps.to_original`).
+
+Pixel convention of the results
+-------------------------------
+Joint coordinates (and ``--center`` / ``--box`` on the command line) are
+**1-based**, as in MPII and MATLAB: the centre of the top-left pixel is (1, 1).
+Subtract 1 for 0-based NumPy / PIL / matplotlib ``imshow`` coordinates
+(:func:`cpm_nb.course.viz.draw_prediction` does).  The same numbers can therefore be put
+into an MPII predictions file and scored with ``cpm-nb evaluate-mpii``.
+
+Models
+------
+A model is a run folder of ``cpm-nb train`` (``model.keras`` + ``cpm_config.json``)
+or a ``.keras`` file, loaded by :func:`cpm_nb.training.runs.load_run` with Keras *safe mode*
+(no arbitrary Python code is deserialised).  :func:`load_predictor` checks that it
+is a CPM for the 16 MPII joints (an optional background map is ignored) and that
+``cpm_config.json`` agrees with the network; anything else is a :class:`ModelError`.
+A run converted from the released Caffe models (:mod:`cpm_nb.caffe.convert`) carries a
+``preprocessing`` block: its 14 joints are put in MPII order (pelvis and thorax are
+the midpoints of the hips and of the shoulders), the default scales are the
+release's search (0.7 ... 1.3) and joints are decoded as the release does
+(:func:`cpm_nb.caffe.convert.release_decode`).
+
+Drawing a :class:`Prediction` is :mod:`cpm_nb.course.viz` (re-exported here); ``cpm-nb
+predict`` is :mod:`cpm_nb.cli.commands.predict` and ``python -m cpm_nb.bench predict``
+is :mod:`cpm_nb.bench.predict`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cpm_nb.core import skeleton
+from cpm_nb.core.config import OUTPUT_STRIDE
+from cpm_nb.core.errors import ModelError
+from cpm_nb.data import preprocess
+from cpm_nb.io.images import ImageError, decode, load_image, open_image, source_name
+from cpm_nb.model import architecture
+
+CONFIG_FILE = "cpm_config.json"  # the model description of a run (cpm_nb.training.runs)
+PIXEL_CONVENTION = ("1-based (MPII / MATLAB): the centre of the top-left pixel is (1, 1); "
+                    "subtract 1 for 0-based NumPy / PIL indices")
+PAPER_SCALES = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)  # the paper's multi-scale test search
+DEFAULT_BATCH = 8
+MAX_BATCH = 256
+
+
+# --- the person ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Person:
+    """Where the person is: MPII centre (1-based x, y) and scale (200*scale px ~ height)."""
+
+    center: tuple[float, float]
+    scale: float
+    source: str  # "center", "box" or "image"
+    box: tuple[float, float, float, float] | None = None
+
+    def as_json(self) -> dict:
+        out = {"center": [float(v) for v in self.center], "scale": float(self.scale),
+               "from": self.source}
+        if self.box is not None:
+            out["box"] = [float(v) for v in self.box]
+        return out
+
+
+def person_from_box(box) -> Person:
+    """A person from a box ``(x1, y1, x2, y2)`` (1-based): its centre, and
+    ``scale = max(width, height) / 200`` (the box's longer side is the person's height)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise ValueError(f"box coordinates must be finite, got {tuple(box)}")
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError(f"box needs x1 < x2 and y1 < y2, got ({x1:g}, {y1:g}, {x2:g}, {y2:g})")
+    return Person(((x1 + x2) / 2, (y1 + y2) / 2), max(x2 - x1, y2 - y1) / 200.0, "box",
+                  (x1, y1, x2, y2))
+
+
+def place_person(width: int, height: int, center=None, scale=None, box=None) -> Person:
+    """The person to crop in a ``width`` x ``height`` image: from ``box``, or from
+    ``center`` / ``scale`` (each defaults to the image centre / the image height)."""
+    if box is not None:
+        if center is not None or scale is not None:
+            raise ValueError("give either a box or a centre and scale, not both")
+        person = person_from_box(box)
+    else:
+        c = ((width + 1) / 2, (height + 1) / 2) if center is None else tuple(map(float, center))
+        s = height / 200.0 if scale is None else float(scale)
+        if not (math.isfinite(s) and s > 0):
+            raise ValueError(f"the person scale must be a positive number, got {scale}")
+        if len(c) != 2 or not all(math.isfinite(v) for v in c):
+            raise ValueError(f"the centre must be two finite numbers, got {center}")
+        source = "image" if center is None and scale is None else "center"
+        person = Person(c, s, source)
+    cx, cy = person.center
+    if not (0.5 <= cx <= width + 0.5 and 0.5 <= cy <= height + 0.5):
+        raise ValueError(f"the person centre ({cx:g}, {cy:g}) lies outside the "
+                         f"{width}x{height} image (coordinates are 1-based pixels)")
+    return person
+
+
+# --- crops -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """One image made ready for the network: its crops (one per scale) and their matrices."""
+
+    name: str
+    image_size: tuple[int, int]  # (width, height)
+    person: Person
+    scales: tuple[float, ...]
+    crops: np.ndarray  # uint8 [n_scales, S, S, 3]; crops[0] is the scale-1 crop
+    matrices: np.ndarray  # [n_scales, 3, 3], original 1-based -> crop 0-based
+    image: np.ndarray | None = None  # the RGB image, when kept for drawing
+
+
+def scale_factors(scales) -> tuple[float, ...]:
+    """Scale factors with 1.0 first (the reference crop), duplicates removed."""
+    out = [1.0]
+    for f in scales or ():
+        f = float(f)
+        if not (math.isfinite(f) and f > 0):
+            raise ValueError(f"scale factors must be positive, got {f}")
+        if all(abs(f - g) > 1e-9 for g in out):
+            out.append(f)
+    return tuple(out)
+
+
+def prepare(source, input_size: int, center=None, scale=None, box=None, scales=(1.0,),
+            keep_image: bool = False) -> Prepared:
+    """Load ``source`` and cut the ``input_size`` crops of the person (see the module doc).
+
+    JPEG files (paths or bytes) are decoded at a reduced size when the crop shrinks the
+    image by 2x or more (the decoder's DCT scaling: faster, and it low-pass filters the
+    image, which the bilinear crop alone does not); ``keep_image`` then decodes the full
+    image once more, for drawing.  Raises :class:`ImageError`.
+    """
+    name = source_name(source)
+    im = open_image(source)
+    width, height = im.size
+    try:
+        person = place_person(width, height, center, scale, box)
+        factors = scale_factors(scales)
+    except ValueError as err:
+        raise ImageError(f"{name}: {err}") from None
+    matrices = np.stack([preprocess.crop_matrix(person.center, person.scale, input_size,
+                                                scale_factor=f) for f in factors])
+    reduce = 1
+    ours = isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview))
+    if ours and getattr(im, "format", None) == "JPEG":
+        shrink = 1.0 / preprocess.pixel_scale(person.scale, input_size, max(factors))
+        if shrink >= 2:
+            im.draft("RGB", (math.ceil(width / shrink), math.ceil(height / shrink)))
+            reduce = width / im.size[0]  # 1, 2, 4 or 8
+    rgb = decode(im, name)
+    # (reduced) image 1-based -> original 1-based: x = k (x' - 0.5) + 0.5
+    from_reduced = np.array([[reduce, 0, 0.5 - 0.5 * reduce],
+                             [0, reduce, 0.5 - 0.5 * reduce], [0, 0, 1.0]])
+    crops = np.stack([np.asarray(preprocess.warp_pil(rgb, m @ from_reduced, input_size))
+                      for m in matrices])
+    image = None
+    if keep_image:  # the full-resolution pixels, for drawing
+        image = np.asarray(rgb) if reduce == 1 else load_image(source)
+    return Prepared(name, (width, height), person, factors, crops, matrices, image)
+
+
+# --- prediction --------------------------------------------------------------------------------
+
+
+@dataclass
+class Prediction:
+    """The pose of one person: joints in the original image (1-based px) and more.
+
+    ``stage_maps[t]`` is stage ``t+1``'s belief maps ``[M, M, J]`` on the grid of
+    the scale-1 crop (averaged over the scales); ``joints_crop`` the decoded joints
+    in that crop (0-based px).
+    """
+
+    name: str
+    joints: np.ndarray  # [16, 2] original image, 1-based
+    confidence: np.ndarray  # [16]
+    person: Person
+    image_size: tuple[int, int]
+    scales: tuple[float, ...]
+    crop: np.ndarray  # uint8 [S, S, 3] (scale 1)
+    crop_matrix: np.ndarray  # [3, 3]
+    joints_crop: np.ndarray  # [16, 2] 0-based crop px
+    stage_maps: list = field(repr=False, default_factory=list)
+    image: np.ndarray | None = field(repr=False, default=None)
+    to_mpii: list | None = field(repr=False, default=None)  # converted models: map -> MPII id
+
+    def stage_joints(self, stage: int) -> tuple[np.ndarray, np.ndarray]:
+        """Joints (original 1-based px) and confidences decoded from one stage (1-based)."""
+        from cpm_nb.model import heatmaps
+
+        j, c = heatmaps.decode(self.stage_maps[stage - 1][..., : skeleton.NUM_JOINTS])
+        if self.to_mpii:  # the joints such a model lacks are not in its maps: derive them
+            from cpm_nb.caffe import release as caffe
+
+            j, c = caffe.to_mpii(j[self.to_mpii], c[self.to_mpii], self.to_mpii)
+        return heatmaps.to_original(j, self.crop_matrix), c
+
+    def as_json(self) -> dict:
+        w, h = self.image_size
+        return {
+            "image": self.name,
+            "width": int(w),
+            "height": int(h),
+            "pixel_convention": PIXEL_CONVENTION,
+            "person": self.person.as_json(),
+            "scales": [float(f) for f in self.scales],
+            "joints": [{"id": j, "name": n, "x": round(float(x), 2), "y": round(float(y), 2),
+                        "confidence": round(float(c), 4)}
+                       for j, (n, (x, y), c) in enumerate(zip(skeleton.JOINT_NAMES, self.joints,
+                                                              self.confidence))],
+        }
+
+
+def _resample_matrix(map_size: int, factor: float, input_size: int) -> np.ndarray:
+    """Bilinear weights ``W [M, M]``: row i samples the scale-``factor`` map at the point of
+    reference cell i (zero outside it).  Crops share the centre, so the map of scale f
+    seen from the reference crop is ``W @ maps @ W.T`` (per channel)."""
+    half = (input_size - 1) / 2.0
+    centre = (OUTPUT_STRIDE - 1) / 2.0
+    p_ref = np.arange(map_size) * OUTPUT_STRIDE + centre
+    u = (half + factor * (p_ref - half) - centre) / OUTPUT_STRIDE  # cell coordinate in map f
+    lo = np.floor(u).astype(int)
+    frac = u - lo
+    w = np.zeros((map_size, map_size))
+    for k, wt in ((lo, 1 - frac), (lo + 1, frac)):
+        ok = (k >= 0) & (k < map_size)
+        w[np.flatnonzero(ok), k[ok]] += wt[ok]
+    return w
+
+
+def merge_scales(maps: np.ndarray, factors: Sequence[float], input_size: int) -> np.ndarray:
+    """Average belief maps ``[n_scales, M, M, C]`` of crops at ``factors`` (``factors[0]``
+    = 1) on the grid of the scale-1 crop; each cell is averaged over the scales covering it.
+
+    The maps are resampled bilinearly on their own coarse grid (stride 8).  Peaks
+    narrower than a cell are blurred by that: on ideal maps the merged peak moves by
+    up to ~1.5 crop px (mean ~0.5 px) against < 0.1 px at one scale.  What the average
+    buys is robustness: a joint the network misses at one scale is found at another.
+    """
+    if len(factors) == 1:
+        return maps[0]
+    m = maps.shape[1]
+    total = np.zeros(maps.shape[1:])
+    cover = np.zeros((m, m, 1))
+    for f, one in zip(factors, maps):
+        w = _resample_matrix(m, f, input_size)
+        total += np.einsum("ya,abc,xb->yxc", w, one, w, optimize=True)
+        cover += np.outer(w.sum(1), w.sum(1))[..., None]
+    return total / np.maximum(cover, 1e-6)
+
+
+class Predictor:
+    """A loaded model ready to run on images (see the module docstring).
+
+    ``Predictor(model, meta)`` or :func:`load_predictor` (path).  Call it on one image
+    (``predictor(image, box=...)``) or use :meth:`predict_many` for a stream of images.
+    """
+
+    def __init__(self, model, meta: dict | None = None, source: str | None = None,
+                 refine: str | None = "gaussian"):
+        from cpm_nb.model import cpm as M
+
+        self.model = model
+        self.meta = meta or {}
+        self.source = source or getattr(model, "name", "model")
+        self.config = check_model(model, self.meta)
+        # a converted release model (cpm_nb.caffe.convert): its own joint order, search and decoding
+        self.preprocessing = self.meta.get("preprocessing") or {}
+        self.to_mpii = self.preprocessing.get("joints_to_mpii")
+        self.num_joints = len(self.to_mpii) if self.to_mpii else skeleton.NUM_JOINTS
+        self.default_scales = tuple(self.preprocessing.get("scales") or (1.0,))
+        self.input_size = self.config.input_size
+        self.refine = refine
+        self.forward = M.make_predict_fn(model, config=self.config)
+
+    @property
+    def stages(self) -> int:
+        return self.config.stages
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.source}: {self.input_size} px, {self.stages} stages, "
+                f"{self.config.num_maps} maps)")
+
+    def prepare(self, source, keep_image: bool = False, **person) -> Prepared:
+        """Load and crop one image; ``scales=None``: the model's default search."""
+        if person.get("scales") is None:
+            person["scales"] = self.default_scales
+        return prepare(source, self.input_size, keep_image=keep_image, **person)
+
+    def finish(self, prepared: Sequence[Prepared], outs: list[np.ndarray]) -> list[Prediction]:
+        """Turn the network outputs for the crops of ``prepared`` (``[sum of n_scales, M,
+        M, C]`` per stage) into one :class:`Prediction` per image (decoded together)."""
+        from cpm_nb.model import heatmaps
+
+        per_image, start = [], 0
+        for p in prepared:
+            n = len(p.crops)
+            per_image.append([merge_scales(o[start:start + n], p.scales, self.input_size)
+                              .astype(np.float32, copy=False) for o in outs])
+            start += n
+        last = np.stack([maps[-1][..., : self.num_joints] for maps in per_image])
+        if self.preprocessing.get("decoding") == "release":  # upsample, average, argmax
+            from cpm_nb.caffe import release as caffe
+
+            starts = np.cumsum([0] + [len(p.crops) for p in prepared])
+            decoded = [caffe.release_decode(outs[-1][a:b, ..., : self.num_joints], p.scales)
+                       for p, a, b in zip(prepared, starts, starts[1:])]
+            joints_crop, conf = (np.stack(v) for v in zip(*decoded))
+        else:
+            joints_crop, conf = heatmaps.decode(last, refine=self.refine)
+        if self.to_mpii:  # the model's joint order -> the 16 MPII joints
+            from cpm_nb.caffe import release as caffe
+
+            joints_crop, conf = caffe.to_mpii(joints_crop, conf, self.to_mpii)
+            per_image = [[caffe.to_mpii_maps(m, self.to_mpii) for m in maps]
+                         for maps in per_image]
+        matrices = np.stack([p.matrices[0] for p in prepared])
+        joints = heatmaps.to_original(joints_crop, matrices)
+        return [Prediction(p.name, joints[i], conf[i], p.person, p.image_size, p.scales,
+                           p.crops[0], p.matrices[0], joints_crop[i], per_image[i], p.image,
+                           self.to_mpii)
+                for i, p in enumerate(prepared)]
+
+    def run(self, prepared: Sequence[Prepared]) -> list[Prediction]:
+        """One forward call for the crops of several prepared images."""
+        crops = np.concatenate([p.crops for p in prepared])
+        return self.finish(prepared, self.forward(crops))
+
+    def __call__(self, source, center=None, scale=None, box=None, scales=None,
+                 keep_image: bool = True) -> Prediction:
+        """The pose in one image (``keep_image``: keep the RGB image for drawing;
+        ``scales=None``: the model's default, 1.0 or the release's search)."""
+        prep = self.prepare(source, keep_image=keep_image, center=center, scale=scale, box=box,
+                            scales=scales)
+        return self.run([prep])[0]
+
+    def predict_many(self, sources: Iterable, batch_size: int = DEFAULT_BATCH,
+                     workers: int | None = None, keep_image: bool = False,
+                     **person) -> Iterator[tuple[int, Prediction | ImageError]]:
+        """Predict a stream of images, ``batch_size`` per forward call; yields
+        ``(index, Prediction)``, or ``(index, ImageError)`` for an image that failed
+        (the others go on).  Loading and cropping run in ``workers`` threads while the
+        network runs on the previous batch (Pillow and TensorFlow release the GIL)."""
+        workers = workers or min(4, os.cpu_count() or 1)
+        items = iter(enumerate(sources))
+        pending: deque = deque()
+
+        def job(src):
+            try:
+                return self.prepare(src, keep_image=keep_image, **person)
+            except ImageError as err:
+                return err
+
+        with ThreadPoolExecutor(workers) as pool:
+            def fill():
+                while len(pending) < 2 * batch_size:
+                    nxt = next(items, None)
+                    if nxt is None:
+                        return
+                    pending.append((nxt[0], pool.submit(job, nxt[1])))
+
+            fill()
+            while pending:
+                batch = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
+                done = [(i, f.result()) for i, f in batch]
+                fill()  # the next batch is prepared while this one runs
+                good = [(i, p) for i, p in done if not isinstance(p, ImageError)]
+                preds = dict(zip([i for i, _ in good], self.run([p for _, p in good]))) \
+                    if good else {}
+                for i, p in done:
+                    yield i, preds.get(i, p)
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+def _shape(t) -> tuple:
+    return tuple(None if d is None else int(d) for d in t.shape)
+
+
+def check_model(model, meta: dict | None = None):
+    """The :class:`~cpm_nb.model.cpm.CPMConfig` of ``model`` after checking that it is a CPM
+    for the 16 MPII joints whose ``cpm_config.json`` (``meta``) matches; :class:`ModelError`
+    otherwise."""
+
+    meta = meta or {}
+    inputs = list(model.inputs)
+    outputs = list(model.outputs) if isinstance(model.outputs, (list, tuple)) else [model.outputs]
+    if not 1 <= len(inputs) <= 2:
+        raise ModelError(f"a CPM takes an image (and a centre map); this model has "
+                         f"{len(inputs)} inputs")
+    shape = _shape(inputs[0])
+    if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2] or not shape[1] \
+            or shape[1] % OUTPUT_STRIDE:
+        raise ModelError(f"a CPM takes square RGB crops [B, S, S, 3] with S a multiple of "
+                         f"{OUTPUT_STRIDE}; this model's input is {list(shape)}")
+    size = shape[1]
+    maps = {_shape(o) for o in outputs}
+    want = (None, size // OUTPUT_STRIDE, size // OUTPUT_STRIDE)
+    if len(maps) != 1 or next(iter(maps))[:3] != want:
+        raise ModelError(f"a CPM outputs one [B, {size // 8}, {size // 8}, maps] tensor per "
+                         f"stage; this model outputs {sorted(str(list(m)) for m in maps)}")
+    channels = next(iter(maps))[3]
+    joints = skeleton.NUM_JOINTS
+    preprocessing = (meta or {}).get("preprocessing") or {}
+    if preprocessing.get("joints") and not preprocessing.get("joints_to_mpii"):
+        other = [j for j in preprocessing["joints"] if j not in (*skeleton.JOINT, "background")]
+        raise ModelError(f"the model predicts joints that MPII does not have ({', '.join(other)}),"
+                         " so predict cannot place its 16 MPII joints")
+    if preprocessing.get("joints_to_mpii"):  # converted (cpm_nb.caffe.convert): 14 joints + background
+        joints = len(preprocessing["joints_to_mpii"])
+    if channels not in (joints, joints + 1):
+        raise ModelError(f"the model predicts {channels} maps per stage, so it is not a model "
+                         f"of the {joints} MPII joints (+ background) that predict draws "
+                         "(e.g. the 14-joint cpm-mpii-release configuration)")
+    cfg = architecture.CPMConfig(name=model.name, input_size=size, stages=len(outputs), num_joints=joints,
+                      background=channels == joints + 1, center_map=len(inputs) == 2,
+                      center_sigma=21.0 * size / 368)
+    if meta:
+        if meta.get("format") != "cpm-nb-model":
+            raise ModelError(f"{CONFIG_FILE} is not a cpm-nb model description "
+                             f"(format {meta.get('format')!r})")
+        saved = dict(meta.get("cpm_config") or {})
+        expect = {"input_size": size, "stages": len(outputs),
+                  "num_joints + background": channels, "centre-map input": len(inputs) == 2}
+        have = {"input_size": saved.get("input_size", meta.get("input_size")),
+                "stages": saved.get("stages", meta.get("stages")),
+                "num_joints + background": (saved.get("num_joints", 0)
+                                            + int(bool(saved.get("background")))),
+                "centre-map input": bool(saved.get("center_map"))}
+        bad = [f"{k} {have[k]} (network: {expect[k]})" for k in expect if have[k] != expect[k]]
+        if bad:
+            raise ModelError(f"{CONFIG_FILE} describes another configuration than the network: "
+                             + ", ".join(bad))
+        fields = {k: v for k, v in saved.items() if k in architecture.CPMConfig.__dataclass_fields__}
+        cfg = architecture.CPMConfig(**fields)
+    return cfg
+
+
+def load_predictor(path, refine: str | None = "gaussian") -> Predictor:
+    """A :class:`Predictor` from a run folder (``model.keras`` + ``cpm_config.json``) or a
+    ``.keras`` file, loaded by :func:`cpm_nb.training.runs.load_run` (Keras safe mode); raises
+    :class:`ModelError` with a one-line reason."""
+    from cpm_nb.training import runs
+
+    try:
+        trained = runs.load_run(path)
+    except runs.RunError as err:
+        raise ModelError(str(err)) from None
+    return Predictor(trained.model, trained.meta or None, source=str(path), refine=refine)
+
+
+def load_keras(model_file):
+    """:func:`cpm_nb.training.runs.load_keras` (safe mode) with :class:`ModelError` for errors."""
+    from cpm_nb.training import runs
+
+    try:
+        return runs.load_keras(model_file)
+    except runs.RunError as err:
+        raise ModelError(str(err)) from None

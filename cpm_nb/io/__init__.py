@@ -1,0 +1,1 @@
+"""File formats: TFRecord framing, the protobuf wire format, images."""

@@ -1,0 +1,1 @@
+"""The network: the CPM layer table, the Keras model, receptive fields, the heat-map codec."""

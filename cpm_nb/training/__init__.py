@@ -1,0 +1,1 @@
+"""Training: the run configuration, the loss, the fit loop, run folders, experiments."""

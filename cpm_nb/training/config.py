@@ -1,0 +1,365 @@
+"""What a training run is: its configuration, optimizer, schedule, precision and devices.
+
+A :class:`TrainConfig` holds the model's :class:`~cpm_nb.model.cpm.CPMConfig` and every
+training setting; its :meth:`~TrainConfig.key` (a hash of everything that changes
+the trained weights) names the run's cache folder.  :func:`train_config` builds
+one from a profile (:mod:`cpm_nb.core.config`: sizes) and :data:`TRAINING` (the
+optimizer and schedule of each profile).
+
+Optimizers and schedules per profile
+------------------------------------
+* ``gpu`` -- the paper / released solver: SGD with momentum 0.9, base lr 8e-5, step
+  decay x0.333 every 13,275 iterations, weight decay 5e-4, batch 16, 100,000 steps
+  on real MPII.  On the synthetic set a shorter schedule applies
+  (:data:`SYNTHETIC_GPU_STEPS`: about 30 minutes on a Colab T4, see its comment).
+* ``cpu`` -- Adam, lr 1e-3 after a 100-step linear warm-up, x0.1 for the last fifth
+  of the steps, weight decay 5e-4: PCKh@0.5 >= 90 on the synthetic validation set in
+  under 10 minutes on 2 CPU cores (README, "Results").  (A cosine decay and wider
+  targets, sigma 8 px, were tried and ended lower at the same budget.)
+* ``fast`` -- Adam with a short warm-up and a cosine decay: a smoke run.
+
+Precision and devices (``precision=None``, ``xla=None``, ``distribute=None``: automatic)
+-------------------------------------------------------------------------------------
+* on a CUDA GPU of compute capability >= 8.0 (A100, L4, H100) ``mixed_bfloat16``,
+  on older GPUs (T4, V100) ``mixed_float16`` (Keras wraps the optimizer in a
+  ``LossScaleOptimizer``), on the CPU ``float32``;
+* XLA (``jit_compile``) on a GPU; on JAX every step is compiled anyway;
+* several GPUs: ``tf.distribute.MirroredStrategy`` on TensorFlow,
+  ``keras.distribution.DataParallel`` on JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from cpm_nb.core import config as _config
+from cpm_nb.core.errors import ConfigError
+from cpm_nb.model import architecture
+
+TRAIN_VERSION = 2  # bump when a change to the loop invalidates cached runs
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+SCHEDULES = ("constant", "step", "cosine")
+
+# The gpu profile's schedule on the synthetic set.  Measured on an H100 (shared/device
+# README): the 368-px 6-stage net trains at ~650 images/s in bf16; a Colab T4 has
+# 65 fp16 TFLOP/s of tensor-core peak against ~790 bf16 on the H100, so at the same
+# utilisation ~55 images/s, or ~3.4 steps/s at batch 16: 6,000 steps ~ 30 minutes.
+SYNTHETIC_GPU_STEPS = 6000
+
+# Training settings per profile (everything that is not a size: sizes live in config.py).
+TRAINING: dict[str, dict] = {
+    "fast": dict(optimizer="adam", schedule="cosine", warmup_steps=2, weight_decay=5e-4,
+                 checkpoint_every=10, eval_every=0),
+    "cpu": dict(optimizer="adam", schedule="step", warmup_steps=100, decay_at=0.8,
+                lr_decay_factor=0.1, weight_decay=5e-4, checkpoint_every=50, eval_every=600),
+    "gpu": dict(optimizer="sgd", schedule="step", lr_decay_steps=13275, lr_decay_factor=0.333,
+                weight_decay=5e-4, checkpoint_every=500, eval_every=5000),
+}
+
+
+class ConfigMismatch(ConfigError):
+    """A checkpoint, model or data set made for another configuration."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (and hence its cache key).
+
+    ``model``: the network.  ``schedule``: ``constant``; ``step`` (x``lr_decay_factor``
+    every ``lr_decay_steps``); ``cosine`` (to 1 % of the peak at the last step), each
+    after ``warmup_steps`` of linear warm-up.  ``checkpoint_every``: steps between
+    checkpoints, which is also the interval of the history and the logs; ``eval_every``
+    (a multiple of it, 0 = only at the end): validation PCKh during training.
+    """
+
+    model: architecture.CPMConfig
+    profile: str = "custom"
+    data: str = "synthetic"  # synthetic | mpii
+    data_dir: str | None = None  # prepared TFRecord folder (required for data="mpii")
+    sigma: float = 5.0  # target Gaussian, input px
+    n_train: int = 0  # synthetic set size (images)
+    n_val: int = 0
+    batch_size: int = 16
+    steps: int = 1000
+    seed: int = 0
+    optimizer: str = "adam"  # adam | sgd
+    learning_rate: float = 1e-3
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    lr_decay_steps: int = 0
+    lr_decay_factor: float = 0.1
+    weight_decay: float = 5e-4
+    augment: bool = True
+    checkpoint_every: int = 100
+    eval_every: int = 0
+    eval_examples: int = 0  # validation people of the periodic check (0: all)
+    precision: str | None = None  # None: automatic (see the module docstring)
+    xla: bool | None = None
+    distribute: bool | None = None
+
+    def __post_init__(self):
+        def need(ok, message):
+            if not ok:
+                raise ConfigError(message)
+
+        need(self.data in ("synthetic", "mpii"), f"data must be synthetic or mpii, not "
+                                                 f"{self.data!r}")
+        need(self.optimizer in ("adam", "sgd"), f"optimizer must be adam or sgd, not "
+                                                f"{self.optimizer!r}")
+        need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}")
+        need(self.precision in (None, *PRECISIONS),
+             f"precision must be one of {', '.join(PRECISIONS)} (or None: automatic)")
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "eval_examples", "lr_decay_steps"):
+            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(self.learning_rate > 0 and math.isfinite(self.learning_rate),
+             f"learning rate must be a positive number, got {self.learning_rate}")
+        need(self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
+        need(self.eval_every % self.checkpoint_every == 0,
+             f"eval_every ({self.eval_every}) must be a multiple of checkpoint_every "
+             f"({self.checkpoint_every})")
+        need(not self.model.center_map, "training a configuration with a centre-map input "
+                                        "is not supported (convert released weights instead)")
+
+    @property
+    def input_size(self) -> int:
+        return self.model.input_size
+
+    @property
+    def stages(self) -> int:
+        return self.model.stages
+
+    @property
+    def map_size(self) -> int:
+        return self.model.map_size
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    # Fields that do not change the trained weights (bookkeeping only).
+    _NOT_HASHED = ("eval_every", "eval_examples", "distribute")
+
+    def key(self) -> str:
+        """A hash of every field that changes the result (and of the loop's version)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in self._NOT_HASHED}
+        fields["train_version"] = TRAIN_VERSION
+        text = json.dumps(fields, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.profile}-{self.stages}st-{self.data}-{self.key()}"
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "key": self.key()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TrainConfig:
+        """The inverse of :meth:`to_json` (unknown keys are ignored)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        model_fields = {f.name for f in dataclasses.fields(architecture.CPMConfig)}
+        values["model"] = architecture.CPMConfig(**{k: v for k, v in values["model"].items()
+                                         if k in model_fields})
+        return cls(**values)
+
+
+MODEL_OVERRIDES = ("input_size", "stages", "width")
+
+
+def train_config(profile: str | _config.Profile, **overrides) -> TrainConfig:
+    """The training configuration of ``profile`` with ``overrides``.
+
+    Sizes come from the profile (:mod:`cpm_nb.core.config`), the optimizer settings from
+    :data:`TRAINING`.  ``overrides`` are :class:`TrainConfig` fields or the model's
+    ``input_size``, ``stages`` and ``width``; ``None`` values are ignored (so CLI options
+    pass straight through).
+    """
+    profile = _config.resolve_profile(profile) if isinstance(profile, str) else profile
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    model_changes = {k: overrides.pop(k) for k in MODEL_OVERRIDES if k in overrides}
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise TypeError(f"unknown training settings: {', '.join(sorted(unknown))}")
+    base = dict(profile=profile.name, model=architecture.from_profile(profile, **model_changes),
+                sigma=profile.sigma, n_train=profile.n_train, n_val=profile.n_val,
+                batch_size=profile.batch_size, steps=profile.train_steps, seed=profile.seed,
+                learning_rate=profile.learning_rate)
+    base.update(TRAINING.get(profile.name, TRAINING["cpu"]))
+    if profile.name == "gpu" and overrides.get("data", "synthetic") == "synthetic":
+        base["steps"] = SYNTHETIC_GPU_STEPS
+    base.update(overrides)
+    decay_at = base.pop("decay_at", None)  # one step decay at this fraction of the steps
+    if decay_at and "lr_decay_steps" not in overrides:
+        base["lr_decay_steps"] = max(1, int(decay_at * base["steps"]))
+    return TrainConfig(**base)
+
+
+# --- optimizer and schedule ------------------------------------------------------------------
+
+
+def learning_rate_schedule(cfg: TrainConfig):
+    """The Keras learning-rate schedule of ``cfg`` (a float for ``constant`` without warm-up)."""
+    from cpm_nb.core.runtime import import_keras
+
+    keras = import_keras()
+    schedules = keras.optimizers.schedules
+    lr, warm = cfg.learning_rate, cfg.warmup_steps
+    if cfg.schedule == "cosine":
+        return schedules.CosineDecay(lr * 0.01 if warm else lr, max(1, cfg.steps - warm),
+                                     alpha=0.01, warmup_target=lr if warm else None,
+                                     warmup_steps=warm)
+    if cfg.schedule == "step" and cfg.lr_decay_steps:
+        step = schedules.ExponentialDecay(lr, cfg.lr_decay_steps, cfg.lr_decay_factor,
+                                          staircase=True)
+        return _warm_up(step, warm, lr) if warm else step
+    return _warm_up(lambda s: lr, warm, lr) if warm else lr
+
+
+def _warm_up(after, steps: int, peak: float):
+    """A schedule: linear warm-up from 1 % of ``peak`` over ``steps`` steps, then
+    ``after(step)``."""
+    from cpm_nb.core.runtime import import_keras
+
+    keras = import_keras()
+    ops = keras.ops
+
+    class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = ops.cast(step, "float32")
+            ramp = peak * (0.01 + 0.99 * step / steps)
+            return ops.where(step < steps, ramp, after(step))
+
+    return WarmUp()
+
+
+def make_optimizer(cfg: TrainConfig):
+    """Adam or SGD with momentum on the schedule of ``cfg`` (weight decay is an L2 loss on
+    the kernels, not an optimizer setting: see :mod:`cpm_nb.training.loss`)."""
+    from cpm_nb.core.runtime import import_keras
+
+    keras = import_keras()
+    lr = learning_rate_schedule(cfg)
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum)
+    return keras.optimizers.Adam(lr)
+
+
+def current_lr(optimizer) -> float:
+    """The learning rate the optimizer will use at its next step."""
+    import numpy as np
+
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    lr = inner.learning_rate
+    return float(np.asarray(lr))
+
+
+# --- devices and precision -----------------------------------------------------------------
+
+
+class Accelerator(NamedTuple):
+    name: str
+    compute_capability: tuple[int, int] | None
+
+
+def accelerators() -> list[Accelerator]:
+    """The GPUs the Keras backend computes on (empty on a CPU-only machine)."""
+    from cpm_nb.core.runtime import keras_backend
+
+    backend = keras_backend()
+    if backend == "jax":
+        import jax
+
+        found = []
+        for d in jax.devices():
+            if d.platform != "gpu":
+                continue
+            cc = getattr(d, "compute_capability", None)
+            cc = tuple(int(x) for x in str(cc).split(".")[:2]) if cc else None
+            found.append(Accelerator(d.device_kind, cc))
+        return found
+    if backend == "tensorflow":
+        from cpm_nb.core.runtime import import_keras
+
+        import_keras()
+        import tensorflow as tf
+
+        found = []
+        for gpu in tf.config.list_physical_devices("GPU"):
+            details = tf.config.experimental.get_device_details(gpu)
+            found.append(Accelerator(details.get("device_name", "GPU"),
+                                     details.get("compute_capability")))
+        return found
+    if backend == "torch" and "torch" in sys.modules:  # pragma: no cover
+        import torch
+
+        return [Accelerator(torch.cuda.get_device_name(i), torch.cuda.get_device_capability(i))
+                for i in range(torch.cuda.device_count())]
+    return []
+
+
+class Devices(NamedTuple):
+    """What a run computes on and how: GPUs, the dtype policy, XLA, data parallelism."""
+
+    gpus: int
+    precision: str
+    xla: bool
+    distribute: bool
+    gpu_name: str = ""
+
+
+def auto_precision(gpus: list[Accelerator]) -> str:
+    if not gpus:
+        return "float32"
+    cc = gpus[0].compute_capability
+    return "mixed_bfloat16" if cc and tuple(cc) >= (8, 0) else "mixed_float16"
+
+
+def devices_for(cfg: TrainConfig) -> Devices:
+    """Resolve the automatic settings of ``cfg`` on this machine."""
+    gpus = accelerators()
+    n = len(gpus)
+
+    def pick(value, default):
+        return default if value is None else value
+
+    return Devices(n, pick(cfg.precision, auto_precision(gpus)), bool(pick(cfg.xla, n > 0)),
+                   bool(pick(cfg.distribute, n > 1)), gpus[0].name if gpus else "")
+
+
+# --- the wall-time estimate printed before training -------------------------------------------
+
+# Measured training throughput, images/s, of each profile's network (README "Results"):
+# the fit loop with its data path.  Used for the wall-time estimate printed before training.
+MEASURED_IMAGES_PER_S = {"fast": 400.0, "cpu": 105.0, "gpu": 55.0}  # gpu: a Colab T4 estimate
+
+
+def estimate_message(cfg: TrainConfig) -> str:
+    """One line: the run, its steps and the wall time expected from the measured rate of the
+    profile's network, scaled by this network's FLOPs."""
+    rate = MEASURED_IMAGES_PER_S.get(cfg.profile, 50.0)
+    if cfg.profile in _config.PROFILES:
+        reference = architecture.flops_per_image(architecture.from_profile(cfg.profile))
+        rate *= reference / architecture.flops_per_image(cfg.model)
+    seconds = cfg.steps * cfg.batch_size / rate
+    where = ("a Colab T4 (estimate)" if cfg.profile == "gpu"
+             else "2 CPU cores (from the measured rate)")
+    return (f"training {cfg.run_name}: {cfg.steps:,} steps of {cfg.batch_size} images, about "
+            f"{_duration(seconds)} on {where}; checkpoints every {cfg.checkpoint_every} steps "
+            "(an interrupted run resumes)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,267 @@
+"""The stage experiment: does refining beliefs over more stages help, and where?
+
+CPM's claim is that later stages, which see ever more context, correct the
+beliefs of earlier ones.  The test only means something when stage 1 cannot
+already see the whole person: the ``stage-experiment`` configuration
+(:data:`cpm_nb.model.architecture.NAMED_CONFIGS`) keeps the paper's proportions at a
+CPU's scale (stage 1 sees 0.48 of a 128-px crop, the paper's 0.43 of 368 px;
+each stage adds 0.63 crops, the paper's 0.65).
+
+:class:`StageExperiment` trains it with 1, 2, 3, 4 and 6 stages, several seeds
+each, at **equal compute**: every run gets the same forward FLOPs x steps as the
+6-stage run, so a 1-stage net trains 1.6x as many steps.  Every run is a cached
+run like :func:`cpm_nb.training.loop.load_or_train`'s.  :func:`run_stage_experiment`
+returns the results as JSON (``cpm-nb experiment stages --json-out FILE``), and
+:func:`summarize_runs` the mean and spread over seeds, overall, per stage of each
+net and on the subsets where context decides (occluded joints, a second person in
+the crop, crossed limbs).  The committed result lives in
+``cpm_nb/results/stage_experiment.json``; :func:`load_committed` reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cpm_nb.core import paths
+
+RESULTS_FILE = "cpm_nb/results/stage_experiment.json"  # in the checkout; shipped with the package
+# longer budgets, validated 8 times a run (are the curves flat? does the ranking hold?): twice
+# the compute for every stage count (seed 0) and for 2 vs 6 stages (3 seeds); 4x for 2 vs 6
+SCALED_RESULTS = {"stage_experiment_2x": 2, "stage_experiment_2x_2v6": 2,
+                  "stage_experiment_4x_2v6": 4}
+
+
+@dataclass(frozen=True)
+class StageExperiment:
+    """What the experiment trains: the model, stage counts, seeds and the budget."""
+
+    model: str = "stage-experiment"  # a named configuration
+    stage_counts: tuple[int, ...] = (1, 2, 3, 4, 6)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    reference_stages: int = 6
+    reference_steps: int = 2000  # steps of the reference net; the others: same FLOPs x steps
+    profile: str = "cpu"  # optimizer, schedule, sigma, batch and data sizes of this profile
+    run_profile: str = "stages"  # the runs' name prefix and their own data folder
+    n_val: int = 600  # validation images (more people than the cpu profile, for the subsets)
+    validations: int = 4  # validations per run (the learning curve's points)
+
+    def config(self, stages: int):
+        from cpm_nb.model import architecture
+
+        return architecture.get_config(self.model).replace(stages=stages)
+
+    def flops(self, stages: int) -> int:
+        from cpm_nb.model import architecture
+
+        return architecture.flops_per_image(self.config(stages))
+
+    def steps(self, stages: int) -> int:
+        """Steps with the reference run's forward FLOPs x steps, rounded to 50."""
+        budget = self.reference_steps * self.flops(self.reference_stages)
+        return max(50, int(round(budget / self.flops(stages) / 50)) * 50)
+
+    def train_config(self, stages: int, seed: int):
+        from cpm_nb.training.config import train_config
+
+        steps = self.steps(stages)
+        cfg = train_config(self.profile, model=self.config(stages), steps=steps, seed=seed,
+                           n_val=self.n_val,
+                           eval_every=max(50, steps // self.validations // 50 * 50))
+        return dataclasses.replace(cfg, profile=self.run_profile)
+
+    def scaled(self, budget: float = 1.0, stage_counts=None, validations=None):
+        """The same experiment with ``budget`` times the compute (``budget=2``: do the
+        curves still move with twice the steps?), optionally fewer stage counts and more
+        validations per run."""
+        return dataclasses.replace(
+            self, reference_steps=int(round(self.reference_steps * budget / 50)) * 50,
+            stage_counts=tuple(stage_counts or self.stage_counts),
+            validations=validations or self.validations)
+
+    def doubled(self):
+        """The runs of the double-budget results (:data:`SCALED_RESULTS`): twice the compute,
+        8 validations each; the better-trained networks the notebooks look inside."""
+        return self.scaled(2, validations=8)
+
+    def as_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+EXPERIMENTS = {
+    "cpu": StageExperiment(),
+    # a smoke version for tests and CI: two stage counts, one seed, a few steps
+    "fast": StageExperiment(stage_counts=(1, 2), seeds=(0,), reference_stages=2,
+                            reference_steps=100, profile="fast", run_profile="stages-fast",
+                            n_val=32),
+}
+
+
+def run_one(exp: StageExperiment, stages: int, seed: int, cache_dir=None,
+            progress: bool | None = None, verbose: bool = True) -> tuple[dict, dict]:
+    """Train (or load) one run of the experiment; return its row and its learning curve."""
+    trained = trained_run(exp, stages, seed, cache_dir, progress, verbose)
+    m = trained.meta["metrics"]
+    row = {"stages": stages, "seed": seed, "steps": exp.steps(stages),
+           "flops_per_image": exp.flops(stages), "train_s": trained.meta["wall_s"],
+           "pckh": m["mean"], "per_stage": m["per_stage"], "hard": m["hard"],
+           "hard_counts": m["hard_counts"], "hard_per_stage": m["hard_per_stage"],
+           "errors_per_stage": m.get("errors_per_stage"), "run": trained.run_dir.name}
+    return row, learning_curve(trained.run_dir)
+
+
+def learning_curve(run_dir) -> dict:
+    """A run's validation PCKh@0.5 at each validation and its training loss every
+    checkpoint, from its ``history.json``."""
+    from cpm_nb.training import runs
+
+    h = json.loads((Path(run_dir) / runs.HISTORY).read_text())
+    return {"val_step": h.get("val_step", []), "val_pckh": h.get("val_pckh", []),
+            "step": h.get("step", []), "loss": [round(v, 4) for v in h.get("loss", [])]}
+
+
+def trained_run(exp: StageExperiment, stages: int, seed: int = 0, cache_dir=None,
+                progress: bool | None = None, verbose: bool = True):
+    """One run of the experiment as a :class:`cpm_nb.training.runs.Trained` (loaded from the
+    cache; trained first, with a printed estimate, when it is not there)."""
+    from cpm_nb.training.loop import train_cached
+
+    return train_cached(exp.train_config(stages, seed), cache_dir=cache_dir,
+                        progress=progress, verbose=verbose)
+
+
+def data_folder(exp: StageExperiment):
+    """The prepared TFRecord folder the experiment's runs train and validate on."""
+    from cpm_nb.training.loop import data_dir
+
+    return data_dir(exp.train_config(exp.stage_counts[0], exp.seeds[0]))
+
+
+def run_stage_experiment(exp: StageExperiment, seeds: int | None = None, cache_dir=None,
+                         progress: bool | None = None, verbose: bool = True,
+                         command: str | None = None) -> dict:
+    """Train every run (cached), and return the per-run rows, the summary and provenance.
+
+    ``seeds``: use only the first ``seeds`` seeds of ``exp``; ``command``: the command
+    line recorded in the provenance."""
+    chosen = exp.seeds[:seeds] if seeds else exp.seeds
+    exp = dataclasses.replace(exp, seeds=tuple(chosen))
+    start = time.perf_counter()
+    rows, curves = [], {}
+    for seed in exp.seeds:  # seed by seed: a partial run still covers every stage count
+        for stages in exp.stage_counts:
+            if verbose:
+                print(f"[stage experiment] {stages} stage(s), seed {seed}: "
+                      f"{exp.steps(stages)} steps", flush=True)
+            row, curves[f"{stages}/{seed}"] = run_one(exp, stages, seed, cache_dir, progress,
+                                                      verbose)
+            rows.append(row)
+    from cpm_nb.model import architecture
+
+    cfg = exp.config(max(exp.stage_counts))
+    return {"experiment": exp.as_json(), "model": dataclasses.asdict(cfg),
+            "receptive_field_per_stage": architecture.stage_receptive_fields(cfg),
+            "receptive_field_over_crop": architecture.describe(cfg)["receptive_field_over_crop"],
+            "summary": summarize_runs(rows), "runs": rows,
+            "learning_curves": curves,
+            "provenance": provenance(time.perf_counter() - start, command)}
+
+
+def _stats(values) -> dict:
+    v = np.array([x for x in values if x is not None], float)
+    if not len(v):
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}
+
+
+def summarize_runs(rows: list[dict]) -> dict:
+    """Per stage count: PCKh@0.5 mean/std/min/max over seeds, the mean per-stage curve,
+    the subsets and the error shares (last stage), and the mean training time."""
+    out = {}
+    for stages in sorted({r["stages"] for r in rows}):
+        mine = [r for r in rows if r["stages"] == stages]
+        per_stage = np.array([r["per_stage"] for r in mine], float)
+        subsets = {k: _stats(r["hard"][k] for r in mine) for k in mine[0]["hard"]}
+        errors = {k: _stats(r["errors_per_stage"][k][-1] for r in mine)
+                  for k in (mine[0].get("errors_per_stage") or {})}
+        out[str(stages)] = {"pckh": _stats(r["pckh"] for r in mine),
+                            "per_stage_mean": per_stage.mean(0).tolist(),
+                            "per_stage_std": per_stage.std(0, ddof=1).tolist()
+                            if len(mine) > 1 else [0.0] * per_stage.shape[1],
+                            "subsets": subsets, "errors": errors,
+                            "steps": mine[0]["steps"],
+                            "train_s_mean": float(np.mean([r["train_s"] for r in mine]))}
+    return out
+
+
+def provenance(wall_s: float, command: str | None = None) -> dict:
+    """The command, commit, machine and date that produced a result."""
+    import os
+
+    from cpm_nb.core import runtime
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    command = command or "cpm-nb --profile cpu experiment stages --json-out " + RESULTS_FILE
+    return {"command": command,
+            "commit": commit, "machine": {"python": platform.python_version(),
+                                          "processor": platform.machine(),
+                                          "cpus": os.cpu_count(),
+                                          "backend": runtime.keras_backend()},
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_s": wall_s}
+
+
+def load_committed(name: str = "stage_experiment", path=None) -> dict:
+    """A committed result, ``cpm_nb/results/NAME.json`` (installed with the package, so
+    it is there on Colab too): ``stage_experiment`` (the experiment), or one of
+    :data:`SCALED_RESULTS` (at 2 or 4 times the compute)."""
+    path = Path(path) if path else paths.results_path(name)
+    return json.loads(path.read_text())
+
+
+def _fmt(stats: dict) -> str:
+    m = stats["mean"]
+    if m is None or not math.isfinite(m):
+        return "-"
+    if stats.get("n") == 1:  # one seed: no spread to show
+        return f"{m:5.1f}"
+    return f"{m:5.1f} ± {stats['std']:.1f}"
+
+
+def format_summary(result: dict) -> str:
+    """The summary as a text table: PCKh@0.5 and the subsets, mean ± std over seeds
+    (the value alone where there is one seed)."""
+    summary = result["summary"]
+    keys = ("occluded_joints", "with_distractors", "limbs_crossed")
+    head = (f"{'stages':>6} {'steps':>6} {'PCKh@0.5':>12} {'occluded':>12} {'distractor':>12} "
+            f"{'crossed':>12} {'on other %':>11} {'L/R swap %':>11} {'train s':>8}")
+    lines = [head]
+    for stages, s in summary.items():
+        errs = s["errors"]
+        lines.append(
+            f"{stages:>6} {s['steps']:>6} {_fmt(s['pckh']):>12} "
+            + " ".join(f"{_fmt(s['subsets'][k]):>12}" for k in keys)
+            + f" {_fmt(errs['on_other_person']):>11} {_fmt(errs['left_right_swapped']):>11}"
+            + f" {s['train_s_mean']:>8.0f}")
+    return "\n".join(lines)
+
+
+def format_per_stage(result: dict) -> str:
+    """PCKh@0.5 after each stage inside each net (mean over seeds)."""
+    lines = []
+    for stages, s in result["summary"].items():
+        curve = " -> ".join(f"{v:.1f}" for v in s["per_stage_mean"])
+        lines.append(f"{stages} stage(s): {curve}")
+    return "\n".join(lines)

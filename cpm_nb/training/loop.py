@@ -1,0 +1,458 @@
+"""Training CPM with ``keras.Model.fit``: the same code on TensorFlow and on JAX.
+
+:func:`train` builds the network of a :class:`~cpm_nb.training.config.TrainConfig`
+with L2 weight decay on its kernels, compiles it with the CPM loss on every stage
+(:class:`cpm_nb.training.loss.CPMLoss`: intermediate supervision, targets rendered in the
+graph from the packed joints), the optimizer and schedule of the profile, the
+dtype policy and XLA setting of the machine (:func:`~cpm_nb.training.config.devices_for`),
+and calls ``fit`` on the run's batches (:mod:`cpm_nb.data.batches`: tf.data, or a
+``PyDataset`` without TensorFlow).
+
+One Keras *epoch* is one checkpoint interval (``checkpoint_every`` steps).
+Everything around the steps is a callback:
+
+* :class:`RunHistory` -- the learning curves (objective, data loss, loss of every
+  stage, learning rate) per interval, and the wall time;
+* :class:`StopOnNaN` -- a NaN/Inf loss stops the run at the end of the interval with a
+  message that names it; no checkpoint is written after it, so the last good one stays
+  (the loss is read once per interval, not after every step, which would make the
+  host wait for the accelerator each time);
+* :class:`PeriodicValidation` -- validation PCKh@0.5 (overall and per stage) every
+  ``eval_every`` steps;
+* :class:`Scalars` -- TensorBoard scalars in ``OUT/logs`` (on any backend);
+* :class:`Checkpoint` -- ``OUT/checkpoint.npz`` (variables by name, the step, the
+  history) and ``OUT/history.json``, both atomic (:mod:`cpm_nb.training.runs`);
+* :class:`Progress` -- a progress bar over the whole run.
+
+A resumed run restores every variable of the model and the optimizer (its step
+counter, hence the learning rate) and asks the data for the batches from its step
+on: its history continues with no gap or repeat and its final weights equal those
+of an uninterrupted run.  The run folder is locked while a process trains in it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cpm_nb.core import config as _config
+from cpm_nb.core import files
+from cpm_nb.core.errors import CpmError, DataError
+from cpm_nb.training import runs
+from cpm_nb.training.config import ConfigMismatch, TrainConfig, estimate_message, train_config
+
+
+class TrainingDiverged(CpmError, RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    model: object
+    out: Path
+    step: int
+    history: dict
+    metrics: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+    resumed_from: int = 0
+
+
+def empty_history() -> dict:
+    return {"step": [], "loss": [], "data_loss": [], "stage_loss": [], "lr": [],
+            "val_step": [], "val_pckh": [], "val_per_stage": [], "wall_s": 0.0}
+
+
+# --- data and model ------------------------------------------------------------------------------
+
+
+def data_dir(cfg: TrainConfig) -> Path:
+    """The prepared folder of the run's data (the synthetic set is made on demand)."""
+    if cfg.data == "mpii":
+        if not cfg.data_dir:
+            raise DataError("MPII training needs the folder of the converted data (data_dir: "
+                            "ROOT/tfrecords-<size>, written by `cpm-nb prepare mpii`)")
+        return Path(cfg.data_dir).expanduser()
+    if cfg.data_dir:
+        return Path(cfg.data_dir).expanduser()
+    from cpm_nb.data import pipeline
+
+    base = _config.PROFILES.get(cfg.profile, _config.PROFILES["cpu"])
+    # the data's seed is the profile's: runs with other training seeds see the same people
+    # a run of its own profile name (e.g. the stage experiment) gets its own data folder
+    profile = base.replace(name=cfg.profile, input_size=cfg.input_size, n_train=cfg.n_train,
+                           n_val=cfg.n_val)
+    folder, _ = pipeline.prepare_synthetic(profile)
+    return folder
+
+
+def compile_model(cfg: TrainConfig, dev=None):
+    """The CPM of ``cfg`` (seeded, L2 on its kernels), compiled with the CPM loss, the
+    optimizer and the dtype policy / XLA / distribution of ``dev``."""
+    from cpm_nb.core.runtime import import_keras, keras_backend
+    from cpm_nb.model import cpm as M
+    from cpm_nb.training.config import devices_for, make_optimizer
+    from cpm_nb.training.loss import CPMLoss
+
+    keras = import_keras()
+    dev = dev or devices_for(cfg)
+    scope = _distribution_scope(dev)
+    previous = keras.config.dtype_policy()
+    with scope:
+        keras.config.set_dtype_policy(dev.precision)
+        try:
+            model = M.build_cpm(cfg.model, seed=cfg.seed, weight_decay=cfg.weight_decay)
+        finally:
+            keras.config.set_dtype_policy(previous)
+        loss = CPMLoss(cfg.input_size, cfg.sigma, background=cfg.model.background)
+        model.compile(optimizer=make_optimizer(cfg), loss=loss,
+                      jit_compile=True if keras_backend() == "jax" else dev.xla)
+        model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _distribution_scope(dev):
+    """Several GPUs: MirroredStrategy (TensorFlow) or DataParallel (JAX); else nothing."""
+    import contextlib
+
+    from cpm_nb.core.runtime import import_keras, keras_backend
+
+    if not dev.distribute:
+        return contextlib.nullcontext()
+    if keras_backend() == "jax":
+        keras = import_keras()
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy().scope()
+
+
+def plain_model(model, cfg: TrainConfig):
+    """A float32 copy of ``model`` without regularizers or optimizer: what is exported."""
+    from cpm_nb.model import cpm as M
+
+    plain = M.build_cpm(cfg.model, seed=cfg.seed)
+    plain.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
+    return plain
+
+
+# --- callbacks -----------------------------------------------------------------------------------
+
+
+def _callback_base():
+    from cpm_nb.core.runtime import import_keras
+
+    return import_keras().callbacks.Callback
+
+
+class _Run:
+    """The state the callbacks share: the step, the history, what stopped the run."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, start: int, history: dict, folder: Path):
+        self.cfg, self.out, self.step, self.history, self.folder = cfg, out, start, history, folder
+        self.diverged: str | None = None
+        self.last_val: float | None = (history["val_pckh"] or [None])[-1]
+        self.t0 = time.perf_counter()
+        self.wall0 = float(history.get("wall_s", 0.0))
+
+    def wall(self) -> float:
+        return self.wall0 + time.perf_counter() - self.t0
+
+    def state(self) -> dict:
+        self.history["wall_s"] = self.wall()
+        return {"step": self.step, "key": self.cfg.key(), "config": self.cfg.to_json(),
+                "history": self.history, "data_position": self.step * self.cfg.batch_size}
+
+
+def _finite(value) -> float:
+    return float(np.asarray(value))
+
+
+def make_callbacks(run: _Run, end: int, checkpoint_on_stop: bool, progress: bool | str,
+                   writer) -> list:
+    """The callbacks of one ``fit`` call (see the module docstring), in the order they run."""
+    Callback = _callback_base()
+    cfg = run.cfg
+    stage_keys = [f"{name}_loss" for name in cfg.model.output_names]
+
+    class StopOnNaN(Callback):
+        # Checked once per interval, from the interval's mean loss: reading the loss after
+        # every step would wait for the accelerator each time.
+        def on_train_batch_end(self, batch, logs=None):
+            run.step += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            loss = _finite((logs or {}).get("loss", 0.0))
+            if not math.isfinite(loss):
+                first = run.history["step"][-1] + 1 if run.history["step"] else 1
+                run.diverged = (f"loss became {'NaN' if math.isnan(loss) else 'infinite'} "
+                                f"between steps {first} and {run.step}")
+                self.model.stop_training = True
+
+    class RunHistory(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if run.diverged:
+                return
+            logs = logs or {}
+            stages = [_finite(logs[k]) for k in stage_keys if k in logs]
+            h = run.history
+            h["step"].append(run.step)
+            h["loss"].append(_finite(logs["loss"]))
+            h["data_loss"].append(sum(stages) if stages else _finite(logs["loss"]))
+            h["stage_loss"].append(stages)
+            from cpm_nb.training.config import current_lr
+
+            h["lr"].append(current_lr(self.model.optimizer))
+
+    class PeriodicValidation(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if run.diverged or not cfg.eval_every or run.step % cfg.eval_every:
+                return
+            if run.step < cfg.steps:  # the final evaluation follows training
+                validate(self.model, run, cfg.eval_examples or None)
+
+    class Scalars(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if run.diverged or not run.history["step"] or run.history["step"][-1] != run.step:
+                return
+            h = run.history
+            writer.scalar("train/objective", h["loss"][-1], run.step)
+            writer.scalar("train/data_loss", h["data_loss"][-1], run.step)
+            for s, v in enumerate(h["stage_loss"][-1], 1):
+                writer.scalar(f"train/loss_stage{s}", v, run.step)
+            writer.scalar("train/learning_rate", h["lr"][-1], run.step)
+            if h["val_step"] and h["val_step"][-1] == run.step:
+                writer.scalar("val/pckh@0.5", h["val_pckh"][-1] or 0.0, run.step)
+                for s, v in enumerate(h["val_per_stage"][-1], 1):
+                    writer.scalar(f"val/pckh@0.5_stage{s}", v or 0.0, run.step)
+            writer.flush()
+
+    class Checkpoint(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            due = run.step % cfg.checkpoint_every == 0 or run.step >= cfg.steps or (
+                run.step == end and checkpoint_on_stop)
+            if run.diverged or not due:
+                return
+            runs.save_checkpoint(run.out / runs.CHECKPOINT, self.model, self.model.optimizer,
+                                 run.state())
+            files.atomic_write_json(run.out / runs.HISTORY, run.history)
+
+    class Progress(Callback):
+        def __init__(self):
+            super().__init__()
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=cfg.steps, initial=run.step, unit="step", dynamic_ncols=True,
+                            desc=f"training {cfg.profile} ({cfg.stages} stages)")
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.bar.update(1)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if run.history["loss"]:
+                post = {"loss": f"{run.history['loss'][-1]:.4g}"}
+                if run.last_val is not None:
+                    post["val PCKh@0.5"] = f"{run.last_val:.1f}"
+                self.bar.set_postfix(post)
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    class TextProgress(Callback):
+        """Headless runs (a notebook executed by ``cpm-nb notebooks``): a plain line about
+        every tenth of the run, which the console shows where a bar would not."""
+
+        def __init__(self):
+            super().__init__()
+            self.every = max(cfg.checkpoint_every, cfg.steps // 10 // cfg.checkpoint_every
+                             * cfg.checkpoint_every)
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if run.step % self.every and run.step != end or not run.history["loss"]:
+                return
+            val = "" if run.last_val is None else f", validation PCKh@0.5 {run.last_val:.1f} %"
+            print(f"step {run.step:,}/{cfg.steps:,}: loss {run.history['loss'][-1]:.4g}{val} "
+                  f"({time.perf_counter() - self.start:.0f} s)", flush=True)
+
+    chain = [StopOnNaN(), RunHistory(), PeriodicValidation(), Scalars(), Checkpoint()]
+    if progress == "text":
+        return chain + [TextProgress()]
+    return chain + ([Progress()] if progress else [])
+
+
+def validate(model, run: _Run, max_examples: int | None = None) -> dict:
+    """Score ``model`` on the validation split and record it in the run's history."""
+    from cpm_nb.evaluation import evaluate as evaluation
+
+    scores = evaluation.evaluate(model, run.folder, batch_size=max(run.cfg.batch_size, 32),
+                                 max_examples=max_examples)
+    run.last_val = scores["mean"]
+    run.history["val_step"].append(run.step)
+    run.history["val_pckh"].append(scores["mean"])
+    run.history["val_per_stage"].append(scores["per_stage"])
+    return scores
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def _segments(start: int, end: int, every: int) -> list[tuple[int, int, int]]:
+    """``fit`` calls ``(first step, epochs, steps per epoch)`` covering ``[start, end)`` with
+    epochs that end on multiples of ``every`` (a partial one at each end where needed)."""
+    out, step = [], start
+    if step % every and step < end:
+        n = min(every - step % every, end - step)
+        out.append((step, 1, n))
+        step += n
+    if end - step >= every:
+        k = (end - step) // every
+        out.append((step, k, every))
+        step += k * every
+    if step < end:
+        out.append((step, 1, end - step))
+    return out
+
+
+def train(cfg: TrainConfig, out=None, resume: bool | str = "auto", progress: bool | None = None,
+          verbose: bool = True, stop_after: int | None = None, checkpoint_on_stop: bool = True,
+          input_path: str = "auto") -> TrainResult:
+    """Train ``cfg`` into ``out`` (default: the cache folder :func:`cpm_nb.training.runs.run_dir`).
+
+    ``resume``: ``"auto"`` continues from ``out/checkpoint.npz`` when there is one (its
+    configuration must match: :class:`ConfigMismatch` otherwise); ``True`` requires one;
+    ``False`` starts afresh (an earlier ``model.keras`` stays until the new one is
+    complete).  ``stop_after``: stop after that many steps of this call, with a
+    checkpoint unless ``checkpoint_on_stop=False`` (which simulates a kill).
+    ``input_path``: ``auto``, ``tf`` or ``numpy`` (:mod:`cpm_nb.data.batches`).  Raises
+    :class:`TrainingDiverged` on a NaN/Inf loss (the last good checkpoint stays) and
+    :class:`cpm_nb.training.runs.RunLocked` when another process trains into ``out``.
+    """
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"stop_after must be >= 1, got {stop_after}")
+    out = Path(out) if out is not None else runs.run_dir(cfg)
+    with runs.run_lock(out):
+        return _train(cfg, out, resume, progress, verbose, stop_after, checkpoint_on_stop,
+                      input_path)
+
+
+def _resume_state(cfg: TrainConfig, out: Path, resume) -> dict | None:
+    ckpt = out / runs.CHECKPOINT
+    if resume is True and not ckpt.is_file():
+        raise runs.RunError(f"nothing to resume: no {runs.CHECKPOINT} in {out} (start a new "
+                            "run there instead: resume='auto' or False)")
+    if not resume or not ckpt.is_file():
+        return None
+    _, state = runs.read_checkpoint(ckpt)
+    if state.get("key") != cfg.key():
+        raise ConfigMismatch(f"{ckpt} was written by a run with another configuration (key "
+                             f"{state.get('key')}, this run {cfg.key()}); train into another "
+                             "folder, or delete the checkpoint to start that run afresh")
+    return state
+
+
+def _train(cfg, out, resume, progress, verbose, stop_after, checkpoint_on_stop, input_path):
+    from cpm_nb.core.runtime import seed_everything, static_mode
+    from cpm_nb.data import batches as data
+    from cpm_nb.io import records
+
+    out.mkdir(parents=True, exist_ok=True)
+    files.remove_leftovers(out)  # temp files of a writer killed mid-write
+    state = _resume_state(cfg, out, resume)
+    folder = data_dir(cfg)
+    data.check_data(folder, cfg.model)
+    input_path = data.resolve_input_path(input_path)
+    seed_everything(cfg.seed)
+    model = compile_model(cfg)
+    start, history = 0, empty_history()
+    if state is not None:
+        state = runs.restore_checkpoint(out / runs.CHECKPOINT, model, model.optimizer)
+        start, history = int(state["step"]), state["history"]
+    files.atomic_write_json(out / runs.TRAIN_CONFIG_FILE, cfg.to_json())
+    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    run = _Run(cfg, out, start, history, folder)
+    if progress is None:  # a bar, or in a headless notebook a line every tenth of the run
+        progress = True if not static_mode() else "text" if verbose else False
+    if verbose and start and progress is not True:
+        print(f"resuming {out} at step {start}", file=sys.stderr, flush=True)
+    writer = records.ScalarWriter(out / "logs")
+    try:
+        for first, epochs, per_epoch in _segments(start, end, cfg.checkpoint_every):
+            batches = data.fit_batches(folder, cfg, first, epochs * per_epoch, input_path)
+            callbacks = make_callbacks(run, end, checkpoint_on_stop, progress, writer)
+            model.fit(batches, epochs=epochs, steps_per_epoch=per_epoch, verbose=0,
+                      callbacks=callbacks, shuffle=False)
+            if run.diverged:
+                good = (runs.read_checkpoint(out / runs.CHECKPOINT)[1]["step"]
+                        if (out / runs.CHECKPOINT).is_file() else None)
+                kept = (f"the last good checkpoint (step {good}) is kept in {out}"
+                        if good is not None else "no checkpoint had been written yet")
+                raise TrainingDiverged(f"{run.diverged}; {kept}. Lower the learning rate or "
+                                       "check the data, then resume the run from it.")
+    finally:
+        writer.close()
+    result = TrainResult(model, out, run.step, history, wall_s=run.wall(), resumed_from=start)
+    if run.step >= cfg.steps:
+        result.metrics = validate(model, run)
+        runs.save_checkpoint(out / runs.CHECKPOINT, model, model.optimizer, run.state())
+        files.atomic_write_json(out / runs.HISTORY, history)
+        runs.export(out, plain_model(model, cfg), cfg, result.metrics, history)
+        if verbose:
+            per_stage = ", ".join(f"{v:.1f}" for v in result.metrics["per_stage"] if v is not None)
+            print(f"trained {cfg.run_name}: {run.step} steps in {result.wall_s:.0f} s, "
+                  f"validation PCKh@0.5 {result.metrics['mean']:.1f} % (per stage: {per_stage})",
+                  file=sys.stderr, flush=True)
+    return result
+
+
+# --- the cache ---------------------------------------------------------------------------------
+
+
+def load_or_train(profile: str | _config.Profile, cache_dir=None, progress: bool | None = None,
+                  verbose: bool = True, **overrides) -> runs.Trained:
+    """The trained model of ``profile``, trained at most once.
+
+    The run lives in ``<cache_dir>/<profile>-<stages>st-<data>-<config hash>/``
+    (:func:`cpm_nb.training.runs.default_runs_dir`); while the configuration matches, later
+    calls load it (a second) instead of training.  An interrupted run is resumed from
+    its checkpoint; a concurrent trainer of the same run is waited for.  ``overrides``:
+    :class:`TrainConfig` fields, e.g. ``stages=6``.
+    """
+    return train_cached(train_config(profile, **overrides), cache_dir, progress, verbose)
+
+
+def training_plan(cfg: TrainConfig, cache_dir=None) -> str:
+    """What :func:`train_cached` will do with ``cfg``, as one line, before doing it: load
+    the cached run, or train (with the expected wall time on this kind of machine)."""
+    folder = runs.cached(cfg, cache_dir)
+    return f"loads the cached run {folder.name}" if folder else estimate_message(cfg)
+
+
+def train_cached(cfg: TrainConfig, cache_dir=None, progress: bool | None = None,
+                 verbose: bool = True) -> runs.Trained:
+    """:func:`load_or_train` for a ready :class:`TrainConfig`: load its cached run, or
+    train it once (resuming an interrupted run, waiting for a concurrent trainer)."""
+    folder = runs.cached(cfg, cache_dir)
+    if folder is None:
+        folder = runs.run_dir(cfg, cache_dir)
+        if verbose:
+            print(estimate_message(cfg), flush=True)
+        try:
+            train(cfg, folder, resume="auto", progress=progress, verbose=verbose)
+        except runs.RunLocked:
+            if verbose:
+                print(f"another process is training {folder.name}: waiting for it", flush=True)
+            with runs.run_lock(folder, wait=True):
+                pass
+            if runs.cached(cfg, cache_dir) is None:  # it stopped early: resume its checkpoint
+                train(cfg, folder, resume="auto", progress=progress, verbose=verbose)
+    elif verbose:
+        print(f"loaded the cached run {folder.name} (delete the folder to retrain)")
+    return runs.load_run(folder)

@@ -1,0 +1,308 @@
+"""Run folders: where a training run lives, its checkpoints, its lock, its model.
+
+A run folder ``OUT`` holds
+
+* ``checkpoint.npz`` -- every variable of the model and of the optimizer **by name**
+  (``model/conv1_1/kernel``, ``optimizer/adam/iteration``, ...), the step, the
+  configuration's key and the history.  Written to a temporary file in the same
+  folder, flushed, ``fsync``-ed and moved over the old one (``os.replace``, atomic on
+  POSIX and on Google Drive's FUSE mount): a run killed at any moment leaves the
+  old or the new checkpoint, never half of one;
+* ``history.json`` (the learning curves), ``train_config.json``, ``logs/``
+  (TensorBoard scalars);
+* at the end ``model.keras`` (native Keras format, built-in layers only: loads in
+  safe mode) and ``cpm_config.json`` (architecture, joints, input size,
+  normalisation, training configuration, metrics) -- both swapped in atomically,
+  so an earlier model stays until the new one is complete;
+* ``.lock`` -- held (``flock``) while a process trains into the folder.
+
+:func:`load_run` is the one loader of finished runs (training's cache, evaluation,
+prediction).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import re
+import time
+import zipfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from cpm_nb.core import config as _config
+from cpm_nb.core import files, paths, skeleton
+from cpm_nb.core.errors import CpmError, ModelError
+
+CHECKPOINT = "checkpoint.npz"
+HISTORY = "history.json"
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "cpm_config.json"
+TRAIN_CONFIG_FILE = "train_config.json"
+
+
+class RunError(ModelError):
+    """A run folder, checkpoint or model file that cannot be used (message names the file)."""
+
+
+class RunLocked(CpmError, RuntimeError):
+    """Another process is training into the same run folder."""
+
+
+def default_runs_dir() -> Path:
+    """Where cached runs live: :func:`cpm_nb.core.paths.runs_root` (``$CPM_NB_RUNS``, Drive on
+    Colab, ``runs/`` of the checkout, else the user's cache)."""
+    return paths.runs_root()
+
+
+def run_dir(cfg, cache_dir=None) -> Path:
+    """The cache folder of a :class:`~cpm_nb.training.config.TrainConfig`."""
+    return Path(cache_dir or default_runs_dir()) / cfg.run_name
+
+
+# --- the lock ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def run_lock(out, wait: bool = False):
+    """Hold ``out/.lock`` (an advisory ``flock``) while training into ``out``: two processes
+    never train the same run folder at once.  ``wait=False`` raises :class:`RunLocked` when
+    another process holds it.  (No-op where ``fcntl`` is missing, i.e. on Windows.)"""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with open(Path(out) / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise RunLocked(f"{out} is being trained by another process; wait for it to "
+                            "finish (load_or_train waits by itself)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --- checkpoints (variables by name) -----------------------------------------------------------
+
+
+def named_variables(model, optimizer) -> dict:
+    """``{"model/<path>": var, "optimizer/<path>": var}`` of every variable to checkpoint."""
+    out = {f"model/{v.path}": v for v in model.weights}
+    out.update({f"optimizer/{_stable_path(v.path)}": v for v in optimizer.variables})
+    if len(out) != len(model.weights) + len(optimizer.variables):
+        raise RunError("two variables share a name: cannot checkpoint by name")
+    return out
+
+
+def _stable_path(path: str) -> str:
+    """An optimizer variable's path without the number Keras appends to a repeated optimizer
+    name (``adam_2/iteration`` -> ``adam/iteration``)."""
+    head, _, rest = path.partition("/")
+    return re.sub(r"_\d+$", "", head) + "/" + rest
+
+
+def save_checkpoint(path, model, optimizer, state: dict) -> None:
+    """Every variable by name plus ``state`` (JSON-able) as one npz, atomically.  Refuses
+    non-finite values (the last good checkpoint stays)."""
+    arrays = {name: np.asarray(v) for name, v in named_variables(model, optimizer).items()}
+    bad = [k for k, v in arrays.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))]
+    if bad:
+        raise RunError(f"refusing to checkpoint non-finite values (first: {bad[0]})")
+    arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    files.atomic_write_bytes(path, buf.getvalue())
+
+
+def read_checkpoint(path) -> tuple[dict, dict]:
+    """``({name: array}, state)`` of a checkpoint; :class:`RunError` (one line, naming the
+    file) when it is missing, truncated or not a checkpoint."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        state = json.loads(bytes(arrays.pop("state")).decode())
+    except FileNotFoundError:
+        raise RunError(f"no checkpoint at {path}") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+            UnicodeDecodeError) as err:
+        raise RunError(f"{path} is not a readable checkpoint ({type(err).__name__}: "
+                       f"{' '.join(str(err).split())[:120]}); delete it to start the run "
+                       "afresh, or restore it from a copy") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise RunError(f"{path} holds no training state: not a cpm-nb checkpoint")
+    return arrays, state
+
+
+def restore_checkpoint(path, model, optimizer) -> dict:
+    """Assign every variable of ``model`` and ``optimizer`` from ``path`` by name; a missing
+    or extra name, or a shape mismatch, is a :class:`RunError` naming it."""
+    arrays, state = read_checkpoint(path)
+    variables = named_variables(model, optimizer)
+    missing = [n for n in variables if n not in arrays]
+    extra = [n for n in arrays if n not in variables]
+    if missing or extra:
+        what = (f"it lacks {missing[0]}" if missing else f"it has {extra[0]}, which this "
+                "model does not")
+        raise RunError(f"{path} does not fit this model and optimizer: {what} "
+                       f"({len(missing)} missing, {len(extra)} extra variables)")
+    for name, var in variables.items():
+        value = arrays[name]
+        if tuple(value.shape) != tuple(var.shape):
+            raise RunError(f"{path}: {name} has shape {value.shape}, the model "
+                           f"{tuple(var.shape)}")
+        var.assign(value)
+    return state
+
+
+# --- the finished model ------------------------------------------------------------------------
+
+
+def model_metadata(model, cfg, scores: dict, history: dict) -> dict:
+    """The ``cpm_config.json`` of a finished run."""
+    from cpm_nb.core.runtime import versions
+    from cpm_nb.model import cpm as M
+    from cpm_nb.training.loss import mse_scale
+
+    mcfg = M.config_of(model)
+    return {
+        "format": "cpm-nb-model",
+        "version": 2,
+        "model_file": MODEL_FILE,
+        "cpm_config": dataclasses.asdict(mcfg),
+        "joints": list(skeleton.JOINT_NAMES),
+        "joint_short_names": list(skeleton.SHORT_NAMES),
+        "input_size": mcfg.input_size,
+        "map_size": mcfg.map_size,
+        "stride": _config.OUTPUT_STRIDE,
+        "stages": mcfg.stages,
+        "outputs": mcfg.output_names,
+        "input": "RGB uint8/float32 0..255, [B, S, S, 3], person centred, 200*scale px = "
+                 f"{1.171 * 200 / 368:.3f} x S (see cpm_nb.data.preprocess)",
+        "normalisation": "inside the model: layer 'normalize' computes x / 256 - 0.5",
+        "sigma": cfg.sigma,
+        "loss": "sum over stages of 0.5 * summed squared error per image (Caffe "
+                "EuclideanLoss), batch mean; + weight_decay/2 * sum ||kernel||^2",
+        "mse_scale": mse_scale(mcfg.map_size, mcfg.num_maps),
+        "training": cfg.to_json(),
+        "profile": cfg.profile,
+        "data": cfg.data,
+        "steps": cfg.steps,
+        "wall_s": round(float(history.get("wall_s", 0.0)), 1),
+        "metrics": scores,
+        "versions": versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def export(out, model, cfg, scores: dict, history: dict) -> dict:
+    """Write ``model.keras`` and ``cpm_config.json`` (each swapped in atomically)."""
+    out = Path(out)
+    meta = model_metadata(model, cfg, scores, history)
+    with files.atomic_output(out / MODEL_FILE) as tmp:
+        model.save(tmp.with_suffix(".keras"))  # Keras insists on the suffix
+        os.replace(tmp.with_suffix(".keras"), tmp)
+    files.atomic_write_json(out / CONFIG_FILE, meta)
+    return meta
+
+
+class Trained(NamedTuple):
+    """A trained model, its ``cpm_config.json`` metadata and its run folder."""
+
+    model: object
+    meta: dict
+    run_dir: Path
+
+
+def load_keras(model_file):
+    """``keras.saving.load_model(model_file, safe_mode=True)`` with a one-line error."""
+    from cpm_nb.core.runtime import import_keras, quiet_native_stderr
+
+    keras = import_keras()
+    if not zipfile.is_zipfile(model_file):
+        raise RunError(f"{model_file} is not a Keras model file (.keras files are zip "
+                       "archives)")
+    try:
+        with quiet_native_stderr():
+            return keras.saving.load_model(model_file, safe_mode=True, compile=False)
+    except Exception as err:  # Keras raises many kinds (ValueError, TypeError, KeyError...)
+        reason = " ".join(str(err).split())[:300]
+        raise RunError(f"cannot load {model_file} in Keras safe mode: "
+                       f"{type(err).__name__}: {reason}") from None
+
+
+def read_metadata(config_file) -> dict:
+    try:
+        meta = json.loads(Path(config_file).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunError(f"unreadable {config_file}: {err}") from None
+    if not isinstance(meta, dict):
+        raise RunError(f"{config_file} does not hold a JSON object")
+    return meta
+
+
+def load_run(path) -> Trained:
+    """A finished run: a run folder (``model.keras`` + ``cpm_config.json``) or a ``.keras``
+    file (its folder's ``cpm_config.json`` is used when it names that file; else the
+    metadata is ``{}``).  Loads in Keras safe mode; :class:`RunError` with a one-line
+    reason otherwise."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        model_file, config_file = path / MODEL_FILE, path / CONFIG_FILE
+        if not model_file.is_file():
+            raise RunError(f"no {MODEL_FILE} in {path}: not a finished run folder "
+                           "(train one with `cpm-nb train`)")
+        if not config_file.is_file():
+            raise RunError(f"no {CONFIG_FILE} next to {model_file}")
+    elif path.is_file():
+        if path.suffix != ".keras":
+            raise RunError(f"{path} is not a .keras file or a run folder")
+        model_file, config_file = path, path.parent / CONFIG_FILE
+    else:
+        raise RunError(f"model not found: {path} (give a run folder of `cpm-nb train`, "
+                       "e.g. runs/cpu-3st-synthetic-<hash>, or a .keras file)")
+    meta = {}
+    if config_file.is_file():
+        meta = read_metadata(config_file)
+        if path.is_file() and meta.get("model_file", MODEL_FILE) != path.name:
+            meta = {}  # it describes another file of the folder
+    model = load_keras(model_file)
+    _attach_config(model, meta.get("cpm_config"))
+    return Trained(model, meta, model_file.parent)
+
+
+def _attach_config(model, saved) -> None:
+    """Give a reloaded model its :class:`CPMConfig` from the run's metadata (the layers
+    alone do not tell e.g. which trunk convolutions are 1x1), when it fits the model."""
+    from cpm_nb.model.architecture import CPMConfig
+
+    if not isinstance(saved, dict):
+        return
+    fields = {f.name for f in dataclasses.fields(CPMConfig)}
+    try:
+        cfg = CPMConfig(**{k: v for k, v in saved.items() if k in fields})
+    except (TypeError, ValueError):
+        return
+    if cfg.stages == len(model.outputs) and cfg.input_size == int(model.inputs[0].shape[1]):
+        model.cpm_config = cfg
+
+
+def cached(cfg, cache_dir=None) -> Path | None:
+    """The run folder of a finished run of ``cfg`` in the cache, if there is one."""
+    folder = run_dir(cfg, cache_dir)
+    try:
+        meta = json.loads((folder / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("training", {}).get("key") == cfg.key() and (folder / MODEL_FILE).is_file():
+        return folder
+    return None
