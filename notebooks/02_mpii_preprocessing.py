@@ -141,10 +141,10 @@ plt.show()
 # NBVAL_IGNORE_OUTPUT
 from pathlib import Path
 
-from cpm_nb.course.viz import repo_root
+from cpm_nb.core.paths import checkout_root
 
 candidates = [*(synthetic.data_dir() / "mpii").glob("**/mpii_human_pose_v1_u12_1.mat"),
-              (repo_root() or Path.cwd()).parent / "shared" / "mpii_reference" / "detections.mat"]
+              (checkout_root() or Path.cwd()).parent / "shared" / "mpii_reference" / "detections.mat"]
 real_file = next((f for f in candidates if f.is_file()), None)
 real = [p for p in mpii.read_annotations(real_file) if p.num_annotated] if real_file else []
 print(f"real MPII: {len(real)} people from {real_file}" if real
@@ -254,6 +254,7 @@ else:
 # same image cropped around each of its people.
 
 # %%
+from cpm_nb.course.viz import show_crop
 from cpm_nb.data import preprocess
 
 name = max(by_image, key=lambda n: len(by_image[n]))
@@ -265,7 +266,7 @@ draw_people(axes[0], image, people, title="the image")
 for ax, p in zip(axes[1:], people):
     crop, j, v, _ = preprocess.crop_person_numpy(image, p.joints, p.visibility, p.objpos,
                                                  p.scale, profile.input_size)
-    preprocess.show_crop(ax, crop, j, v, title=f"crop around person {p.person_index}")
+    show_crop(ax, crop, j, v, title=f"crop around person {p.person_index}")
 save_figure(fig, "02_multi_person")
 plt.show()
 
@@ -320,7 +321,7 @@ fig, axes = plt.subplots(1, 5, figsize=(12.5, 2.7), layout="constrained")
 for ax, (label, aug) in zip(axes, settings.items()):
     crop, j, v, _ = preprocess.crop_person_numpy(img, p.joints, p.visibility, p.objpos,
                                                  p.scale, profile.input_size, aug)
-    preprocess.show_crop(ax, crop, j, v, title=label)
+    show_crop(ax, crop, j, v, title=label)
 save_figure(fig, "02_augmentations")
 plt.show()
 
@@ -336,8 +337,8 @@ def render(rotation=0.0, scale_factor=1.0, flip="no"):
     crop, j, v, _ = preprocess.crop_person_numpy(img, p.joints, p.visibility, p.objpos,
                                                  p.scale, profile.input_size, aug)
     fig, ax = plt.subplots(figsize=(3.0, 3.0), layout="constrained")
-    preprocess.show_crop(ax, crop, j, v, f"rotation {rotation:+.0f} deg, scale x{scale_factor}, "
-                         f"flip {flip}")
+    show_crop(ax, crop, j, v, f"rotation {rotation:+.0f} deg, scale x{scale_factor}, "
+              f"flip {flip}")
     save_figure(fig, "02_augment_explorer")
     plt.show()
 
@@ -499,12 +500,12 @@ fig, axes = plt.subplots(1, 3, figsize=(11, 3.9), layout="constrained")
 for ax, split in zip(axes, ("train", "val")):
     record = records.read_examples(next(out.glob(f"{split}-*.tfrecord")))[0]
     crop = np.asarray(Image.open(io.BytesIO(record["image"])))
-    preprocess.show_crop(ax, crop, record["joints"].reshape(16, 2), record["visibility"],
-                         title=f"{split} record: {record['image_name'].decode()}, "
-                               f"{crop.shape[0]} px context crop")
+    show_crop(ax, crop, record["joints"].reshape(16, 2), record["visibility"],
+              title=f"{split} record: {record['image_name'].decode()}, "
+                    f"{crop.shape[0]} px context crop")
 net_in, net_joints, net_vis = next(iter(pipeline.make_dataset(out, "val", batch_size=1)))
-preprocess.show_crop(axes[2], net_in[0].numpy(), net_joints[0].numpy(), net_vis[0].numpy(),
-                     title=f"val: network input, {profile.input_size} px")
+show_crop(axes[2], net_in[0].numpy(), net_joints[0].numpy(), net_vis[0].numpy(),
+          title=f"val: network input, {profile.input_size} px")
 fig.suptitle("From the photo to the records: crops centred on objpos, joints carried along")
 save_figure(fig, "02_mini_mpii_records")
 plt.show()
@@ -555,8 +556,8 @@ print("images", images.dtype.name, "| joints", joints.dtype.name, joints.shape[1
 # %%
 fig, axes = plt.subplots(1, 5, figsize=(12.5, 2.8), layout="constrained")
 for k, ax in enumerate(axes.ravel()):
-    preprocess.show_crop(ax, images[k].numpy(), joints[k].numpy(), visibility[k].numpy(),
-                         title=f"training example {k}")
+    show_crop(ax, images[k].numpy(), joints[k].numpy(), visibility[k].numpy(),
+              title=f"training example {k}")
 fig.suptitle("An augmented training batch (random scale, rotation and flip)")
 save_figure(fig, "02_batch")
 plt.show()

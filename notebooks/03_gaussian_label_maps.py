@@ -488,10 +488,10 @@ print("pckh_by_hand == cpm_nb.evaluation.metrics.pckh (total and per joint)")
 # NBVAL_IGNORE_OUTPUT
 from pathlib import Path
 
-from cpm_nb.course.viz import repo_root
+from cpm_nb.core.paths import checkout_root
 from cpm_nb.evaluation import mpii_mat
 
-reference = (repo_root() or Path.cwd()).parent / "shared/mpii_reference/detections_our_format.mat"
+reference = (checkout_root() or Path.cwd()).parent / "shared/mpii_reference/detections_our_format.mat"
 if reference.is_file():
     official, _ = mpii_mat.evaluate_mpii(reference, reference)
     print(official.format_table("Tompson et al. predictions, MPII validation (2958 people)"))

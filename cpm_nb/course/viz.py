@@ -14,21 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cpm_nb.core import paths, skeleton
+from cpm_nb.core import files, paths, skeleton
 
 FIGURES_ENV = paths.FIGURES_ENV
-
-
-def repo_root(start: Path | None = None) -> Path | None:
-    """The cpm-nb checkout the package is installed from (:func:`cpm_nb.core.paths.checkout_root`),
-    or None.  With ``start``: the enclosing cpm-nb checkout of that folder, if any."""
-    if start is None:
-        return paths.checkout_root()
-    here = Path(start).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "notebooks").is_dir():
-            return folder
-    return None
 
 
 def figures_dir() -> Path:
@@ -40,9 +28,11 @@ def figures_dir() -> Path:
 
 
 def save_figure(fig, name: str, dpi: int = 100) -> Path:
-    """Save ``fig`` as ``<figures_dir()>/<name>.png`` and return the path."""
+    """Save ``fig`` as ``<figures_dir()>/<name>.png`` (atomically: a notebook interrupted
+    while saving leaves the previous figure) and return the path."""
     path = figures_dir() / f"{name}.png"
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    with files.atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     return path
 
 
@@ -62,6 +52,25 @@ def draw_skeleton(ax, joints, present=None, linewidth=2.0, markersize=4.0, alpha
         if present[j]:
             ax.plot(x, y, "o", color=skeleton.JOINT_COLORS[j], ms=markersize, alpha=alpha,
                     markeredgecolor="k", markeredgewidth=0.5)
+    return ax
+
+
+def show_crop(ax, crop, joints, visibility, title: str | None = None):
+    """Show a crop with its joints (0-based pixel centres: the image spans -0.5 .. S-0.5);
+    occluded joints get a black cross."""
+    crop = np.asarray(crop)
+    size = crop.shape[0]
+    vis = np.asarray(visibility)
+    ax.imshow(crop, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
+    draw_skeleton(ax, joints, vis > 0, linewidth=1.5, markersize=3)
+    hidden = vis == 1
+    ax.plot(np.asarray(joints)[hidden, 0], np.asarray(joints)[hidden, 1], "kx", ms=5, mew=1.5)
+    ax.set_xlim(-0.5, size - 0.5)
+    ax.set_ylim(size - 0.5, -0.5)
+    ax.set_xlabel("x (crop px)")
+    ax.set_ylabel("y (crop px)")
+    if title:
+        ax.set_title(title, fontsize=9)
     return ax
 
 

@@ -345,24 +345,3 @@ def tf_sample_augmentation(seed, batch: int, scale_range=SCALE_RANGE,
     scale_factor = scale_range[0] + u[1] * (scale_range[1] - scale_range[0])
     flip = u[2] < flip_prob
     return rotation, scale_factor, flip
-
-
-def show_crop(ax, crop, joints, visibility, title: str | None = None):
-    """Show a crop with its joints (0-based pixel centres: the image spans -0.5 .. S-0.5);
-    occluded joints get a black cross."""
-    from cpm_nb.course.viz import draw_skeleton
-
-    crop = np.asarray(crop)
-    size = crop.shape[0]
-    vis = np.asarray(visibility)
-    ax.imshow(crop, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
-    draw_skeleton(ax, joints, vis > 0, linewidth=1.5, markersize=3)
-    hidden = vis == 1
-    ax.plot(np.asarray(joints)[hidden, 0], np.asarray(joints)[hidden, 1], "kx", ms=5, mew=1.5)
-    ax.set_xlim(-0.5, size - 0.5)
-    ax.set_ylim(size - 0.5, -0.5)
-    ax.set_xlabel("x (crop px)")
-    ax.set_ylabel("y (crop px)")
-    if title:
-        ax.set_title(title, fontsize=9)
-    return ax
