@@ -6,7 +6,11 @@ own project never writes ``data/`` or ``runs/`` into it.  In order of precedence
 ==============  ==================  =========================================================
 folder          environment         otherwise
 ==============  ==================  =========================================================
-cache           ``XDG_CACHE_HOME``  ``$XDG_CACHE_HOME/cpm_nb``, else ``~/.cache/cpm_nb``
+cache           ``XDG_CACHE_HOME``  ``$XDG_CACHE_HOME/cpm_nb`` (an absolute path), else the
+                                    user cache folder of the system (``platformdirs``):
+                                    ``~/.cache/cpm_nb`` on Linux,
+                                    ``~/Library/Caches/cpm_nb`` on macOS,
+                                    ``%LOCALAPPDATA%\\cpm_nb\\Cache`` on Windows
 data            ``CPM_NB_DATA``     ``data/`` of the cpm-nb checkout the package is
                                     installed from (``pip install -e .``), else the cache
 runs            ``CPM_NB_RUNS``     Colab with Drive mounted: ``MyDrive/cpm_nb/runs``; else
@@ -37,6 +41,7 @@ RUNS_ENV = "CPM_NB_RUNS"
 FIGURES_ENV = "CPM_NB_FIGURES"
 COLAB_DRIVE = Path("/content/drive/MyDrive")
 PROJECT_NAME = "cpm-nb"
+APP_NAME = "cpm_nb"  # the cache folder's name
 
 
 def _env_path(name: str) -> Path | None:
@@ -70,11 +75,16 @@ def checkout_root() -> Path | None:
 
 
 def cache_root() -> Path:
-    """``$XDG_CACHE_HOME/cpm_nb``, else ``~/.cache/cpm_nb``."""
+    """``$XDG_CACHE_HOME/cpm_nb``, else the system's user cache folder for ``cpm_nb``
+    (``platformdirs``; ``~/.cache/cpm_nb`` on Linux)."""
     base = _env_path(CACHE_ENV)
-    if base is None or not base.is_absolute():  # the XDG spec: ignore relative values
-        base = Path.home() / ".cache"
-    return base / "cpm_nb"
+    if base is not None and base.is_absolute():  # the XDG spec: ignore relative values
+        return base / APP_NAME
+    import platformdirs
+
+    folder = Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+    # older platformdirs take a relative $XDG_CACHE_HOME as it is
+    return folder if folder.is_absolute() else Path.home() / ".cache" / APP_NAME
 
 
 def data_root() -> Path:
