@@ -143,7 +143,7 @@ def test_export_that_fails_its_parity_check_keeps_the_previous_export(run_folder
     one_line_error(err, "differs from the Keras model", "nothing was written")
     after = snapshot(out)
     assert {k: after.get(k) for k in before} == before and not leftovers(out)
-    assert set(after) - set(before) <= {str(out / ".lock")}  # the folder's lock, empty
+    assert set(after) == set(before)  # not even the folder's lock file is left
 
 
 def test_a_failed_command_leaves_an_existing_json_out_alone(tmp_path, capsys):
@@ -226,8 +226,8 @@ def test_prepare_refuses_image_names_outside_the_image_folder(tmp_path, capsys, 
     name = str(tmp_path / "outside.jpg") if name == "ABSOLUTE" else name
     argv = make_mpii(tmp_path, good_images(2), names=["img0.jpg", "img1.jpg", name])
     opened = []
-    real = files.open_image
-    monkeypatch.setattr(files, "open_image", lambda p: opened.append(str(p)) or real(p))
+    real = images.open_image
+    monkeypatch.setattr(images, "open_image", lambda p: opened.append(str(p)) or real(p))
     summary = _summary(argv, capsys)
     assert summary["splits"]["train"]["kept"] == 1
     assert summary["splits"]["train"]["skipped"] == {shards.SKIP_ESCAPING_NAME: 1}
@@ -286,20 +286,20 @@ def _save(image, fmt) -> bytes:
 
 @pytest.mark.parametrize("kind, conversion", [
     ("rgb16", None),  # Pillow itself keeps the high byte of 16-bit RGB
-    ("gray16", files.CONVERTED_HIGH_BIT_DEPTH),
-    ("int32", files.CONVERTED_HIGH_BIT_DEPTH),
-    ("float", files.CONVERTED_HIGH_BIT_DEPTH),
-    ("palette", files.CONVERTED_PALETTE),
-    ("palette+transparency", files.CONVERTED_ALPHA),
-    ("gray+alpha", files.CONVERTED_ALPHA),
-    ("rgba", files.CONVERTED_ALPHA),
-    ("1-bit", files.CONVERTED_GRAYSCALE),
-    ("cmyk", files.CONVERTED_CMYK),
+    ("gray16", images.CONVERTED_HIGH_BIT_DEPTH),
+    ("int32", images.CONVERTED_HIGH_BIT_DEPTH),
+    ("float", images.CONVERTED_HIGH_BIT_DEPTH),
+    ("palette", images.CONVERTED_PALETTE),
+    ("palette+transparency", images.CONVERTED_ALPHA),
+    ("gray+alpha", images.CONVERTED_ALPHA),
+    ("rgba", images.CONVERTED_ALPHA),
+    ("1-bit", images.CONVERTED_GRAYSCALE),
+    ("cmyk", images.CONVERTED_CMYK),
 ])
 def test_every_pixel_format_becomes_8bit_rgb(tmp_path, kind, conversion):
     path = tmp_path / f"{kind}.img"
     path.write_bytes(_mode_image(kind))
-    rgb, how = files.load_rgb(path)
+    rgb, how = images.load_rgb(path)
     a = np.asarray(rgb)
     assert rgb.mode == "RGB" and a.dtype == np.uint8 and how == conversion
     if kind == "rgb16":
@@ -313,7 +313,7 @@ def test_every_pixel_format_becomes_8bit_rgb(tmp_path, kind, conversion):
 def test_16bit_gray_keeps_its_levels(tmp_path):
     path = tmp_path / "levels.png"
     path.write_bytes(gray16(np.array([[0, 257, 32768, 65535]], np.uint16)))
-    assert np.asarray(files.load_rgb(path)[0])[0, :, 0].tolist() == [0, 1, 128, 255]
+    assert np.asarray(images.load_rgb(path)[0])[0, :, 0].tolist() == [0, 1, 128, 255]
     assert images.load_image(path)[0, :, 0].tolist() == [0, 1, 128, 255]  # predict's loader too
 
 
@@ -615,11 +615,12 @@ def test_prepare_skips_and_counts_bad_images(tmp_path, capsys):
     assert train["skipped"] == {shards.SKIP_TOO_LARGE: 3, shards.SKIP_UNREADABLE_IMAGE: 2}
 
 
-def test_pipeline_load_image_names_the_bomb(tmp_path):
+def test_the_image_loader_names_the_bomb(tmp_path):
     path = tmp_path / "bomb.png"
     path.write_bytes(bomb_png())
-    with pytest.raises(ValueError, match="bomb.png.*decompression bomb"):
-        shards.load_image(path)
+    with pytest.raises(images.ImageError, match="bomb.png.*decompression bomb") as err:
+        images.load_rgb(path)
+    assert err.value.reason == images.ImageError.TOO_LARGE == shards.SKIP_TOO_LARGE
 
 
 # === 8. option parsing ======================================================================================
@@ -772,5 +773,6 @@ def test_check_output_path(tmp_path, kind, make, message):
 def test_folder_lock_is_reentrant_in_one_thread(tmp_path):
     with files.locked(tmp_path), files.locked(tmp_path):
         assert (tmp_path / ".lock").exists()
+    assert not (tmp_path / ".lock").exists()  # released: no lock file left behind
     with files.locked(tmp_path):  # released: can be taken again
         pass

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cpm_nb.core import errors
 from cpm_nb.data import mpii, pipeline, preprocess, shards, synthetic
+from cpm_nb.io.images import ImageError, load_rgb
 
 SIZE = 64
 
@@ -101,7 +103,7 @@ def test_deterministic_option_and_seeds(prepared):
 
 
 def test_missing_shards_are_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="cpm-nb prepare"):
+    with pytest.raises(errors.DataError, match="cpm-nb prepare"):
         pipeline.make_dataset(tmp_path, "train", batch_size=4)
 
 
@@ -179,11 +181,13 @@ def test_bad_input_is_skipped_or_fixed_and_counted(bad_input):
 
 
 def test_load_image_errors_name_the_file(bad_input):
-    _, images, _ = bad_input
-    with pytest.raises(FileNotFoundError, match="missing.jpg"):
-        shards.load_image(images / "missing.jpg")
-    with pytest.raises(ValueError, match="unreadable image file .*corrupt.jpg"):
-        shards.load_image(images / "corrupt.jpg")
+    _, folder, _ = bad_input
+    with pytest.raises(ImageError, match="missing.jpg") as err:
+        load_rgb(folder / "missing.jpg")
+    assert err.value.reason == shards.SKIP_MISSING_IMAGE
+    with pytest.raises(ImageError, match="unreadable image file .*corrupt.jpg") as err:
+        load_rgb(folder / "corrupt.jpg")
+    assert err.value.reason == shards.SKIP_UNREADABLE_IMAGE
 
 
 def test_pil_and_tf_warps_agree(prepared):

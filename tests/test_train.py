@@ -172,8 +172,7 @@ def test_training_runs_the_loss_falls_and_exports(fast_run, keras):
     assert all(lo > d for lo, d in zip(h["loss"], h["data_loss"]))  # + the L2 term
     assert {p.name for p in out.iterdir()} >= {"checkpoint.npz", "cpm_config.json",
                                                "history.json", "logs", "model.keras"}
-    events = list((out / "logs").iterdir())
-    assert events and events[0].stat().st_size > 100  # TensorBoard scalars
+    assert not (out / ".lock").exists()  # the run's lock is gone with the run
     model = keras.saving.load_model(out / "model.keras", safe_mode=True)
     for a, b in zip(weights_of(model), weights_of(result.model)):
         np.testing.assert_array_equal(a, b)
@@ -183,6 +182,28 @@ def test_training_runs_the_loss_falls_and_exports(fast_run, keras):
     assert meta["training"]["key"] == cfg.key() and meta["steps"] == cfg.steps
     assert "x / 256 - 0.5" in meta["normalisation"]
     assert meta["metrics"]["mean"] == result.metrics["mean"]
+
+
+def test_tensorboard_reads_every_curve_up_to_the_final_validation(fast_run):
+    """The scalars in OUT/logs, read back by TensorBoard itself: every training interval
+    and the validation after the last step (written after the last fit)."""
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator")
+    cfg, out, result = fast_run
+    acc = event_accumulator.EventAccumulator(str(out / "logs"))
+    acc.Reload()
+    h = result.history
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/objective", "train/data_loss", "train/learning_rate", "val/pckh_0.5",
+            "train/loss_stage1", f"train/loss_stage{cfg.stages}"} <= tags
+    objective = acc.Scalars("train/objective")
+    assert [e.step for e in objective] == h["step"] == [5, 10, 15, 20]
+    np.testing.assert_allclose([e.value for e in objective], h["loss"], rtol=1e-6)
+    val = acc.Scalars("val/pckh_0.5")
+    assert val[-1].step == cfg.steps == h["val_step"][-1]  # the final validation's point
+    assert val[-1].value == pytest.approx(result.metrics["mean"], rel=1e-6)
+    stage = acc.Scalars(f"val/pckh_0.5_stage{cfg.stages}")
+    assert stage[-1].step == cfg.steps
 
 
 def test_checkpoint_holds_every_variable_by_name(fast_run):
@@ -522,13 +543,28 @@ def test_mixed_precision_trains_and_checkpoints_on_cpu(tmp_path, keras, precisio
     assert exported.outputs[0].dtype == "float32"
 
 
+HOLD_RUN_LOCK = """
+import sys
+from cpm_nb.training import runs
+with runs.run_lock(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
 def test_one_process_at_a_time_per_run_folder(tmp_path):
     cfg = TC.train_config("fast")
-    with runs.run_lock(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_RUN_LOCK, str(tmp_path)], cwd=REPO,
+                              env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(runs.RunLocked, match="another process"):
             T.train(cfg, tmp_path, progress=False, verbose=False)
+    finally:
+        holder.communicate("", timeout=60)
     with runs.run_lock(tmp_path):  # released again
         pass
+    assert not (tmp_path / ".lock").exists()  # and no lock file is left behind
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -601,5 +637,7 @@ def test_headless_notebook_training_prints_progress_lines(monkeypatch, capsys, t
 
     monkeypatch.setenv("CPM_NB_STATIC", "1")
     T.train(TC.train_config("fast", steps=20, eval_every=0), tmp_path / "run", resume=False)
-    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("step ")]
-    assert [x.split(":")[0] for x in lines] == ["step 10/20", "step 20/20"], lines
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("training fast")]
+    assert [x.split(", ")[0] for x in lines] == ["training fast (2 stages): 10/20 steps",
+                                                 "training fast (2 stages): 20/20 steps"], lines
+    assert all("loss " in x for x in lines)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "model": ("cpm_nb.bench.model:bench_model", "CPM forward pass at 368 px: images/s, compiled vs eager"),
     "train": ("cpm_nb.bench.train:bench_train", "training images/s: fit with its data path vs the bare compiled step"),
     "pipeline": ("cpm_nb.bench.pipeline:bench_pipeline", "augmented 368-px examples/s: tf.data vs per-sample NumPy/PIL/SciPy"),
+    "records": ("cpm_nb.bench.records:bench_records", "TFRecord CRC-32C and reading MB/s: google-crc32c vs the pure-Python loop"),
     "predict": ("cpm_nb.bench.predict:bench_predict", "end-to-end predict images/s (JPEG -> joints) vs raw forward, batch 8"),
 }
 
@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     result = getattr(importlib.import_module(module), function)(args)
     result = {"benchmark": args.name, "machine": machine(), **result}
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+        from cpm_nb.core import files
+
+        files.atomic_write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0

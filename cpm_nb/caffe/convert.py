@@ -60,7 +60,6 @@ joint orders and test-time procedure).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -95,8 +94,9 @@ from cpm_nb.caffe.release import (
     release_preprocessing,
 )
 from cpm_nb.core import files
+from cpm_nb.core.progress import Progress
+from cpm_nb.training.runs import CONFIG_FILE, MODEL_FILE  # the run folder's file names
 
-MODEL_FILE, CONFIG_FILE = "model.keras", "cpm_config.json"  # as cpm_nb.training.loop writes them
 LICENCE = ("converted from the CPM release (convolutional-pose-machines-release): the weights "
            "keep the release's licence (non-commercial use, no redistribution)")
 
@@ -264,7 +264,7 @@ def parity(run, prototxt, caffemodel, images=None, seed: int = 0) -> list[dict]:
     from cpm_nb.model import cpm as M
 
     run = Path(run)
-    meta = json.loads((run / CONFIG_FILE).read_text())
+    meta = files.read_json(run / CONFIG_FILE, "model description")
     cfg = architecture.CPMConfig(**meta["cpm_config"])
     names = meta.get("outputs") or cfg.output_names
     if images is None:
@@ -336,22 +336,19 @@ def mpii_validation(run, out, root=None, annotations=None, split_file=None, imag
                          f"{missing[0][1]})")
     chosen = [people[k] for k in order]
     preds = np.zeros((len(chosen), skeleton.NUM_JOINTS, 2))
-    for start in range(0, len(chosen), batch_size):
-        group = chosen[start:start + batch_size]
-        prepared = []
-        for p in group:
-            try:
-                prepared.append(predictor.prepare(Path(images) / p.image, center=p.objpos,
-                                                  scale=p.scale, scales=scales))
-            except ImageError as err:
-                raise CaffeError(str(err)) from None
-        for k, pred in enumerate(predictor.run(prepared)):
-            preds[start + k] = pred.joints
-        if progress:
-            print(f"\r{min(start + batch_size, len(chosen))}/{len(chosen)} people", end="",
-                  flush=True)
-    if progress:
-        print()
+    with Progress(len(chosen), "predicting", unit="person", mode=progress) as bar:
+        for start in range(0, len(chosen), batch_size):
+            group = chosen[start:start + batch_size]
+            prepared = []
+            for p in group:
+                try:
+                    prepared.append(predictor.prepare(Path(images) / p.image, center=p.objpos,
+                                                      scale=p.scale, scales=scales))
+                except ImageError as err:
+                    raise CaffeError(str(err)) from None
+            for k, pred in enumerate(predictor.run(prepared)):
+                preds[start + k] = pred.joints
+            bar.update(len(group))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     gt = np.stack([np.where(p.missing[:, None], 0.0, p.joints) for p in chosen])
@@ -394,8 +391,8 @@ def find_converted(*candidates) -> Path | None:
             continue
         config = Path(folder).expanduser() / CONFIG_FILE
         try:
-            meta = json.loads(config.read_text())
-        except (OSError, ValueError):
+            meta = files.read_json(config)
+        except files.DataError:
             continue
         if isinstance(meta, dict) and meta.get("source") == "caffe":
             return config.parent

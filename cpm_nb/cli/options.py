@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import sys
 from collections.abc import Callable
@@ -63,26 +62,16 @@ def add_json_option(parser: argparse.ArgumentParser, what: str, note: str = "") 
 
 def print_json(data, path: str | None = None) -> None:
     """Print ``data`` as JSON on stdout (``path`` None or '-'), or write it to ``path``
-    atomically.  NaN and infinities become null, so the output is always valid JSON."""
-    text = json.dumps(_finite(data), indent=2, sort_keys=False)
+    atomically.  NaN and infinities become null, as in every JSON file the package writes
+    (:func:`cpm_nb.core.files.json_text`), so the output is always valid JSON."""
+    from cpm_nb.core import files
+
     if path in (None, "-"):
         out = _JSON_STDOUT or sys.stdout
-        out.write(text + "\n")
+        out.write(files.json_text(data) + "\n")
         out.flush()
     else:
-        from cpm_nb.core import files
-
-        files.atomic_write_text(path, text + "\n")
-
-
-def _finite(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+        files.atomic_write_json(path, data)
 
 
 # --- numeric options: argparse types whose error names the valid range ---------------------

@@ -1,10 +1,10 @@
 """One place for reading and writing files safely: atomic outputs, early output checks,
-names from data files kept inside their folder, folder locks, and image decoding
-with one-line errors.
+names from data files kept inside their folder, folder locks, and JSON.
 
 Every tool of the package goes through these, so a failure never leaves a half
 written file behind, a hostile data file cannot make a tool read elsewhere, and a
-bad image or JSON file is one line naming the file, never a traceback.
+bad JSON file is one line naming the file, never a traceback.  (Images have their
+own loader, :mod:`cpm_nb.io.images`.)
 
 * :func:`atomic_write_bytes` / :func:`atomic_write_text` / :func:`atomic_write_json`
   and :func:`atomic_output` (a context manager yielding a temporary path in the same
@@ -16,15 +16,13 @@ bad image or JSON file is one line naming the file, never a traceback.
 * :func:`inside` -- a relative name read from a data file (an image name in the
   annotations), resolved under its folder; :class:`EscapingPathError` when it is
   absolute or climbs out with ``..``.
-* :func:`locked` -- an advisory ``flock`` on ``FOLDER/.lock`` (re-entrant within a
-  process), so two processes never prepare the same folder at once.
-* :func:`read_json` -- a JSON file, or a :class:`DataError` naming it.
-* :func:`open_image` / :func:`decode_rgb` / :func:`load_rgb` -- an image file as 8-bit
-  RGB: decompression bombs (more than :data:`MAX_IMAGE_PIXELS` pixels), truncated,
-  corrupt and unsupported files are an :class:`ImageFileError` naming the file;
-  16-bit images are *scaled* to 8 bits (not clipped), palette, grayscale, CMYK and
-  images with transparency (composited on white) are converted, and the conversion
-  is reported so callers can count it.
+* :func:`locked` -- the one folder lock (``FOLDER/.lock``, through ``filelock``):
+  re-entrant in the thread that holds it, exclusive between threads and processes;
+  a second holder waits, or is refused with a given error; the lock file is removed
+  when the last hold ends, so a finished job leaves none behind.
+* :func:`read_json` / :func:`parse_json` -- the one JSON reader: a document, or a
+  :class:`DataError` naming the file; :func:`json_text` -- the one JSON writer's text:
+  NaN and infinities become ``null``, so every file written is valid JSON.
 
 :class:`DataError` is the error for data and files (not for command-line flags):
 ``cpm-nb`` prints it as one line and exits with status 2.
@@ -34,43 +32,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
-import threading
 import uuid
-import warnings
 from pathlib import Path
 
-from cpm_nb.core.errors import DataError  # re-exported: files.DataError
+from cpm_nb.core.errors import CpmError, DataError  # re-exported: files.DataError
 
-MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own warning limit (a 0.25 GB RGB image)
-
-# what decode_rgb did to reach 8-bit RGB (None: it already was); prepare counts them
-CONVERTED_GRAYSCALE = "grayscale images (converted to RGB)"
-CONVERTED_CMYK = "CMYK images (converted to RGB)"
-CONVERTED_HIGH_BIT_DEPTH = "16-bit images (scaled to 8-bit RGB)"
-CONVERTED_PALETTE = "palette images (converted to RGB)"
-CONVERTED_ALPHA = "images with transparency (composited on white)"
-CONVERTED_OTHER = "other colour modes (converted to RGB)"
-CONVERSIONS = (CONVERTED_GRAYSCALE, CONVERTED_CMYK, CONVERTED_HIGH_BIT_DEPTH,
-               CONVERTED_PALETTE, CONVERTED_ALPHA, CONVERTED_OTHER)
-
+LOCK_FILE = ".lock"
 
 class EscapingPathError(DataError):
     """A name read from a data file that would point outside its folder."""
-
-
-class ImageFileError(DataError):
-    """An image file that cannot be used.  ``reason`` is short and stable, for counting:
-    :data:`MISSING`, :data:`TOO_LARGE` or :data:`UNREADABLE`."""
-
-    MISSING = "missing image file"
-    TOO_LARGE = "image too large (decompression bomb?)"
-    UNREADABLE = "unreadable image file"
-
-    def __init__(self, message: str, reason: str = UNREADABLE):
-        super().__init__(message)
-        self.reason = reason
 
 
 # --- atomic outputs --------------------------------------------------------------------------
@@ -124,8 +97,8 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def atomic_write_json(path, data, indent: int | None = 2) -> None:
-    """``data`` as JSON (plus a newline) written atomically to ``path``."""
-    atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
+    """``data`` as JSON (plus a newline; :func:`json_text`) written atomically to ``path``."""
+    atomic_write_text(path, json_text(data, indent) + "\n")
 
 
 def swap_folder(new, target) -> None:
@@ -232,54 +205,72 @@ def inside(folder, name, source=None) -> Path:
 
 # --- locks --------------------------------------------------------------------------------------
 
-_held: dict[str, list] = {}  # resolved lock file -> [file object, depth, owner thread]
-_held_guard = threading.Lock()
+
+class FolderLocked(CpmError, RuntimeError):
+    """Another thread or process holds the folder's lock."""
 
 
 @contextlib.contextmanager
-def locked(folder, name: str = ".lock"):
-    """Hold an exclusive advisory lock (``flock``) on ``folder/name``, waiting for
-    another process that holds it.  Re-entrant in the thread that holds it; a no-op
-    where ``fcntl`` is missing (Windows).  The folder is created."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
+def locked(folder, busy: CpmError | None = None):
+    """Hold the folder's lock, ``folder/.lock`` (created with the folder), for the block.
+
+    Another thread or process holding it is waited for, or, when ``busy`` is given (an
+    exception: what to tell the caller), refused with it at once.  Re-entrant in the
+    thread that holds it.  When the thread's outermost hold ends the lock file is
+    removed, still locked, so a finished job leaves no ``.lock`` behind: a waiter that
+    had opened the removed file finds it unlinked once it gets it and takes the new one
+    (``filelock`` >= 4 checks this), so removing it never lets two holders in."""
+    import filelock
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    key = str((folder / name).resolve())
-    me = threading.get_ident()
-    with _held_guard:
-        entry = _held.get(key)
-        if entry is not None and entry[2] == me:
-            entry[1] += 1
-            reentered = True
-        else:
-            reentered = False
-    if reentered:
-        try:
-            yield
-        finally:
-            with _held_guard:
-                _held[key][1] -= 1
-        return
-    f = open(key, "a+")  # noqa: SIM115 - held for the duration of the block
+    # one lock object per file and process; its holds are counted per thread
+    lock = filelock.FileLock(str((folder / LOCK_FILE).resolve()), is_singleton=True)
     try:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        with _held_guard:
-            _held[key] = [f, 1, me]
-        try:
-            yield
-        finally:
-            with _held_guard:
-                _held.pop(key, None)
-            fcntl.flock(f, fcntl.LOCK_UN)
+        lock.acquire(timeout=-1 if busy is None else 0)
+    except filelock.Timeout:
+        raise busy from None
+    try:
+        yield
     finally:
-        f.close()
+        if lock.lock_counter == 1:  # the outermost hold of this thread
+            with contextlib.suppress(OSError):
+                os.unlink(lock.lock_file)
+        lock.release()
 
 
 # --- JSON ---------------------------------------------------------------------------------------
+
+
+def _finite(obj):
+    """``obj`` with NaN and infinities as None (JSON ``null``) and NumPy numbers and arrays
+    as Python ones."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # a NumPy array or number
+        return _finite(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
+
+
+def json_text(data, indent: int | None = 2) -> str:
+    """``data`` as strict JSON text: NaN and infinities written as ``null`` (what every
+    JSON file and ``--json`` output of the package holds); ``indent=None`` is compact."""
+    separators = (",", ":") if indent is None else None
+    return json.dumps(_finite(data), indent=indent, separators=separators, allow_nan=False)
+
+
+def parse_json(text, source: str, what: str = "JSON", fix: str = ""):
+    """The JSON document in ``text`` (str or bytes) read from ``source``; :class:`DataError`
+    (one line naming ``source`` and ``fix``) when it is not JSON."""
+    hint = f"; {fix}" if fix else ""
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{what} {source} is unreadable or corrupt ({err}){hint}") from None
 
 
 def read_json(path, what: str = "JSON file", fix: str = ""):
@@ -288,141 +279,10 @@ def read_json(path, what: str = "JSON file", fix: str = ""):
     path = Path(path)
     hint = f"; {fix}" if fix else ""
     try:
-        return json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{what} not found: {path}{hint}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        reason = getattr(err, "strerror", None) or str(err)
+    except OSError as err:
+        reason = err.strerror or str(err)
         raise DataError(f"{what} {path} is unreadable or corrupt ({reason}){hint}") from None
-
-
-# --- images -------------------------------------------------------------------------------------
-
-
-def _pil():
-    from PIL import Image
-
-    # our own limit (check_size) is Pillow's warning limit and raises a one-line error;
-    # Pillow's warning for the same images would only repeat it.  (Set on every call:
-    # an identical filter replaces itself, and test runners reset the filters.)
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-    return Image
-
-
-def open_image(path):
-    """Open an image file lazily (PIL; the pixels are decoded by :func:`decode_rgb`),
-    refusing files that are missing, not images, or larger than :data:`MAX_IMAGE_PIXELS`.
-    Raises :class:`ImageFileError` naming the file."""
-    image_module = _pil()
-    path = Path(path)
-    if not path.exists():
-        raise ImageFileError(f"image file not found: {path}", ImageFileError.MISSING)
-    if path.is_dir():
-        raise ImageFileError(f"{path} is a folder, not an image file")
-    try:
-        im = image_module.open(path)
-    except image_module.DecompressionBombError as err:
-        raise ImageFileError(f"{path}: {err}", ImageFileError.TOO_LARGE) from None
-    except Exception as err:  # noqa: BLE001 - Pillow raises many types for a bad file
-        raise ImageFileError(f"unreadable image file {path}: not an image file Pillow can "
-                             f"read ({_reason(err)})") from None
-    check_size(im, path)
-    return im
-
-
-def check_size(im, name) -> None:
-    """:class:`ImageFileError` when ``im`` claims more than :data:`MAX_IMAGE_PIXELS`."""
-    width, height = im.size
-    if width * height > MAX_IMAGE_PIXELS:
-        im.close()
-        raise ImageFileError(f"{name}: {width}x{height} px is more than {MAX_IMAGE_PIXELS:,} px "
-                             "(a decompression bomb?); refusing to decode it",
-                             ImageFileError.TOO_LARGE)
-    if width < 1 or height < 1:
-        im.close()
-        raise ImageFileError(f"{name}: empty image ({width}x{height} px)")
-
-
-def _reason(err: BaseException) -> str:
-    text = " ".join(str(err).split())[:200]
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
-def decode_rgb(im, name, exif: bool = False):
-    """Decode a lazily opened PIL image to 8-bit RGB.  Returns ``(rgb, conversion)``
-    where ``conversion`` is one of :data:`CONVERSIONS` or None.  ``exif=True`` applies
-    the EXIF orientation (phone photos; not for annotated data sets, whose coordinates
-    refer to the stored pixels).  Raises :class:`ImageFileError` naming ``name``."""
-    try:
-        im.load()
-        if exif:
-            im = _exif_transpose(im)
-        return to_rgb(im)
-    except ImageFileError:
-        raise
-    except Exception as err:  # noqa: BLE001 - truncated/corrupt data: OSError, SyntaxError...
-        raise ImageFileError(f"unreadable image file {name}: {_reason(err)}") from None
-
-
-def _exif_transpose(im):
-    from PIL import ImageOps
-
-    try:
-        if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation: 1 = as stored
-            return ImageOps.exif_transpose(im)
-    except Exception:  # noqa: BLE001 - a broken EXIF block is no reason to refuse the pixels
-        pass
-    return im
-
-
-def to_rgb(im):
-    """``(rgb, conversion)``: any PIL image as 8-bit RGB (see :func:`decode_rgb`)."""
-    image_module = _pil()
-    mode = im.mode
-    if mode == "RGB":
-        return im, None
-    if mode.startswith("I") or mode == "F":
-        return _high_bit_depth(im), CONVERTED_HIGH_BIT_DEPTH
-    transparent = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        mode in ("P", "L", "RGB") and "transparency" in im.info)
-    if transparent:
-        rgba = im.convert("RGBA")
-        white = image_module.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return image_module.alpha_composite(white, rgba).convert("RGB"), CONVERTED_ALPHA
-    conversion = {"L": CONVERTED_GRAYSCALE, "1": CONVERTED_GRAYSCALE, "CMYK": CONVERTED_CMYK,
-                  "P": CONVERTED_PALETTE}.get(mode, CONVERTED_OTHER)
-    return im.convert("RGB"), conversion
-
-
-def _high_bit_depth(im):
-    """16-bit (I;16*), 32-bit integer (I) or float (F) grayscale -> 8-bit RGB, scaled.
-
-    I;16 is scaled from 0..65535; F from 0..1 when it fits; I and F from 0..255 when
-    they fit, else from 0..65535 (16-bit PNGs read as I), else by their own maximum."""
-    import numpy as np
-
-    image_module = _pil()
-    a = np.asarray(im, dtype=np.float64)
-    a = np.where(np.isfinite(a), a, 0.0)
-    peak = float(a.max(initial=0.0))
-    if im.mode.startswith("I;16"):
-        top = 65535.0
-    elif im.mode == "F" and peak <= 1.0:
-        top = 1.0
-    else:
-        top = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
-    gray = np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
-    return image_module.fromarray(gray).convert("RGB")
-
-
-def load_rgb(path, exif: bool = False):
-    """``(rgb PIL image, conversion)`` of an image file: :func:`open_image` then
-    :func:`decode_rgb`.  Raises :class:`ImageFileError` naming the file."""
-    im = open_image(path)
-    try:
-        rgb, conversion = decode_rgb(im, path, exif=exif)
-        if rgb is im:
-            rgb = im.copy()
-        return rgb, conversion
-    finally:
-        im.close()
+    return parse_json(data, str(path), what, fix)

@@ -34,7 +34,7 @@ import numpy as np
 
 from cpm_nb.core import errors
 from cpm_nb.core.runtime import tensorflow_available
-from cpm_nb.data import pipeline, preprocess, shards
+from cpm_nb.data import pipeline, preprocess, schema, shards
 from cpm_nb.io import records
 
 INPUT_PATHS = ("auto", "tf", "numpy")
@@ -61,10 +61,8 @@ def shard_files(folder, split: str) -> list[Path]:
 
 
 def data_meta(folder) -> dict:
-    try:
-        return shards.read_meta(folder)
-    except FileNotFoundError as err:
-        raise DataError(str(err)) from None
+    """The prepared folder's ``meta.json`` (:class:`DataError` when missing or unreadable)."""
+    return shards.read_meta(folder)
 
 
 def check_data(folder, model_config) -> dict:
@@ -132,15 +130,16 @@ def _load_split(folder: str, split: str, mtime: float) -> tuple:
     examples = []
     for shard in shard_files(folder, split):
         try:
-            examples.extend(records.read_examples(shard))
+            examples.extend(schema.decode(r, str(shard)) for r in records.read_records(shard))
         except records.RecordError as err:
-            raise DataError(f"{err}: prepare the data again (`cpm-nb prepare ... --force`)"
-                            ) from None
+            raise DataError(f"{shard}: {err}: prepare the data again "
+                            "(`cpm-nb prepare ... --force`)") from None
     return tuple(examples)
 
 
 def load_split(folder, split: str) -> tuple:
-    """Every decoded example of a split (cached per folder and ``meta.json`` time)."""
+    """Every decoded example of a split (:func:`cpm_nb.data.schema.decode`: each field of
+    its schema shape), cached per folder and ``meta.json`` time."""
     meta_time = (Path(folder) / shards.META_FILE).stat().st_mtime
     return _load_split(str(folder), split, meta_time)
 
@@ -158,18 +157,16 @@ def numpy_example(record: dict, position: int, input_size: int, context: float,
     with Image.open(io.BytesIO(record["image"])) as im:
         image = im.convert("RGB")
     crop = np.asarray(preprocess.warp_pil(image, forward, input_size, source_one_based=False))
-    ctx_joints = np.asarray(record["joints"], np.float32).reshape(-1, 2)
-    joints, vis = preprocess.transform_joints(ctx_joints, record["visibility"], forward,
+    joints, vis = preprocess.transform_joints(record["joints"], record["visibility"], forward,
                                               aug.flip)
     if not with_meta:
         return crop, joints, vis
     info = {
-        "crop_matrix": (forward @ np.asarray(record["ctx_matrix"], np.float64).reshape(3, 3)
-                        ).astype(np.float32),
-        "center": np.asarray(record["center"], np.float32),
+        "crop_matrix": (forward @ record["ctx_matrix"].astype(np.float64)).astype(np.float32),
+        "center": record["center"],
         "scale": np.float32(record["scale"][0]),
-        "orig_joints": np.asarray(record["orig_joints"], np.float32).reshape(-1, 2),
-        "head_box": np.asarray(record["head_box"], np.float32),
+        "orig_joints": record["orig_joints"],
+        "head_box": record["head_box"],
         "img_index": np.int64(record["img_index"][0]),
         "person_index": np.int64(record["person_index"][0]),
         "image_name": record["image_name"],

@@ -47,7 +47,6 @@ file there is no standard split (``cpm-nb prepare mpii`` downloads it, or takes
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -55,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpm_nb.core import skeleton
+from cpm_nb.core import files, skeleton
 from cpm_nb.core.errors import DataError
 
 NUM_JOINTS = skeleton.NUM_JOINTS
@@ -345,9 +344,7 @@ def write_json(people: list[Person], path, **meta) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"format": JSON_FORMAT, "version": JSON_VERSION, "meta": meta,
            "people": [p.to_dict() for p in people]}
-    from cpm_nb.core import files
-
-    files.atomic_write_text(path, json.dumps(doc, separators=(",", ":")))
+    files.atomic_write_json(path, doc, indent=None)
     return path
 
 
@@ -357,9 +354,9 @@ def read_json(path) -> list[Person]:
     if not path.is_file():
         raise FileNotFoundError(f"annotation file not found: {path}")
     try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MpiiFormatError(f"{path}: not valid JSON ({err})") from err
+        doc = files.read_json(path, "annotation file")
+    except DataError as err:
+        raise MpiiFormatError(str(err)) from None
     if not isinstance(doc, dict) or doc.get("format") != JSON_FORMAT:
         raise MpiiFormatError(f"{path}: not a {JSON_FORMAT} file")
     try:
@@ -370,7 +367,9 @@ def read_json(path) -> list[Person]:
 
 
 def read_json_meta(path) -> dict:
-    return json.loads(Path(path).read_text()).get("meta", {})
+    """The ``meta`` block of a file written by :func:`write_json`."""
+    doc = files.read_json(path, "annotation file")
+    return doc.get("meta", {}) if isinstance(doc, dict) else {}
 
 
 # --- the standard split ----------------------------------------------------------------

@@ -1,9 +1,8 @@
 """The tf.data input pipeline over the TFRecord shards, and the synthetic set end to end.
 
 The shards (one ``tf.train.Example`` per person: a JPEG context crop, its joints and,
-for evaluation, the original annotation) are written and checked by
-:mod:`cpm_nb.data.shards`; the names used with this module (``write_tfrecords``,
-``read_meta``, ``check_shards``, the skip and fix reasons...) are re-exported here.
+for evaluation, the original annotation; the fields: :mod:`cpm_nb.data.schema`) are
+written and checked by :mod:`cpm_nb.data.shards`.
 
 :func:`make_dataset` reads the shards with tf.data: parallel interleave and map,
 JPEG decoding, the CPM augmentation as one bilinear warp (stateless random
@@ -36,8 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cpm_nb.core import errors, files
-from cpm_nb.core.skeleton import NUM_JOINTS
-from cpm_nb.data import preprocess
+from cpm_nb.data import preprocess, schema
 from cpm_nb.data.shards import (
     META_FILE,
     check_shards,
@@ -62,24 +60,6 @@ def _tf():
 # --- reading -----------------------------------------------------------------------
 
 
-def _feature_spec(tf):
-    fixed = tf.io.FixedLenFeature
-    return {
-        "image": fixed([], tf.string),
-        "joints": fixed([NUM_JOINTS * 2], tf.float32),
-        "visibility": fixed([NUM_JOINTS], tf.int64),
-        "center": fixed([2], tf.float32),
-        "scale": fixed([1], tf.float32),
-        "orig_joints": fixed([NUM_JOINTS * 2], tf.float32),
-        "head_box": fixed([4], tf.float32),
-        "ctx_matrix": fixed([9], tf.float32),
-        "img_index": fixed([1], tf.int64),
-        "person_index": fixed([1], tf.int64),
-        "image_name": fixed([], tf.string),
-        "n_others": fixed([1], tf.int64),
-    }
-
-
 def example_parser(input_size: int, context: float, augment: bool, seed: int = 0,
                    with_meta: bool = False, scale_range=preprocess.SCALE_RANGE,
                    max_rotation: float = preprocess.MAX_ROTATION,
@@ -91,13 +71,12 @@ def example_parser(input_size: int, context: float, augment: bool, seed: int = 0
     that the warp samples is decoded.
     """
     tf = _tf()
-    spec = _feature_spec(tf)
     context_size = preprocess.context_size(input_size, context)
 
     def parse(index, record):
-        ex = tf.io.parse_single_example(record, spec)
-        joints = tf.reshape(ex["joints"], [1, NUM_JOINTS, 2])
-        vis = tf.cast(tf.reshape(ex["visibility"], [1, NUM_JOINTS]), tf.int32)
+        ex = schema.tf_parse(record, tf)  # every field of its schema shape
+        joints = ex["joints"][None]
+        vis = tf.cast(ex["visibility"][None], tf.int32)
         if augment:
             rot, sf, flip = preprocess.tf_sample_augmentation(
                 tf.stack([tf.constant(seed, tf.int64), index]), 1, scale_range, max_rotation,
@@ -120,11 +99,10 @@ def example_parser(input_size: int, context: float, augment: bool, seed: int = 0
         joints, vis = preprocess.tf_transform_joints(joints, vis, fwd, flip)
         out = (crop, joints[0], vis[0])
         if with_meta:
-            m_ctx = tf.reshape(ex["ctx_matrix"], [3, 3])
             info = {
-                "crop_matrix": tf.linalg.matmul(fwd[0], m_ctx),
+                "crop_matrix": tf.linalg.matmul(fwd[0], ex["ctx_matrix"]),
                 "center": ex["center"], "scale": ex["scale"][0],
-                "orig_joints": tf.reshape(ex["orig_joints"], [NUM_JOINTS, 2]),
+                "orig_joints": ex["orig_joints"],
                 "head_box": ex["head_box"], "img_index": ex["img_index"][0],
                 "person_index": ex["person_index"][0], "image_name": ex["image_name"],
                 "n_others": ex["n_others"][0], "flipped": flip[0],
@@ -165,7 +143,8 @@ def make_dataset(tfrecord_dir, split: str, batch_size: int,
         warp = "pil" if input_size >= AUTO_PIL_SIZE else "tf"
     shards = sorted(str(p) for p in Path(tfrecord_dir).glob(f"{split}-*.tfrecord"))
     if not shards:
-        raise FileNotFoundError(f"no {split}-*.tfrecord shards in {tfrecord_dir}")
+        raise errors.DataError(f"no {split}-*.tfrecord shards in {tfrecord_dir}: prepare the "
+                               "data first (`cpm-nb prepare`)")
     train = split == "train"
     augment = train if augment is None else augment
     shuffle = train if shuffle is None else shuffle

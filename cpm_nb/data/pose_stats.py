@@ -206,6 +206,6 @@ def measure(mpii_file, people_by_name: dict, input_size: int = 368) -> dict:
 def load_measured() -> dict:
     """The stored measurement of real MPII against synthetic v1 and v2 people
     (``cpm_nb/results/synthetic_vs_mpii.json``, made with :func:`measure`)."""
-    import json
+    from cpm_nb.core import files
 
-    return json.loads(paths.results_path("synthetic_vs_mpii").read_text())
+    return files.read_json(paths.results_path("synthetic_vs_mpii"), "committed result")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from cpm_nb.core import files
 from cpm_nb.core.errors import DataError
+from cpm_nb.core.progress import Progress, track
 from cpm_nb.data.mpii import TOMPSON_SPLIT_URL
 
 MPII_BASE_URL = "https://datasets.d2.mpi-inf.mpg.de/andriluka14cvpr/"
@@ -160,21 +161,11 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> None:
             offset = 0
         length = response.headers.get("Content-Length")
         total = int(length) + offset if length and length.isdigit() else None
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                       unit_divisor=1024, desc=part.name[:-5])
-        try:
-            with open(part, "ab" if offset else "wb") as f:
-                for block in iter(lambda: response.read(CHUNK), b""):
-                    f.write(block)
-                    if bar is not None:
-                        bar.update(len(block))
-        finally:
-            if bar is not None:
-                bar.close()
+        with Progress(total, part.name[:-5], unit="B", initial=offset, mode=progress,
+                      unit_scale=True) as bar, open(part, "ab" if offset else "wb") as f:
+            for block in iter(lambda: response.read(CHUNK), b""):
+                f.write(block)
+                bar.update(len(block))
     if total is not None and part.stat().st_size < total:
         raise ConnectionError(f"connection closed after {part.stat().st_size} of {total} bytes")
 
@@ -208,8 +199,7 @@ def extract(archive, dest, progress: bool = False) -> Path:
             zf.extractall(dest)
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
-            members = _progress_members(tf, progress)
-            for member in members:
+            for member in track(tf, "extracting", unit="file", mode=progress):
                 _check_tar_member(archive, member, root, dest)
                 if hasattr(tarfile, "data_filter"):
                     tf.extract(member, dest, filter="data")
@@ -219,14 +209,6 @@ def extract(archive, dest, progress: bool = False) -> Path:
         raise DataError(f"{archive}: neither a zip nor a tar archive (incomplete download?)")
     marker.write_text("ok\n")
     return dest
-
-
-def _progress_members(tf, progress):
-    if not progress:
-        return tf
-    from tqdm.auto import tqdm
-
-    return tqdm(tf, desc="extracting", unit="file")
 
 
 def _check_tar_member(archive: Path, member: tarfile.TarInfo, root: Path, dest: Path) -> None:

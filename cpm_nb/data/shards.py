@@ -17,17 +17,18 @@ person with a reason (missing, unreadable or truncated image file, an image over
 89 million pixels, an image name outside the image folder, zero or negative scale,
 no centre, no annotated joint), drops joints that lie outside the image (counted),
 converts grayscale, CMYK, palette, transparent and 16-bit images to 8-bit RGB
-(counted; :mod:`cpm_nb.core.files`), and returns the counts.  Each split is written
+(counted; :mod:`cpm_nb.io.images`), and returns the counts.  Each split is written
 atomically (temporary shards and a commit journal; :func:`recover`), in a locked
 folder; :func:`check_shards` finds truncated or corrupted shards.  The shards are
 read by :mod:`cpm_nb.data.pipeline` (tf.data) and :mod:`cpm_nb.data.batches` (also without
-TensorFlow).
+TensorFlow); their fields are :mod:`cpm_nb.data.schema`'s.  The shards are framed in plain
+Python (:mod:`cpm_nb.io.records`, checksums in C through ``google-crc32c``): preparing
+data never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 from collections import Counter
@@ -36,9 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from cpm_nb.core import errors, files
-from cpm_nb.data import preprocess
+from cpm_nb.core.progress import Progress
+from cpm_nb.data import preprocess, schema
 from cpm_nb.data.mpii import Person
-from cpm_nb.io import records
+from cpm_nb.io import images, records
 
 SHARD_SIZE = 500  # examples per shard (at most 64 shards)
 JPEG_QUALITY = 95
@@ -46,22 +48,22 @@ META_FILE = "meta.json"
 
 # skip / fix reasons, as counted by write_tfrecords
 SKIP_NO_IMAGE_NAME = "no image file name"
-SKIP_MISSING_IMAGE = files.ImageFileError.MISSING
-SKIP_UNREADABLE_IMAGE = files.ImageFileError.UNREADABLE
-SKIP_TOO_LARGE = files.ImageFileError.TOO_LARGE
+SKIP_MISSING_IMAGE = images.ImageError.MISSING
+SKIP_UNREADABLE_IMAGE = images.ImageError.UNREADABLE
+SKIP_TOO_LARGE = images.ImageError.TOO_LARGE
 SKIP_ESCAPING_NAME = "image name outside the image folder (refused)"
 SKIP_BAD_SCALE = "zero or negative scale"
 SKIP_NO_CENTER = "no person centre (objpos) or scale"
 SKIP_NO_JOINTS = "no annotated joints"
 SKIP_NO_JOINTS_INSIDE = "no annotated joint inside the image"
 FIX_OUTSIDE = "joints outside the image (dropped)"
-FIX_GRAYSCALE = files.CONVERTED_GRAYSCALE
-FIX_CMYK = files.CONVERTED_CMYK
-FIX_HIGH_BIT_DEPTH = files.CONVERTED_HIGH_BIT_DEPTH
-FIX_PALETTE = files.CONVERTED_PALETTE
-FIX_ALPHA = files.CONVERTED_ALPHA
-FIX_OTHER_MODE = files.CONVERTED_OTHER
-FIXES = (FIX_OUTSIDE, *files.CONVERSIONS)  # counted under "fixed", the rest under "skipped"
+FIX_GRAYSCALE = images.CONVERTED_GRAYSCALE
+FIX_CMYK = images.CONVERTED_CMYK
+FIX_HIGH_BIT_DEPTH = images.CONVERTED_HIGH_BIT_DEPTH
+FIX_PALETTE = images.CONVERTED_PALETTE
+FIX_ALPHA = images.CONVERTED_ALPHA
+FIX_OTHER_MODE = images.CONVERTED_OTHER
+FIXES = (FIX_OUTSIDE, *images.CONVERSIONS)  # counted under "fixed", the rest under "skipped"
 
 
 # --- checks ------------------------------------------------------------------------
@@ -85,67 +87,39 @@ def joints_outside(person: Person, width: int, height: int) -> np.ndarray:
     return out & ~person.missing
 
 
-def load_image(path: Path, counts: Counter | None = None):
-    """Open an image as 8-bit RGB (PIL) through :func:`cpm_nb.core.files.load_rgb`: grayscale,
-    CMYK, palette, transparent and 16-bit images are converted and counted in ``counts``;
-    raises FileNotFoundError (missing) or :class:`cpm_nb.core.files.ImageFileError` (a
-    ValueError: unreadable, truncated, too large), naming the file."""
-    try:
-        rgb, conversion = files.load_rgb(path)
-    except files.ImageFileError as err:
-        if err.reason == files.ImageFileError.MISSING:
-            raise FileNotFoundError(str(err)) from None
-        raise
-    if counts is not None and conversion is not None:
-        counts[conversion] += 1
-    return rgb
-
-
 # --- writing -----------------------------------------------------------------------
 
 
 def _example(jpeg: bytes, person: Person, joints_ctx, visibility, m_ctx, n_others: int) -> bytes:
-    """One serialised ``tf.train.Example`` (written by :mod:`cpm_nb.io.records`: no TensorFlow)."""
+    """One serialised record (:func:`cpm_nb.data.schema.encode`)."""
     head_box = person.head_box if person.head_box is not None else np.full(4, np.nan)
-    f32 = lambda v: np.asarray(v, np.float32).ravel()  # noqa: E731
-    i64 = lambda v: np.asarray(v, np.int64).ravel()  # noqa: E731
-    return records.encode_example({
+    return schema.encode({
         "image": jpeg,
-        "joints": f32(joints_ctx),
-        "visibility": i64(visibility),
-        "center": f32(person.objpos),
-        "scale": f32([person.scale]),
-        "orig_joints": f32(np.where(person.missing[:, None], 0.0, person.joints)),
-        "head_box": f32(head_box),
-        "ctx_matrix": f32(m_ctx),
-        "img_index": i64([person.img_index or 0]),
-        "person_index": i64([person.person_index or 0]),
-        "image_name": (person.image or "").encode(),
-        "n_others": i64([n_others]),
+        "joints": joints_ctx,
+        "visibility": visibility,
+        "center": person.objpos,
+        "scale": [person.scale],
+        "orig_joints": np.where(person.missing[:, None], 0.0, person.joints),
+        "head_box": head_box,
+        "ctx_matrix": m_ctx,
+        "img_index": [person.img_index or 0],
+        "person_index": [person.person_index or 0],
+        "image_name": person.image or "",
+        "n_others": [n_others],
     })
 
 
 class _ShardWriter:
-    """A TFRecord file: TensorFlow's writer where TensorFlow is installed (its checksums are
-    C code), else :func:`cpm_nb.io.records.frame` in plain Python."""
+    """A TFRecord file being written: :func:`cpm_nb.io.records.frame` around each record."""
 
     def __init__(self, path: Path):
-        from cpm_nb.core.runtime import import_tensorflow, tensorflow_available
-
-        if tensorflow_available():
-            self._tf = import_tensorflow().io.TFRecordWriter(str(path))
-            self._file = None
-        else:
-            self._tf, self._file = None, open(path, "wb")
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
 
     def write(self, record: bytes) -> None:
-        if self._tf is not None:
-            self._tf.write(record)
-        else:
-            self._file.write(records.frame(record))
+        self._file.write(records.frame(record))
 
     def close(self) -> None:
-        (self._tf or self._file).close()
+        self._file.close()
 
 
 def crop_context(image, person: Person, input_size: int, context: float = preprocess.CONTEXT):
@@ -193,10 +167,10 @@ def _load_for(image_dir: Path, name: str, counts: Counter):
     """(image, None) or (None, skip reason): the image's faults are counted, not raised."""
     try:
         path = files.inside(image_dir, name, "the annotations")
-        rgb, conversion = files.load_rgb(path)
+        rgb, conversion = images.load_rgb(path)
     except files.EscapingPathError:
         return None, SKIP_ESCAPING_NAME
-    except files.ImageFileError as err:
+    except images.ImageError as err:
         return None, err.reason
     if conversion is not None:
         counts[conversion] += 1
@@ -249,7 +223,7 @@ def _write_split(people, image_dir, out_dir, split, input_size, context, progres
     def work(group):
         return _process_image(group, image_dir, input_size, context, len(group))
 
-    bar = _bar(progress, len(people), f"cropping {split}")
+    bar = Progress(len(people), f"cropping {split}", unit="person", mode=progress)
     writers, committed = [], False
     try:
         writers = [_ShardWriter(f) for f in temps]
@@ -261,8 +235,7 @@ def _write_split(people, image_dir, out_dir, split, input_size, context, progres
                         writers[n % n_shards].write(ex)
                         n += 1
                     local.update(found)
-                    if bar is not None:
-                        bar.update(len(group))
+                    bar.update(len(group))
         for w in writers:
             w.close()
         for f in temps:
@@ -284,17 +257,8 @@ def _write_split(people, image_dir, out_dir, split, input_size, context, progres
                 f.unlink(missing_ok=True)
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return summary
-
-
-def _bar(progress: bool, total: int, desc: str):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="person")
 
 
 def _fsync(path: Path) -> None:
@@ -320,7 +284,7 @@ def _journal(out_dir: Path, split: str, renames, summary: dict, input_size: int,
 def _apply(out_dir: Path, journal: Path) -> None:
     """Carry out a commit journal: shards renamed into place, the split's other shards
     deleted, ``meta.json`` updated, the journal deleted (each step repeatable)."""
-    plan = json.loads(journal.read_text())
+    plan = files.read_json(journal, "commit journal")
     split, keep = plan["split"], {final for _, final in plan["renames"]}
     for tmp, final in plan["renames"]:
         if (out_dir / tmp).exists():
@@ -377,10 +341,17 @@ def _update_meta(out_dir: Path, split: str, summary: dict, input_size: int, cont
 
 
 def read_meta(tfrecord_dir) -> dict:
+    """The folder's ``meta.json``; :class:`cpm_nb.core.errors.DataError` when it is missing
+    or unreadable."""
     path = Path(tfrecord_dir) / META_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no {META_FILE} in {tfrecord_dir}: run `cpm-nb prepare` first")
-    return json.loads(path.read_text())
+        raise errors.DataError(f"no {META_FILE} in {tfrecord_dir}: prepare the data first "
+                               "(`cpm-nb prepare synthetic` or `cpm-nb prepare mpii`)")
+    meta = files.read_json(path, "prepared data description",
+                           fix="prepare the data again (`cpm-nb prepare ... --force`)")
+    if not isinstance(meta, dict):
+        raise errors.DataError(f"{path} does not describe prepared data; prepare the data again")
+    return meta
 
 
 def count_examples(tfrecord_dir, split: str) -> int:
@@ -424,28 +395,14 @@ def check_shards(tfrecord_dir, split: str, deep: bool = False,
 
 
 def check_records(shard, fix: str = "run `cpm-nb prepare` again") -> int:
-    """Read every record of one shard and check its checksums (TensorFlow's reader where
-    TensorFlow is installed, else :func:`cpm_nb.io.records.read_records`); returns the count,
-    or raises :class:`cpm_nb.core.files.DataError` naming the shard and ``fix``."""
-    from cpm_nb.core.runtime import tensorflow_available
-
+    """Read every record of one shard and check its checksums
+    (:func:`cpm_nb.io.records.read_records`); returns the count, or raises
+    :class:`cpm_nb.core.files.DataError` naming the shard and ``fix``."""
     n = 0
-    if not tensorflow_available():
-        try:
-            for _ in records.read_records(shard):
-                n += 1
-        except records.RecordError as err:
-            raise errors.DataError(f"TFRecord shard {shard} is corrupted after {n} records "
-                                  f"({err}); {fix}") from None
-        return n
-    from cpm_nb.core.runtime import import_tensorflow
-
-    tf = import_tensorflow()
     try:
-        for _ in tf.data.TFRecordDataset(str(shard)):
+        for _ in records.read_records(shard):
             n += 1
-    except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as err:
-        reason = " ".join(str(err.message).split())[:160]
+    except records.RecordError as err:
         raise errors.DataError(f"TFRecord shard {shard} is corrupted after {n} records "
-                              f"({reason}); {fix}") from None
+                               f"({err}); {fix}") from None
     return n

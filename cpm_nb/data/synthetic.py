@@ -60,6 +60,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cpm_nb.core import errors, files, skeleton
+from cpm_nb.core.progress import track
 from cpm_nb.data import mpii
 from cpm_nb.data.poses import ACTIVITIES, ACTIVITY_PROBS, make_skeleton
 
@@ -362,7 +363,7 @@ def _render(root: Path, n_train, n_val, input_size, seed, progress, size) -> Syn
     start = time.perf_counter()
     # One process: ~5 ms per image, so the cpu-profile set takes ~20 s; worker
     # processes would save little and break in scripts without a __main__ guard.
-    results = [_generate_one(j) for j in _progress(jobs, len(jobs), progress)]
+    results = [_generate_one(j) for j in track(jobs, "rendering", unit="img", mode=progress)]
     seconds = time.perf_counter() - start
     train = [p for r in results[:n_train] for p in r]
     val = [p for r in results[n_train:] for p in r]
@@ -382,14 +383,6 @@ def _commit(stage: Path, root: Path) -> None:
     files.swap_folder(stage / "images", root / "images")
     for name in ("train.json", "val.json", "meta.json"):
         os.replace(stage / name, root / name)
-
-
-def _progress(iterable, total, enabled):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc="rendering", unit="img")
 
 
 def default_root(profile, seed: int | None = None) -> Path:

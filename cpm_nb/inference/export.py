@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from cpm_nb.core import files
+from cpm_nb.training.runs import CONFIG_FILE
 
 MAPS_ATOL = 1e-4  # belief maps are ~0..1; float32 graph rewrites differ by ~1e-6
 JOINTS_ATOL_PX = 0.05  # decoded joints, crop pixels
@@ -203,7 +204,7 @@ def _export_into(model, stage: Path, formats, check, n_check, seed, meta) -> dic
         if "savedmodel" not in formats:
             shutil.rmtree(sm_dir, ignore_errors=True)
     if meta is not None:
-        files.atomic_write_json(stage / "cpm_config.json", meta)
+        files.atomic_write_json(stage / CONFIG_FILE, meta)
     if check and runners:
         rng = np.random.default_rng(seed)
         images = rng.integers(0, 256, (n_check, cfg.input_size, cfg.input_size, 3)).astype(

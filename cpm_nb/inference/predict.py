@@ -64,8 +64,8 @@ from cpm_nb.core.errors import ModelError
 from cpm_nb.data import preprocess
 from cpm_nb.io.images import ImageError, decode, load_image, open_image, source_name
 from cpm_nb.model import architecture
+from cpm_nb.training.runs import CONFIG_FILE  # the model description of a run
 
-CONFIG_FILE = "cpm_config.json"  # the model description of a run (cpm_nb.training.runs)
 PIXEL_CONVENTION = ("1-based (MPII / MATLAB): the centre of the top-left pixel is (1, 1); "
                     "subtract 1 for 0-based NumPy / PIL indices")
 PAPER_SCALES = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)  # the paper's multi-scale test search

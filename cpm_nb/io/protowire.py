@@ -1,7 +1,7 @@
 """The protocol-buffer wire format, the little of it this package reads and writes.
 
-Two file formats here are protocol buffers: TFRecord examples and TensorBoard events
-(:mod:`cpm_nb.io.records`) and Caffe models (:mod:`cpm_nb.caffe.proto`).  Both are read and
+Two file formats here are protocol buffers: TFRecord examples (:mod:`cpm_nb.io.records`)
+and Caffe models (:mod:`cpm_nb.caffe.proto`).  Both are read and
 written without the ``protobuf`` package: a message is a sequence of fields, each a
 varint key ``number << 3 | wire type`` followed by a varint (type 0), 8 bytes
 (type 1), a varint length and that many bytes (type 2: strings, sub-messages and

@@ -21,7 +21,6 @@ the crop, crossed limbs).  The committed result lives in
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import platform
 import subprocess
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpm_nb.core import paths
+from cpm_nb.core import files, paths
 
 RESULTS_FILE = "cpm_nb/results/stage_experiment.json"  # in the checkout; shipped with the package
 # longer budgets, validated 8 times a run (are the curves flat? does the ranking hold?): twice
@@ -123,7 +122,7 @@ def learning_curve(run_dir) -> dict:
     checkpoint, from its ``history.json``."""
     from cpm_nb.training import runs
 
-    h = json.loads((Path(run_dir) / runs.HISTORY).read_text())
+    h = files.read_json(Path(run_dir) / runs.HISTORY, "learning curves")
     return {"val_step": h.get("val_step", []), "val_pckh": h.get("val_pckh", []),
             "step": h.get("step", []), "loss": [round(v, 4) for v in h.get("loss", [])]}
 
@@ -228,7 +227,7 @@ def load_committed(name: str = "stage_experiment", path=None) -> dict:
     it is there on Colab too): ``stage_experiment`` (the experiment), or one of
     :data:`SCALED_RESULTS` (at 2 or 4 times the compute)."""
     path = Path(path) if path else paths.results_path(name)
-    return json.loads(path.read_text())
+    return files.read_json(path, "committed result")
 
 
 def _fmt(stats: dict) -> str:

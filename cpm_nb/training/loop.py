@@ -19,10 +19,12 @@ Everything around the steps is a callback:
   host wait for the accelerator each time);
 * :class:`PeriodicValidation` -- validation PCKh@0.5 (overall and per stage) every
   ``eval_every`` steps;
-* :class:`Scalars` -- TensorBoard scalars in ``OUT/logs`` (on any backend);
+* :class:`Scalars` -- TensorBoard scalars in ``OUT/logs`` (:func:`scalar_writer`, on any
+  backend; the final validation's point is written after the last ``fit``);
 * :class:`Checkpoint` -- ``OUT/checkpoint.npz`` (variables by name, the step, the
   history) and ``OUT/history.json``, both atomic (:mod:`cpm_nb.training.runs`);
-* :class:`Progress` -- a progress bar over the whole run.
+* :class:`Progress` -- a progress bar over the whole run, or headless a line about every
+  tenth of it (:mod:`cpm_nb.core.progress`).
 
 A resumed run restores every variable of the model and the optimizer (its step
 counter, hence the learning rate) and asks the data for the batches from its step
@@ -43,6 +45,7 @@ import numpy as np
 from cpm_nb.core import config as _config
 from cpm_nb.core import files
 from cpm_nb.core.errors import CpmError, DataError
+from cpm_nb.core.progress import resolve_mode
 from cpm_nb.training import runs
 from cpm_nb.training.config import ConfigMismatch, TrainConfig, estimate_message, train_config
 
@@ -222,17 +225,8 @@ def make_callbacks(run: _Run, end: int, checkpoint_on_stop: bool, progress: bool
         def on_epoch_end(self, epoch, logs=None):
             if run.diverged or not run.history["step"] or run.history["step"][-1] != run.step:
                 return
-            h = run.history
-            writer.scalar("train/objective", h["loss"][-1], run.step)
-            writer.scalar("train/data_loss", h["data_loss"][-1], run.step)
-            for s, v in enumerate(h["stage_loss"][-1], 1):
-                writer.scalar(f"train/loss_stage{s}", v, run.step)
-            writer.scalar("train/learning_rate", h["lr"][-1], run.step)
-            if h["val_step"] and h["val_step"][-1] == run.step:
-                writer.scalar("val/pckh@0.5", h["val_pckh"][-1] or 0.0, run.step)
-                for s, v in enumerate(h["val_per_stage"][-1], 1):
-                    writer.scalar(f"val/pckh@0.5_stage{s}", v or 0.0, run.step)
-            writer.flush()
+            log_training(writer, run.history, run.step)
+            log_validation(writer, run.history, run.step)
 
     class Checkpoint(Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -245,15 +239,20 @@ def make_callbacks(run: _Run, end: int, checkpoint_on_stop: bool, progress: bool
             files.atomic_write_json(run.out / runs.HISTORY, run.history)
 
     class Progress(Callback):
+        """The run's progress (:class:`cpm_nb.core.progress.Progress`): a bar counting the
+        steps, or headless a line about every tenth of the run, with the last loss and
+        validation score."""
+
         def __init__(self):
             super().__init__()
-            from tqdm.auto import tqdm
+            from cpm_nb.core.progress import Progress as Bar
 
-            self.bar = tqdm(total=cfg.steps, initial=run.step, unit="step", dynamic_ncols=True,
-                            desc=f"training {cfg.profile} ({cfg.stages} stages)")
+            self.bar = Bar(cfg.steps, f"training {cfg.profile} ({cfg.stages} stages)",
+                           unit="step", initial=run.step, mode=progress)
 
         def on_train_batch_end(self, batch, logs=None):
-            self.bar.update(1)
+            if self.bar.is_bar:
+                self.bar.update(1)
 
         def on_epoch_end(self, epoch, logs=None):
             if run.history["loss"]:
@@ -261,31 +260,46 @@ def make_callbacks(run: _Run, end: int, checkpoint_on_stop: bool, progress: bool
                 if run.last_val is not None:
                     post["val PCKh@0.5"] = f"{run.last_val:.1f}"
                 self.bar.set_postfix(post)
+            self.bar.update_to(run.step)
 
         def on_train_end(self, logs=None):
             self.bar.close()
 
-    class TextProgress(Callback):
-        """Headless runs (a notebook executed by ``cpm-nb notebooks``): a plain line about
-        every tenth of the run, which the console shows where a bar would not."""
-
-        def __init__(self):
-            super().__init__()
-            self.every = max(cfg.checkpoint_every, cfg.steps // 10 // cfg.checkpoint_every
-                             * cfg.checkpoint_every)
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            if run.step % self.every and run.step != end or not run.history["loss"]:
-                return
-            val = "" if run.last_val is None else f", validation PCKh@0.5 {run.last_val:.1f} %"
-            print(f"step {run.step:,}/{cfg.steps:,}: loss {run.history['loss'][-1]:.4g}{val} "
-                  f"({time.perf_counter() - self.start:.0f} s)", flush=True)
-
     chain = [StopOnNaN(), RunHistory(), PeriodicValidation(), Scalars(), Checkpoint()]
-    if progress == "text":
-        return chain + [TextProgress()]
-    return chain + ([Progress()] if progress else [])
+    return chain + ([Progress()] if resolve_mode(progress) != "off" else [])
+
+
+# --- TensorBoard ---------------------------------------------------------------------------------
+
+
+def scalar_writer(folder):
+    """A TensorBoard event writer into ``folder`` (``tensorboardX``: it never imports
+    TensorFlow, so it writes on any Keras backend; ``tensorboard --logdir`` shows it)."""
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(str(folder))
+
+
+def log_training(writer, history: dict, step: int) -> None:
+    """The training curves' values of ``step`` (the history's last interval) as scalars."""
+    writer.add_scalar("train/objective", history["loss"][-1], step)
+    writer.add_scalar("train/data_loss", history["data_loss"][-1], step)
+    for s, v in enumerate(history["stage_loss"][-1], 1):
+        writer.add_scalar(f"train/loss_stage{s}", v, step)
+    writer.add_scalar("train/learning_rate", history["lr"][-1], step)
+    writer.flush()
+
+
+def log_validation(writer, history: dict, step: int) -> None:
+    """The validation PCKh@0.5 (overall and per stage) of ``step``, if it was validated."""
+    if not history["val_step"] or history["val_step"][-1] != step:
+        return
+    scores = [("val/pckh_0.5", history["val_pckh"][-1])]
+    scores += [(f"val/pckh_0.5_stage{s}", v) for s, v in enumerate(history["val_per_stage"][-1], 1)]
+    for tag, value in scores:
+        if value is not None:
+            writer.add_scalar(tag, value, step)
+    writer.flush()
 
 
 def validate(model, run: _Run, max_examples: int | None = None) -> dict:
@@ -361,7 +375,6 @@ def _resume_state(cfg: TrainConfig, out: Path, resume) -> dict | None:
 def _train(cfg, out, resume, progress, verbose, stop_after, checkpoint_on_stop, input_path):
     from cpm_nb.core.runtime import seed_everything, static_mode
     from cpm_nb.data import batches as data
-    from cpm_nb.io import records
 
     out.mkdir(parents=True, exist_ok=True)
     files.remove_leftovers(out)  # temp files of a writer killed mid-write
@@ -378,11 +391,12 @@ def _train(cfg, out, resume, progress, verbose, stop_after, checkpoint_on_stop, 
     files.atomic_write_json(out / runs.TRAIN_CONFIG_FILE, cfg.to_json())
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     run = _Run(cfg, out, start, history, folder)
-    if progress is None:  # a bar, or in a headless notebook a line every tenth of the run
-        progress = True if not static_mode() else "text" if verbose else False
-    if verbose and start and progress is not True:
+    if progress is None:  # a bar, or headless a line about every tenth of the run
+        progress = verbose or not static_mode()
+    progress = resolve_mode(progress)
+    if verbose and start and progress != "bar":
         print(f"resuming {out} at step {start}", file=sys.stderr, flush=True)
-    writer = records.ScalarWriter(out / "logs")
+    writer = scalar_writer(out / "logs")
     try:
         for first, epochs, per_epoch in _segments(start, end, cfg.checkpoint_every):
             batches = data.fit_batches(folder, cfg, first, epochs * per_epoch, input_path)
@@ -396,19 +410,22 @@ def _train(cfg, out, resume, progress, verbose, stop_after, checkpoint_on_stop, 
                         if good is not None else "no checkpoint had been written yet")
                 raise TrainingDiverged(f"{run.diverged}; {kept}. Lower the learning rate or "
                                        "check the data, then resume the run from it.")
+        result = TrainResult(model, out, run.step, history, wall_s=run.wall(),
+                             resumed_from=start)
+        if run.step >= cfg.steps:
+            result.metrics = validate(model, run)
+            log_validation(writer, history, run.step)  # the curve's last point
+            runs.save_checkpoint(out / runs.CHECKPOINT, model, model.optimizer, run.state())
+            files.atomic_write_json(out / runs.HISTORY, history)
+            runs.export(out, plain_model(model, cfg), cfg, result.metrics, history)
+            if verbose:
+                per_stage = ", ".join(f"{v:.1f}" for v in result.metrics["per_stage"]
+                                      if v is not None)
+                print(f"trained {cfg.run_name}: {run.step} steps in {result.wall_s:.0f} s, "
+                      f"validation PCKh@0.5 {result.metrics['mean']:.1f} % (per stage: "
+                      f"{per_stage})", file=sys.stderr, flush=True)
     finally:
         writer.close()
-    result = TrainResult(model, out, run.step, history, wall_s=run.wall(), resumed_from=start)
-    if run.step >= cfg.steps:
-        result.metrics = validate(model, run)
-        runs.save_checkpoint(out / runs.CHECKPOINT, model, model.optimizer, run.state())
-        files.atomic_write_json(out / runs.HISTORY, history)
-        runs.export(out, plain_model(model, cfg), cfg, result.metrics, history)
-        if verbose:
-            per_stage = ", ".join(f"{v:.1f}" for v in result.metrics["per_stage"] if v is not None)
-            print(f"trained {cfg.run_name}: {run.step} steps in {result.wall_s:.0f} s, "
-                  f"validation PCKh@0.5 {result.metrics['mean']:.1f} % (per stage: {per_stage})",
-                  file=sys.stderr, flush=True)
     return result
 
 

@@ -14,7 +14,8 @@ A run folder ``OUT`` holds
   safe mode) and ``cpm_config.json`` (architecture, joints, input size,
   normalisation, training configuration, metrics) -- both swapped in atomically,
   so an earlier model stays until the new one is complete;
-* ``.lock`` -- held (``flock``) while a process trains into the folder.
+* ``.lock`` -- while a process trains into the folder: its lock
+  (:func:`cpm_nb.core.files.locked`), removed when the run ends.
 
 :func:`load_run` is the one loader of finished runs (training's cache, evaluation,
 prediction).
@@ -22,10 +23,8 @@ prediction).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
-import json
 import os
 import re
 import time
@@ -37,7 +36,7 @@ import numpy as np
 
 from cpm_nb.core import config as _config
 from cpm_nb.core import files, paths, skeleton
-from cpm_nb.core.errors import CpmError, ModelError
+from cpm_nb.core.errors import DataError, ModelError
 
 CHECKPOINT = "checkpoint.npz"
 HISTORY = "history.json"
@@ -50,7 +49,7 @@ class RunError(ModelError):
     """A run folder, checkpoint or model file that cannot be used (message names the file)."""
 
 
-class RunLocked(CpmError, RuntimeError):
+class RunLocked(files.FolderLocked):
     """Another process is training into the same run folder."""
 
 
@@ -68,27 +67,13 @@ def run_dir(cfg, cache_dir=None) -> Path:
 # --- the lock ----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
 def run_lock(out, wait: bool = False):
-    """Hold ``out/.lock`` (an advisory ``flock``) while training into ``out``: two processes
-    never train the same run folder at once.  ``wait=False`` raises :class:`RunLocked` when
-    another process holds it.  (No-op where ``fcntl`` is missing, i.e. on Windows.)"""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    Path(out).mkdir(parents=True, exist_ok=True)
-    with open(Path(out) / ".lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise RunLocked(f"{out} is being trained by another process; wait for it to "
-                            "finish (load_or_train waits by itself)") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    """Hold the run folder's lock (:func:`cpm_nb.core.files.locked`) while training into
+    ``out``: two processes never train the same run folder at once.  ``wait=False``
+    raises :class:`RunLocked` when another process holds it."""
+    busy = None if wait else RunLocked(f"{out} is being trained by another process; wait "
+                                       "for it to finish (load_or_train waits by itself)")
+    return files.locked(out, busy=busy)
 
 
 # --- checkpoints (variables by name) -----------------------------------------------------------
@@ -117,7 +102,7 @@ def save_checkpoint(path, model, optimizer, state: dict) -> None:
     bad = [k for k, v in arrays.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))]
     if bad:
         raise RunError(f"refusing to checkpoint non-finite values (first: {bad[0]})")
-    arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
+    arrays["state"] = np.frombuffer(files.json_text(state, indent=None).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     files.atomic_write_bytes(path, buf.getvalue())
@@ -130,7 +115,7 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        state = json.loads(bytes(arrays.pop("state")).decode())
+        state = files.parse_json(bytes(arrays.pop("state")), str(path), "training state")
     except FileNotFoundError:
         raise RunError(f"no checkpoint at {path}") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
@@ -242,9 +227,9 @@ def load_keras(model_file):
 
 def read_metadata(config_file) -> dict:
     try:
-        meta = json.loads(Path(config_file).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunError(f"unreadable {config_file}: {err}") from None
+        meta = files.read_json(config_file, "model description")
+    except DataError as err:
+        raise RunError(str(err)) from None
     if not isinstance(meta, dict):
         raise RunError(f"{config_file} does not hold a JSON object")
     return meta
@@ -300,8 +285,8 @@ def cached(cfg, cache_dir=None) -> Path | None:
     """The run folder of a finished run of ``cfg`` in the cache, if there is one."""
     folder = run_dir(cfg, cache_dir)
     try:
-        meta = json.loads((folder / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
+        meta = files.read_json(folder / CONFIG_FILE)
+    except DataError:
         return None
     if meta.get("training", {}).get("key") == cfg.key() and (folder / MODEL_FILE).is_file():
         return folder
