@@ -22,15 +22,6 @@ def prepared(tmp_path_factory):
     return data, out, summaries
 
 
-def test_summary_and_meta(prepared):
-    data, out, summaries = prepared
-    assert summaries["train"]["kept"] == len(data.train)
-    assert summaries["val"]["skipped"] == {}
-    meta = shards.read_meta(out)
-    assert meta["input_size"] == SIZE and meta["context_size"] == 2 * SIZE
-    assert shards.count_examples(out, "val") == len(data.val)
-
-
 def test_batch_contract(prepared):
     _, out, _ = prepared
     images, joints, vis = next(iter(pipeline.make_dataset(out, "train", batch_size=4)))
@@ -201,13 +192,3 @@ def test_pil_and_tf_warps_agree(prepared):
     assert diff.mean() < 0.5 and np.percentile(diff, 99.9) <= 3
     with pytest.raises(ValueError, match="warp must be"):
         pipeline.make_dataset(out, "train", batch_size=4, warp="cv2")
-
-
-def test_shards_do_not_depend_on_the_number_of_workers(prepared, tmp_path):
-    data, _, _ = prepared
-    outs = []
-    for workers in (1, 3):
-        out = tmp_path / f"w{workers}"
-        shards.write_tfrecords(data.val, data.image_dir, out, "val", SIZE, workers=workers)
-        outs.append(sorted((f.name, f.read_bytes()) for f in out.glob("*.tfrecord")))
-    assert outs[0] == outs[1]

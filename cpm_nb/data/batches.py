@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from cpm_nb.core import errors
-from cpm_nb.core.runtime import tensorflow_available
+from cpm_nb.core.runtime import import_tensorflow, tensorflow_available
 from cpm_nb.data import pipeline, preprocess, schema, shards
 from cpm_nb.io import records
 
@@ -91,7 +91,7 @@ def tf_training_dataset(folder, batch_size: int, seed: int = 0, start_step: int 
     from cpm_nb.core.runtime import import_keras
 
     import_keras()
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     meta = data_meta(folder)
     input_size, context = int(meta["input_size"]), float(meta["context"])
@@ -260,7 +260,7 @@ def fit_batches(folder, cfg, start_step: int, steps: int, input_path: str = "aut
     if path == "numpy":
         return NumpyBatches(folder, "train", cfg.batch_size, cfg.seed, start_step, steps,
                             cfg.augment, outputs=stages).iterate()
-    import tensorflow as tf  # (keras.ops would be JAX ops under the JAX backend)
+    tf = import_tensorflow()  # (keras.ops would be JAX ops under the JAX backend)
 
     def fit_form(images, joints, vis):
         packed = tf.concat([tf.reshape(joints, [-1, 2 * joints.shape[1]]),

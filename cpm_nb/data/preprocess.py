@@ -60,6 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cpm_nb.core import skeleton
+from cpm_nb.core.runtime import import_tensorflow
 
 # CPM: 200*scale original pixels -> target_dist * 200 crop pixels at crop size 368.
 CPM_TARGET_DIST = 1.171
@@ -256,7 +257,7 @@ def tf_augment_matrices(rotation, scale_factor, flip, input_size: int,
 
     Also returns the inverse (crop -> context), which is what the warp samples with.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     size = context_size(input_size, context)
     t = tf.cast(rotation, tf.float32) * (math.pi / 180.0)
@@ -290,7 +291,7 @@ def tf_warp(images, inverse, size: int, fill: int = FILL_VALUE):
     computed on uint8 directly (no float copy of the source).  Returns uint8
     ``[B, size, size, 3]``.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     flat = tf.reshape(inverse, [-1, 9])[:, :8]
     return tf.raw_ops.ImageProjectiveTransformV3(
@@ -307,7 +308,7 @@ def tf_source_window(inverse, size: int, source_size: int, margin: int = 2):
     bounding box of the crop's corners plus ``margin`` px for bilinear neighbours,
     clipped to the source), so that only that window needs decoding.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     c = float(size - 1)
     corners = tf.constant([[0.0, 0.0, 1.0], [c, 0.0, 1.0], [0.0, c, 1.0], [c, c, 1.0]])
@@ -322,7 +323,7 @@ def tf_source_window(inverse, size: int, source_size: int, margin: int = 2):
 
 def tf_transform_joints(joints, visibility, forward, flip):
     """Batched :func:`transform_joints`: ``[B,16,2]``, ``[B,16]``, ``[B,3,3]``, ``[B]``."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     joints = tf.cast(joints, tf.float32)
     out = tf.einsum("bij,bkj->bki", forward[:, :2, :2], joints) + forward[:, None, :2, 2]
@@ -338,7 +339,7 @@ def tf_transform_joints(joints, visibility, forward, flip):
 def tf_sample_augmentation(seed, batch: int, scale_range=SCALE_RANGE,
                            max_rotation: float = MAX_ROTATION, flip_prob: float = FLIP_PROB):
     """Stateless draws of ``batch`` augmentations from a ``[2]`` int seed tensor."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     u = tf.random.stateless_uniform([3, batch], seed=seed, dtype=tf.float32)
     rotation = (2.0 * u[0] - 1.0) * max_rotation
