@@ -164,5 +164,5 @@ def test_foreign_json_is_a_clear_error(tmp_path):
     with pytest.raises(mpii.MpiiFormatError, match="not a cpm-nb-annotations"):
         mpii.read_annotations(tmp_path / "x.json")
     (tmp_path / "y.json").write_text("{not json")
-    with pytest.raises(mpii.MpiiFormatError, match="not valid JSON"):
+    with pytest.raises(mpii.MpiiFormatError, match="y.json is unreadable or corrupt"):
         mpii.read_annotations(tmp_path / "y.json")
