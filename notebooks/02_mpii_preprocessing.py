@@ -364,11 +364,13 @@ _ = explore(render, rotation=Slider(-40, 40, 5, 0, static=(-30,)),
 # %%
 # NBVAL_IGNORE_OUTPUT
 from cpm_nb.data import pipeline
+from cpm_nb.data.synthetic_set import SyntheticSpec, prepare_synthetic
 
 start = time.perf_counter()
-tfrecord_dir, summaries = pipeline.prepare_synthetic(profile)
+prepared = prepare_synthetic(SyntheticSpec.from_profile(profile))
+tfrecord_dir = prepared.folder
 print(f"TFRecords ready in {time.perf_counter() - start:.1f} s: {tfrecord_dir}")
-for split, s in summaries.items():
+for split, s in prepared.splits.items():
     size = sum((tfrecord_dir / f).stat().st_size for f in s["files"]) / 2**20
     print(f"  {split:<5} kept {s['kept']:>5}  skipped {s['skipped'] or 'none'}  "
           f"{len(s['files'])} shard(s), {size:.1f} MB")

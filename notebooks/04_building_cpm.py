@@ -88,7 +88,7 @@ import numpy as np
 
 from cpm_nb.course import diagram
 from cpm_nb.course.viz import save_figure
-from cpm_nb.model import architecture, cpm
+from cpm_nb.model import architecture, cpm, inputs, network
 
 fig = diagram.draw_architecture("source-article")
 save_figure(fig, "04_architecture")
@@ -241,7 +241,7 @@ print("source-article - release =", architecture.count_params("source-article") 
 
 # %%
 rel = architecture.get_config("cpm-mpii-release")
-center = cpm.center_map(rel.input_size, rel.center_sigma)
+center = inputs.center_map(rel.input_size, rel.center_sigma)
 pool = keras.Model(release.inputs[1], release.get_layer("pool_center_lower").output)
 pooled = np.asarray(pool(center[None, :, :, None]))[0, :, :, 0]
 print("centre map:", center.shape, " pooled:", pooled.shape)
@@ -540,17 +540,20 @@ print("outputs:", {n: tuple(o.shape) for n, o in zip(net.output_names, net.outpu
 # %% [markdown]
 # `make_predict_fn` wraps the model in a compiled function (a `tf.function` graph on the
 # TensorFlow backend, optionally with XLA; `jax.jit` on JAX) that takes RGB images and returns
-# NumPy belief maps, one array per stage. Notebooks and the command line use it for inference.
-# A batch of synthetic people (notebook 02) goes through the untrained network:
+# NumPy belief maps, one array per stage. Notebooks and the command line use it for inference
+# (the model keeps one: `net.belief_maps(images)`). A batch of synthetic people (notebook 02)
+# goes through the untrained network:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from cpm_nb.data import pipeline
+from cpm_nb.data.pipeline import make_dataset
+from cpm_nb.data.synthetic_set import SyntheticSpec, prepare_synthetic
 from cpm_nb.model import heatmaps
 
-batches = pipeline.synthetic_dataset("val", profile)
+folder = prepare_synthetic(SyntheticSpec.from_profile(profile)).folder
+batches = make_dataset(folder, "val", batch_size=profile.batch_size)
 images, joints, visibility = (np.asarray(t) for t in next(iter(batches)))
-predict = cpm.make_predict_fn(net)
+predict = network.make_predict_fn(net)
 beliefs = predict(images)
 print(predict.compiled, "->", [b.shape for b in beliefs])
 
@@ -606,12 +609,14 @@ plt.show()
 # and width stay the profile's). Same weights, same batches: only the loss differs.
 
 # %%
+from cpm_nb.course import supervision
+
 deep = cpm.build_cpm(cfg.replace(stages=6, name=cfg.name + "-6stages"), seed=0)
 grads = {True: [], False: []}
 for images, joints, visibility in batches.take(3):
     targets = heatmaps.render(joints, visibility, profile.input_size, profile.sigma)
     for intermediate in grads:
-        grads[intermediate].append(cpm.conv_gradient_magnitudes(
+        grads[intermediate].append(supervision.conv_gradient_magnitudes(
             deep, np.asarray(images), np.asarray(targets), intermediate=intermediate))
 layer_names = list(grads[True][0])
 mean = {k: np.array([np.mean([g[n] for g in v]) for n in layer_names])

@@ -84,6 +84,7 @@ profile = cpm_nb.setup(seed=0, wants_gpu=True)
 from cpm_nb.data import batches as data
 from cpm_nb.model import cpm as M
 from cpm_nb.model import heatmaps
+from cpm_nb.model.targets import pack_targets_numpy
 from cpm_nb.training import config as TC
 from cpm_nb.training import loop as T
 from cpm_nb.training import loss as L
@@ -133,7 +134,7 @@ def cpm_objective(beliefs, target):
 # %%
 # NBVAL_IGNORE_OUTPUT
 cpm_loss = L.CPMLoss(cfg.input_size, cfg.sigma)
-packed = L.pack_targets_numpy(joints, vis)
+packed = pack_targets_numpy(joints, vis)
 per_stage = [float(cpm_loss(packed, o)) for o in outputs]
 by_hand = [stage_loss(o, targets) for o in outputs]
 np.testing.assert_allclose(per_stage, by_hand, rtol=1e-4)  # the package's loss == ours
@@ -148,8 +149,10 @@ print(f"as a mean squared error: divide by M^2 J / 2 = {L.mse_scale(cfg.map_size
 # steps; `fast`: a cosine decay).
 
 # %%
+from cpm_nb.core.config import resolve_profile
+
 for name in ("fast", "cpu", "gpu"):
-    c = TC.train_config(name)
+    c = TC.train_config(resolve_profile(name))
     print(f"{name:>4}: {c.optimizer:<4} lr {c.learning_rate:g}, {c.schedule} schedule "
           f"(warm-up {c.warmup_steps}), weight decay {c.weight_decay:g}, batch {c.batch_size}, "
           f"{c.steps:,} steps, {c.input_size} px, {c.stages} stages, sigma {c.sigma:g} px")
@@ -386,11 +389,12 @@ print("hard subsets:", ", ".join(f"{k} {'-' if v is None else f'{v:.1f}'}"
 # What the trained network sees on validation people it never trained on (faint: ground truth):
 
 # %%
+from cpm_nb.course import overlays
 from cpm_nb.evaluation import evaluate as evaluation
 
 val_images, val_joints, val_vis = evaluation.validation_examples(folder, 4)
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
-evaluation.show_predictions(trained.model, val_images, val_joints, val_vis, axes)
+overlays.show_predictions(trained.model, val_images, val_joints, val_vis, axes)
 fig.suptitle(f"Predictions of the last stage on validation crops ({profile.name} profile)")
 save_figure(fig, "05_predictions")
 plt.show()
@@ -583,7 +587,7 @@ print(f"{len(vp.gt)} validation people; joints wrong at stage 1 and right at the
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-fields = architecture.stage_receptive_fields(M.config_of(deep.model))
+fields = architecture.stage_receptive_fields(deep.model.cpm_config)
 for person, joint, _, _ in picked:
     fig = refinement.plot_refinement(deep.model, vp, person, joint, fields)
     save_figure(fig, f"05_refinement_{person}")

@@ -390,20 +390,21 @@ for i in hard:
 from matplotlib.colors import to_rgb
 
 from cpm_nb.core import skeleton
+from cpm_nb.model.heatmaps import upsample
 
 
 def blend(crop, maps, joints_colours, dim=0.7):
     out = crop / 255.0 * dim
     out = np.repeat((out @ [0.299, 0.587, 0.114])[..., None], 3, axis=-1)  # grey
     for joint, colour in joints_colours:
-        a = np.clip(O.upsample(maps[..., skeleton.JOINT[joint]], len(crop)), 0, 1)[..., None]
+        a = np.clip(upsample(maps[..., skeleton.JOINT[joint]], len(crop)), 0, 1)[..., None]
         out = out * (1 - a) + a * np.array(to_rgb(colour))  # one alpha layer per map
     return np.clip(out, 0, 1)
 
 
 i = hard[0]
-assert np.allclose(blend(last.images[i], last.maps[i], E.ARTICLE_MAPS),
-                   O.blend_maps(last.images[i], last.maps[i], E.ARTICLE_MAPS))
+assert np.allclose(blend(last.images[i], last.maps[i], O.ARTICLE_MAPS),
+                   O.blend_maps(last.images[i], last.maps[i], O.ARTICLE_MAPS))
 print("blend == overlays.blend_maps:", True)
 
 # %%
@@ -420,7 +421,7 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-mapped = [skeleton.JOINT[name] for name, _ in E.ARTICLE_MAPS]
+mapped = [skeleton.JOINT[name] for name, _ in O.ARTICLE_MAPS]
 for label, r in rows.items():
     with np.errstate(invalid="ignore"):
         ok = metrics.pckh_distances(r.final, r.gt, r.headboxes, r.valid) <= 0.5

@@ -427,10 +427,12 @@ except ImportError:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+from cpm_nb.course import overlays
+
 if release_run:
     release = P.load_predictor(release_run)
     pose = release(photo, box=(60, 40, w - 60, h))  # the release's multi-scale search
-    fig = caffe.release_figure(pose, title="the released CPM (MPII), Grace Hopper")
+    fig = overlays.prediction_figure(pose, title="the released CPM (MPII), Grace Hopper")
     save_figure(fig, "07_released_cpm")
     plt.show()
 else:

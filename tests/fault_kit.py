@@ -6,7 +6,6 @@ Nothing here touches the network; every file is a few kB.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -173,11 +172,11 @@ def make_run_folder(out: Path) -> Path:
     from cpm_nb.model import cpm as M
 
     import_keras()
-    net = M.build_cpm(architecture.from_profile("fast"), seed=0)
+    net = M.build_cpm(architecture.get_config("fast"), seed=0)
     out.mkdir(parents=True, exist_ok=True)
     net.save(out / "model.keras")
     meta = {"format": "cpm-nb-model", "version": 1, "model_file": "model.keras",
-            "cpm_config": dataclasses.asdict(M.config_of(net))}
+            "cpm_config": net.cpm_config.to_dict()}
     (out / "cpm_config.json").write_text(json.dumps(meta))
     return out
 

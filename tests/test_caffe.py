@@ -22,9 +22,9 @@ from cpm_nb.caffe import proto as caffe_proto
 from cpm_nb.caffe import release
 from cpm_nb.cli import app as cli
 from cpm_nb.core import errors, skeleton
+from cpm_nb.inference import decoding
 from cpm_nb.io import protowire
-from cpm_nb.model import architecture
-from cpm_nb.model import cpm as M
+from cpm_nb.model import architecture, heatmaps, inputs
 
 TOLERANCE = 1e-4  # max |Keras - OpenCV| per stage, relative to the map range
 SIGMA_64 = 21.0 * 64 / 368  # the centre-map sigma scaled to a 64-px crop
@@ -346,7 +346,7 @@ def test_original_architecture_without_bgr_reversal_differs(original):
     caffe_w = caffe_proto.read_caffemodel(weights)
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (1, 64, 64, 3)).astype(np.float32)
-    centers = M.center_maps(1, architecture.CPMConfig(**meta["cpm_config"]))
+    centers = inputs.center_maps(1, architecture.CPMConfig(**meta["cpm_config"]))
     ref = C.opencv_stage_maps(proto, weights, images, centers, plan.outputs)
     for skip in plan.image_convs:
         w = caffe_plan.prototxt_weights(caffe_w, plan)
@@ -427,7 +427,7 @@ def _keras_and_opencv(converted, mutate=None, bgr_to_rgb=True, outputs=None, cen
     model = caffe_net.build_keras(RELEASE_SMALL, weights)
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
-    centers = M.center_maps(2, RELEASE_SMALL) if centers is None else centers
+    centers = inputs.center_maps(2, RELEASE_SMALL) if centers is None else centers
     outputs = outputs or RELEASE_SMALL.output_names
     keras_model = model
     if outputs != RELEASE_SMALL.output_names:
@@ -477,14 +477,14 @@ def test_centre_map_branch_matches_off_centre(converted, keras):
     """A centre map away from the crop centre changes stages >= 2 (not stage 1), alike in
     Keras and OpenCV."""
     _cv2()
-    centre = M.center_map(64, RELEASE_SMALL.center_sigma, center=(12.0, 50.0))
+    centre = inputs.center_map(64, RELEASE_SMALL.center_sigma, center=(12.0, 50.0))
     off = np.broadcast_to(centre[None, :, :, None], (2, 64, 64, 1)).copy()
     diffs = _keras_and_opencv(converted, centers=off)
     assert max(diffs) <= TOLERANCE, diffs
     proto, weights, _ = converted[RELEASE_SMALL.name]
     image = np.full((1, 64, 64, 3), 100.0)
     a = C.opencv_stage_maps(proto, weights, image, off[:1])
-    b = C.opencv_stage_maps(proto, weights, image, M.center_maps(1, RELEASE_SMALL))
+    b = C.opencv_stage_maps(proto, weights, image, inputs.center_maps(1, RELEASE_SMALL))
     assert np.array_equal(a[0], b[0]) and not np.allclose(a[1], b[1])
 
 
@@ -635,13 +635,13 @@ def test_release_merge_moves_each_scale_onto_the_scale1_crop():
         x, y = half + f * (target - half)
         g = np.exp(-((cells[None, :] - x) ** 2 + (cells[:, None] - y) ** 2) / (2 * 6.0 ** 2))
         maps.append(g[..., None])
-    joints, conf = release.release_decode(np.stack(maps).astype(np.float32), factors)
+    joints, conf = decoding.upsampled_argmax(np.stack(maps).astype(np.float32), factors)
     assert np.abs(joints[0] - target).max() <= 1.0 and 0.5 < conf[0] <= 1.05
 
 
-def test_upsample_reproduces_a_ramp():
+def test_the_release_upsampling_reproduces_a_ramp():
     ramp = np.tile(np.arange(8, dtype=np.float32)[None, :, None], (8, 1, 1))
-    up = release.upsample(ramp, 8)[..., 0]
+    up = heatmaps.upsample(ramp, method="bicubic")[..., 0]
     x = np.arange(64)
     interior = (x > 12) & (x < 52)
     assert np.allclose(up[:, interior], ((x + 0.5) / 8 - 0.5)[interior][None], atol=1e-4)
@@ -712,6 +712,7 @@ def test_notebook_helpers_find_and_draw_a_converted_model(converted, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
+    from cpm_nb.course import overlays
     from cpm_nb.inference import predict as P
 
     run = converted[RELEASE_SMALL.name][2]
@@ -722,7 +723,7 @@ def test_notebook_helpers_find_and_draw_a_converted_model(converted, tmp_path):
     assert caffe_net.config_from_net(caffe_proto.read_prototxt(proto))[0] == RELEASE_SMALL.replace(name="caffe")
     assert set(caffe_proto.read_caffemodel(weights)) >= {"data", "conv1_1", "Mconv7_stage3"}
     pred = P.load_predictor(run)(np.full((80, 60, 3), 120, np.uint8), scales=(1.0,))
-    fig = C.release_figure(pred, title="t")
+    fig = overlays.prediction_figure(pred, title="t")
     assert len(fig.axes) == 2 and "left knee (red)" in fig.axes[1].get_title()
 
 

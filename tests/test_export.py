@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cpm_nb.cli import app as cli
+from cpm_nb.core.config import resolve_profile
 from cpm_nb.inference import export as E
 from cpm_nb.inference import predict as P
 
@@ -20,7 +21,7 @@ def run_folder(tmp_path_factory):
     from cpm_nb.training import runs
 
     import_keras()
-    cfg = train_config.train_config("fast")
+    cfg = train_config.train_config(resolve_profile("fast"))
     model = M.build_cpm(cfg.model, seed=3)
     out = tmp_path_factory.mktemp("run")
     runs.export(out, model, cfg, {"mean": 0.0}, {"wall_s": 0.0})

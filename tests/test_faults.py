@@ -38,7 +38,8 @@ from fault_kit import (
 from PIL import Image
 
 from cpm_nb.core import errors, files, paths
-from cpm_nb.data import mpii, pipeline, shards, synthetic
+from cpm_nb.data import mpii, shards, synthetic
+from cpm_nb.data.synthetic_set import SyntheticSpec
 from cpm_nb.inference import export
 from cpm_nb.inference import predict as P
 from cpm_nb.io import images
@@ -59,8 +60,8 @@ def synthetic_copy(synthetic_master, tmp_path, monkeypatch):
     monkeypatch.setenv("CPM_NB_DATA", str(root))
     from cpm_nb.core.config import get_profile
 
-    folder = synthetic.default_root(get_profile())
-    return root, folder, pipeline.synthetic_tfrecord_dir(get_profile())
+    spec = SyntheticSpec.from_profile(get_profile())
+    return root, spec.root, spec.tfrecord_dir
 
 
 @pytest.fixture

@@ -276,3 +276,43 @@ def test_benchmark_smoke_run(capsys):
     assert result["in_graph_maps_per_s"] > 0 and result["numpy_loop_maps_per_s"] > 0
     assert result["ratio_in_graph_vs_loop"] == pytest.approx(
         result["in_graph_maps_per_s"] / result["numpy_loop_maps_per_s"])
+
+
+# --- resampling ---------------------------------------------------------------------------
+
+
+def test_upsample_matches_the_decoder_convention():
+    S, M = 64, 8
+    m = np.zeros((M, M))
+    m[3, 5] = 1.0
+    up = heatmaps.upsample(m, S)
+    assert up.shape == (S, S)
+    # the peak sits on the cell centre c * 8 + 3.5: pixels 43 and 44 (x), 27 and 28 (y)
+    # (half a pixel from the centre on each axis: (1 - 0.5 / 8) ** 2 of the peak)
+    assert up[27:29, 43:45] == pytest.approx(np.full((2, 2), (7.5 / 8) ** 2))
+    assert up.max() == pytest.approx((7.5 / 8) ** 2) and up[0, 0] == 0
+    assert up[27, 36] == pytest.approx(0.5 / 8 * 7.5 / 8)  # 7.5 px left of the centre
+    ones = heatmaps.upsample(np.ones((M, M)), S)
+    assert np.allclose(ones, 1)
+
+
+@pytest.mark.parametrize("method", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("shape", [(8, 8), (6, 6, 3)])
+def test_upsample_equals_its_reference_and_pil(method, shape):
+    """The matrix form equals the per-pixel reference, and PIL's resize of a float image (an
+    independent implementation of the same convention) to float32 precision."""
+    from PIL import Image
+
+    maps = np.random.default_rng(0).random(shape).astype(np.float32)
+    fast = heatmaps.upsample(maps, method=method)
+    np.testing.assert_allclose(fast, heatmaps.upsample_numpy(maps, method=method), atol=1e-12)
+    size = shape[0] * 8
+    channels = maps if maps.ndim == 3 else maps[..., None]
+    resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+    pil = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(channels[..., c]), mode="F")
+                               .resize((size, size), resample[method]))
+                    for c in range(channels.shape[-1])], axis=-1)
+    np.testing.assert_allclose(fast, pil.reshape(fast.shape), atol=1e-6)
+    with pytest.raises(ValueError, match="method"):
+        heatmaps.upsample(maps, method="nearest")
+

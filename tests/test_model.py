@@ -7,13 +7,15 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cpm_nb.core import config
-from cpm_nb.model import architecture
+from cpm_nb.core.config import resolve_profile
+from cpm_nb.model import architecture, inputs
 from cpm_nb.model import cpm as model
 from cpm_nb.model.receptive_field import receptive_field
 
@@ -50,12 +52,12 @@ def release_model(keras):
 
 @pytest.fixture(scope="module")
 def fast_model(keras):
-    return model.build_cpm(architecture.from_profile("fast"), seed=0)
+    return model.build_cpm(architecture.from_profile(resolve_profile("fast")), seed=0)
 
 
 def small_center_config(**changes):
     """A tiny configuration with every feature on (centre map, background)."""
-    base = architecture.from_profile("fast", base="cpm-mpii-release")
+    base = architecture.from_profile(resolve_profile("fast"), base="cpm-mpii-release")
     return base.replace(**changes)
 
 
@@ -135,16 +137,16 @@ def test_profile_variants_keep_the_structure(name):
 
 
 def test_width_rounding():
-    cfg = architecture.from_profile("fast")  # width 0.125
+    cfg = architecture.from_profile(resolve_profile("fast"))  # width 0.125
     assert [cfg.channels(c) for c in (64, 128, 256, 512)] == [8, 16, 32, 64]
     cfg = architecture.CPMConfig(width=0.3)
     assert [cfg.channels(c) for c in (64, 128, 512)] == [16, 40, 152]  # 19.2, 38.4, 153.6 to the nearest 8
     assert architecture.CPMConfig(width=0.01).channels(64) == 8  # min_channels
-    assert architecture.from_profile("cpu").channels(128) == 32
+    assert architecture.from_profile(resolve_profile("cpu")).channels(128) == 32
 
 
 def test_profile_model_runs(fast_model, keras):
-    cfg = model.config_of(fast_model)
+    cfg = fast_model.cpm_config
     x = np.random.default_rng(0).integers(0, 256, (2, cfg.input_size, cfg.input_size, 3))
     out = fast_model(keras.ops.convert_to_tensor(x.astype("float32")))
     assert len(out) == cfg.stages == 2
@@ -172,7 +174,7 @@ def test_input_normalisation(fast_model, keras):
 
 
 def test_seeded_build_is_deterministic(keras):
-    cfg = architecture.from_profile("fast")
+    cfg = architecture.from_profile(resolve_profile("fast"))
     a = model.build_cpm(cfg, seed=3).get_layer("Mconv2_stage2").kernel
     b = model.build_cpm(cfg, seed=3).get_layer("Mconv2_stage2").kernel
     c = model.build_cpm(cfg, seed=4).get_layer("Mconv2_stage2").kernel
@@ -211,7 +213,7 @@ def test_flops_agree_with_tensorflow_profiler(fast_model):
     from tensorflow.python.profiler.model_analyzer import profile
     from tensorflow.python.profiler.option_builder import ProfileOptionBuilder
 
-    cfg = model.config_of(fast_model)
+    cfg = fast_model.cpm_config
     fn = tf.function(lambda x: fast_model(x))
     frozen = convert_variables_to_constants_v2(
         fn.get_concrete_function(tf.TensorSpec([1, cfg.input_size, cfg.input_size, 3])))
@@ -263,19 +265,19 @@ def caffe_average_pool(x, kernel=9, stride=8):
 
 
 def test_center_map():
-    cm = model.center_map(368, sigma=21.0)
+    cm = inputs.center_map(368, sigma=21.0)
     assert cm.shape == (368, 368) and cm.dtype == np.float32
     np.testing.assert_allclose(cm, cm[::-1, ::-1], atol=1e-7)  # centred at (183.5, 183.5)
     assert cm.max() < 1.0 and cm[183, 183] == pytest.approx(np.exp(-0.5 / (2 * 21**2)), rel=1e-6)
     # one sigma away from the peak: exp(-1/2)
-    off = model.center_map(101, sigma=10.0, center=(50, 50))
+    off = inputs.center_map(101, sigma=10.0, center=(50, 50))
     assert off[50, 50] == 1.0 and off[50, 60] == pytest.approx(np.exp(-0.5), rel=1e-6)
-    batch = model.center_maps(3, "cpm-mpii-release")
+    batch = inputs.center_maps(3, "cpm-mpii-release")
     assert batch.shape == (3, 368, 368, 1)
 
 
 def test_pooled_center_map_is_caffe_ceil_mode(release_model, keras):
-    cm = model.center_map(368, 21.0, center=(100.0, 300.0))
+    cm = inputs.center_map(368, 21.0, center=(100.0, 300.0))
     probe = keras.Model(release_model.inputs[1], release_model.get_layer("pool_center_lower").output)
     pooled = np.asarray(probe(cm[None, :, :, None]))[0, :, :, 0]
     assert pooled.shape == (46, 46)  # padding "valid" would give 45
@@ -286,12 +288,14 @@ def test_pooled_center_map_is_caffe_ceil_mode(release_model, keras):
 
 
 def test_predict_fn_matches_eager(fast_model, keras):
-    cfg = model.config_of(fast_model)
+    from cpm_nb.model import network
+
+    cfg = fast_model.cpm_config
     images = np.random.default_rng(1).integers(0, 256, (3, cfg.input_size, cfg.input_size, 3),
                                                dtype=np.uint8)
     eager = [np.asarray(o) for o in fast_model(images.astype(np.float32), training=False)]
     for jit in (False, True):
-        predict = model.make_predict_fn(fast_model, jit_compile=jit)
+        predict = network.make_predict_fn(fast_model, jit_compile=jit)
         out = predict(images)
         assert [o.shape for o in out] == [(3, 8, 8, 16)] * 2
         for a, b in zip(out, eager):
@@ -299,47 +303,82 @@ def test_predict_fn_matches_eager(fast_model, keras):
         one = predict(images[:1])  # another batch size: same maps for the same image
         assert one[0].shape == (1, 8, 8, 16)
         np.testing.assert_allclose(one[-1][0], out[-1][0], rtol=1e-4, atol=1e-4)
-    assert model.make_predict_fn(fast_model).compiled == "tf.function"  # CPU default
+    assert network.make_predict_fn(fast_model).compiled == "tf.function"  # CPU default
     with pytest.raises(ValueError, match=r"expected RGB images \[B, 64, 64, 3\]"):
         predict(images[0])
 
 
 def test_predict_fn_adds_the_center_map(keras):
+    from cpm_nb.model import network
+
     cfg = small_center_config()
     m = model.build_cpm(cfg, seed=0)
     images = np.full((2, 64, 64, 3), 128, np.uint8)
-    out = model.make_predict_fn(m)(images)
+    out = network.make_predict_fn(m)(images)
     assert [o.shape for o in out] == [(2, 8, 8, 15)] * 2
-    expected = m([images.astype(np.float32), model.center_maps(2, cfg)], training=False)
+    expected = m([images.astype(np.float32), inputs.center_maps(2, cfg)], training=False)
     np.testing.assert_allclose(out[-1], np.asarray(expected[-1]), rtol=1e-4, atol=1e-4)
     assert cfg.center_sigma == pytest.approx(21.0 * 64 / 368)
 
 
-def test_config_survives_save_and_load(tmp_path, keras):
-    cfg = small_center_config()
+def test_the_model_describes_itself_when_saved(tmp_path, keras):
+    """A saved CPM comes back from plain Keras (safe mode) as a CPM with its configuration --
+    one no shape tells (a shallower trunk, 5x5 stage kernels) -- and the same maps."""
+    from cpm_nb.model import network
+
+    cfg = small_center_config(stage_kernel=5, trunk=(1, 2, 2, 3))
     m = model.build_cpm(cfg, seed=0)
+    assert isinstance(m, network.CPM) and m.cpm_config == cfg
     path = tmp_path / "cpm.keras"
     m.save(path)
-    loaded = keras.models.load_model(path)
-    inferred = model.config_of(loaded)
-    assert (inferred.input_size, inferred.stages, inferred.num_maps, inferred.center_map) == (
-        64, 2, 15, True)
+    with zipfile.ZipFile(path) as z:
+        saved = json.loads(z.read("config.json"))
+    assert saved["registered_name"] == "cpm_nb>CPM"
+    assert saved["config"]["cpm_config"] == cfg.to_dict()
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded, network.CPM) and loaded.cpm_config == cfg
+    assert [v.path for v in loaded.weights] == [v.path for v in m.weights]  # checkpoint names
     images = np.zeros((1, 64, 64, 3), np.uint8)
-    np.testing.assert_allclose(model.make_predict_fn(loaded)(images)[1],
-                               model.make_predict_fn(m)(images)[1], atol=1e-5)
+    np.testing.assert_allclose(loaded.belief_maps(images)[1], m.belief_maps(images)[1],
+                               atol=1e-5)
+    assert network.load_keras(path).cpm_config == cfg
+
+
+def test_a_plain_functional_model_becomes_a_cpm(tmp_path, keras):
+    """What older versions saved: a plain functional model, wrapped with the configuration of
+    its run folder (the same layers and weights), or refused when that does not fit."""
+    from cpm_nb.core.errors import ModelError
+    from cpm_nb.model import network
+
+    cfg = architecture.get_config("fast")
+    m = model.build_cpm(cfg, seed=0)
+    plain = keras.Model(m.inputs[0], m.outputs, name="old")
+    plain.save(tmp_path / "old.keras")
+    loaded = network.load_keras(tmp_path / "old.keras")
+    assert not isinstance(loaded, network.CPM)
+    wrapped = network.load_keras(tmp_path / "old.keras", cfg)
+    assert isinstance(wrapped, network.CPM) and wrapped.cpm_config == cfg
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), np.uint8)
+    np.testing.assert_array_equal(wrapped.belief_maps(images)[-1], m.belief_maps(images)[-1])
+    with pytest.raises(ModelError, match=r"stages 3 \(network: 2\)"):
+        network.load_keras(tmp_path / "old.keras", cfg.replace(stages=3))
+    with pytest.raises(ModelError, match="plain Keras model"):
+        network.make_predict_fn(plain)
 
 
 # --- intermediate supervision --------------------------------------------------------------
 
 
 def test_gradient_magnitudes_with_and_without_intermediate_supervision(keras):
-    cfg = architecture.from_profile("fast").replace(stages=3)
+    from cpm_nb.course import supervision
+
+    cfg = architecture.from_profile(resolve_profile("fast")).replace(stages=3)
     m = model.build_cpm(cfg, seed=0)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
     targets = rng.uniform(0, 1, (2, 8, 8, 16)).astype(np.float32)
-    with_is = model.conv_gradient_magnitudes(m, images, targets, intermediate=True)
-    final = model.conv_gradient_magnitudes(m, images, targets, intermediate=False)
+    with_is = supervision.conv_gradient_magnitudes(m, images, targets, intermediate=True)
+    final = supervision.conv_gradient_magnitudes(m, images, targets, intermediate=False)
     assert list(with_is)[0] == "conv1_1" and list(with_is)[-1] == "Mconv7_stage3"
     # the last stage's layers do not feed the earlier losses: identical gradients
     for name in [n for n in with_is if n.endswith("stage3")]:
@@ -354,29 +393,33 @@ def test_gradient_magnitudes_with_and_without_intermediate_supervision(keras):
 JAX_SCRIPT = """
 import sys
 import numpy as np
-from cpm_nb.model import architecture
+from cpm_nb.core.config import resolve_profile
+from cpm_nb.course import supervision
+from cpm_nb.model import architecture, inputs, network
 from cpm_nb.model import cpm as model
 from cpm_nb.core.runtime import import_keras
 keras = import_keras()
 assert keras.config.backend() == "jax", keras.config.backend()
-cfg = architecture.from_profile("fast", base="cpm-mpii-release")
+cfg = architecture.from_profile(resolve_profile("fast"), base="cpm-mpii-release")
 m = model.build_cpm(cfg, seed=0)
 m.load_weights(sys.argv[1])
 data = np.load(sys.argv[2])
-predict = model.make_predict_fn(m)
+predict = network.make_predict_fn(m)
 out = predict(data["images"])
 assert predict.compiled == "jax.jit", predict.compiled
-eager = m([data["images"].astype("float32"), model.center_maps(2, cfg)])
+eager = m([data["images"].astype("float32"), inputs.center_maps(2, cfg)])
 for a, b, c in zip(out, eager, [data["stage1"], data["stage2"]]):
     np.testing.assert_allclose(a, np.asarray(b), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-4)
-g = model.conv_gradient_magnitudes(m, data["images"], data["targets"])
+g = supervision.conv_gradient_magnitudes(m, data["images"], data["targets"])
 assert g["conv1_1"] > 0
 print("JAX OK", [o.shape for o in out], m.count_params())
 """
 
 
 def test_runs_under_the_jax_backend(tmp_path, keras):
+    from cpm_nb.model import network
+
     if importlib.util.find_spec("jax") is None:
         pytest.skip("jax is not installed (pip install jax: the dev extra lists it)")
     cfg = small_center_config()
@@ -385,7 +428,7 @@ def test_runs_under_the_jax_backend(tmp_path, keras):
     m.save_weights(weights)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
-    out = model.make_predict_fn(m, jit_compile=False)(images)
+    out = network.make_predict_fn(m, jit_compile=False)(images)
     data = tmp_path / "data.npz"
     np.savez(data, images=images, stage1=out[0], stage2=out[1],
              targets=rng.uniform(0, 1, (2, 8, 8, 15)).astype(np.float32))
@@ -441,7 +484,7 @@ def test_benchmark_is_registered_and_runs_small(capsys):
 
     assert bench.BENCHMARKS["model"][0] == "cpm_nb.bench.model:bench_model"
     result = bench_model(argparse.Namespace(quick=True, config="fast"))
-    assert result["config"] == architecture.from_profile("fast").name
+    assert result["config"] == architecture.from_profile(resolve_profile("fast")).name
     for batch in ("1", "8"):
         timings = result["batches"][batch]
         assert set(timings) == {"eager", "tf.function", "tf.function+XLA"}

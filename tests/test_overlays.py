@@ -100,27 +100,13 @@ def test_pick_on_other_person(vp):
     assert O.pick_on_other_person(vp, 2).tolist() == []
 
 
-def test_upsample_matches_the_decoder_convention():
-    m = np.zeros((M, M))
-    m[3, 5] = 1.0
-    up = O.upsample(m, S)
-    assert up.shape == (S, S)
-    # the peak sits on the cell centre c * 8 + 3.5: pixels 43 and 44 (x), 27 and 28 (y)
-    # (half a pixel from the centre on each axis: (1 - 0.5 / 8) ** 2 of the peak)
-    assert up[27:29, 43:45] == pytest.approx(np.full((2, 2), (7.5 / 8) ** 2))
-    assert up.max() == pytest.approx((7.5 / 8) ** 2) and up[0, 0] == 0
-    assert up[27, 36] == pytest.approx(0.5 / 8 * 7.5 / 8)  # 7.5 px left of the centre
-    ones = O.upsample(np.ones((M, M)), S)
-    assert np.allclose(ones, 1)
-
-
 def test_blend_maps_is_an_alpha_layer_per_map():
     crop = np.full((S, S, 3), 200, np.uint8)
     maps = np.zeros((M, M, 16), np.float32)
-    out = O.blend_maps(crop, maps, E.ARTICLE_MAPS)
+    out = O.blend_maps(crop, maps, O.ARTICLE_MAPS)
     assert out.shape == (S, S, 3) and np.allclose(out, 0.7 * 200 / 255)  # dimmed, no colour
     maps[..., JOINT["l_knee"]] = 1.0  # a certain left knee everywhere: red
-    out = O.blend_maps(crop, maps, E.ARTICLE_MAPS)
+    out = O.blend_maps(crop, maps, O.ARTICLE_MAPS)
     assert np.allclose(out, [1, 0, 0])
     maps[..., JOINT["l_knee"]] = 0.5  # half belief: half red over the crop
     out = O.blend_maps(crop, maps, [("l_knee", "red")], grey=False, dim=1.0)
@@ -128,7 +114,7 @@ def test_blend_maps_is_an_alpha_layer_per_map():
     # later layers go on top; values above 1 or below 0 are clipped
     maps[..., JOINT["r_ankle"]] = 2.0
     maps[..., JOINT["head_top"]] = -1.0
-    out = O.blend_maps(crop, maps, E.ARTICLE_MAPS)
+    out = O.blend_maps(crop, maps, O.ARTICLE_MAPS)
     assert np.allclose(out, [0, 0, 1])
     # by joint id as well as by name
     np.testing.assert_array_equal(

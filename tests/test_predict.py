@@ -10,6 +10,7 @@ from PIL import Image
 
 from cpm_nb.cli import app as cli
 from cpm_nb.core import errors, skeleton
+from cpm_nb.core.config import resolve_profile
 from cpm_nb.data import preprocess
 from cpm_nb.inference import predict as P
 from cpm_nb.io import images as I
@@ -32,7 +33,7 @@ def run_folder(tmp_path_factory, keras):
     from cpm_nb.training import config as train_config
     from cpm_nb.training import runs
 
-    cfg = train_config.train_config("fast")
+    cfg = train_config.train_config(resolve_profile("fast"))
     model = M.build_cpm(cfg.model, seed=0)
     out = tmp_path_factory.mktemp("run")
     runs.export(out, model, cfg, {"mean": 0.0}, {"wall_s": 0.0})
@@ -212,14 +213,58 @@ def test_joints_back_in_original_pixels(predictor, photo, scales):
     np.testing.assert_allclose(j2, pred.joints)
 
 
-def test_merge_scales_identity_and_average():
-    maps = np.random.default_rng(3).random((1, 8, 8, 4))
-    np.testing.assert_allclose(P.merge_scales(maps, (1.0,), SIZE), maps[0])
-    w = P._resample_matrix(8, 1.0, SIZE)
-    np.testing.assert_allclose(w, np.eye(8), atol=1e-12)
-    same = np.concatenate([maps, maps])
-    np.testing.assert_allclose(P.merge_scales(same, (1.0, 1.0 + 1e-12), SIZE), maps[0],
+def _dense_merge(maps, factors, stride, mean):
+    """The merge written out: one matrix per scale and axis, W[i, k] = the bilinear weight of
+    cell k of the scale-f map at the point of cell i of the scale-1 crop."""
+    m = maps.shape[1]
+    half, centre = (m * stride - 1) / 2, (stride - 1) / 2
+    total, cover = 0, 0
+    for f, one in zip(factors, maps):
+        w = np.zeros((m, m))
+        for i in range(m):
+            u = (half + f * (i * stride + centre - half) - centre) / stride
+            for k in range(m):
+                w[i, k] = max(0.0, 1 - abs(u - k))
+        total = total + np.einsum("ya,abc,xb->yxc", w, one, w)
+        cover = cover + np.outer(w.sum(1), w.sum(1))[..., None]
+    return total / (len(factors) if mean == "all" else np.maximum(cover, 1e-6))
+
+
+@pytest.mark.parametrize("stride, mean", [(8, "covered"), (1, "all"), (8, "all")])
+def test_merge_scales_equals_the_dense_reference(stride, mean):
+    from cpm_nb.inference import decoding as D
+
+    maps = np.random.default_rng(3).random((3, 8, 8, 4))
+    factors = (1.0, 0.7, 1.3)
+    np.testing.assert_allclose(D.merge_scales(maps, factors, stride, mean),
+                               _dense_merge(maps, factors, stride, mean), atol=1e-12)
+    np.testing.assert_allclose(D.merge_scales(maps[:1], (1.0,), stride, mean), maps[0])
+    same = np.concatenate([maps[:1], maps[:1]])
+    np.testing.assert_allclose(D.merge_scales(same, (1.0, 1.0 + 1e-12), stride), maps[0],
                                atol=1e-9)
+    with pytest.raises(ValueError, match="mean"):
+        D.merge_scales(maps, factors, stride, "median")
+
+
+def test_joint_orders_map_onto_mpii():
+    """A 14-joint model's joints and maps in MPII order; pelvis and thorax derived."""
+    from cpm_nb.inference import decoding as D
+
+    names = [n for n in skeleton.JOINT_NAMES if n not in D.DERIVED_JOINTS][::-1]
+    ids = D.mpii_ids(names)
+    rng = np.random.default_rng(4)
+    joints, conf = rng.uniform(0, 60, (2, 14, 2)), rng.uniform(0, 1, (2, 14))
+    out, c = D.to_mpii(joints, conf, ids)
+    j = skeleton.JOINT
+    for k, name in enumerate(names):
+        np.testing.assert_array_equal(out[:, j[name]], joints[:, k])
+    np.testing.assert_allclose(out[:, j["pelvis"]], (out[:, j["r_hip"]] + out[:, j["l_hip"]]) / 2)
+    assert (c[:, j["thorax"]] == np.minimum(c[:, j["r_shoulder"]], c[:, j["l_shoulder"]])).all()
+    maps = rng.random((8, 8, 15))  # + background
+    mpii = D.to_mpii_maps(maps, ids)
+    assert mpii.shape == (8, 8, 17) and not mpii[..., j["pelvis"]].any()
+    np.testing.assert_array_equal(mpii[..., j[names[0]]], maps[..., 0])
+    np.testing.assert_array_equal(mpii[..., -1], maps[..., -1])
 
 
 def test_predict_many_keeps_order_and_reports_bad_images(predictor, photo, tmp_path):
@@ -357,7 +402,7 @@ def test_cli_help_mentions_conventions(capsys):
 def test_bench_predict_smoke(capsys):
     from cpm_nb.model import architecture
 
-    cfg = architecture.from_profile("fast")
+    cfg = architecture.from_profile(resolve_profile("fast"))
     args = SimpleNamespace(quick=True, cases=[("fast", cfg, (144, 112), 1, 1)])
     from cpm_nb.bench.predict import bench_predict
 

@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 
 from cpm_nb.core import errors
+from cpm_nb.core.config import resolve_profile
 from cpm_nb.data import batches as data
+from cpm_nb.data.synthetic_set import SyntheticSpec
 from cpm_nb.evaluation import evaluate as evaluation
+from cpm_nb.model.targets import pack_targets_numpy
 from cpm_nb.training import config as TC
 from cpm_nb.training import loop as T
 from cpm_nb.training import runs
@@ -37,7 +40,7 @@ def keras():
 def fast_run(tmp_path_factory, keras):
     """One uninterrupted fast-profile run (20 steps), shared by several tests."""
     out = tmp_path_factory.mktemp("fast_run")
-    cfg = TC.train_config("fast", checkpoint_every=5)
+    cfg = TC.train_config(resolve_profile("fast"), checkpoint_every=5)
     result = T.train(cfg, out, progress=False, verbose=False)
     return cfg, out, result
 
@@ -50,55 +53,118 @@ def weights_of(model):
 
 
 def test_profiles_choose_documented_optimizers():
-    gpu = TC.train_config("gpu", data="mpii", data_dir="x")
+    gpu = TC.train_config(resolve_profile("gpu"), data="mpii", data_dir="x")
     assert (gpu.optimizer, gpu.learning_rate, gpu.momentum, gpu.batch_size) == ("sgd", 8e-5,
                                                                                 0.9, 16)
     assert (gpu.weight_decay, gpu.schedule, gpu.lr_decay_steps, gpu.lr_decay_factor) == (
         5e-4, "step", 13275, 0.333)
     assert (gpu.input_size, gpu.stages, gpu.steps) == (368, 6, 100_000)
     # on the synthetic set the gpu profile trains a ~30-minute schedule, not 100,000 steps
-    assert TC.train_config("gpu").steps == TC.SYNTHETIC_GPU_STEPS < 100_000
-    cpu = TC.train_config("cpu")
+    assert TC.train_config(resolve_profile("gpu")).steps == TC.SYNTHETIC_GPU_STEPS < 100_000
+    cpu = TC.train_config(resolve_profile("cpu"))
     assert (cpu.optimizer, cpu.schedule, cpu.lr_decay_factor) == ("adam", "step", 0.1)
     assert cpu.lr_decay_steps == int(0.8 * cpu.steps) and cpu.warmup_steps > 0
-    assert TC.train_config("cpu", steps=1000).lr_decay_steps == 800  # follows --steps
+    assert TC.train_config(resolve_profile("cpu"), steps=1000).lr_decay_steps == 800  # follows --steps
     assert cpu.model == cpu.model.replace()  # the model configuration lives in the config
 
 
 def test_learning_rate_schedules(keras):
-    cfg = TC.train_config("cpu", steps=1000, warmup_steps=100, learning_rate=1e-3,
+    cfg = TC.train_config(resolve_profile("cpu"), steps=1000, warmup_steps=100, learning_rate=1e-3,
                           schedule="cosine")
     lr = TC.learning_rate_schedule(cfg)
     at = [float(lr(s)) for s in (0, 50, 100, 550, 1000)]
     assert at[0] == pytest.approx(1e-5) and at[1] < at[2] == pytest.approx(1e-3)
     assert at[3] == pytest.approx(0.5e-3 * (1 + 0.01), rel=0.02) and at[4] == pytest.approx(1e-5)
-    step = TC.learning_rate_schedule(TC.train_config("gpu", data="mpii", data_dir="x"))
+    step = TC.learning_rate_schedule(TC.train_config(resolve_profile("gpu"), data="mpii", data_dir="x"))
     assert float(step(13274)) == pytest.approx(8e-5) and float(step(13275)) == pytest.approx(
         8e-5 * 0.333)
 
 
 def test_config_key_tracks_what_changes_the_weights():
-    base = TC.train_config("fast")
-    assert base.key() == TC.train_config("fast").key()
-    assert base.key() != TC.train_config("fast", stages=3).key()
+    base = TC.train_config(resolve_profile("fast"))
+    assert base.key() == TC.train_config(resolve_profile("fast")).key()
+    assert base.key() != TC.train_config(resolve_profile("fast"), stages=3).key()
     assert base.key() != base.replace(seed=1).key()
     assert base.key() == base.replace(eval_every=10, eval_examples=7).key()
     assert base.run_name.startswith("fast-2st-synthetic-")
     assert TC.TrainConfig.from_json(base.to_json()) == base
     with pytest.raises(TypeError, match="unknown training settings: bogus"):
-        TC.train_config("fast", bogus=1)
+        TC.train_config(resolve_profile("fast"), bogus=1)
     with pytest.raises(ValueError, match="optimizer"):
-        TC.train_config("fast", optimizer="rmsprop")
+        TC.train_config(resolve_profile("fast"), optimizer="rmsprop")
     with pytest.raises(ValueError, match="multiple of checkpoint_every"):
-        TC.train_config("fast", checkpoint_every=10, eval_every=15)
+        TC.train_config(resolve_profile("fast"), checkpoint_every=10, eval_every=15)
+
+
+def test_configuration_flows_down_from_a_resolved_profile():
+    """Library functions take resolved profiles; an unknown name is an error, never cpu; the
+    synthetic set rides in the configuration (the profile's seed whatever the training seed)."""
+    from cpm_nb.core import config
+
+    with pytest.raises(errors.ConfigError, match="resolved run profile"):
+        TC.train_config("fast")
+    with pytest.raises(config.ProfileError, match="unknown profile 'fastest'"):
+        resolve_profile("fastest")
+    with pytest.raises(errors.ConfigError, match="no training settings for the profile 'mine'"):
+        TC.train_config(resolve_profile("cpu").replace(name="mine"))
+    fast = resolve_profile("fast")
+    cfg = TC.train_config(fast, seed=3, input_size=128, n_val=10)
+    assert cfg.synthetic == SyntheticSpec("fast", 128, fast.n_train, 10, seed=fast.seed)
+    assert TC.train_config(fast, data_seed=2).synthetic.seed == 2
+    assert TC.train_config(fast, data_seed=2).key() != TC.train_config(fast).key()
+    with pytest.raises(errors.ConfigError, match="must be the model's input"):
+        cfg.replace(synthetic=cfg.synthetic.replace(input_size=64))
+
+
+def test_keys_of_runs_trained_by_the_previous_layout_still_match(repo):
+    """A configuration written before the synthetic set was a field of its own reads back
+    with the same key, and today's configuration of that run has it too (the run cache of
+    earlier versions stays valid)."""
+    from cpm_nb.model import architecture
+
+    legacy = repo / "tests" / "fixtures" / "legacy" / "fast-run" / "train_config.json"
+    saved = json.loads(legacy.read_text())
+    assert "synthetic" not in saved and saved["n_train"] == 64
+    cfg = TC.TrainConfig.from_json(saved)
+    assert cfg.key() == saved["key"] and cfg.synthetic.name == "fast"
+    fast = resolve_profile("fast")
+    today = TC.train_config(fast, model=architecture.from_profile(fast, width=0.03125,
+                                                                  trunk=(1, 1, 2, 2)))
+    assert today == cfg and today.run_name == f"fast-2st-synthetic-{saved['key']}"
+
+
+def test_a_compiled_model_saves_and_reloads_with_plain_keras(tmp_path, keras):
+    """Compiled with CPMLoss and the cpu profile's warm-up schedule, a model reloads with
+    keras.saving.load_model (registered classes, safe mode) and goes on training."""
+    from cpm_nb.model import network
+    from cpm_nb.training import loss as L
+
+    cfg = TC.train_config(resolve_profile("cpu"), stages=2, width=0.0625, steps=100,
+                          warmup_steps=10, checkpoint_every=10)
+    model = T.compile_model(cfg)
+    model.save(tmp_path / "compiled.keras")
+    loaded = keras.saving.load_model(tmp_path / "compiled.keras", safe_mode=True)
+    assert isinstance(loaded, network.CPM) and loaded.cpm_config == cfg.model
+    assert isinstance(loaded.loss, L.CPMLoss) and loaded.loss.get_config() == model.loss.get_config()
+    schedule = loaded.optimizer.get_config()["learning_rate"]
+    assert schedule == model.optimizer.get_config()["learning_rate"]
+    assert schedule["registered_name"] == "cpm_nb>WarmUp"
+    again, lr = keras.saving.deserialize_keras_object(schedule), TC.learning_rate_schedule(cfg)
+    assert [float(again(s)) for s in (0, 5, 50, 90)] == [float(lr(s)) for s in (0, 5, 50, 90)]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 128, 128, 3)).astype(np.float32)
+    packed = pack_targets_numpy(rng.uniform(0, 127, (2, 16, 2)), np.full((2, 16), 2))
+    np.testing.assert_allclose(loaded.evaluate(images, [packed] * 2, verbose=0),
+                               model.evaluate(images, [packed] * 2, verbose=0), rtol=1e-5)
+    loaded.fit(images, [packed] * 2, epochs=1, verbose=0)
 
 
 def test_precision_follows_the_device(keras):
-    dev = TC.devices_for(TC.train_config("fast"))
+    dev = TC.devices_for(TC.train_config(resolve_profile("fast")))
     if dev.gpus:
         pytest.skip("a GPU is visible")
     assert dev == TC.Devices(0, "float32", False, False)
-    forced = TC.devices_for(TC.train_config("fast", precision="mixed_float16", xla=True))
+    forced = TC.devices_for(TC.train_config(resolve_profile("fast"), precision="mixed_float16", xla=True))
     assert forced.precision == "mixed_float16" and forced.xla
     t4, h100 = TC.Accelerator("Tesla T4", (7, 5)), TC.Accelerator("NVIDIA H100", (9, 0))
     assert TC.auto_precision([t4]) == "mixed_float16"  # no fast bf16 before Ampere
@@ -114,7 +180,7 @@ def _numpy_batches(folder, start, n, seed=0):
 
 
 def test_batches_are_a_pure_function_of_seed_and_step(keras):
-    cfg = TC.train_config("fast")
+    cfg = TC.train_config(resolve_profile("fast"))
     folder = T.data_dir(cfg)
     ds = data.tf_training_dataset
     first = list(ds(folder, 8, seed=0, start_step=0).take(12).as_numpy_iterator())
@@ -140,7 +206,7 @@ def test_batches_are_a_pure_function_of_seed_and_step(keras):
 def test_numpy_path_matches_tf_data_without_augmentation(keras):
     """The two input paths crop the same pixels and joints (bilinear warps of the same
     context crop: TF's and PIL's resamplers differ by rounding only)."""
-    folder = T.data_dir(TC.train_config("fast"))
+    folder = T.data_dir(TC.train_config(resolve_profile("fast")))
     tf_batches = list(data.evaluation_batches(folder, "val", 16, input_path="tf"))
     np_batches = list(data.evaluation_batches(folder, "val", 16, input_path="numpy"))
     assert len(tf_batches) == len(np_batches)
@@ -153,9 +219,9 @@ def test_numpy_path_matches_tf_data_without_augmentation(keras):
 
 
 def test_data_made_for_another_input_size_is_refused_before_any_work(tmp_path, keras):
-    cfg = TC.train_config("fast", input_size=128)
+    cfg = TC.train_config(resolve_profile("fast"), input_size=128)
     with pytest.raises(errors.DataError, match="holds 64-px crops but the model takes 128 px"):
-        T.train(cfg.replace(data_dir=str(T.data_dir(TC.train_config("fast")))), tmp_path,
+        T.train(cfg.replace(data_dir=str(T.data_dir(TC.train_config(resolve_profile("fast"))))), tmp_path,
                 progress=False, verbose=False)
     assert not (tmp_path / "checkpoint.npz").exists()
 
@@ -237,7 +303,7 @@ def test_evaluate_maps_back_to_original_pixels(fast_run, keras, monkeypatch):
     """A perfect predictor (the target maps themselves) is right in original pixels: every
     joint within 25 px, and PCKh@0.5 near 100 % (not exactly: at 64 px the PCKh radius is
     ~2.5 px and a peak on the map border is not refined, so a few border joints miss)."""
-    from cpm_nb.model import heatmaps
+    from cpm_nb.model import heatmaps, network
 
     cfg, _, result = fast_run
     folder = T.data_dir(cfg)
@@ -249,7 +315,7 @@ def test_evaluate_maps_back_to_original_pixels(fast_run, keras, monkeypatch):
         maps = np.stack([lookup[im.tobytes()] for im in np.asarray(images, np.uint8)])
         return [maps, maps]
 
-    monkeypatch.setattr(evaluation, "predict_fn", lambda model: oracle)
+    monkeypatch.setattr(network.CPM, "belief_maps", lambda model, images: oracle(images))
     scores = evaluation.evaluate(result.model, folder)
     assert scores["article_25px"] == 100.0
     assert scores["mean"] > 95.0 and scores["per_stage"] == [scores["mean"]] * 2
@@ -260,7 +326,7 @@ def test_evaluate_maps_back_to_original_pixels(fast_run, keras, monkeypatch):
 
 @pytest.mark.parametrize("input_path", ["tf", "numpy"])
 def test_resume_in_process_matches_an_uninterrupted_run(tmp_path, keras, input_path):
-    cfg = TC.train_config("fast", steps=20, checkpoint_every=5)
+    cfg = TC.train_config(resolve_profile("fast"), steps=20, checkpoint_every=5)
     full = T.train(cfg, tmp_path / "full", progress=False, verbose=False, input_path=input_path)
     part = T.train(cfg, tmp_path / "cut", progress=False, verbose=False, stop_after=7,
                    checkpoint_on_stop=False, input_path=input_path)
@@ -339,7 +405,7 @@ def test_kill_and_resume_a_real_training_subprocess(tmp_path, keras):
     last checkpoint to the same weights as an uninterrupted run."""
     steps, every = 300, 10
     out = _kill_and_resume(tmp_path, "tensorflow", steps, every)
-    cfg = TC.train_config("fast", steps=steps, checkpoint_every=every)
+    cfg = TC.train_config(resolve_profile("fast"), steps=steps, checkpoint_every=every)
     reference = T.train(cfg, tmp_path / "reference", progress=False, verbose=False)
     model = keras.saving.load_model(out / "model.keras", safe_mode=True)
     for a, b in zip(weights_of(model), weights_of(reference.model)):
@@ -348,9 +414,11 @@ def test_kill_and_resume_a_real_training_subprocess(tmp_path, keras):
 
 JAX_REFERENCE = """
 import sys, numpy as np, keras
+from cpm_nb.core.config import resolve_profile
+from cpm_nb.data.synthetic_set import SyntheticSpec
 from cpm_nb.training import loop as T
 from cpm_nb.training import config as TC
-cfg = TC.train_config("fast", steps={steps}, checkpoint_every={every})
+cfg = TC.train_config(resolve_profile("fast"), steps={steps}, checkpoint_every={every})
 ref = T.train(cfg, sys.argv[1], progress=False, verbose=False)
 killed = keras.saving.load_model(sys.argv[2] + "/model.keras", safe_mode=True)
 diff = max(float(np.max(np.abs(a - b))) for a, b in zip(ref.model.get_weights(),
@@ -440,7 +508,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
             yield images, targets
 
     monkeypatch.setattr(data, "fit_batches", poisoned)
-    cfg = TC.train_config("fast", checkpoint_every=5)
+    cfg = TC.train_config(resolve_profile("fast"), checkpoint_every=5)
     with pytest.raises(T.TrainingDiverged, match=r"NaN between steps 6 and 10.*checkpoint "
                                                  r"\(step 5\)"):
         T.train(cfg, tmp_path, progress=False, verbose=False)
@@ -472,18 +540,18 @@ def test_a_new_run_keeps_the_previous_model_until_it_is_replaced(fast_run, tmp_p
 
 
 def test_load_or_train_reuses_the_cached_run(tmp_path, capsys, keras):
-    first = T.load_or_train("fast", cache_dir=tmp_path, progress=False)
+    first = T.load_or_train(resolve_profile("fast"), cache_dir=tmp_path, progress=False)
     out = capsys.readouterr().out
     assert "training fast-2st-synthetic-" in out and "about" in out  # the estimate first
     assert first.run_dir.parent == tmp_path and (first.run_dir / "model.keras").is_file()
     t0 = time.perf_counter()
-    again = T.load_or_train("fast", cache_dir=tmp_path, progress=False)
+    again = T.load_or_train(resolve_profile("fast"), cache_dir=tmp_path, progress=False)
     assert time.perf_counter() - t0 < 10
     assert "loaded the cached run" in capsys.readouterr().out
     for a, b in zip(weights_of(first.model), weights_of(again.model)):
         np.testing.assert_array_equal(a, b)
     assert again.meta["stages"] == 2 and again.meta["training"]["profile"] == "fast"
-    assert runs.cached(TC.train_config("fast", stages=3), tmp_path) is None
+    assert runs.cached(TC.train_config(resolve_profile("fast"), stages=3), tmp_path) is None
 
 
 def test_cli_evaluate_json(fast_run, tmp_path, capsys):
@@ -530,7 +598,7 @@ def test_cli_help_teaches():
 def test_mixed_precision_trains_and_checkpoints_on_cpu(tmp_path, keras, precision):
     """The GPU code path (16-bit compute; loss scaling for float16) runs and resumes on the
     CPU too, and exports a float32 model."""
-    cfg = TC.train_config("fast", precision=precision, steps=4, checkpoint_every=2)
+    cfg = TC.train_config(resolve_profile("fast"), precision=precision, steps=4, checkpoint_every=2)
     model = T.compile_model(cfg)
     assert model.outputs[0].dtype == precision.split("_")[1] and model.weights[0].dtype == "float32"
     assert (type(model.optimizer).__name__ == "LossScaleOptimizer") == (
@@ -553,7 +621,7 @@ with runs.run_lock(sys.argv[1]):
 
 
 def test_one_process_at_a_time_per_run_folder(tmp_path):
-    cfg = TC.train_config("fast")
+    cfg = TC.train_config(resolve_profile("fast"))
     holder = subprocess.Popen([sys.executable, "-c", HOLD_RUN_LOCK, str(tmp_path)], cwd=REPO,
                               env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -598,16 +666,17 @@ def test_cpm_loss_equals_its_numpy_reference(keras):
     """CPMLoss on packed joints == half the summed squared error against NumPy-rendered maps,
     batch mean, for every stage (the one definition of the loss, tested against its twin)."""
     from cpm_nb.model import cpm as M
+    from cpm_nb.model.targets import pack_targets_numpy
     from cpm_nb.training import loss as L
 
-    cfg = TC.train_config("fast")
+    cfg = TC.train_config(resolve_profile("fast"))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (4, 64, 64, 3)).astype(np.float32)
     outputs = [np.asarray(o) for o in M.build_cpm(cfg.model, seed=0)(images)]
     joints = rng.uniform(0, 63, (4, 16, 2)).astype(np.float32)
     vis = rng.integers(0, 3, (4, 16))
     cpm_loss = L.CPMLoss(cfg.input_size, cfg.sigma)
-    packed = L.pack_targets_numpy(joints, vis)
+    packed = pack_targets_numpy(joints, vis)
     ours = [float(cpm_loss(packed, o)) for o in outputs]
     reference = L.stage_losses_numpy(outputs, joints, vis, cfg.input_size, cfg.sigma)
     np.testing.assert_allclose(ours, reference, rtol=1e-5)
@@ -636,7 +705,7 @@ def test_headless_notebook_training_prints_progress_lines(monkeypatch, capsys, t
     from cpm_nb.training import loop as T
 
     monkeypatch.setenv("CPM_NB_STATIC", "1")
-    T.train(TC.train_config("fast", steps=20, eval_every=0), tmp_path / "run", resume=False)
+    T.train(TC.train_config(resolve_profile("fast"), steps=20, eval_every=0), tmp_path / "run", resume=False)
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("training fast")]
     assert [x.split(", ")[0] for x in lines] == ["training fast (2 stages): 10/20 steps",
                                                  "training fast (2 stages): 20/20 steps"], lines

@@ -2,7 +2,7 @@
 
 The paper-size CPM (``source-article``: 368 px, 6 stages) at batch 1 and 8, eager
 calls (the baseline) against the compiled forward pass of
-:func:`cpm_nb.model.cpm.make_predict_fn`, in images/s and FLOP/s.
+:func:`cpm_nb.model.network.make_predict_fn`, in images/s and FLOP/s.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from cpm_nb.bench import print_table, timeit
 from cpm_nb.model.architecture import count_params, flops_per_image, get_config
-from cpm_nb.model.cpm import build_cpm, make_predict_fn
+from cpm_nb.model.cpm import build_cpm
 
 
 def bench_model(args) -> dict:
@@ -28,6 +28,7 @@ def bench_model(args) -> dict:
     machine the run really had while other processes shared it.
     """
     from cpm_nb.core.runtime import import_keras, keras_backend
+    from cpm_nb.model.network import make_predict_fn
 
     import_keras()
     cfg = get_config(getattr(args, "config", None) or "source-article")  # tests pass a small one
@@ -64,6 +65,8 @@ def bench_model(args) -> dict:
 
 def _variants(model, backend: str) -> dict:
     """name -> compiled predict function (None: the eager baseline)."""
+    from cpm_nb.model.network import make_predict_fn
+
     variants = {"eager": None}
     if backend == "tensorflow":
         variants["tf.function"] = make_predict_fn(model, jit_compile=False)

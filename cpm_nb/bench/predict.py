@@ -41,10 +41,11 @@ def _bench_jpegs(n: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
 
 def _bench_one(cfg, image_size, batch: int, n_batches: int, repeat: int) -> dict:
     from cpm_nb.model import cpm as M
+    from cpm_nb.model.network import make_predict_fn
 
     model = M.build_cpm(cfg, seed=0)
     predictor = Predictor(model, source=cfg.name)
-    raw = M.make_predict_fn(model, config=predictor.config)
+    raw = make_predict_fn(model)
     jpegs = _bench_jpegs(batch * n_batches, image_size)
     w, h = image_size
     person = dict(center=((w + 1) / 2, (h + 1) / 2), scale=0.8 * h / 200)
@@ -104,7 +105,7 @@ def _bench_one(cfg, image_size, batch: int, n_batches: int, repeat: int) -> dict
 def bench_predict(args) -> dict:
     """End-to-end images/s of the predict path (JPEG bytes -> decode -> crop -> network ->
     decoded joints in original pixels; overlay drawing and file writing excluded) against
-    the raw compiled forward pass of the same crops (:func:`cpm_nb.model.cpm.make_predict_fn`),
+    the raw compiled forward pass of the same crops (:func:`cpm_nb.model.network.make_predict_fn`),
     batch 8, for the paper configuration (source-article, 368 px, 1280x720 photos;
     untrained weights) and the ``cpu`` profile's model (128 px on 288x224 images, the
     synthetic image size).  Goal: end to end >= 85 % of the raw forward rate."""
@@ -115,7 +116,7 @@ def bench_predict(args) -> dict:
     import_keras()
     quick = getattr(args, "quick", False)
     load = os.getloadavg()[0]
-    cpu_cfg = architecture.from_profile("cpu")
+    cpu_cfg = architecture.get_config("cpu")
     cases = getattr(args, "cases", None) or [
         ("paper", architecture.get_config("source-article"), (1280, 720), 1, 2 if quick else 6),
         ("cpu", cpu_cfg, synthetic.image_size(cpu_cfg.input_size), 2 if quick else 8,

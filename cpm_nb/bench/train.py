@@ -42,27 +42,25 @@ def gpu_peak(name: str) -> tuple[float, float] | None:
 
 
 def _configs(n_gpus: int) -> dict:
+    from cpm_nb.core.config import resolve_profile
     from cpm_nb.model import architecture
     from cpm_nb.training.config import train_config
 
     if not n_gpus:
-        return {"fast": train_config("fast"), "cpu": train_config("cpu")}
-    paper = train_config("gpu", batch_size=PAPER_BATCH)
+        return {name: train_config(resolve_profile(name)) for name in ("fast", "cpu")}
+    paper = train_config(resolve_profile("gpu"), batch_size=PAPER_BATCH)
     return {"paper": paper.replace(model=architecture.get_config("source-article"))}
 
 
 def _data_folder(name: str, cfg) -> str:
-    from cpm_nb.core import config as C
-    from cpm_nb.data import pipeline
+    from cpm_nb.data.synthetic_set import prepare_synthetic
 
-    profile = C.resolve_profile(cfg.profile).replace(
-        input_size=cfg.input_size, n_train=BENCH_IMAGES[name], n_val=32)
-    folder, _ = pipeline.prepare_synthetic(profile)
-    return folder
+    spec = cfg.synthetic.replace(input_size=cfg.input_size, n_train=BENCH_IMAGES[name], n_val=32)
+    return prepare_synthetic(spec).folder
 
 
 def _random_batch(cfg, seed: int = 0):
-    from cpm_nb.training.loss import pack_targets_numpy
+    from cpm_nb.model.targets import pack_targets_numpy
 
     rng = np.random.default_rng(seed)
     s, b = cfg.input_size, cfg.batch_size
@@ -76,7 +74,8 @@ def bare_step(model, cfg, xla: bool):
     batch, the same model, loss and optimizer as ``fit`` uses, without Keras' loop."""
     from cpm_nb.core.runtime import import_keras, keras_backend
     from cpm_nb.model.heatmaps import render
-    from cpm_nb.training.loss import map_loss, unpack_targets
+    from cpm_nb.model.targets import unpack_targets
+    from cpm_nb.training.loss import map_loss
 
     keras = import_keras()
     ops = keras.ops

@@ -20,11 +20,12 @@ that :func:`cpm_nb.inference.predict.load_predictor` loads like a trained run:
    the Caffe model takes BGR.  Nothing else changes: the model's ``normalize`` layer
    computes the release's ``x / 256 - 0.5``, and crops are padded with 128 as in the
    release.
-4. **The run folder** is written atomically, with a ``preprocessing`` block in
-   ``cpm_config.json`` (:func:`release_preprocessing`) that :mod:`cpm_nb.inference.predict` reads:
-   the release's joint order and its mapping to the 16 MPII joints, the centre map,
-   the multi-scale search of the release's test code and its decoding
-   (:func:`release_decode`).
+4. **The run folder** is written atomically: ``model.keras`` holds a
+   :class:`~cpm_nb.model.network.CPM` (it carries its configuration), and
+   ``cpm_config.json`` a ``preprocessing`` block (:func:`release_preprocessing`) that
+   :mod:`cpm_nb.inference.predict` reads: the release's joint order and its mapping to the
+   16 MPII joints, the centre map, the multi-scale search of the release's test code and
+   its decoding (:data:`cpm_nb.inference.decoding.RELEASE`).
 
 For tests, and for anyone who wants to check the numerics without the real files,
 :func:`deploy_prototxt` writes the deploy file of any cpm-nb configuration with the
@@ -49,7 +50,8 @@ include ``head``, which is not an MPII joint, so ``predict`` refuses that run (o
 no-redistribution licence; a converted model is a derivative of the weights and keeps
 that licence.  Nothing from the release is part of this project.
 
-**Modules.**  This module converts, checks parity and predicts the MPII validation set;
+**Modules.**  This module converts, checks parity and predicts the MPII validation set
+(the figure of notebook 07 is :func:`cpm_nb.course.overlays.prediction_figure`);
 it re-exports the public names of the modules it builds on: :mod:`cpm_nb.caffe.proto`
 (reading/writing the two file formats, :class:`CaffeError`), :mod:`cpm_nb.caffe.net`
 (the released MPII network as a cpm-nb configuration), :mod:`cpm_nb.caffe.plan` (any
@@ -211,7 +213,10 @@ def convert(prototxt, caffemodel, out, joints=None, force: bool = False) -> dict
     if plan is None:
         model = build_keras(cfg, keras_weights(weights, cfg, str(caffemodel)))
     else:
-        model = build_prototxt_keras(plan, prototxt_weights(weights, plan, str(caffemodel)))
+        from cpm_nb.model.network import as_cpm
+
+        model = as_cpm(build_prototxt_keras(plan, prototxt_weights(weights, plan,
+                                                                   str(caffemodel))), cfg)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -259,19 +264,17 @@ def parity(run, prototxt, caffemodel, images=None, seed: int = 0) -> list[dict]:
     """Compare a converted run with OpenCV on the same images, stage by stage: the largest
     absolute difference of the belief maps, and that difference relative to the maps'
     range.  ``images`` default: two random RGB images."""
-    from cpm_nb.inference.predict import load_keras
-    from cpm_nb.model import architecture
-    from cpm_nb.model import cpm as M
+    from cpm_nb.model.inputs import center_maps
+    from cpm_nb.training.runs import load_run
 
-    run = Path(run)
-    meta = files.read_json(run / CONFIG_FILE, "model description")
-    cfg = architecture.CPMConfig(**meta["cpm_config"])
-    names = meta.get("outputs") or cfg.output_names
+    trained = load_run(run)
+    cfg = trained.model.cpm_config
+    names = trained.meta.get("outputs") or cfg.output_names
     if images is None:
         rng = np.random.default_rng(seed)
         images = rng.integers(0, 256, (2, cfg.input_size, cfg.input_size, 3)).astype(np.float32)
-    ours = M.make_predict_fn(load_keras(run / MODEL_FILE), config=cfg)(images)
-    centers = M.center_maps(len(images), cfg) if cfg.center_map else None
+    ours = trained.model.belief_maps(images)
+    centers = center_maps(len(images), cfg) if cfg.center_map else None
     ref = opencv_stage_maps(prototxt, caffemodel, images, centers, names)
     rows = []
     for name, a, b in zip(names, ours, ref):
@@ -410,21 +413,3 @@ def example_files(folder, config="cpm-mpii-release", seed: int = 0) -> tuple[Pat
     extra = [("data", "CPMData", []), ("loss_stage1", "EuclideanLoss", [])]
     weights = write_caffemodel(folder / "random.caffemodel", extra + random_weights(config, seed))
     return proto, weights
-
-
-def release_figure(pred, title: str | None = None):
-    """The pose on the image, and the last stage's belief maps of the head, the left knee
-    and the right ankle over the crop in the source article's colours (yellow, red, blue)."""
-    import matplotlib.pyplot as plt
-
-    from cpm_nb.core import skeleton
-    from cpm_nb.course.viz import draw_prediction, maps_overlay
-    from cpm_nb.evaluation import evaluate as evaluation
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), layout="constrained")
-    draw_prediction(axes[0], pred, title=title)
-    joints = [skeleton.JOINT[name] for name, _ in evaluation.ARTICLE_MAPS]
-    colors = [color for _, color in evaluation.ARTICLE_MAPS]
-    axes[1].imshow(maps_overlay(pred.crop, pred.stage_maps[-1], joints, colors))
-    axes[1].set(xticks=[], yticks=[], title="head (yellow), left knee (red), right ankle (blue)")
-    return fig

@@ -81,12 +81,11 @@ def first_stage_seeing_crop(config, where: str = "all") -> int | None:
 def _input_gradients(model, images, stage: int, cell: tuple[int, int]) -> np.ndarray:
     """``d (sum over maps of stage's output at cell) / d image`` for every image, [N, S, S, 3]."""
     from cpm_nb.core.runtime import import_keras, keras_backend
-    from cpm_nb.model import cpm as M
+    from cpm_nb.model.inputs import model_inputs
 
     keras = import_keras()
     ops = keras.ops
-    cfg = M.config_of(model)
-    inputs = M.model_inputs(images, cfg)
+    inputs = model_inputs(images, model.cpm_config)
     extra = inputs[1:] if isinstance(inputs, list) else []
     x = inputs[0] if isinstance(inputs, list) else inputs
     row, col = cell
@@ -139,9 +138,9 @@ def effective_receptive_field(model, images, stage: int,
     and the magnitude summed over the colour channels, normalised to sum 1 (a map of where the
     cell's sensitivity lies, after Luo et al. 2016).  All zeros (e.g. every ReLU dead) stays 0.
     """
-    from cpm_nb.model import cpm as M
+    from cpm_nb.model.network import ensure_cpm
 
-    cfg = M.config_of(model)
+    cfg = ensure_cpm(model).cpm_config
     if not 1 <= stage <= cfg.stages:
         raise ValueError(f"stage must be in 1..{cfg.stages}, got {stage}")
     cell = center_cell(cfg) if cell is None else tuple(int(c) for c in cell)

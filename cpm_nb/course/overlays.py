@@ -2,7 +2,7 @@
 
 The source article shows, for a few hard people, three belief maps of the last stage
 laid over the image in colour -- the **head** (head top) yellow, the **left knee** red
-and the **right foot** (right ankle) blue (:data:`cpm_nb.evaluation.evaluate.ARTICLE_MAPS`) --
+and the **right foot** (right ankle) blue (:data:`ARTICLE_MAPS`) --
 one row for a 2-stage and one for a 6-stage network.  This module makes that figure
 from :class:`cpm_nb.evaluation.evaluate.ValidationPredictions`:
 
@@ -11,8 +11,9 @@ from :class:`cpm_nb.evaluation.evaluate.ValidationPredictions`:
   joints) and whether the person is visible enough to show;
   :func:`pick_hard_people` ranks by those measurements.  Because only the ground truth
   is used, two networks evaluated on the same folder get the *same* people.
-* :func:`blend_maps` upsamples the belief maps to the crop (bilinear, on the cell
-  centres :func:`cpm_nb.model.heatmaps.decode` uses) and lays them over the dimmed crop as
+* :func:`blend_maps` upsamples the belief maps to the crop
+  (:func:`cpm_nb.model.heatmaps.upsample`: bilinear, on the cell centres
+  :func:`cpm_nb.model.heatmaps.decode` uses) and lays them over the dimmed crop as
   coloured alpha layers; the map value is the opacity (the maps are trained towards
   Gaussians of peak 1, so a faint blob is a weak belief).
 * :func:`plot_article_overlays` draws the grid (rows: networks, columns: people) with
@@ -22,6 +23,9 @@ For the distractor analysis of notebook 06, :func:`pick_on_other_person` finds t
 where predictions landed on another person, and :func:`plot_distractor_examples`
 draws them (target ground truth, the other person's joints, the prediction);
 :func:`plot_people` draws predicted and true skeletons on crops, limited to the crop.
+:func:`show_predictions` runs a model on a few crops and draws its skeletons over the
+ground truth; :func:`prediction_figure` shows one :class:`~cpm_nb.inference.predict.Prediction`
+with the article's three maps.
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from cpm_nb.core import skeleton
-from cpm_nb.course.viz import fit_to_crop
+from cpm_nb.course.viz import draw_skeleton, fit_to_crop
 from cpm_nb.evaluation import evaluate as evaluation
 from cpm_nb.model import heatmaps
 
 J = skeleton.JOINT
-ARTICLE_JOINTS = tuple(J[name] for name, _ in evaluation.ARTICLE_MAPS)
+# The source article's confidence-map figure: head yellow, left knee red, right foot blue.
+ARTICLE_MAPS = (("head_top", "yellow"), ("l_knee", "red"), ("r_ankle", "blue"))
+ARTICLE_JOINTS = tuple(J[name] for name, _ in ARTICLE_MAPS)
 ARTICLE_LABELS = {"head_top": "head (head top)", "l_knee": "left knee",
                   "r_ankle": "right foot (right ankle)"}
 
@@ -180,24 +186,13 @@ def describe(h: dict, i: int) -> str:
 # --- the article's overlay ------------------------------------------------------------------
 
 
-def upsample(m: np.ndarray, size: int, stride: int | None = None) -> np.ndarray:
-    """A belief map ``[M, M]`` resampled to ``[size, size]`` crop pixels, bilinearly
-    between the cell centres ``c * stride + (stride - 1) / 2`` (the convention of
-    :func:`cpm_nb.model.heatmaps.decode`), constant beyond the outer centres."""
-    m = np.asarray(m, np.float64)
-    stride = stride or size // m.shape[0]
-    centres = heatmaps.cell_centres(m.shape[0], stride)
-    px = np.arange(size, dtype=np.float64)
-    rows = np.stack([np.interp(px, centres, row) for row in m])  # [M, size]: along x
-    return np.stack([np.interp(px, centres, col) for col in rows.T], axis=1)  # along y
-
-
 def blend_maps(crop: np.ndarray, maps: np.ndarray, joints_colours: Sequence,
                dim: float = 0.7, grey: bool = True) -> np.ndarray:
     """The crop (uint8 ``[S, S, 3]``; in grey -- its luminance -- when ``grey``, so that
     colour means belief only; dimmed by ``dim``) with the belief maps of
     ``joints_colours`` -- ``(joint id or name, matplotlib colour)`` pairs -- upsampled
-    (:func:`upsample`) and laid over it one after the other as coloured alpha layers:
+    (:func:`cpm_nb.model.heatmaps.upsample`) and laid over it one after the other as
+    coloured alpha layers:
     ``out = out * (1 - a) + a * colour`` with opacity ``a = clip(map, 0, 1)``.  The map
     value itself is the opacity (no rescaling per map): the maps are trained towards
     Gaussians of peak 1, so a faint colour is a weak belief.  Float RGB in 0..1."""
@@ -209,7 +204,7 @@ def blend_maps(crop: np.ndarray, maps: np.ndarray, joints_colours: Sequence,
         out = np.repeat((out @ [0.299, 0.587, 0.114])[..., None], 3, axis=-1)
     for joint, colour in joints_colours:
         j = J[joint] if isinstance(joint, str) else int(joint)
-        a = np.clip(upsample(maps[..., j], size), 0.0, 1.0)[..., None]
+        a = np.clip(heatmaps.upsample(maps[..., j], size), 0.0, 1.0)[..., None]
         out = out * (1 - a) + a * np.asarray(to_rgb(colour))[None, None]
     return np.clip(out, 0.0, 1.0)
 
@@ -220,7 +215,7 @@ def article_legend_handles(with_others: bool = False) -> list:
     from matplotlib.patches import Patch
 
     handles = [Patch(color=c, label=f"belief: {ARTICLE_LABELS[name]}")
-               for name, c in evaluation.ARTICLE_MAPS]
+               for name, c in ARTICLE_MAPS]
     handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec="w", mew=1.5, ms=9,
                           label="ground truth (ring in the joint's colour)"))
     handles.append(Line2D([], [], ls="", marker="+", color="w", mew=1.5, ms=9,
@@ -259,13 +254,13 @@ def plot_article_overlays(rows: dict, idx, axes=None, titles: bool = True):
             raise ValueError(f"{label}: collect(..., keep_images=True) keeps the crops and maps")
         for c, i in enumerate(idx):
             ax = axes[r, c]
-            ax.imshow(blend_maps(vp.images[i], vp.maps[i], evaluation.ARTICLE_MAPS))
+            ax.imshow(blend_maps(vp.images[i], vp.maps[i], ARTICLE_MAPS))
             pts = others[i].reshape(-1, 2)
             pts = pts[np.isfinite(pts).all(1)]
             if len(pts):
                 any_others = True
                 ax.plot(pts[:, 0], pts[:, 1], "x", color="orange", ms=4, mew=0.9, alpha=0.8)
-            for name, colour in evaluation.ARTICLE_MAPS:
+            for name, colour in ARTICLE_MAPS:
                 j = J[name]
                 if vp.valid[i, j]:
                     ax.plot(*vp.gt_crop[i, j], "o", mfc="none", mec=colour, mew=1.8, ms=10)
@@ -301,8 +296,6 @@ def plot_distractor_examples(vp, idx, axes, stage: int = -1) -> None:
     predicted joint (small dots) and those on the other person (large red crosses,
     joined to the target's true joint), limited to the crop, with a legend."""
     from matplotlib.lines import Line2D
-
-    from cpm_nb.course.viz import draw_skeleton
 
     hit = evaluation.on_other_person(vp, stage)
     others = others_in_crop(vp)
@@ -364,3 +357,39 @@ def people_legend_handles() -> list:
                    label="prediction, right side (warm)"),
             Line2D([], [], color=skeleton.JOINT_COLORS[4], lw=2.2, marker="o", mec="k",
                    label="prediction, left side (cool)")]
+
+
+# --- a model's predictions -------------------------------------------------------------------
+
+
+def show_predictions(model, images, joints, visibility, axes, stage: int = -1) -> None:
+    """Crops with ``model``'s predicted skeleton of ``stage`` (solid) over the ground truth
+    (faint)."""
+    maps = model.belief_maps(images)[stage][..., : model.cpm_config.num_joints]
+    pred, _ = heatmaps.decode(maps)
+    for ax, im, p, j, v in zip(axes, images, pred, joints, visibility):
+        ax.imshow(im)
+        draw_skeleton(ax, j, v > 0, linewidth=1, markersize=2, alpha=0.35)
+        draw_skeleton(ax, p, v > 0, linewidth=1.5, markersize=3)
+        fit_to_crop(ax, im.shape[0])
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="0.3", lw=1.5, label="prediction (solid)"),
+               Line2D([], [], color="0.3", lw=1, alpha=0.35, label="ground truth (faint)")]
+    axes[0].legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.8)
+
+
+def prediction_figure(pred, title: str | None = None):
+    """One :class:`~cpm_nb.inference.predict.Prediction`: the pose on the image, and the last
+    stage's belief maps of the head, the left knee and the right ankle over the crop in the
+    source article's colours (yellow, red, blue).  Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from cpm_nb.course.viz import draw_prediction, maps_overlay
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), layout="constrained")
+    draw_prediction(axes[0], pred, title=title)
+    colours = [colour for _, colour in ARTICLE_MAPS]
+    axes[1].imshow(maps_overlay(pred.crop, pred.stage_maps[-1], ARTICLE_JOINTS, colours))
+    axes[1].set(xticks=[], yticks=[], title="head (yellow), left knee (red), right ankle (blue)")
+    return fig

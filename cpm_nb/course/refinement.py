@@ -41,9 +41,7 @@ def refined_joints(vp, k: int = 3, threshold: float = 0.5) -> list[tuple[int, in
 
 def stage_maps(model, crop: np.ndarray) -> np.ndarray:
     """The belief maps of every stage for one crop, ``[T, M, M, maps]``."""
-    from cpm_nb.evaluation.evaluate import predict_fn
-
-    outs = predict_fn(model)(crop[None].astype(np.float32))
+    outs = model.belief_maps(crop[None].astype(np.float32))
     return np.stack([np.asarray(o)[0] for o in outs])
 
 

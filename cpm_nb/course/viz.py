@@ -156,20 +156,20 @@ def overlay(image: np.ndarray, pred, min_confidence: float = 0.0):
 
 def maps_overlay(crop: np.ndarray, maps: np.ndarray, joints: Sequence[int],
                  colors: Sequence, gamma: float = 1.0) -> np.ndarray:
-    """The crop (dimmed) with the belief maps of ``joints`` upsampled to the crop and laid
-    over it in ``colors`` (the source article's figure: head yellow, left knee red, right
-    ankle blue).  Returns float RGB ``[S, S, 3]`` in 0..1."""
+    """The crop (dimmed) with the belief maps of ``joints``, each scaled to its maximum,
+    upsampled to the crop (:func:`cpm_nb.model.heatmaps.upsample`) and laid over it in
+    ``colors`` (the source article's figure: head yellow, left knee red, right ankle blue).
+    Returns float RGB ``[S, S, 3]`` in 0..1."""
     from matplotlib.colors import to_rgb
-    from PIL import Image
+
+    from cpm_nb.model.heatmaps import upsample
 
     s = crop.shape[0]
     out = crop.astype(np.float64) / 255.0 * 0.45
     for j, c in zip(joints, colors):
         m = np.clip(maps[..., j], 0, None)
         m = m / max(m.max(), 1e-6)
-        up = np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize(
-            (s, s), Image.Resampling.BILINEAR)) ** gamma
-        alpha = np.clip(up, 0, 1)[..., None]
+        alpha = np.clip(upsample(m, s) ** gamma, 0, 1)[..., None]
         out = out * (1 - alpha) + alpha * np.asarray(to_rgb(c))[None, None]
     return np.clip(out, 0, 1)
 

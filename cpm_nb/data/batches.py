@@ -217,7 +217,7 @@ class NumpyBatches:
         return np.arange(i * self.batch_size, min(self.n, (i + 1) * self.batch_size))
 
     def batch(self, i: int):
-        from cpm_nb.training.loss import pack_targets_numpy
+        from cpm_nb.model.targets import pack_targets_numpy
 
         if not 0 <= i < self.length:
             raise IndexError(i)

@@ -1,4 +1,4 @@
-"""The tf.data input pipeline over the TFRecord shards, and the synthetic set end to end.
+"""The tf.data input pipeline over the TFRecord shards.
 
 The shards (one ``tf.train.Example`` per person: a JPEG context crop, its joints and,
 for evaluation, the original annotation; the fields: :mod:`cpm_nb.data.schema`) are
@@ -21,8 +21,8 @@ and when ``flipped`` the batch's joint ``k`` is the original joint
     for images, joints, visibility, meta in val:
         ...  # predictions (crop px) -> heatmaps.to_original(pred, meta["crop_matrix"])
 
-:func:`prepare_synthetic` generates the synthetic set of a profile and writes its
-shards (once); :func:`synthetic_dataset` reads them.
+The synthetic set's shards are made ready by
+:func:`cpm_nb.data.synthetic_set.prepare_synthetic`.
 
 Import cost: TensorFlow is imported on first use, not with this module.
 """
@@ -30,23 +30,12 @@ Import cost: TensorFlow is imported on first use, not with this module.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cpm_nb.core import errors, files
+from cpm_nb.core import errors
 from cpm_nb.data import preprocess, schema
-from cpm_nb.data.shards import (
-    META_FILE,
-    check_shards,
-    meta_or_empty,
-    read_meta,
-    recover,
-    write_tfrecords,
-)
-
-if TYPE_CHECKING:
-    from cpm_nb.core.config import Profile
+from cpm_nb.data.shards import read_meta
 
 AUTO_PIL_SIZE = 256  # make_dataset(warp="auto") uses PIL from this crop size up
 
@@ -183,70 +172,3 @@ def _pil_warp(image: np.ndarray, inverse: np.ndarray, size) -> np.ndarray:
 
     return np.asarray(preprocess.warp_pil(Image.fromarray(image), np.linalg.inv(inverse),
                                           int(size), source_one_based=False))
-
-
-# --- the synthetic set, end to end -----------------------------------------------------
-
-
-def synthetic_tfrecord_dir(profile: Profile, seed: int | None = None) -> Path:
-    """Where the TFRecords of ``profile``'s synthetic set live."""
-    from cpm_nb.data import synthetic
-
-    return synthetic.default_root(profile, seed) / f"tfrecords-{profile.input_size}"
-
-
-def prepare_synthetic(profile: Profile, seed: int | None = None, force: bool = False,
-                      progress: bool = False) -> tuple[Path, dict]:
-    """Generate (or load) the synthetic set of ``profile`` (its sizes and, unless ``seed``
-    is given, its seed) and write its TFRecords when missing.
-
-    Returns ``(tfrecord_dir, {split: summary})``.  Shards whose size no longer matches
-    ``meta.json`` (truncated, replaced) are written again.  Holds the set's folder lock:
-    a second process preparing the same set waits, then uses the first one's result.
-    """
-    out, summaries, _ = prepare_synthetic_set(profile, seed, force=force, progress=progress)
-    return out, summaries
-
-
-def prepare_synthetic_set(profile: Profile, seed: int | None = None, force: bool = False,
-                          progress: bool = False, verify: bool = False):
-    """:func:`prepare_synthetic` returning ``(tfrecord_dir, summaries, info)``; ``info``
-    has ``data`` (the :class:`cpm_nb.data.synthetic.SyntheticSet`), ``written`` (False when
-    the shards were already there) and ``repaired`` (the reason, when damaged shards
-    were written again).  ``verify=True`` also reads every record (CRC checks)."""
-    from cpm_nb.data import synthetic
-
-    root = synthetic.default_root(profile, seed)
-    out = synthetic_tfrecord_dir(profile, seed)
-    with files.locked(root):
-        data = synthetic.load_or_generate(profile, seed, force=force, progress=progress)
-        stamp = files.read_json(data.root / "meta.json", "synthetic set stamp")
-        with files.locked(out):
-            recover(out)
-            meta = meta_or_empty(out)
-            info = {"data": data, "written": False, "repaired": None}
-            if not force and meta.get("source") == stamp and \
-                    meta.get("input_size") == profile.input_size:
-                try:
-                    for split in ("train", "val"):
-                        check_shards(out, split, deep=verify)
-                    return out, meta["splits"], info
-                except errors.DataError as err:
-                    info["repaired"] = str(err)
-            summaries = {split: write_tfrecords(people, data.image_dir, out, split,
-                                                profile.input_size, progress=progress)
-                         for split, people in (("train", data.train), ("val", data.val))}
-            meta = meta_or_empty(out)
-            meta["source"] = stamp
-            files.atomic_write_json(out / META_FILE, meta)
-            info["written"] = True
-    return out, summaries, info
-
-
-def synthetic_dataset(split: str, profile: Profile, **kwargs):
-    """:func:`make_dataset` on the synthetic set of ``profile`` (prepared on demand), with
-    the profile's batch size and seed unless ``kwargs`` give them."""
-    out, _ = prepare_synthetic(profile)
-    kwargs.setdefault("batch_size", profile.batch_size)
-    kwargs.setdefault("seed", profile.seed)
-    return make_dataset(out, split, **kwargs)

@@ -1,7 +1,8 @@
 """Getting the training data and writing its TFRecord shards (``cpm-nb prepare``).
 
-:func:`prepare_synthetic` renders the embedded synthetic set of a profile (seconds)
-and writes its shards.  :func:`prepare_mpii` is for Colab/GPU users with internet:
+The synthetic set is made ready by :func:`cpm_nb.data.synthetic_set.prepare_synthetic`
+(seconds); :func:`synthetic_summary` reports it.  :func:`prepare_mpii` is for Colab/GPU
+users with internet:
 into a root folder it downloads what is missing -- the annotation zip, the 12.9 GB
 image archive (md5-verified) and Tompson et al.'s validation split -- resumably
 (HTTP ``Range``, :func:`download`), with a progress bar, extracts them safely (no
@@ -328,24 +329,17 @@ def _prepare_mpii(root: Path, input_size: int, out: Path | None, sources: MpiiSo
             "out": str(out), "splits": summaries}
 
 
-def prepare_synthetic(profile, seed: int | None = None, force: bool = False,
-                      progress: bool = True) -> dict:
-    """Render (or find and verify) the synthetic set of ``profile`` (a
-    :class:`cpm_nb.core.config.Profile`) with ``seed`` (default: the profile's) and write its
-    TFRecords; ``force`` renders again.  Returns the summary (:func:`format_summary`)."""
-    from cpm_nb.data import pipeline
-
-    seed = profile.seed if seed is None else seed
-    start = time.perf_counter()
-    out, summaries, info = pipeline.prepare_synthetic_set(
-        profile, seed, force=force, progress=progress, verify=True)
-    data = info["data"]
-    return {"source": "synthetic", "profile": profile.name, "seed": seed,
-            "images": profile.n_train + profile.n_val,
+def synthetic_summary(spec, prepared) -> dict:
+    """The summary (:func:`format_summary`) of a synthetic set ``spec``
+    (:class:`cpm_nb.data.synthetic_set.SyntheticSpec`) made ready by
+    :func:`cpm_nb.data.synthetic_set.prepare_synthetic` (its ``prepared`` result)."""
+    data = prepared.data
+    return {"source": "synthetic", "profile": spec.name, "seed": spec.seed,
+            "images": spec.n_train + spec.n_val,
             "people": len(data.train) + len(data.val), "root": str(data.root),
-            "seconds": round(time.perf_counter() - start, 2), "written": info["written"],
-            "repaired": info["repaired"], "input_size": profile.input_size, "out": str(out),
-            "splits": summaries}
+            "seconds": round(prepared.seconds, 2), "written": prepared.written,
+            "repaired": prepared.repaired, "input_size": spec.input_size,
+            "out": str(prepared.folder), "splits": prepared.splits}
 
 
 def format_summary(result: dict) -> str:

@@ -12,7 +12,8 @@ notebooks report (:func:`summarize`: the ``evaluate-mpii`` keys, the article's
 a score down by metric, joint, stage, threshold, occlusion and distractors.
 
 All scores are computed in *original-image* pixels (1-based, as MPII), like
-``cpm-nb evaluate-mpii``.
+``cpm-nb evaluate-mpii``.  The pictures of a validation pass are
+:mod:`cpm_nb.course.overlays`.
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ from cpm_nb.evaluation import metrics
 # size (0.6 x head-box diagonal, 200*scale = 4.8 diagonals) is 0.6 * 234 / 4.8 = 29 px.
 ARTICLE_PERSON_PX = preprocess.CPM_TARGET_DIST * 200.0
 ARTICLE_HEAD_SIZE_PX = metrics.SC_BIAS * ARTICLE_PERSON_PX / 4.8
-
-# The source article's confidence-map figure: head yellow, left knee red, right foot blue.
-ARTICLE_MAPS = (("head_top", "yellow"), ("l_knee", "red"), ("r_ankle", "blue"))
 
 
 @dataclass
@@ -81,33 +79,21 @@ class ValidationPredictions:
         return np.isfinite(self.others).all(-1).any((1, 2))
 
 
-def predict_fn(model):
-    """:func:`cpm_nb.model.cpm.make_predict_fn` of ``model``, made once and kept on the model
-    (a fresh compiled function per call would be traced again every time)."""
-    from cpm_nb.model import cpm as M
-
-    fn = getattr(model, "_cpm_nb_predict", None)
-    if fn is None:
-        fn = M.make_predict_fn(model)
-        model._cpm_nb_predict = fn
-    return fn
-
-
 def collect(model, folder, split: str = "val", batch_size: int = 32,
             max_examples: int | None = None, keep_images: bool = True,
             input_path: str = "auto") -> ValidationPredictions:
-    """Run ``model`` on the unaugmented ``split`` of a prepared folder and keep everything
-    (see the module docstring); ``keep_images=False`` drops the crops and maps (what
-    :func:`evaluate` needs is the joints only)."""
+    """Run ``model`` (a :class:`~cpm_nb.model.network.CPM`) on the unaugmented ``split`` of a
+    prepared folder and keep everything (see the module docstring); ``keep_images=False``
+    drops the crops and maps (what :func:`evaluate` needs is the joints only)."""
     from cpm_nb.data import batches as data
-    from cpm_nb.model import cpm as M
     from cpm_nb.model import heatmaps
+    from cpm_nb.model.network import ensure_cpm
 
     if max_examples is not None and max_examples < 1:
         raise ValueError(f"max_examples must be >= 1, got {max_examples}")
-    cfg = M.config_of(model)
+    cfg = ensure_cpm(model).cpm_config
     data.check_data(folder, cfg)
-    predict = predict_fn(model)
+    predict = model.belief_maps
     keep: dict[str, list] = {k: [] for k in ("images", "pred_crop", "conf", "maps", "gt",
                                              "gt_crop", "vis", "boxes", "others", "scale",
                                              "name", "person", "matrix")}
@@ -439,31 +425,6 @@ def write_mpii_files(vp: ValidationPredictions, folder) -> tuple:
                                "dataset_joints": names})
     scipy.io.savemat(pred_path, {"preds": vp.final})
     return gt_path, pred_path
-
-
-def show_predictions(model, images, joints, visibility, axes, stage: int = -1) -> None:
-    """Crops with the predicted skeleton (solid) and the ground truth (faint)."""
-    from cpm_nb.course.viz import draw_skeleton, fit_to_crop
-    from cpm_nb.model import cpm as M
-    from cpm_nb.model import heatmaps
-
-    cfg = M.config_of(model)
-    maps = predict_fn(model)(images)[stage][..., : cfg.num_joints]
-    pred, _ = heatmaps.decode(maps)
-    for ax, im, p, j, v in zip(axes, images, pred, joints, visibility):
-        ax.imshow(im)
-        draw_skeleton(ax, j, v > 0, linewidth=1, markersize=2, alpha=0.35)
-        draw_skeleton(ax, p, v > 0, linewidth=1.5, markersize=3)
-        fit_to_crop(ax, im.shape[0])
-    _truth_legend(axes[0])
-
-
-def _truth_legend(ax) -> None:
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], color="0.3", lw=1.5, label="prediction (solid)"),
-               Line2D([], [], color="0.3", lw=1, alpha=0.35, label="ground truth (faint)")]
-    ax.legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.8)
 
 
 def validation_examples(folder, n: int = 4, input_path: str = "auto") -> tuple:

@@ -3,8 +3,9 @@
 The native format
 -----------------
 ``cpm-nb train`` already saves what :mod:`cpm_nb.inference.predict` needs: ``model.keras``
-(the Keras 3 native format: architecture as JSON + weights, built-in layers only,
-loadable with ``safe_mode=True``, i.e. without running any stored Python code) and
+(the Keras 3 native format: architecture as JSON -- a :class:`~cpm_nb.model.network.CPM`
+with its configuration -- + weights, built-in layers only, loadable with
+``safe_mode=True``, i.e. without running any stored Python code) and
 ``cpm_config.json`` (joints, input size, stages, map stride, normalisation,
 training settings and metrics).  The normalisation ``x / 256 - 0.5`` is a layer of
 the network, so every export below takes raw RGB 0..255.
@@ -132,11 +133,12 @@ def parity(model, runners: dict, images, atol: float = MAPS_ATOL,
 
     Returns per runner the largest absolute difference of the maps of every stage,
     of the decoded joints (crop px) and ``ok`` (both within tolerance)."""
-    from cpm_nb.model import cpm as M
     from cpm_nb.model import heatmaps
+    from cpm_nb.model.inputs import model_inputs
+    from cpm_nb.model.network import ensure_cpm
 
-    cfg = M.config_of(model)
-    x = M.model_inputs(images, cfg)
+    cfg = ensure_cpm(model).cpm_config
+    x = model_inputs(images, cfg)
     ref = [np.asarray(o) for o in model(x, training=False)]
     ref_joints, _ = heatmaps.decode(ref[-1][..., : cfg.num_joints])
     out = {}
@@ -182,9 +184,9 @@ def export_model(model, out, formats=("savedmodel", "tflite"), check: bool = Tru
 
 
 def _export_into(model, stage: Path, formats, check, n_check, seed, meta) -> dict:
-    from cpm_nb.model import cpm as M
+    from cpm_nb.model.network import ensure_cpm
 
-    cfg = M.config_of(model)
+    cfg = ensure_cpm(model).cpm_config
     report = {"out": str(stage), "formats": {}, "skipped": {}, "parity": {}}
     runners = {}
     sm_dir = stage / "saved_model"

@@ -13,13 +13,14 @@ The path of one image
    (:func:`cpm_nb.data.preprocess.crop_matrix`: the person spans 0.64 of the crop side;
    pixels outside the image are grey).  Optionally at several scale factors
    (the paper averages the belief maps over scales 0.7 ... 1.3): each scale's maps
-   are resampled onto the grid of the scale-1 crop and averaged there.
-4. **Predict** with the compiled forward pass (:func:`cpm_nb.model.cpm.make_predict_fn`),
+   are resampled onto the grid of the scale-1 crop and averaged there
+   (:func:`cpm_nb.inference.decoding.merge_scales`).
+4. **Predict** with the compiled forward pass (:func:`cpm_nb.model.network.make_predict_fn`),
    several images per call.
-5. **Decode** the last stage's maps with sub-pixel refinement
-   (:func:`cpm_nb.model.heatmaps.decode`; the confidence of a joint is its map's peak
-   value) and map the joints back to the original image with ``inv(M)``
-   (:func:`cpm_nb.model.heatmaps.to_original`).
+5. **Decode** the last stage's maps (:mod:`cpm_nb.inference.decoding`: by default the
+   peak with sub-pixel refinement, :func:`cpm_nb.model.heatmaps.decode`; the confidence of
+   a joint is its map's peak value) and map the joints back to the original image with
+   ``inv(M)`` (:func:`cpm_nb.model.heatmaps.to_original`).
 
 Pixel convention of the results
 -------------------------------
@@ -33,18 +34,18 @@ Models
 ------
 A model is a run folder of ``cpm-nb train`` (``model.keras`` + ``cpm_config.json``)
 or a ``.keras`` file, loaded by :func:`cpm_nb.training.runs.load_run` with Keras *safe mode*
-(no arbitrary Python code is deserialised).  :func:`load_predictor` checks that it
-is a CPM for the 16 MPII joints (an optional background map is ignored) and that
-``cpm_config.json`` agrees with the network; anything else is a :class:`ModelError`.
-A run converted from the released Caffe models (:mod:`cpm_nb.caffe.convert`) carries a
-``preprocessing`` block: its 14 joints are put in MPII order (pelvis and thorax are
-the midpoints of the hips and of the shoulders), the default scales are the
-release's search (0.7 ... 1.3) and joints are decoded as the release does
-(:func:`cpm_nb.caffe.convert.release_decode`).
+(no arbitrary Python code is deserialised) as a :class:`~cpm_nb.model.network.CPM`, which
+carries its configuration.  :func:`check_model` checks that it is a CPM for the 16 MPII
+joints (an optional background map is ignored) and that ``cpm_config.json`` agrees with
+the network; anything else is a :class:`ModelError`.  A run folder may describe how its
+maps are read (``preprocessing`` in ``cpm_config.json``, as the runs converted from the
+released Caffe models do): the joint order of its maps (``joints_to_mpii``; pelvis and
+thorax derived when missing), the default scales and the decoding
+(:mod:`cpm_nb.inference.decoding`).
 
-Drawing a :class:`Prediction` is :mod:`cpm_nb.course.viz` (re-exported here); ``cpm-nb
-predict`` is :mod:`cpm_nb.cli.commands.predict` and ``python -m cpm_nb.bench predict``
-is :mod:`cpm_nb.bench.predict`.
+Drawing a :class:`Prediction` is :mod:`cpm_nb.course.viz`; ``cpm-nb predict`` is
+:mod:`cpm_nb.cli.commands.predict` and ``python -m cpm_nb.bench predict`` is
+:mod:`cpm_nb.bench.predict`.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ from cpm_nb.core import skeleton
 from cpm_nb.core.config import OUTPUT_STRIDE
 from cpm_nb.core.errors import ModelError
 from cpm_nb.data import preprocess
+from cpm_nb.inference import decoding
 from cpm_nb.io.images import ImageError, decode, load_image, open_image, source_name
-from cpm_nb.model import architecture
+from cpm_nb.model.architecture import CPMConfig
 from cpm_nb.training.runs import CONFIG_FILE  # the model description of a run
 
 PIXEL_CONVENTION = ("1-based (MPII / MATLAB): the centre of the top-left pixel is (1, 1); "
@@ -217,7 +219,7 @@ class Prediction:
     joints_crop: np.ndarray  # [16, 2] 0-based crop px
     stage_maps: list = field(repr=False, default_factory=list)
     image: np.ndarray | None = field(repr=False, default=None)
-    to_mpii: list | None = field(repr=False, default=None)  # converted models: map -> MPII id
+    to_mpii: list | None = field(repr=False, default=None)  # another joint order: map -> MPII id
 
     def stage_joints(self, stage: int) -> tuple[np.ndarray, np.ndarray]:
         """Joints (original 1-based px) and confidences decoded from one stage (1-based)."""
@@ -225,9 +227,7 @@ class Prediction:
 
         j, c = heatmaps.decode(self.stage_maps[stage - 1][..., : skeleton.NUM_JOINTS])
         if self.to_mpii:  # the joints such a model lacks are not in its maps: derive them
-            from cpm_nb.caffe import release as caffe
-
-            j, c = caffe.to_mpii(j[self.to_mpii], c[self.to_mpii], self.to_mpii)
+            j, c = decoding.to_mpii(j[self.to_mpii], c[self.to_mpii], self.to_mpii)
         return heatmaps.to_original(j, self.crop_matrix), c
 
     def as_json(self) -> dict:
@@ -246,44 +246,6 @@ class Prediction:
         }
 
 
-def _resample_matrix(map_size: int, factor: float, input_size: int) -> np.ndarray:
-    """Bilinear weights ``W [M, M]``: row i samples the scale-``factor`` map at the point of
-    reference cell i (zero outside it).  Crops share the centre, so the map of scale f
-    seen from the reference crop is ``W @ maps @ W.T`` (per channel)."""
-    half = (input_size - 1) / 2.0
-    centre = (OUTPUT_STRIDE - 1) / 2.0
-    p_ref = np.arange(map_size) * OUTPUT_STRIDE + centre
-    u = (half + factor * (p_ref - half) - centre) / OUTPUT_STRIDE  # cell coordinate in map f
-    lo = np.floor(u).astype(int)
-    frac = u - lo
-    w = np.zeros((map_size, map_size))
-    for k, wt in ((lo, 1 - frac), (lo + 1, frac)):
-        ok = (k >= 0) & (k < map_size)
-        w[np.flatnonzero(ok), k[ok]] += wt[ok]
-    return w
-
-
-def merge_scales(maps: np.ndarray, factors: Sequence[float], input_size: int) -> np.ndarray:
-    """Average belief maps ``[n_scales, M, M, C]`` of crops at ``factors`` (``factors[0]``
-    = 1) on the grid of the scale-1 crop; each cell is averaged over the scales covering it.
-
-    The maps are resampled bilinearly on their own coarse grid (stride 8).  Peaks
-    narrower than a cell are blurred by that: on ideal maps the merged peak moves by
-    up to ~1.5 crop px (mean ~0.5 px) against < 0.1 px at one scale.  What the average
-    buys is robustness: a joint the network misses at one scale is found at another.
-    """
-    if len(factors) == 1:
-        return maps[0]
-    m = maps.shape[1]
-    total = np.zeros(maps.shape[1:])
-    cover = np.zeros((m, m, 1))
-    for f, one in zip(factors, maps):
-        w = _resample_matrix(m, f, input_size)
-        total += np.einsum("ya,abc,xb->yxc", w, one, w, optimize=True)
-        cover += np.outer(w.sum(1), w.sum(1))[..., None]
-    return total / np.maximum(cover, 1e-6)
-
-
 class Predictor:
     """A loaded model ready to run on images (see the module docstring).
 
@@ -293,20 +255,23 @@ class Predictor:
 
     def __init__(self, model, meta: dict | None = None, source: str | None = None,
                  refine: str | None = "gaussian"):
-        from cpm_nb.model import cpm as M
-
         self.model = model
         self.meta = meta or {}
         self.source = source or getattr(model, "name", "model")
         self.config = check_model(model, self.meta)
-        # a converted release model (cpm_nb.caffe.convert): its own joint order, search and decoding
+        # how the run reads its maps (e.g. a converted release model): its own joint order,
+        # scale search and decoding
         self.preprocessing = self.meta.get("preprocessing") or {}
         self.to_mpii = self.preprocessing.get("joints_to_mpii")
         self.num_joints = len(self.to_mpii) if self.to_mpii else skeleton.NUM_JOINTS
         self.default_scales = tuple(self.preprocessing.get("scales") or (1.0,))
+        try:
+            self.decoding = decoding.check_decoding(self.preprocessing.get("decoding"))
+        except ValueError as err:
+            raise ModelError(f"{self.source}: {err}") from None
         self.input_size = self.config.input_size
         self.refine = refine
-        self.forward = M.make_predict_fn(model, config=self.config)
+        self.forward = model.belief_maps
 
     @property
     def stages(self) -> int:
@@ -327,27 +292,19 @@ class Predictor:
         M, C]`` per stage) into one :class:`Prediction` per image (decoded together)."""
         from cpm_nb.model import heatmaps
 
-        per_image, start = [], 0
-        for p in prepared:
-            n = len(p.crops)
-            per_image.append([merge_scales(o[start:start + n], p.scales, self.input_size)
-                              .astype(np.float32, copy=False) for o in outs])
-            start += n
-        last = np.stack([maps[-1][..., : self.num_joints] for maps in per_image])
-        if self.preprocessing.get("decoding") == "release":  # upsample, average, argmax
-            from cpm_nb.caffe import release as caffe
-
-            starts = np.cumsum([0] + [len(p.crops) for p in prepared])
-            decoded = [caffe.release_decode(outs[-1][a:b, ..., : self.num_joints], p.scales)
+        starts = np.cumsum([0] + [len(p.crops) for p in prepared])
+        per_image = [[decoding.merge_scales(o[a:b], p.scales).astype(np.float32, copy=False)
+                      for o in outs] for p, a, b in zip(prepared, starts, starts[1:])]
+        if self.decoding == decoding.RELEASE:  # upsample, average, argmax
+            decoded = [decoding.upsampled_argmax(outs[-1][a:b, ..., : self.num_joints], p.scales)
                        for p, a, b in zip(prepared, starts, starts[1:])]
             joints_crop, conf = (np.stack(v) for v in zip(*decoded))
         else:
+            last = np.stack([maps[-1][..., : self.num_joints] for maps in per_image])
             joints_crop, conf = heatmaps.decode(last, refine=self.refine)
         if self.to_mpii:  # the model's joint order -> the 16 MPII joints
-            from cpm_nb.caffe import release as caffe
-
-            joints_crop, conf = caffe.to_mpii(joints_crop, conf, self.to_mpii)
-            per_image = [[caffe.to_mpii_maps(m, self.to_mpii) for m in maps]
+            joints_crop, conf = decoding.to_mpii(joints_crop, conf, self.to_mpii)
+            per_image = [[decoding.to_mpii_maps(m, self.to_mpii) for m in maps]
                          for maps in per_image]
         matrices = np.stack([p.matrices[0] for p in prepared])
         joints = heatmaps.to_original(joints_crop, matrices)
@@ -409,16 +366,39 @@ class Predictor:
 # --- models ----------------------------------------------------------------------------------
 
 
+def check_model(model, meta: dict | None = None) -> CPMConfig:
+    """The :class:`~cpm_nb.model.architecture.CPMConfig` of ``model`` after checking that it
+    is a CPM for the 16 MPII joints (or for joints its ``preprocessing`` maps onto them)
+    whose ``cpm_config.json`` (``meta``) matches; :class:`ModelError` otherwise."""
+    from cpm_nb.model.network import CPM, mismatches
+
+    _check_shapes(model)
+    if not isinstance(model, CPM):
+        raise ModelError(f"the model {model.name!r} carries no CPM configuration: it is not a "
+                         "cpm-nb model, or a model file saved by an older version -- load that "
+                         f"one from its run folder, whose {CONFIG_FILE} describes it")
+    cfg = model.cpm_config
+    meta = meta or {}
+    if meta:
+        if meta.get("format") != "cpm-nb-model":
+            raise ModelError(f"{CONFIG_FILE} is not a cpm-nb model description "
+                             f"(format {meta.get('format')!r})")
+        saved = meta.get("cpm_config")
+        bad = mismatches(model, CPMConfig.from_dict(saved)) if saved else []
+        if bad:
+            raise ModelError(f"{CONFIG_FILE} describes another configuration than the network: "
+                             + ", ".join(bad))
+    _check_joints(cfg, meta.get("preprocessing") or {})
+    return cfg
+
+
 def _shape(t) -> tuple:
     return tuple(None if d is None else int(d) for d in t.shape)
 
 
-def check_model(model, meta: dict | None = None):
-    """The :class:`~cpm_nb.model.cpm.CPMConfig` of ``model`` after checking that it is a CPM
-    for the 16 MPII joints whose ``cpm_config.json`` (``meta``) matches; :class:`ModelError`
-    otherwise."""
-
-    meta = meta or {}
+def _check_shapes(model) -> None:
+    """Square RGB crops in (and a centre map), one ``[B, S/8, S/8, maps]`` tensor per stage
+    out."""
     inputs = list(model.inputs)
     outputs = list(model.outputs) if isinstance(model.outputs, (list, tuple)) else [model.outputs]
     if not 1 <= len(inputs) <= 2:
@@ -435,41 +415,20 @@ def check_model(model, meta: dict | None = None):
     if len(maps) != 1 or next(iter(maps))[:3] != want:
         raise ModelError(f"a CPM outputs one [B, {size // 8}, {size // 8}, maps] tensor per "
                          f"stage; this model outputs {sorted(str(list(m)) for m in maps)}")
-    channels = next(iter(maps))[3]
-    joints = skeleton.NUM_JOINTS
-    preprocessing = (meta or {}).get("preprocessing") or {}
+
+
+def _check_joints(cfg: CPMConfig, preprocessing: dict) -> None:
+    """The model's maps are the 16 MPII joints (+ background), or joints that its
+    ``preprocessing`` maps onto them."""
     if preprocessing.get("joints") and not preprocessing.get("joints_to_mpii"):
         other = [j for j in preprocessing["joints"] if j not in (*skeleton.JOINT, "background")]
         raise ModelError(f"the model predicts joints that MPII does not have ({', '.join(other)}),"
                          " so predict cannot place its 16 MPII joints")
-    if preprocessing.get("joints_to_mpii"):  # converted (cpm_nb.caffe.convert): 14 joints + background
-        joints = len(preprocessing["joints_to_mpii"])
-    if channels not in (joints, joints + 1):
-        raise ModelError(f"the model predicts {channels} maps per stage, so it is not a model "
+    joints = len(preprocessing.get("joints_to_mpii") or ()) or skeleton.NUM_JOINTS
+    if cfg.num_maps not in (joints, joints + 1):
+        raise ModelError(f"the model predicts {cfg.num_maps} maps per stage, so it is not a model "
                          f"of the {joints} MPII joints (+ background) that predict draws "
                          "(e.g. the 14-joint cpm-mpii-release configuration)")
-    cfg = architecture.CPMConfig(name=model.name, input_size=size, stages=len(outputs), num_joints=joints,
-                      background=channels == joints + 1, center_map=len(inputs) == 2,
-                      center_sigma=21.0 * size / 368)
-    if meta:
-        if meta.get("format") != "cpm-nb-model":
-            raise ModelError(f"{CONFIG_FILE} is not a cpm-nb model description "
-                             f"(format {meta.get('format')!r})")
-        saved = dict(meta.get("cpm_config") or {})
-        expect = {"input_size": size, "stages": len(outputs),
-                  "num_joints + background": channels, "centre-map input": len(inputs) == 2}
-        have = {"input_size": saved.get("input_size", meta.get("input_size")),
-                "stages": saved.get("stages", meta.get("stages")),
-                "num_joints + background": (saved.get("num_joints", 0)
-                                            + int(bool(saved.get("background")))),
-                "centre-map input": bool(saved.get("center_map"))}
-        bad = [f"{k} {have[k]} (network: {expect[k]})" for k in expect if have[k] != expect[k]]
-        if bad:
-            raise ModelError(f"{CONFIG_FILE} describes another configuration than the network: "
-                             + ", ".join(bad))
-        fields = {k: v for k, v in saved.items() if k in architecture.CPMConfig.__dataclass_fields__}
-        cfg = architecture.CPMConfig(**fields)
-    return cfg
 
 
 def load_predictor(path, refine: str | None = "gaussian") -> Predictor:
@@ -478,18 +437,5 @@ def load_predictor(path, refine: str | None = "gaussian") -> Predictor:
     :class:`ModelError` with a one-line reason."""
     from cpm_nb.training import runs
 
-    try:
-        trained = runs.load_run(path)
-    except runs.RunError as err:
-        raise ModelError(str(err)) from None
+    trained = runs.load_run(path)
     return Predictor(trained.model, trained.meta or None, source=str(path), refine=refine)
-
-
-def load_keras(model_file):
-    """:func:`cpm_nb.training.runs.load_keras` (safe mode) with :class:`ModelError` for errors."""
-    from cpm_nb.training import runs
-
-    try:
-        return runs.load_keras(model_file)
-    except runs.RunError as err:
-        raise ModelError(str(err)) from None

@@ -7,9 +7,10 @@ model's and the stage experiment's.  :func:`architecture` lists the layers that
 from which the block summary, the text layer table and the receptive field of every
 stage follow analytically.  Importing this module is cheap (no TensorFlow).
 
-Every function takes the configuration explicitly (a :class:`CPMConfig`, a named
-configuration or a profile name): the caller, not the library, picks the active
-profile (:func:`from_profile`).
+Every function takes the configuration explicitly (a :class:`CPMConfig`, or the name of a
+named configuration or of a profile, resolved by :func:`get_config`): the caller, not the
+library, picks the active profile (:func:`from_profile` takes a resolved
+:class:`~cpm_nb.core.config.Profile`).
 """
 
 from __future__ import annotations
@@ -112,6 +113,22 @@ class CPMConfig:
     def replace(self, **changes) -> CPMConfig:
         return dataclasses.replace(self, **changes)
 
+    def to_dict(self) -> dict:
+        """The fields as JSON values (what ``cpm_config.json`` and a saved model hold)."""
+        return {**dataclasses.asdict(self), "trunk": list(self.trunk)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> CPMConfig:
+        """The inverse of :meth:`to_dict`; keys this version does not know are ignored (a
+        file written by a newer version still loads)."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a CPM configuration is a JSON object, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in values.items() if k in known})
+        except TypeError as err:
+            raise ConfigError(f"not a CPM configuration: {err}") from None
+
 
 NAMED_CONFIGS: dict[str, CPMConfig] = {
     # The network of the source article: 16 MPII joints, no background, no centre map.
@@ -131,21 +148,22 @@ NAMED_CONFIGS: dict[str, CPMConfig] = {
 }
 
 
-def from_profile(profile: str | _config.Profile, base: str | CPMConfig = "source-article",
+def from_profile(profile: _config.Profile, base: str | CPMConfig = "source-article",
                  **changes) -> CPMConfig:
-    """The ``base`` configuration scaled to a run profile (a :class:`~cpm_nb.core.config.Profile`
-    or its name; for the active one pass :func:`cpm_nb.core.config.get_profile`).
+    """The ``base`` configuration scaled to a run profile (a resolved
+    :class:`~cpm_nb.core.config.Profile`: the active one is
+    :func:`cpm_nb.core.config.get_profile`, one by name
+    :func:`cpm_nb.core.config.resolve_profile`).
 
     Takes the profile's ``input_size``, ``stages`` and ``width``; keeps the structure
     and the layer names.  A centre-map sigma scales with the input size.  Extra
     keyword arguments override fields, e.g. ``background=True``.
     """
-    if profile is None:
-        raise ConfigError("from_profile needs a run profile (a Profile or one of "
-                          f"{', '.join(_config.profile_names())}); for the active one pass "
-                          "cpm_nb.core.config.get_profile()")
-    if isinstance(profile, str):
-        profile = _config.resolve_profile(profile)
+    if not isinstance(profile, _config.Profile):
+        raise ConfigError(f"from_profile needs a resolved run profile, not {profile!r}: pass "
+                          "cpm_nb.core.config.get_profile() (the active one) or "
+                          "resolve_profile(name) with a name of "
+                          f"{', '.join(_config.profile_names())}")
     base_config = get_config(base) if isinstance(base, str) else base
     scale = profile.input_size / base_config.input_size
     fields = dict(name=f"{base_config.name}@{profile.name}", input_size=profile.input_size,
@@ -174,7 +192,7 @@ def get_config(config: str | CPMConfig) -> CPMConfig:
     if config in NAMED_CONFIGS:
         return NAMED_CONFIGS[config]
     if config in _config.PROFILES:
-        return from_profile(config)
+        return from_profile(_config.resolve_profile(config))
     raise ConfigError(f"unknown CPM configuration {config!r}; valid: {', '.join(config_names())}")
 
 

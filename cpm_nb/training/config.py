@@ -1,10 +1,11 @@
 """What a training run is: its configuration, optimizer, schedule, precision and devices.
 
-A :class:`TrainConfig` holds the model's :class:`~cpm_nb.model.cpm.CPMConfig` and every
-training setting; its :meth:`~TrainConfig.key` (a hash of everything that changes
-the trained weights) names the run's cache folder.  :func:`train_config` builds
-one from a profile (:mod:`cpm_nb.core.config`: sizes) and :data:`TRAINING` (the
-optimizer and schedule of each profile).
+A :class:`TrainConfig` holds the model's :class:`~cpm_nb.model.architecture.CPMConfig`,
+the synthetic set it trains on (:class:`~cpm_nb.data.synthetic_set.SyntheticSpec`) and
+every training setting; its :meth:`~TrainConfig.key` (a hash of everything that changes
+the trained weights) names the run's cache folder.  :func:`train_config` builds one from a
+resolved profile (:mod:`cpm_nb.core.config`: sizes) and :data:`TRAINING` (the optimizer and
+schedule of each profile): it is where configuration flows down from, once.
 
 Optimizers and schedules per profile
 ------------------------------------
@@ -40,6 +41,7 @@ from typing import NamedTuple
 
 from cpm_nb.core import config as _config
 from cpm_nb.core.errors import ConfigError
+from cpm_nb.data.synthetic_set import SyntheticSpec
 from cpm_nb.model import architecture
 
 TRAIN_VERSION = 2  # bump when a change to the loop invalidates cached runs
@@ -63,6 +65,11 @@ TRAINING: dict[str, dict] = {
 }
 
 
+# What every run had before the synthetic set was a field of its own: these values are
+# hashed only when a set differs from them, so the runs of earlier versions keep their keys.
+LEGACY_SYNTHETIC = {"seed": 0, "generator_version": 2}
+
+
 class ConfigMismatch(ConfigError):
     """A checkpoint, model or data set made for another configuration."""
 
@@ -71,7 +78,10 @@ class ConfigMismatch(ConfigError):
 class TrainConfig:
     """Everything that determines a training run (and hence its cache key).
 
-    ``model``: the network.  ``schedule``: ``constant``; ``step`` (x``lr_decay_factor``
+    ``model``: the network.  ``synthetic``: the synthetic set of the run's profile (what
+    ``data="synthetic"`` trains on, and what a run trained on MPII is evaluated on with
+    ``--data synthetic``); ``data_dir``, when given, is a prepared folder used instead.
+    ``schedule``: ``constant``; ``step`` (x``lr_decay_factor``
     every ``lr_decay_steps``); ``cosine`` (to 1 % of the peak at the last step), each
     after ``warmup_steps`` of linear warm-up.  ``checkpoint_every``: steps between
     checkpoints, which is also the interval of the history and the logs; ``eval_every``
@@ -82,9 +92,8 @@ class TrainConfig:
     profile: str = "custom"
     data: str = "synthetic"  # synthetic | mpii
     data_dir: str | None = None  # prepared TFRecord folder (required for data="mpii")
+    synthetic: SyntheticSpec | None = None  # the profile's synthetic set
     sigma: float = 5.0  # target Gaussian, input px
-    n_train: int = 0  # synthetic set size (images)
-    n_val: int = 0
     batch_size: int = 16
     steps: int = 1000
     seed: int = 0
@@ -128,6 +137,12 @@ class TrainConfig:
              f"({self.checkpoint_every})")
         need(not self.model.center_map, "training a configuration with a centre-map input "
                                         "is not supported (convert released weights instead)")
+        need(self.data != "synthetic" or self.synthetic is not None or self.data_dir,
+             "synthetic training needs its set (synthetic=SyntheticSpec(...)) or a prepared "
+             "folder (data_dir)")
+        need(self.synthetic is None or self.synthetic.input_size == self.input_size,
+             f"the synthetic set's crops ({self.synthetic and self.synthetic.input_size} px) "
+             f"must be the model's input ({self.input_size} px)")
 
     @property
     def input_size(self) -> int:
@@ -149,10 +164,27 @@ class TrainConfig:
 
     def key(self) -> str:
         """A hash of every field that changes the result (and of the loop's version)."""
-        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in self._NOT_HASHED}
+        fields = {k: v for k, v in dataclasses.asdict(self).items()
+                  if k not in self._NOT_HASHED and k != "synthetic"}
+        fields.update(self._synthetic_key())
         fields["train_version"] = TRAIN_VERSION
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def _synthetic_key(self) -> dict:
+        """The synthetic set's part of the key, in the fields runs hashed before the set was
+        a field of its own (its sizes; its name was the profile's, its seed and generator
+        version :data:`LEGACY_SYNTHETIC`), plus what differs from that."""
+        spec = self.synthetic
+        if spec is None:
+            return {"n_train": 0, "n_val": 0}
+        out = {"n_train": spec.n_train, "n_val": spec.n_val}
+        if spec.name != self.profile:
+            out["data_name"] = spec.name
+        for field, legacy in LEGACY_SYNTHETIC.items():
+            if getattr(spec, field) != legacy:
+                out[f"data_{field}"] = getattr(spec, field)
+        return out
 
     @property
     def run_name(self) -> str:
@@ -163,37 +195,59 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> TrainConfig:
-        """The inverse of :meth:`to_json` (unknown keys are ignored)."""
+        """The inverse of :meth:`to_json` (unknown keys are ignored).  A configuration written
+        before the synthetic set was a field of its own (``n_train`` and ``n_val`` at the top)
+        gets the set it used: the profile's name, the model's crop size, seed 0."""
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in fields}
-        model_fields = {f.name for f in dataclasses.fields(architecture.CPMConfig)}
-        values["model"] = architecture.CPMConfig(**{k: v for k, v in values["model"].items()
-                                         if k in model_fields})
+        values["model"] = architecture.CPMConfig.from_dict(values["model"])
+        spec = values.get("synthetic")
+        if isinstance(spec, dict):
+            values["synthetic"] = SyntheticSpec(**spec)
+        elif "synthetic" not in data and data.get("n_train"):
+            values["synthetic"] = SyntheticSpec(
+                name=values.get("profile", "custom"), input_size=values["model"].input_size,
+                n_train=data["n_train"], n_val=data["n_val"])
         return cls(**values)
 
 
 MODEL_OVERRIDES = ("input_size", "stages", "width")
+SYNTHETIC_OVERRIDES = {"n_train": "n_train", "n_val": "n_val", "data_seed": "seed"}
 
 
-def train_config(profile: str | _config.Profile, **overrides) -> TrainConfig:
-    """The training configuration of ``profile`` with ``overrides``.
+def train_config(profile: _config.Profile, **overrides) -> TrainConfig:
+    """The training configuration of ``profile`` (a resolved
+    :class:`~cpm_nb.core.config.Profile`) with ``overrides``.
 
     Sizes come from the profile (:mod:`cpm_nb.core.config`), the optimizer settings from
-    :data:`TRAINING`.  ``overrides`` are :class:`TrainConfig` fields or the model's
-    ``input_size``, ``stages`` and ``width``; ``None`` values are ignored (so CLI options
-    pass straight through).
+    :data:`TRAINING`, the synthetic set is the profile's (its seed: runs with other training
+    seeds see the same people).  ``overrides`` are :class:`TrainConfig` fields, the model's
+    ``input_size``, ``stages`` and ``width``, or the synthetic set's ``n_train``, ``n_val``
+    and ``data_seed``; ``None`` values are ignored (so CLI options pass straight through).
     """
-    profile = _config.resolve_profile(profile) if isinstance(profile, str) else profile
+    if not isinstance(profile, _config.Profile):
+        raise ConfigError(f"train_config needs a resolved run profile, not {profile!r}: pass "
+                          "cpm_nb.core.config.get_profile() (the active one) or "
+                          "resolve_profile(name)")
+    if profile.name not in TRAINING:
+        raise ConfigError(f"no training settings for the profile {profile.name!r} (known: "
+                          f"{', '.join(TRAINING)}); give a profile of those, with other sizes "
+                          "if need be (profile.replace(...))")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     model_changes = {k: overrides.pop(k) for k in MODEL_OVERRIDES if k in overrides}
+    data_changes = {field: overrides.pop(k) for k, field in SYNTHETIC_OVERRIDES.items()
+                    if k in overrides}
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise TypeError(f"unknown training settings: {', '.join(sorted(unknown))}")
-    base = dict(profile=profile.name, model=architecture.from_profile(profile, **model_changes),
-                sigma=profile.sigma, n_train=profile.n_train, n_val=profile.n_val,
+    model = overrides.pop("model", None)
+    model = (model.replace(**model_changes) if model
+             else architecture.from_profile(profile, **model_changes))
+    synthetic = SyntheticSpec.from_profile(profile, input_size=model.input_size, **data_changes)
+    base = dict(profile=profile.name, model=model, synthetic=synthetic, sigma=profile.sigma,
                 batch_size=profile.batch_size, steps=profile.train_steps, seed=profile.seed,
                 learning_rate=profile.learning_rate)
-    base.update(TRAINING.get(profile.name, TRAINING["cpu"]))
+    base.update(TRAINING[profile.name])
     if profile.name == "gpu" and overrides.get("data", "synthetic") == "synthetic":
         base["steps"] = SYNTHETIC_GPU_STEPS
     base.update(overrides)
@@ -209,6 +263,7 @@ def train_config(profile: str | _config.Profile, **overrides) -> TrainConfig:
 def learning_rate_schedule(cfg: TrainConfig):
     """The Keras learning-rate schedule of ``cfg`` (a float for ``constant`` without warm-up)."""
     from cpm_nb.core.runtime import import_keras
+    from cpm_nb.training.schedules import WarmUp
 
     keras = import_keras()
     schedules = keras.optimizers.schedules
@@ -220,25 +275,8 @@ def learning_rate_schedule(cfg: TrainConfig):
     if cfg.schedule == "step" and cfg.lr_decay_steps:
         step = schedules.ExponentialDecay(lr, cfg.lr_decay_steps, cfg.lr_decay_factor,
                                           staircase=True)
-        return _warm_up(step, warm, lr) if warm else step
-    return _warm_up(lambda s: lr, warm, lr) if warm else lr
-
-
-def _warm_up(after, steps: int, peak: float):
-    """A schedule: linear warm-up from 1 % of ``peak`` over ``steps`` steps, then
-    ``after(step)``."""
-    from cpm_nb.core.runtime import import_keras
-
-    keras = import_keras()
-    ops = keras.ops
-
-    class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
-        def __call__(self, step):
-            step = ops.cast(step, "float32")
-            ramp = peak * (0.01 + 0.99 * step / steps)
-            return ops.where(step < steps, ramp, after(step))
-
-    return WarmUp()
+        return WarmUp(step, warm, lr) if warm else step
+    return WarmUp(lr, warm, lr) if warm else lr
 
 
 def make_optimizer(cfg: TrainConfig):
@@ -346,8 +384,9 @@ def estimate_message(cfg: TrainConfig) -> str:
     """One line: the run, its steps and the wall time expected from the measured rate of the
     profile's network, scaled by this network's FLOPs."""
     rate = MEASURED_IMAGES_PER_S.get(cfg.profile, 50.0)
-    if cfg.profile in _config.PROFILES:
-        reference = architecture.flops_per_image(architecture.from_profile(cfg.profile))
+    if cfg.profile in _config.PROFILES:  # the network the rate was measured with
+        reference = architecture.flops_per_image(
+            architecture.from_profile(_config.PROFILES[cfg.profile]))
         rate *= reference / architecture.flops_per_image(cfg.model)
     seconds = cfg.steps * cfg.batch_size / rate
     where = ("a Colab T4 (estimate)" if cfg.profile == "gpu"

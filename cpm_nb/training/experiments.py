@@ -69,13 +69,16 @@ class StageExperiment:
         return max(50, int(round(budget / self.flops(stages) / 50)) * 50)
 
     def train_config(self, stages: int, seed: int):
+        """One run: ``profile``'s settings, its own run name and data folder (``run_profile``)."""
+        from cpm_nb.core.config import resolve_profile
         from cpm_nb.training.config import train_config
 
         steps = self.steps(stages)
-        cfg = train_config(self.profile, model=self.config(stages), steps=steps, seed=seed,
-                           n_val=self.n_val,
+        cfg = train_config(resolve_profile(self.profile), model=self.config(stages), steps=steps,
+                           seed=seed, n_val=self.n_val,
                            eval_every=max(50, steps // self.validations // 50 * 50))
-        return dataclasses.replace(cfg, profile=self.run_profile)
+        return cfg.replace(profile=self.run_profile,
+                           synthetic=cfg.synthetic.replace(name=self.run_profile))
 
     def scaled(self, budget: float = 1.0, stage_counts=None, validations=None):
         """The same experiment with ``budget`` times the compute (``budget=2``: do the

@@ -76,23 +76,16 @@ def empty_history() -> dict:
 
 
 def data_dir(cfg: TrainConfig) -> Path:
-    """The prepared folder of the run's data (the synthetic set is made on demand)."""
-    if cfg.data == "mpii":
-        if not cfg.data_dir:
-            raise DataError("MPII training needs the folder of the converted data (data_dir: "
-                            "ROOT/tfrecords-<size>, written by `cpm-nb prepare mpii`)")
-        return Path(cfg.data_dir).expanduser()
+    """The prepared folder of the run's data: ``cfg.data_dir``, or its synthetic set
+    (:class:`~cpm_nb.data.synthetic_set.SyntheticSpec`), made ready on demand."""
+    if cfg.data == "mpii" and not cfg.data_dir:
+        raise DataError("MPII training needs the folder of the converted data (data_dir: "
+                        "ROOT/tfrecords-<size>, written by `cpm-nb prepare mpii`)")
     if cfg.data_dir:
         return Path(cfg.data_dir).expanduser()
-    from cpm_nb.data import pipeline
+    from cpm_nb.data.synthetic_set import prepare_synthetic
 
-    base = _config.PROFILES.get(cfg.profile, _config.PROFILES["cpu"])
-    # the data's seed is the profile's: runs with other training seeds see the same people
-    # a run of its own profile name (e.g. the stage experiment) gets its own data folder
-    profile = base.replace(name=cfg.profile, input_size=cfg.input_size, n_train=cfg.n_train,
-                           n_val=cfg.n_val)
-    folder, _ = pipeline.prepare_synthetic(profile)
-    return folder
+    return prepare_synthetic(cfg.synthetic).folder
 
 
 def compile_model(cfg: TrainConfig, dev=None):
@@ -138,7 +131,8 @@ def _distribution_scope(dev):
 
 
 def plain_model(model, cfg: TrainConfig):
-    """A float32 copy of ``model`` without regularizers or optimizer: what is exported."""
+    """A float32 copy of ``model`` (a :class:`~cpm_nb.model.network.CPM`) without regularizers
+    or optimizer: what is exported."""
     from cpm_nb.model import cpm as M
 
     plain = M.build_cpm(cfg.model, seed=cfg.seed)
@@ -432,15 +426,16 @@ def _train(cfg, out, resume, progress, verbose, stop_after, checkpoint_on_stop, 
 # --- the cache ---------------------------------------------------------------------------------
 
 
-def load_or_train(profile: str | _config.Profile, cache_dir=None, progress: bool | None = None,
+def load_or_train(profile: _config.Profile, cache_dir=None, progress: bool | None = None,
                   verbose: bool = True, **overrides) -> runs.Trained:
-    """The trained model of ``profile``, trained at most once.
+    """The trained model of ``profile`` (a resolved :class:`~cpm_nb.core.config.Profile`),
+    trained at most once.
 
     The run lives in ``<cache_dir>/<profile>-<stages>st-<data>-<config hash>/``
     (:func:`cpm_nb.training.runs.default_runs_dir`); while the configuration matches, later
     calls load it (a second) instead of training.  An interrupted run is resumed from
     its checkpoint; a concurrent trainer of the same run is waited for.  ``overrides``:
-    :class:`TrainConfig` fields, e.g. ``stages=6``.
+    those of :func:`~cpm_nb.training.config.train_config`, e.g. ``stages=6``.
     """
     return train_cached(train_config(profile, **overrides), cache_dir, progress, verbose)
 

@@ -22,7 +22,10 @@ Keras applies :class:`CPMLoss` to every output of the model (one per stage) and
 sums the results; the logs show each stage's term as ``<output name>_loss``.
 The ground truth ``y`` of a batch is packed as one float32 tensor ``[B, 48]``:
 the 16 joints' ``(x, y)`` in input pixels, then their visibility (0 = not
-annotated, 1 = occluded, 2 = visible), see :func:`pack_targets_numpy`.
+annotated, 1 = occluded, 2 = visible), see :mod:`cpm_nb.model.targets`.
+
+:class:`CPMLoss` is registered with Keras (``cpm_nb>CPMLoss``), so a model compiled with
+it saves and reloads with ``keras.saving.load_model`` once this module is imported.
 """
 
 from __future__ import annotations
@@ -33,24 +36,12 @@ from cpm_nb.core import skeleton
 from cpm_nb.core.config import OUTPUT_STRIDE
 from cpm_nb.core.runtime import import_keras
 from cpm_nb.model import heatmaps
+from cpm_nb.model.targets import unpack_targets
 
 keras = import_keras()  # this module is imported only where a model trains
 ops = keras.ops
 
 NUM_JOINTS = skeleton.NUM_JOINTS
-
-
-def pack_targets_numpy(joints, visibility) -> np.ndarray:
-    """``[B, 16, 2]`` joints and ``[B, 16]`` visibility -> the packed ``[B, 48]`` target
-    (the input paths pack in the same layout: :func:`cpm_nb.data.batches.fit_batches`)."""
-    joints = np.asarray(joints, np.float32).reshape(-1, 2 * NUM_JOINTS)
-    return np.concatenate([joints, np.asarray(visibility, np.float32)], axis=-1)
-
-
-def unpack_targets(packed):
-    """The inverse of :func:`pack_targets_numpy` (``keras.ops``): ``(joints [B, 16, 2], visibility [B, 16])``."""
-    joints = ops.reshape(packed[:, : 2 * NUM_JOINTS], (-1, NUM_JOINTS, 2))
-    return joints, packed[:, 2 * NUM_JOINTS:]
 
 
 def map_loss(maps, targets):
@@ -65,6 +56,7 @@ def mse_scale(map_size: int, maps: int = NUM_JOINTS) -> float:
     return 0.5 * map_size * map_size * maps
 
 
+@keras.saving.register_keras_serializable(package="cpm_nb")
 class CPMLoss(keras.losses.Loss):
     """Half the summed squared error of one stage's maps against the Gaussian targets
     rendered from the packed joints (see the module docstring)."""

@@ -10,10 +10,11 @@ A run folder ``OUT`` holds
   old or the new checkpoint, never half of one;
 * ``history.json`` (the learning curves), ``train_config.json``, ``logs/``
   (TensorBoard scalars);
-* at the end ``model.keras`` (native Keras format, built-in layers only: loads in
-  safe mode) and ``cpm_config.json`` (architecture, joints, input size,
-  normalisation, training configuration, metrics) -- both swapped in atomically,
-  so an earlier model stays until the new one is complete;
+* at the end ``model.keras`` (native Keras format: a :class:`~cpm_nb.model.network.CPM`
+  of built-in layers that carries its configuration; loads in safe mode) and
+  ``cpm_config.json`` (architecture, joints, input size, normalisation, training
+  configuration, metrics) -- both swapped in atomically, so an earlier model stays
+  until the new one is complete;
 * ``.lock`` -- while a process trains into the folder: its lock
   (:func:`cpm_nb.core.files.locked`), removed when the run ends.
 
@@ -23,7 +24,6 @@ prediction).
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import re
@@ -155,15 +155,14 @@ def restore_checkpoint(path, model, optimizer) -> dict:
 def model_metadata(model, cfg, scores: dict, history: dict) -> dict:
     """The ``cpm_config.json`` of a finished run."""
     from cpm_nb.core.runtime import versions
-    from cpm_nb.model import cpm as M
     from cpm_nb.training.loss import mse_scale
 
-    mcfg = M.config_of(model)
+    mcfg = model.cpm_config
     return {
         "format": "cpm-nb-model",
         "version": 2,
         "model_file": MODEL_FILE,
-        "cpm_config": dataclasses.asdict(mcfg),
+        "cpm_config": mcfg.to_dict(),
         "joints": list(skeleton.JOINT_NAMES),
         "joint_short_names": list(skeleton.SHORT_NAMES),
         "input_size": mcfg.input_size,
@@ -208,23 +207,6 @@ class Trained(NamedTuple):
     run_dir: Path
 
 
-def load_keras(model_file):
-    """``keras.saving.load_model(model_file, safe_mode=True)`` with a one-line error."""
-    from cpm_nb.core.runtime import import_keras, quiet_native_stderr
-
-    keras = import_keras()
-    if not zipfile.is_zipfile(model_file):
-        raise RunError(f"{model_file} is not a Keras model file (.keras files are zip "
-                       "archives)")
-    try:
-        with quiet_native_stderr():
-            return keras.saving.load_model(model_file, safe_mode=True, compile=False)
-    except Exception as err:  # Keras raises many kinds (ValueError, TypeError, KeyError...)
-        reason = " ".join(str(err).split())[:300]
-        raise RunError(f"cannot load {model_file} in Keras safe mode: "
-                       f"{type(err).__name__}: {reason}") from None
-
-
 def read_metadata(config_file) -> dict:
     try:
         meta = files.read_json(config_file, "model description")
@@ -238,8 +220,9 @@ def read_metadata(config_file) -> dict:
 def load_run(path) -> Trained:
     """A finished run: a run folder (``model.keras`` + ``cpm_config.json``) or a ``.keras``
     file (its folder's ``cpm_config.json`` is used when it names that file; else the
-    metadata is ``{}``).  Loads in Keras safe mode; :class:`RunError` with a one-line
-    reason otherwise."""
+    metadata is ``{}``).  Loads in Keras safe mode (:func:`cpm_nb.model.network.load_keras`):
+    a model file written before models carried their configuration gets the one of
+    ``cpm_config.json``.  :class:`RunError` with a one-line reason otherwise."""
     path = Path(path).expanduser()
     if path.is_dir():
         model_file, config_file = path / MODEL_FILE, path / CONFIG_FILE
@@ -260,25 +243,17 @@ def load_run(path) -> Trained:
         meta = read_metadata(config_file)
         if path.is_file() and meta.get("model_file", MODEL_FILE) != path.name:
             meta = {}  # it describes another file of the folder
-    model = load_keras(model_file)
-    _attach_config(model, meta.get("cpm_config"))
-    return Trained(model, meta, model_file.parent)
-
-
-def _attach_config(model, saved) -> None:
-    """Give a reloaded model its :class:`CPMConfig` from the run's metadata (the layers
-    alone do not tell e.g. which trunk convolutions are 1x1), when it fits the model."""
+    from cpm_nb.core.errors import ConfigError
     from cpm_nb.model.architecture import CPMConfig
+    from cpm_nb.model.network import load_keras
 
-    if not isinstance(saved, dict):
-        return
-    fields = {f.name for f in dataclasses.fields(CPMConfig)}
     try:
-        cfg = CPMConfig(**{k: v for k, v in saved.items() if k in fields})
-    except (TypeError, ValueError):
-        return
-    if cfg.stages == len(model.outputs) and cfg.input_size == int(model.inputs[0].shape[1]):
-        model.cpm_config = cfg
+        saved = meta.get("cpm_config")
+        config = CPMConfig.from_dict(saved) if saved else None
+        model = load_keras(model_file, config)
+    except (ModelError, ConfigError) as err:
+        raise RunError(str(err)) from None
+    return Trained(model, meta, model_file.parent)
 
 
 def cached(cfg, cache_dir=None) -> Path | None:

@@ -25,6 +25,7 @@ def _run(args) -> int:
     from pathlib import Path
 
     from cpm_nb.core import errors
+    from cpm_nb.core.config import resolve_profile
     from cpm_nb.evaluation.evaluate import evaluate, format_scores
     from cpm_nb.training import loop as train
     from cpm_nb.training import runs
@@ -35,14 +36,15 @@ def _run(args) -> int:
     try:
         trained = runs.load_run(args.model)
         training = trained.meta.get("training")
-        cfg = TrainConfig.from_json(training) if training else train_config("cpu")
+        cfg = (TrainConfig.from_json(training) if training
+               else train_config(resolve_profile("cpu")))
         if args.data:
             cfg = cfg.replace(data=args.data, data_dir=args.data_dir)
         elif args.data_dir:
             cfg = cfg.replace(data_dir=args.data_dir)
         scores = evaluate(trained.model, train.data_dir(cfg), split=args.split,
                           max_examples=args.max_examples, input_path=args.input_path)
-    except (runs.RunError, errors.DataError, ValueError, TypeError, KeyError) as err:
+    except (errors.ModelError, errors.DataError, ValueError, TypeError, KeyError) as err:
         raise CliError(" ".join(str(err).split())) from None
     title = (f"{scores['n_examples']} people ({cfg.data}, split {args.split}); model "
              f"{Path(args.model).name}: {trained.meta.get('stages')} stages, "

@@ -2,7 +2,7 @@
 
 Resolves the profile (``synthetic``: the set to render; ``mpii``: the default crop
 size), checks the output folders before any work, calls
-:func:`cpm_nb.data.prepare.prepare_synthetic` or :func:`cpm_nb.data.prepare.prepare_mpii` with
+:func:`cpm_nb.data.synthetic_set.prepare_synthetic` or :func:`cpm_nb.data.prepare.prepare_mpii` with
 explicit values and prints the summary (or its JSON).
 """
 
@@ -62,9 +62,13 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 def _synthetic(args: argparse.Namespace) -> dict:
     from cpm_nb.core.config import get_profile
+    from cpm_nb.data.synthetic_set import SyntheticSpec, prepare_synthetic
 
-    return prepare.prepare_synthetic(get_profile(), args.seed, force=args.force,
-                                     progress=not args.quiet)
+    profile = get_profile()
+    spec = SyntheticSpec.from_profile(profile, seed=profile.seed if args.seed is None
+                                      else args.seed)
+    prepared = prepare_synthetic(spec, force=args.force, progress=not args.quiet, verify=True)
+    return prepare.synthetic_summary(spec, prepared)
 
 
 def _mpii(args: argparse.Namespace) -> dict:
