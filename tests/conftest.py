@@ -31,3 +31,25 @@ def synthetic_master(tmp_path_factory):
         mp.setenv("CPM_NB_DATA", str(root))
         assert cli.main(["prepare", "synthetic", "--quiet"]) == 0
     return root
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """The wheel of this checkout, built once per session offline (no build isolation, no
+    index) from a copy of its package files, so no stale ``build/`` folder can leak into it."""
+    import shutil
+    import subprocess
+    import sys
+
+    src = tmp_path_factory.mktemp("wheel_src")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, src / name)
+    shutil.copytree(REPO / "cpm_nb", src / "cpm_nb",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    out = tmp_path_factory.mktemp("wheel")
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                           "--no-build-isolation", "--no-index", "-q", str(src), "-w", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    (wheel,) = out.glob("cpm_nb-*.whl")
+    return wheel
