@@ -82,6 +82,20 @@ def test_the_wheel_holds_every_package_file_and_the_licence(repo, built_wheel):
     assert any(n.startswith(info) and n.endswith("LICENSE") for n in names)
     with zipfile.ZipFile(built_wheel) as wheel:
         meta = email.message_from_bytes(wheel.read(f"{info}/METADATA"))
-    assert meta["Version"] == cpm_nb.__version__ and meta["License"] == "MIT"
+    assert meta["Version"] == cpm_nb.__version__ and meta["License-Expression"] == "MIT"
     repo_url = f"https://github.com/{source.pinned(repo).repo}"
     assert f"Source, {repo_url}" in meta.get_all("Project-URL")
+
+
+def test_ci_runs_the_readme_test_command_then_the_wheel_job(repo):
+    readme = (repo / "README.md").read_text()
+    command = 'pip install -e ".[dev]" && pytest'
+    assert command in readme
+    ci = (repo / ".ci" / "run").read_text().splitlines()
+    readme_line = ci.index('pip install -e ".[dev]" && ruff check . && pytest')
+    wheel_line = ci.index("PYTHON=python .ci/wheel-job")
+    assert readme_line < wheel_line
+    job = (repo / ".ci" / "wheel-job").read_text()
+    for step in ("-m build", '-m venv "$work/venv"', '"$venv/cpm-nb" info',
+                 '"$venv/cpm-nb" --profile fast notebooks "$repo/notebooks/'):
+        assert step in job, step
