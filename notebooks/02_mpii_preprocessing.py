@@ -49,7 +49,7 @@ CPM_NB_SOURCE = "cpm-nb/cpm-nb@v0.1.0"  # the GitHub repository@release this cou
 if "google.colab" in sys.modules and CPM_NB_SOURCE.split("@v")[-1] not in {
         d.version for d in metadata.distributions(name="cpm-nb")}:  # Colab: once per runtime
     wheels = glob.glob("/content/cpm_nb-*.whl") + glob.glob("cpm_nb-*.whl")  # an uploaded one
-    package = wheels[0] if wheels else f"cpm-nb @ git+https://github.com/{CPM_NB_SOURCE}"
+    package = max(wheels) if wheels else f"cpm-nb @ git+https://github.com/{CPM_NB_SOURCE}"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", package],
                          capture_output=True, text=True)
     if pip.returncode:  # one line and a clean stop: Jupyter shows _render_traceback_ alone
