@@ -22,7 +22,7 @@
 # %% [markdown]
 # # 07 · Running the model on any image
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cpm-nb/cpm-nb/blob/main/notebooks/07_running_the_model.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cpm-nb/cpm-nb/blob/v0.1.0/notebooks/07_running_the_model.ipynb)
 #
 # **What you will learn**
 #
@@ -37,20 +37,29 @@
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+import glob
+import re
 import subprocess
 import sys
 from importlib import metadata
 
-CPM_NB_REF = "v0.1.0"  # the cpm-nb release (git tag) this course runs on: its one pin
-if "google.colab" in sys.modules and CPM_NB_REF[1:] not in {  # Colab: once per runtime
-        d.version for d in metadata.distributions(name="cpm-nb")}:
-    old = {(d.name, d.version) for d in metadata.distributions()}
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    f"cpm-nb @ git+https://github.com/cpm-nb/cpm-nb@{CPM_NB_REF}"], check=True)
-    new = {(d.name, d.version) for d in metadata.distributions()} - old
-    replaced = sorted(name for name, _ in new if name in dict(old))  # preinstalled ones
+CPM_NB_SOURCE = "cpm-nb/cpm-nb@v0.1.0"  # the GitHub repository@release this course installs
+if "google.colab" in sys.modules and CPM_NB_SOURCE.split("@v")[-1] not in {
+        d.version for d in metadata.distributions(name="cpm-nb")}:  # Colab: once per runtime
+    wheels = glob.glob("/content/cpm_nb-*.whl") + glob.glob("cpm_nb-*.whl")  # an uploaded one
+    package = max(wheels) if wheels else f"cpm-nb @ git+https://github.com/{CPM_NB_SOURCE}"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", package],
+                         capture_output=True, text=True)
+    if pip.returncode:  # one line and a clean stop: Jupyter shows _render_traceback_ alone
+        class InstallFailed(Exception):
+            def _render_traceback_(self):
+                return [str(self)]
+        why = re.findall(r"^\s*((?:fatal|ERROR): .*)", pip.stderr, re.MULTILINE) or ["?"]
+        raise InstallFailed(f"pip could not install {package} ({why[0]}): upload the wheel that "
+                            "`python -m build` makes to /content, or set CPM_NB_SOURCE to a fork")
+    replaced = re.findall(r"Found existing installation: (\S+)", pip.stdout)  # preinstalled
     print(f"restart the runtime (Runtime > Restart session): pip replaced {replaced}"
-          if replaced else f"installed cpm-nb {CPM_NB_REF}; no restart needed")
+          if replaced else f"installed {package}; no restart needed")
 
 import cpm_nb
 

@@ -31,3 +31,32 @@ def synthetic_master(tmp_path_factory):
         mp.setenv("CPM_NB_DATA", str(root))
         assert cli.main(["prepare", "synthetic", "--quiet"]) == 0
     return root
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """The wheel of this checkout, built once per session from a copy of its package files
+    (so no stale ``build/`` folder can leak into it): offline (no build isolation, no index)
+    when this environment's setuptools can build it, else in pip's isolated build
+    environment (needs an index; skipped where none answers)."""
+    import shutil
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    src = tmp_path_factory.mktemp("wheel_src")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, src / name)
+    shutil.copytree(REPO / "cpm_nb", src / "cpm_nb",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    out = tmp_path_factory.mktemp("wheel")
+    offline = int(metadata.version("setuptools").split(".")[0]) >= 77  # pyproject's requires
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(src), "-w", str(out)]
+    done = subprocess.run(cmd + (["--no-build-isolation", "--no-index"] if offline else []),
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode and not offline:
+        pytest.skip("cannot build the wheel: this environment's setuptools is older than 77 "
+                    f"and pip's isolated build failed ({done.stderr.strip()[-300:]})")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    (wheel,) = out.glob("cpm_nb-*.whl")
+    return wheel

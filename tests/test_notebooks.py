@@ -15,7 +15,8 @@ import pytest
 
 import cpm_nb
 from cpm_nb.core import paths
-from cpm_nb.course import notebooks
+from cpm_nb.core.errors import ConfigError, DataError
+from cpm_nb.course import notebooks, source
 from cpm_nb.course.notebooks import cell_signature
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def test_notebook_conventions(path):
     cells = nb["cells"]
     first = "".join(cells[0]["source"])
     assert first.startswith(f"# {path.stem[:2]} · "), "first cell: '# NN · Title'"
-    assert f"colab.research.google.com/github/cpm-nb/cpm-nb/blob/main/notebooks/{path.name}" in first
+    assert source.pinned(REPO).badge_url(path.name) in first
     code = [c for c in cells if c["cell_type"] == "code"]
     setup = "".join(code[0]["source"])
     assert '"google.colab" in sys.modules' in setup and "cpm_nb.setup(" in setup
@@ -69,51 +70,185 @@ def test_stored_outputs_are_fresh_and_small(path):
     assert path.stat().st_size < 3_000_000
 
 
-# === the install cell: one pin, installed once per runtime, says whether to restart ===========
+# === the install cell: one source, an uploaded wheel first, one line when it fails ============
 
 GPU_NOTEBOOKS = ("04", "05", "06", "07")  # training or running the full model
 
 
+def first_code_cell(path: Path) -> str:
+    jupytext = pytest.importorskip("jupytext")
+    return next(c for c in jupytext.read(path.with_suffix(".py")).cells
+                if c.cell_type == "code").source
+
+
 def install_cell(path: Path) -> str:
     """The first code cell's source up to ``import cpm_nb`` (the Colab install part)."""
+    return first_code_cell(path).split("\nimport cpm_nb")[0]
+
+
+def test_one_source_everywhere():
+    """Install cells, badges (notebooks and README) and pyproject.toml name one source, whose
+    tag is this version's; the install part of every first cell is the same text."""
+    assert source.disagreements(REPO) == []
+    pinned = source.pinned(REPO)
+    assert pinned.ref == f"v{cpm_nb.__version__}" or not re.fullmatch(r"v\d.*", pinned.ref)
+    assert len({install_cell(path) for path in NOTEBOOKS}) == 1, "install cells differ"
+    assert 'f"cpm-nb @ git+https://github.com/{CPM_NB_SOURCE}"' in install_cell(NOTEBOOKS[0])
+    assert source.main([]) == 0
+
+
+def test_a_fork_rewrites_every_place_and_back(tmp_path, capsys):
+    """``python -m cpm_nb.course.source OWNER/NAME@REF`` points everything at a fork (pairs
+    still in sync, outputs kept); pointing back restores the files byte for byte."""
     jupytext = pytest.importorskip("jupytext")
-    first = next(c for c in jupytext.read(path.with_suffix(".py")).cells if c.cell_type == "code")
-    return first.source.split("\nimport cpm_nb")[0]
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
+    for name in ("README.md", "pyproject.toml", "cpm_nb/__init__.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy2(REPO / name, tmp_path / name)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    original = source.pinned(tmp_path)
+    assert source.main(["--root", str(tmp_path), "me/cpm-fork@my-branch"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "source: me/cpm-fork@my-branch"
+    assert source.pinned(tmp_path) == source.Source("me/cpm-fork", "my-branch")
+    assert source.disagreements(tmp_path) == []
+    for path in sorted((tmp_path / "notebooks").glob("*.ipynb")):
+        pair = jupytext.read(path), jupytext.read(path.with_suffix(".py"))
+        assert cell_signature(pair[0]) == cell_signature(pair[1])
+        assert 'CPM_NB_SOURCE = "me/cpm-fork@my-branch"' in "".join(
+            c.source for c in pair[0].cells)
+        stored = json.loads(path.read_text())
+        assert stored["cells"] and all(c.get("outputs") == o.get("outputs") for c, o in zip(
+            stored["cells"], json.loads(before[path])["cells"]))
+    pyproject = (tmp_path / "pyproject.toml").read_text()
+    assert 'Source = "https://github.com/me/cpm-fork"' in pyproject
+    assert "github.com/cpm-nb/cpm-nb" not in pyproject
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.count("colab.research.google.com/github/me/cpm-fork/blob/my-branch/") == 7
+    assert source.main(["--root", str(tmp_path), str(original)]) == 0
+    assert {p: p.read_bytes() for p in before} == before
+    with pytest.raises(ConfigError, match="OWNER/NAME@REF"):
+        source.parse("not a repo", "0.1.0")
 
 
-def pinned_ref(path: Path) -> str:
-    refs = re.findall(r'^CPM_NB_REF = "([^"]+)"', install_cell(path), re.MULTILINE)
-    assert len(refs) == 1, f"{path.name}: the install cell sets CPM_NB_REF once"
-    return refs[0]
+FRESH_COLAB = """
+import importlib.metadata, sys, types
+sys.modules["google.colab"] = types.ModuleType("google.colab")  # what the install cell asks
+_all = importlib.metadata.distributions  # a fresh runtime: no cpm-nb installed yet
+importlib.metadata.distributions = lambda **kw: [
+    d for d in _all(**kw) if d.metadata["Name"] != "cpm-nb"]
+"""
 
 
-def test_every_install_cell_pins_the_package_release():
-    refs = {path.stem[:2]: pinned_ref(path) for path in NOTEBOOKS}
-    assert set(refs.values()) == {f"v{cpm_nb.__version__}"}, (
-        f"CPM_NB_REF must be 'v{cpm_nb.__version__}' (cpm_nb.__version__'s tag) everywhere: {refs}")
-    for path in NOTEBOOKS:
-        assert "git+https://github.com/cpm-nb/cpm-nb@{CPM_NB_REF}" in install_cell(path)
+def run_in_fake_colab(cells: list[str], folder: Path, timeout: int = 120):
+    """Execute ``cells`` after :data:`FRESH_COLAB` in a real IPython kernel started in
+    ``folder``: the notebook as nbclient left it, and the error that stopped it (or None)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s)
+                                         for s in (FRESH_COLAB, *cells)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                     resources={"metadata": {"path": str(folder)}})
+    try:
+        client.execute()
+    except nbclient.exceptions.CellExecutionError as err:
+        return nb, err
+    return nb, None
 
 
-def run_install_cell(source: str, monkeypatch) -> tuple[list, str]:
-    """Execute the install part as on Colab, pip replaced by a recorder (no network)."""
+@pytest.fixture
+def offline_pip(monkeypatch, tmp_path):
+    """pip and git for the kernels: no package index, no network (every GitHub URL is
+    redirected to a folder that does not exist), installs into a throwaway target."""
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_NO_DEPS", "1")
+    monkeypatch.setenv("PIP_TARGET", str(tmp_path / "target"))
+    monkeypatch.setenv("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.file://{tmp_path}/no-such-host/.insteadOf")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "https://github.com/")
+    monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
+    return tmp_path / "target"
+
+
+def test_a_failed_install_is_one_line_and_a_clean_stop(tmp_path, offline_pip):
+    """The real first cell of notebook 01 in a fake Colab kernel whose git source cannot be
+    reached (no wheel uploaded): real pip and git fail, the cell prints one line that says
+    what failed and the way out, and the notebook stops there (the next cell never runs)."""
+    if not shutil.which("git"):
+        pytest.skip("git is not installed")
+    cell = first_code_cell(NOTEBOOKS[0])
+    nb, err = run_in_fake_colab([cell, 'print("the next cell ran")'], tmp_path)
+    assert err is not None, "the notebook did not stop"
+    install, after = nb.cells[1], nb.cells[2]
+    assert after.execution_count is None and after.outputs == []
+    (shown,) = install.outputs  # nothing but the error: no pip output, no traceback wall
+    assert shown.output_type == "error" and shown.ename == "InstallFailed"
+    (line,) = shown.traceback  # what Jupyter and Colab display
+    pinned = source.pinned(REPO)
+    assert line == shown.evalue
+    assert line.startswith(f"pip could not install {pinned.pip_requirement} (fatal: ")
+    assert "does not appear to be a git repository" in line
+    assert line.endswith("): upload the wheel that `python -m build` makes to /content, or "
+                         "set CPM_NB_SOURCE to a fork")
+    assert not offline_pip.exists()
+    print(f"\nwhat the learner sees:\n{line}")
+
+
+def test_an_uploaded_wheel_is_installed_first(tmp_path, offline_pip, built_wheel):
+    """A ``cpm_nb-*.whl`` in the working directory wins over the (unreachable) git source:
+    real pip installs the wheel built from this checkout into a throwaway target."""
+    shutil.copy2(built_wheel, tmp_path / built_wheel.name)
+    nb, err = run_in_fake_colab([install_cell(NOTEBOOKS[0])], tmp_path)
+    assert err is None, err
+    (printed,) = nb.cells[1].outputs
+    assert printed.text == f"installed {built_wheel.name}; no restart needed\n"
+    assert (offline_pip / "cpm_nb" / "__init__.py").is_file()
+    assert (offline_pip / f"cpm_nb-{cpm_nb.__version__}.dist-info" / "METADATA").is_file()
+
+
+def exec_install_cell(source_text: str, monkeypatch, installed: bool, pip_stdout: str = ""):
+    """Execute the install part in this process as on Colab with pip replaced by a recorder:
+    a real install cannot replace numpy here (the restart message's case)."""
     calls = []
+
+    def fake_pip(cmd, **kw):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, pip_stdout, "")
+
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    monkeypatch.setattr(subprocess, "run", fake_pip)
+    if not installed:
+        from importlib import metadata
+
+        every = metadata.distributions
+        monkeypatch.setattr(metadata, "distributions", lambda **kw: [
+            d for d in every(**kw) if d.metadata["Name"] != "cpm-nb"])
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
-        exec(compile(source, "<install cell>", "exec"), {})
+        exec(compile(source_text, "<install cell>", "exec"), {})
     return calls, output.getvalue()
 
 
-def test_install_cell_installs_once_per_runtime(monkeypatch):
-    source = install_cell(NOTEBOOKS[0])
-    calls, printed = run_install_cell(source, monkeypatch)  # this version is installed
-    assert calls == [] and printed == ""
-    other = source.replace(f'"{pinned_ref(NOTEBOOKS[0])}"', '"v999.0"')
-    calls, printed = run_install_cell(other, monkeypatch)
-    assert len(calls) == 1 and calls[0][-1] == "cpm-nb @ git+https://github.com/cpm-nb/cpm-nb@v999.0"
-    assert printed.strip() == "installed cpm-nb v999.0; no restart needed"  # pip changed nothing
+def test_install_cell_installs_once_per_runtime_and_says_when_to_restart(monkeypatch,
+                                                                          tmp_path):
+    monkeypatch.chdir(tmp_path)  # no wheel here
+    cell = install_cell(NOTEBOOKS[0])
+    calls, printed = exec_install_cell(cell, monkeypatch, installed=True)
+    assert calls == [] and printed == ""  # this version is installed: nothing to do
+    requirement = source.pinned(REPO).pip_requirement
+    calls, printed = exec_install_cell(cell, monkeypatch, installed=False, pip_stdout=(
+        f"Collecting {requirement}\nSuccessfully installed cpm-nb-{cpm_nb.__version__}\n"))
+    assert [c[-1] for c in calls] == [requirement]
+    assert printed == f"installed {requirement}; no restart needed\n"
+    calls, printed = exec_install_cell(cell, monkeypatch, installed=False, pip_stdout=(
+        "  Attempting uninstall: numpy\n    Found existing installation: numpy 1.26.4\n"
+        "    Uninstalling numpy-1.26.4:\n  Attempting uninstall: keras\n"
+        "    Found existing installation: keras 3.8.0\n"))
+    assert printed == ("restart the runtime (Runtime > Restart session): pip replaced "
+                       "['numpy', 'keras']\n")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -192,6 +327,33 @@ def test_progress_lines_echo_and_heartbeat(tmp_path, monkeypatch):
     assert re.fullmatch(r"  \[99\] cell 2/2  \d+\.\d s", lines[-1])
     assert source.read_bytes() == before  # a plain run leaves the source alone
     executed = json.loads(target.read_text())
+    assert [c["execution_count"] for c in executed["cells"][1:]] == [1, 2]
+
+
+def test_notebooks_named_by_file_or_folder_run_without_a_checkout(tmp_path, monkeypatch,
+                                                                    capsys):
+    """An installed wheel has no checkout: `cpm-nb notebooks FILE|FOLDER` runs notebooks
+    given by path, writing into the cache unless --out says where."""
+    from cpm_nb.cli import app as cli
+
+    folder = tmp_path / "course"
+    folder.mkdir()
+    first, second = tiny_notebook(folder, "98_tiny"), tiny_notebook(folder, "99_tiny")
+    monkeypatch.setattr(paths, "checkout_root", lambda: None)  # as for a wheel install
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert notebooks.notebook_paths([str(second)]) == [second]
+    assert notebooks.notebook_paths([str(folder)]) == [first, second]
+    assert notebooks.default_out_dir() == tmp_path / "cache" / "cpm_nb" / "notebooks"
+    with pytest.raises(DataError, match="no notebook at"):
+        notebooks.notebook_paths([str(folder / "00_missing.ipynb")])
+    with pytest.raises(DataError, match="not in a cpm-nb checkout"):
+        notebooks.notebook_paths(["01"])
+    assert cli.main(["notebooks", str(first), "--out", str(folder)]) == 2
+    assert "--out is the folder of the notebooks themselves" in capsys.readouterr().err
+    assert cli.main(["--profile", "fast", "notebooks", str(first)]) == 0
+    out = capsys.readouterr().out
+    assert f"-> {tmp_path / 'cache' / 'cpm_nb' / 'notebooks' / first.name}" in out
+    executed = json.loads((tmp_path / "cache" / "cpm_nb" / "notebooks" / first.name).read_text())
     assert [c["execution_count"] for c in executed["cells"][1:]] == [1, 2]
 
 

@@ -69,20 +69,47 @@ def notebooks_dir() -> Path:
 
 
 def default_out_dir() -> Path:
-    """Where ordinary runs write executed copies: ``build/notebooks/`` (untracked)."""
-    return checkout() / "build" / "notebooks"
+    """Where ordinary runs write executed copies: ``build/notebooks/`` of the checkout
+    (untracked), or ``notebooks/`` of the cache (:func:`cpm_nb.core.paths.cache_root`) for a
+    regular install, which has no checkout."""
+    root = paths.checkout_root()
+    return root / "build" / "notebooks" if root else paths.cache_root() / "notebooks"
 
 
 def notebook_paths(names: list[str] | None = None) -> list[Path]:
-    """The course notebooks, in order; ``names`` filters by prefix ('01') or stem."""
+    """The course notebooks, in order; ``names`` filters them by prefix ('01') or stem, or
+    names notebook files (``.ipynb``) and folders of them, which need no checkout: an
+    installed wheel runs the notebooks of a clone or a download this way."""
+    given = [n for n in names or [] if _is_path(n)]
+    chosen = [p for name in given for p in _notebooks_at(Path(name))]
+    prefixes = [n for n in names or [] if n not in given]
+    if given and not prefixes:
+        return chosen
     found = sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
-    if not names:
+    if not prefixes:
         return found
-    unknown = [n for n in names if not any(p.stem.startswith(n) for p in found)]
+    unknown = [n for n in prefixes if not any(p.stem.startswith(n) for p in found)]
     if unknown:
         valid = ", ".join(p.stem for p in found)
         raise DataError(f"no notebook matches {', '.join(unknown)}; notebooks: {valid}")
-    return [p for p in found if any(p.stem.startswith(n) for n in names)]
+    return chosen + [p for p in found if any(p.stem.startswith(n) for n in prefixes)]
+
+
+def _is_path(name: str) -> bool:
+    return name.endswith(".ipynb") or Path(name).is_dir()
+
+
+def _notebooks_at(path: Path) -> list[Path]:
+    """``path`` itself (a notebook) or the notebooks in it (a folder), in name order."""
+    if path.is_dir():
+        found = sorted(path.glob("*.ipynb"))
+        if not found:
+            raise DataError(f"no notebook (.ipynb) in the folder {path}")
+        return found
+    if not path.is_file():
+        raise DataError(f"no notebook at {path}: give an .ipynb file, a folder of them, or a "
+                        "course notebook's number")
+    return [path]
 
 
 def cell_signature(notebook) -> list[tuple[str, str]]:

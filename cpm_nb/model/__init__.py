@@ -1,4 +1,5 @@
-"""The network: the CPM layer table, the Keras model, receptive fields, the heat-map codec.
+"""The network: the CPM layer table, the Keras model, receptive fields, the heat-map codec,
+VGG-19's ImageNet weights for the trunk.
 
 The names below are imported from their modules on first use (:class:`CPM`,
 :func:`load_keras`, :func:`as_cpm` and :func:`make_predict_fn` import Keras).
@@ -27,6 +28,7 @@ _HOMES = {  # name -> the module it lives in
     "to_original": "heatmaps",
     "upsample": "heatmaps",
     "pack_targets_numpy": "targets",
+    "init_trunk_from_vgg19": "imagenet",
 }
 
 __all__ = list(_HOMES)

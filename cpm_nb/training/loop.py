@@ -114,16 +114,25 @@ def compile_model(cfg: TrainConfig, dev=None):
 
 
 def _distribution_scope(dev):
-    """Several GPUs: MirroredStrategy (TensorFlow) or DataParallel (JAX); else nothing."""
+    """``dev.distribute``: MirroredStrategy (TensorFlow) or DataParallel (JAX) over every
+    accelerator, or, with none, every logical CPU device (tests/test_data_parallel.py splits the
+    CPU in two); else nothing.  Each step splits the global batch across the devices."""
     import contextlib
 
     from cpm_nb.core.runtime import import_keras, keras_backend
 
-    if not dev.distribute:
-        return contextlib.nullcontext()
     if keras_backend() == "jax":
+        # Keras-on-JAX distributes through a process-wide setting, which fit reads too: set
+        # it for a distributed run, and clear an earlier run's for one that is not
+        # (tests/test_data_parallel.py trains both in one process)
         keras = import_keras()
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        current = keras.distribution.distribution()
+        if dev.distribute:
+            keras.distribution.set_distribution(keras.distribution.DataParallel())
+        elif isinstance(current, keras.distribution.DataParallel):
+            keras.distribution.set_distribution(None)
+        return contextlib.nullcontext()
+    if not dev.distribute:
         return contextlib.nullcontext()
     import tensorflow as tf
 

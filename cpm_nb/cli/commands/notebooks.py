@@ -17,11 +17,12 @@ from cpm_nb.cli.options import CliError, Command, positive_int
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="*", metavar="NOTEBOOK",
-                        help="notebooks to run, by number or name prefix (default: all)")
+                        help="notebooks to run, by number or name prefix, or .ipynb files and "
+                             "folders of them (default: all)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--out", metavar="DIR",
                        help="write the executed copies into DIR (default: build/notebooks/ "
-                            "of the checkout)")
+                            "of the checkout; the cache for an install without one)")
     where.add_argument("--refresh", action="store_true",
                        help="maintainers: sync each .ipynb/.py pair, store the outputs in "
                             "place and rewrite figures/ (tracked files)")
@@ -37,9 +38,9 @@ def _run(args: argparse.Namespace) -> int:
     profile = config.get_profile().name
     chosen = notebooks.notebook_paths(args.names)
     out_dir = None if args.refresh else Path(args.out or notebooks.default_out_dir())
-    if out_dir is not None and out_dir.resolve() == notebooks.notebooks_dir().resolve():
-        raise CliError("--out is the notebooks/ folder itself: use --refresh to store the "
-                       "outputs in place")
+    if out_dir is not None and out_dir.resolve() in {p.parent.resolve() for p in chosen}:
+        raise CliError("--out is the folder of the notebooks themselves: use --refresh to "
+                       "store the outputs in place")
     figures = paths.stored_figures_dir() if args.refresh else paths.figures_root()
     where = "in place" if out_dir is None else f"into {out_dir}"
     print(f"executing {len(chosen)} notebook(s) {where} with profile '{profile}', widgets "
@@ -71,6 +72,8 @@ COMMAND = Command(
         "  cpm-nb notebooks                          all notebooks into build/notebooks/\n"
         "  cpm-nb --profile fast notebooks 01        one notebook, quickly\n"
         "  cpm-nb notebooks --out /tmp/run 01 03     executed copies elsewhere\n"
+        "  cpm-nb notebooks ~/cpm-nb/notebooks/03_gaussian_label_maps.ipynb\n"
+        "                                            a notebook file (any install, no clone)\n"
         "  cpm-nb --profile cpu notebooks --refresh  maintainers: store outputs and figures/"
     ),
     add_arguments=_arguments,
