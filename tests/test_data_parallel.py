@@ -34,11 +34,12 @@ if backend == "tensorflow":  # two logical CPU devices, before TensorFlow initia
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from cpm_nb.core.config import resolve_profile
 from cpm_nb.core.runtime import import_keras
 from cpm_nb.training import config as TC, loop as T, runs
 
 keras = import_keras()
-cfg = TC.train_config("fast", steps=100, checkpoint_every=2, optimizer="sgd", weight_decay=0.05)
+cfg = TC.train_config(resolve_profile("fast"), steps=100, checkpoint_every=2, optimizer="sgd", weight_decay=0.05)
 
 
 def devices_of(model):
