@@ -52,9 +52,9 @@ CPM_SCALE, CPM_GREY = 256.0, 128.0  # the network's normalize layer: x / 256 - 0
 def check_trunk(model) -> None:
     """A :class:`ModelError` (one line) unless ``model`` has VGG-19's trunk: width 1 and
     every convolution of the full trunk."""
-    from cpm_nb.model.cpm import config_of
+    from cpm_nb.model.network import ensure_cpm
 
-    cfg = config_of(model)
+    cfg = ensure_cpm(model, "the model to initialise from VGG-19").cpm_config
     if cfg.width != 1.0 or tuple(cfg.trunk) != FULL_TRUNK:
         raise ModelError(f"VGG-19's weights fit only the full trunk at width 1 (source-article, "
                          f"the gpu profile); {cfg.name} has width {cfg.width:g} and trunk "
