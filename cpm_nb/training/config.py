@@ -188,6 +188,8 @@ class TrainConfig:
                   if k not in self._NOT_HASHED and k != "synthetic"}
         if fields["init"] == "random":  # the default, which runs hashed before it was a field
             del fields["init"]
+        if fields["precision"] == "float32":  # pinned float32 is what automatic was on a
+            fields["precision"] = None  # CPU when runs were first cached (kept their keys)
         fields.update(self._synthetic_key())
         fields["train_version"] = TRAIN_VERSION
         text = json.dumps(fields, sort_keys=True)
