@@ -37,8 +37,8 @@ def test_set_profile_and_replace(monkeypatch):
     monkeypatch.setattr(config, "_active", None)
     assert config.set_profile("cpu").name == "cpu"
     assert config.get_profile().name == "cpu"
-    smaller = config.get_profile().replace(stages=2)
-    assert smaller.stages == 2 and config.get_profile().stages == 3
+    smaller = config.get_profile().replace(stages=4)
+    assert smaller.stages == 4 and config.get_profile().stages == 2
 
 
 def test_runtime_reads_no_profile():

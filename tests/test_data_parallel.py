@@ -39,7 +39,8 @@ from cpm_nb.core.runtime import import_keras
 from cpm_nb.training import config as TC, loop as T, runs
 
 keras = import_keras()
-cfg = TC.train_config(resolve_profile("fast"), steps=100, checkpoint_every=2, optimizer="sgd", weight_decay=0.05)
+cfg = TC.train_config(resolve_profile("fast"), steps=100, checkpoint_every=2, optimizer="sgd", weight_decay=0.05,
+                     precision="float32")  # bf16 on CPUs that have it: equal only in float32
 
 
 def devices_of(model):

@@ -57,8 +57,9 @@ def test_profiles_choose_documented_optimizers():
     assert (gpu.optimizer, gpu.learning_rate, gpu.momentum, gpu.batch_size) == ("sgd", 8e-5,
                                                                                 0.9, 16)
     assert (gpu.weight_decay, gpu.schedule, gpu.lr_decay_steps, gpu.lr_decay_factor) == (
-        5e-4, "step", 13275, 0.333)
-    assert (gpu.input_size, gpu.stages, gpu.steps) == (368, 6, 100_000)
+        5e-4, "step", TC.RELEASE_STEP_SIZE, 0.333)
+    assert TC.RELEASE_STEP_SIZE == 136_106 and gpu.init == "imagenet"  # the release's genProto.py
+    assert (gpu.input_size, gpu.stages, gpu.steps) == (368, 6, 320_000)
     # on the synthetic set the gpu profile trains a ~30-minute schedule, not 100,000 steps
     assert TC.train_config(resolve_profile("gpu")).steps == TC.SYNTHETIC_GPU_STEPS < 100_000
     cpu = TC.train_config(resolve_profile("cpu"))
@@ -76,7 +77,7 @@ def test_learning_rate_schedules(keras):
     assert at[0] == pytest.approx(1e-5) and at[1] < at[2] == pytest.approx(1e-3)
     assert at[3] == pytest.approx(0.5e-3 * (1 + 0.01), rel=0.02) and at[4] == pytest.approx(1e-5)
     step = TC.learning_rate_schedule(TC.train_config(resolve_profile("gpu"), data="mpii", data_dir="x"))
-    assert float(step(13274)) == pytest.approx(8e-5) and float(step(13275)) == pytest.approx(
+    assert float(step(136_105)) == pytest.approx(8e-5) and float(step(136_106)) == pytest.approx(
         8e-5 * 0.333)
 
 
@@ -163,13 +164,17 @@ def test_precision_follows_the_device(keras):
     dev = TC.devices_for(TC.train_config(resolve_profile("fast")))
     if dev.gpus:
         pytest.skip("a GPU is visible")
-    assert dev == TC.Devices(0, "float32", False, False)
+    from cpm_nb.core import runtime
+
+    automatic = ("mixed_bfloat16" if runtime.cpu_has_bf16()
+                 and runtime.keras_backend() == "tensorflow" else "float32")
+    assert dev == TC.Devices(0, automatic, False, False)
     forced = TC.devices_for(TC.train_config(resolve_profile("fast"), precision="mixed_float16", xla=True))
     assert forced.precision == "mixed_float16" and forced.xla
     t4, h100 = TC.Accelerator("Tesla T4", (7, 5)), TC.Accelerator("NVIDIA H100", (9, 0))
     assert TC.auto_precision([t4]) == "mixed_float16"  # no fast bf16 before Ampere
     assert TC.auto_precision([h100]) == "mixed_bfloat16"
-    assert TC.auto_precision([]) == "float32"
+    assert TC.auto_precision([]) == automatic
 
 
 # --- data order -----------------------------------------------------------------------------
@@ -691,6 +696,7 @@ def test_what_notebook_05_says_before_training_on_a_gpu(monkeypatch, tmp_path):
 
     monkeypatch.delenv(config.PROFILE_ENV, raising=False)
     monkeypatch.setattr(runtime, "gpu_available", lambda: True)
+    monkeypatch.setattr(TC, "accelerators", lambda: [TC.Accelerator("Tesla T4", (7, 5))])
     assert config.default_profile_name() == "gpu"
     cfg = TC.train_config(config.resolve_profile(config.default_profile_name()))
     line = T.training_plan(cfg, cache_dir=tmp_path)
