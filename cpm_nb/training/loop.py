@@ -107,10 +107,19 @@ def compile_model(cfg: TrainConfig, dev=None):
         finally:
             keras.config.set_dtype_policy(previous)
         loss = CPMLoss(cfg.input_size, cfg.sigma, background=cfg.model.background)
-        model.compile(optimizer=make_optimizer(cfg), loss=loss,
+        model.compile(optimizer=make_optimizer(cfg), loss=loss, loss_weights=loss_weights(cfg),
                       jit_compile=True if keras_backend() == "jax" else dev.xla)
         model.optimizer.build(model.trainable_variables)
     return model
+
+
+def loss_weights(cfg: TrainConfig) -> list[float] | None:
+    """The weight of each stage's loss: None (every stage 1, intermediate supervision), or
+    for ``supervision="last"`` 0 for every stage but the last (their heads then learn
+    nothing but the weight decay; their scores are an untrained reference)."""
+    if cfg.supervision == "all":
+        return None
+    return [0.0] * (cfg.stages - 1) + [1.0]
 
 
 def _distribution_scope(dev):
