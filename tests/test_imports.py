@@ -8,8 +8,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cpm_nb"
 # Subpackages from the bottom up: a module imports its own subpackage and those below it.
-LAYERS = ("core", "io", "model", "data", "evaluation", "training", "inference", "caffe",
-          "course", "cli", "bench")
+LAYERS = ("core", "io", "model", "data", "evaluation", "training", "presets", "inference",
+          "caffe", "course", "cli", "bench")
 
 
 def modules() -> dict[str, Path]:

@@ -46,8 +46,15 @@ def _configs(n_gpus: int) -> dict:
     from cpm_nb.model import architecture
     from cpm_nb.training.config import train_config
 
-    if not n_gpus:
-        return {name: train_config(resolve_profile(name)) for name in ("fast", "cpu")}
+    if not n_gpus:  # the cpu profile in float32 beside bf16 where the CPU computes bf16
+        from cpm_nb.core.runtime import cpu_has_bf16, keras_backend
+
+        cpu = train_config(resolve_profile("cpu"))
+        out = {"fast": train_config(resolve_profile("fast")),
+               "cpu": cpu.replace(precision="float32")}
+        if cpu_has_bf16() and keras_backend() == "tensorflow":
+            out["cpu bf16"] = cpu.replace(precision="mixed_bfloat16")
+        return out
     paper = train_config(resolve_profile("gpu"), batch_size=PAPER_BATCH)
     return {"paper": paper.replace(model=architecture.get_config("source-article"))}
 
@@ -184,7 +191,7 @@ def bench_train(args) -> dict:
         rows.append(("bf16 matmul 8192^3", f"{matmul:.0f} TFLOP/s (this device's practical peak)"))
     for name, cfg in _configs(len(gpus)).items():
         dev = devices_for(cfg)
-        folder = _data_folder(name, cfg)
+        folder = _data_folder(name.split()[0], cfg)
         model = compile_model(cfg, dev)
         flops = 3 * architecture.flops_per_image(cfg.model)
         step = bare_step(model, cfg, dev.xla)
@@ -216,6 +223,12 @@ def bench_train(args) -> dict:
             rows.append((f"{label} {title}",
                          f"{t['per_s']:8.1f} images/s {t['tflops_per_s'] * 1e3:9.1f} GFLOP/s"
                          f"{share}{ratio}"))
+    both = results["configs"].get("cpu"), results["configs"].get("cpu bf16")
+    if all(both):
+        speedup = {k: both[1][k]["per_s"] / both[0][k]["per_s"] for k in ("bare_step", "fit")}
+        results["bf16_over_float32"] = speedup
+        rows.append(("cpu: mixed_bfloat16 / float32", f"bare step {speedup['bare_step']:.2f}x, "
+                                                       f"fit + data path {speedup['fit']:.2f}x"))
     if not gpus:
         rows.append(("GPU", "none visible: the paper configuration is measured only on a GPU"))
     results["load_average_1min_after"] = os.getloadavg()[0]

@@ -39,6 +39,7 @@ from cpm_nb.cli.commands import (
     notebooks,
     predict,
     prepare,
+    presets,
     train,
 )
 from cpm_nb.cli.options import CliError, Command, json_only_on_stdout
@@ -68,7 +69,7 @@ exit status: 0 done, 1 partly done (reported per item), 2 error (one line on std
 # Every subcommand, in --help order.
 COMMANDS = [info.COMMAND, notebooks.COMMAND, prepare.COMMAND, evaluate_mpii.COMMAND,
             model.COMMAND, train.COMMAND, evaluate.COMMAND, experiment.COMMAND,
-            predict.COMMAND, export.COMMAND, convert_caffe.COMMAND]
+            predict.COMMAND, export.COMMAND, convert_caffe.COMMAND, presets.COMMAND]
 
 
 class Parser(argparse.ArgumentParser):

@@ -432,10 +432,11 @@ def _check_joints(cfg: CPMConfig, preprocessing: dict) -> None:
 
 
 def load_predictor(path, refine: str | None = "gaussian") -> Predictor:
-    """A :class:`Predictor` from a run folder (``model.keras`` + ``cpm_config.json``) or a
-    ``.keras`` file, loaded by :func:`cpm_nb.training.runs.load_run` (Keras safe mode); raises
-    :class:`ModelError` with a one-line reason."""
-    from cpm_nb.training import runs
+    """A :class:`Predictor` from a run folder (``model.keras`` + ``cpm_config.json``), a
+    ``.keras`` file or a shipped preset (``"preset:cpu"``), loaded by
+    :func:`cpm_nb.training.runs.load_run` (Keras safe mode); raises :class:`ModelError`
+    with a one-line reason."""
+    from cpm_nb.training import presets, runs
 
-    trained = runs.load_run(path)
+    trained = runs.load_run(presets.resolve(path))
     return Predictor(trained.model, trained.meta or None, source=str(path), refine=refine)

@@ -172,9 +172,10 @@ NAMED_CONFIGS: dict[str, CPMConfig] = {
 }
 
 
-def from_profile(profile: _config.Profile, base: str | CPMConfig = "source-article",
+def from_profile(profile: _config.Profile, base: str | CPMConfig | None = None,
                  **changes) -> CPMConfig:
-    """The ``base`` configuration scaled to a run profile (a resolved
+    """The ``base`` configuration (default: the profile's own ``architecture``) scaled to a
+    run profile (a resolved
     :class:`~cpm_nb.core.config.Profile`: the active one is
     :func:`cpm_nb.core.config.get_profile`, one by name
     :func:`cpm_nb.core.config.resolve_profile`).
@@ -188,6 +189,7 @@ def from_profile(profile: _config.Profile, base: str | CPMConfig = "source-artic
                           "cpm_nb.core.config.get_profile() (the active one) or "
                           "resolve_profile(name) with a name of "
                           f"{', '.join(_config.profile_names())}")
+    base = profile.architecture if base is None else base
     base_config = get_config(base) if isinstance(base, str) else base
     scale = profile.input_size / base_config.input_size
     fields = dict(name=f"{base_config.name}@{profile.name}", input_size=profile.input_size,

@@ -52,6 +52,14 @@ class StageExperiment:
     run_profile: str = "stages"  # the runs' name prefix and their own data folder
     n_val: int = 600  # validation images (more people than the cpu profile, for the subsets)
     validations: int = 4  # validations per run (the learning curve's points)
+    # Training settings of every run, pinned here (not read from the profile, whose own
+    # schedule may change): Adam at 1e-3 after a 100-step warm-up, x0.1 at decay_at of the
+    # steps, sigma 5 px, batch 16, the profile's 3,000 training images.
+    training: tuple[tuple[str, object], ...] = (
+        ("optimizer", "adam"), ("learning_rate", 1e-3), ("schedule", "step"),
+        ("warmup_steps", 100), ("lr_decay_factor", 0.1), ("weight_decay", 5e-4),
+        ("sigma", 5.0), ("batch_size", 16), ("checkpoint_every", 50), ("n_train", 3000))
+    decay_at: float = 0.8
 
     def config(self, stages: int):
         from cpm_nb.model import architecture
@@ -76,9 +84,16 @@ class StageExperiment:
         steps = self.steps(stages)
         cfg = train_config(resolve_profile(self.profile), model=self.config(stages), steps=steps,
                            seed=seed, n_val=self.n_val,
-                           eval_every=max(50, steps // self.validations // 50 * 50))
+                           eval_every=max(50, steps // self.validations // 50 * 50),
+                           **self._pinned(steps))
         return cfg.replace(profile=self.run_profile,
                            synthetic=cfg.synthetic.replace(name=self.run_profile))
+
+    def _pinned(self, steps: int) -> dict:
+        pinned = dict(self.training)
+        if self.decay_at:
+            pinned["lr_decay_steps"] = max(1, int(self.decay_at * steps))
+        return pinned
 
     def scaled(self, budget: float = 1.0, stage_counts=None, validations=None):
         """The same experiment with ``budget`` times the compute (``budget=2``: do the
@@ -103,7 +118,7 @@ EXPERIMENTS = {
     # a smoke version for tests and CI: two stage counts, one seed, a few steps
     "fast": StageExperiment(stage_counts=(1, 2), seeds=(0,), reference_stages=2,
                             reference_steps=100, profile="fast", run_profile="stages-fast",
-                            n_val=32),
+                            n_val=32, training=(), decay_at=0.0),
 }
 
 

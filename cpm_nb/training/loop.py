@@ -46,8 +46,14 @@ from cpm_nb.core import config as _config
 from cpm_nb.core import files
 from cpm_nb.core.errors import CpmError, DataError
 from cpm_nb.core.progress import resolve_mode
-from cpm_nb.training import runs
-from cpm_nb.training.config import ConfigMismatch, TrainConfig, estimate_message, train_config
+from cpm_nb.training import presets, runs
+from cpm_nb.training.config import (
+    ConfigMismatch,
+    TrainConfig,
+    devices_for,
+    estimate_message,
+    train_config,
+)
 
 
 class TrainingDiverged(CpmError, RuntimeError):
@@ -395,11 +401,16 @@ def _train(cfg, out, resume, progress, verbose, stop_after, checkpoint_on_stop, 
     data.check_data(folder, cfg.model)
     input_path = data.resolve_input_path(input_path)
     seed_everything(cfg.seed)
-    model = compile_model(cfg)
+    dev = devices_for(cfg)
+    model = compile_model(cfg, dev)
     start, history = 0, empty_history()
     if state is not None:
         state = runs.restore_checkpoint(out / runs.CHECKPOINT, model, model.optimizer)
         start, history = int(state["step"]), state["history"]
+    elif cfg.init == "imagenet":  # a new run starts its trunk from VGG-19 (the paper's init)
+        from cpm_nb.model.imagenet import init_trunk_from_vgg19
+
+        init_trunk_from_vgg19(model, "imagenet")
     files.atomic_write_json(out / runs.TRAIN_CONFIG_FILE, cfg.to_json())
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     run = _Run(cfg, out, start, history, folder)
@@ -429,7 +440,8 @@ def _train(cfg, out, resume, progress, verbose, stop_after, checkpoint_on_stop, 
             log_validation(writer, history, run.step)  # the curve's last point
             runs.save_checkpoint(out / runs.CHECKPOINT, model, model.optimizer, run.state())
             files.atomic_write_json(out / runs.HISTORY, history)
-            runs.export(out, plain_model(model, cfg), cfg, result.metrics, history)
+            runs.export(out, plain_model(model, cfg), cfg, result.metrics, history,
+                        devices=dev._asdict())
             if verbose:
                 per_stage = ", ".join(f"{v:.1f}" for v in result.metrics["per_stage"]
                                       if v is not None)
@@ -445,30 +457,64 @@ def _train(cfg, out, resume, progress, verbose, stop_after, checkpoint_on_stop, 
 
 
 def load_or_train(profile: _config.Profile, cache_dir=None, progress: bool | None = None,
-                  verbose: bool = True, **overrides) -> runs.Trained:
-    """The trained model of ``profile`` (a resolved :class:`~cpm_nb.core.config.Profile`),
-    trained at most once.
+                  verbose: bool = True, retrain: bool | None = None,
+                  **overrides) -> runs.Trained:
+    """The trained model of ``profile`` (a resolved :class:`~cpm_nb.core.config.Profile`):
+    a shipped preset of the same configuration, else the cached run, else trained once.
 
-    The run lives in ``<cache_dir>/<profile>-<stages>st-<data>-<config hash>/``
+    A preset (:mod:`cpm_nb.training.presets`) whose configuration key matches loads in a
+    second, with one line saying how it was trained and how well it scores.  Otherwise the
+    run lives in ``<cache_dir>/<profile>-<stages>st-<data>-<config hash>/``
     (:func:`cpm_nb.training.runs.default_runs_dir`); while the configuration matches, later
-    calls load it (a second) instead of training.  An interrupted run is resumed from
-    its checkpoint; a concurrent trainer of the same run is waited for.  ``overrides``:
-    those of :func:`~cpm_nb.training.config.train_config`, e.g. ``stages=6``.
+    calls load it instead of training.  An interrupted run is resumed from its checkpoint;
+    a concurrent trainer of the same run is waited for.  ``retrain=True`` (or
+    ``CPM_NB_RETRAIN=1`` when ``retrain`` is None) ignores presets and finished runs and
+    trains from scratch.  ``overrides``: those of
+    :func:`~cpm_nb.training.config.train_config`, e.g. ``stages=6``.
     """
-    return train_cached(train_config(profile, **overrides), cache_dir, progress, verbose)
+    return train_cached(train_config(profile, **overrides), cache_dir, progress, verbose,
+                        retrain)
 
 
-def training_plan(cfg: TrainConfig, cache_dir=None) -> str:
-    """What :func:`train_cached` will do with ``cfg``, as one line, before doing it: load
-    the cached run, or train (with the expected wall time on this kind of machine)."""
-    folder = runs.cached(cfg, cache_dir)
-    return f"loads the cached run {folder.name}" if folder else estimate_message(cfg)
+def retrain_requested(retrain: bool | None = None) -> bool:
+    """``retrain``, or when it is None the environment's ``CPM_NB_RETRAIN``."""
+    import os
+
+    if retrain is not None:
+        return bool(retrain)
+    return os.environ.get(presets.RETRAIN_ENV, "").strip().lower() not in ("", "0", "false",
+                                                                          "no")
+
+
+def training_plan(cfg: TrainConfig, cache_dir=None, retrain: bool | None = None) -> str:
+    """What :func:`train_cached` will do with ``cfg``, as one line, before doing it: load a
+    preset or the cached run, or train (with the expected wall time on this machine)."""
+    if not retrain_requested(retrain):
+        name = presets.find(cfg.key())
+        if name:
+            return f"loads the preset {name}"
+        folder = runs.cached(cfg, cache_dir)
+        if folder:
+            return f"loads the cached run {folder.name}"
+    return estimate_message(cfg)
 
 
 def train_cached(cfg: TrainConfig, cache_dir=None, progress: bool | None = None,
-                 verbose: bool = True) -> runs.Trained:
-    """:func:`load_or_train` for a ready :class:`TrainConfig`: load its cached run, or
-    train it once (resuming an interrupted run, waiting for a concurrent trainer)."""
+                 verbose: bool = True, retrain: bool | None = None) -> runs.Trained:
+    """:func:`load_or_train` for a ready :class:`TrainConfig`: a preset of the same
+    configuration, else its cached run, else train it once (resuming an interrupted run,
+    waiting for a concurrent trainer); ``retrain``: see :func:`load_or_train`."""
+    if retrain_requested(retrain):
+        folder = runs.run_dir(cfg, cache_dir)
+        if verbose:
+            print(estimate_message(cfg), flush=True)
+        train(cfg, folder, resume=False, progress=progress, verbose=verbose)
+        return runs.load_run(folder)
+    name = presets.find(cfg.key())
+    if name:
+        if verbose:
+            print(presets.summary(name) + " (retrain: CPM_NB_RETRAIN=1)", flush=True)
+        return presets.load(name)
     folder = runs.cached(cfg, cache_dir)
     if folder is None:
         folder = runs.run_dir(cfg, cache_dir)

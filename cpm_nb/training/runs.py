@@ -152,7 +152,7 @@ def restore_checkpoint(path, model, optimizer) -> dict:
 # --- the finished model ------------------------------------------------------------------------
 
 
-def model_metadata(model, cfg, scores: dict, history: dict) -> dict:
+def model_metadata(model, cfg, scores: dict, history: dict, devices: dict | None = None) -> dict:
     """The ``cpm_config.json`` of a finished run."""
     from cpm_nb.core.runtime import versions
     from cpm_nb.training.loss import mse_scale
@@ -182,16 +182,17 @@ def model_metadata(model, cfg, scores: dict, history: dict) -> dict:
         "data": cfg.data,
         "steps": cfg.steps,
         "wall_s": round(float(history.get("wall_s", 0.0)), 1),
+        "devices": devices or {},  # what it trained on: precision, XLA, GPUs
         "metrics": scores,
         "versions": versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
-def export(out, model, cfg, scores: dict, history: dict) -> dict:
+def export(out, model, cfg, scores: dict, history: dict, devices: dict | None = None) -> dict:
     """Write ``model.keras`` and ``cpm_config.json`` (each swapped in atomically)."""
     out = Path(out)
-    meta = model_metadata(model, cfg, scores, history)
+    meta = model_metadata(model, cfg, scores, history, devices)
     with files.atomic_output(out / MODEL_FILE) as tmp:
         model.save(tmp.with_suffix(".keras"))  # Keras insists on the suffix
         os.replace(tmp.with_suffix(".keras"), tmp)

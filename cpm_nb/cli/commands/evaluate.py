@@ -6,8 +6,9 @@ from cpm_nb.cli.options import CliError, Command, add_json_option, print_json
 
 
 def _arguments(parser) -> None:
-    parser.add_argument("--model", required=True, metavar="DIR",
-                        help="a run folder holding model.keras and cpm_config.json")
+    parser.add_argument("--model", required=True, metavar="M",
+                        help="a run folder holding model.keras and cpm_config.json, or a "
+                             "shipped preset: preset:cpu (`cpm-nb presets` lists them)")
     parser.add_argument("--data", choices=("synthetic", "mpii"), default=None,
                         help="evaluation data (default: what the model was trained on)")
     parser.add_argument("--data-dir", metavar="DIR", help="prepared folder with a val split")
@@ -28,13 +29,13 @@ def _run(args) -> int:
     from cpm_nb.core.config import resolve_profile
     from cpm_nb.evaluation.evaluate import evaluate, format_scores
     from cpm_nb.training import loop as train
-    from cpm_nb.training import runs
+    from cpm_nb.training import presets, runs
     from cpm_nb.training.config import TrainConfig, train_config
 
     if args.max_examples is not None and args.max_examples < 1:
         raise CliError(f"--max-examples {args.max_examples} is out of range: must be >= 1")
     try:
-        trained = runs.load_run(args.model)
+        trained = runs.load_run(presets.resolve(args.model))
         training = trained.meta.get("training")
         cfg = (TrainConfig.from_json(training) if training
                else train_config(resolve_profile("cpu")))
@@ -70,6 +71,7 @@ source article's 25-px metric, PCKh@0.5 per stage and on the hard subsets
 and the JAX backend (KERAS_BACKEND=jax).
 
 examples:
+  cpm-nb evaluate --model preset:cpu                  the shipped cpu model
   cpm-nb evaluate --model runs/cpu
   cpm-nb evaluate --model runs/cpu --json-out scores.json
   cpm-nb evaluate --model /content/drive/MyDrive/cpm_nb/gpu --data mpii \\

@@ -17,7 +17,8 @@ from cpm_nb.inference import export
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="M",
-                        help="a run folder of `cpm-nb train` or a .keras file")
+                        help="a run folder of `cpm-nb train`, a .keras file or a preset "
+                             "(preset:cpu)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--format", nargs="+", choices=("savedmodel", "tflite"),
                         default=["savedmodel", "tflite"], help="what to write (default: both)")

@@ -43,8 +43,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="image files (JPEG, PNG, ...; grayscale and CMYK are converted)")
     parser.add_argument("--model", required=True, metavar="M",
-                        help="a run folder of `cpm-nb train` (model.keras + cpm_config.json) "
-                             "or a .keras file")
+                        help="a run folder of `cpm-nb train` (model.keras + cpm_config.json), "
+                             "a .keras file, or a shipped preset: preset:cpu (`cpm-nb presets`)")
     where = parser.add_argument_group("where the person is (default: the image centre, the "
                                       "person as tall as the image); 1-based pixels")
     where.add_argument("--center", nargs=2, type=finite_float, metavar=("X", "Y"),
@@ -182,7 +182,8 @@ missing or incompatible model, or an --out / --json-out that cannot be written,
 stops with status 2 before any work. Every output file is written atomically.
 
 examples:
-  cpm-nb predict photo.jpg --model runs/cpu-3st-synthetic-<hash> --out poses/
+  cpm-nb predict photo.jpg --model preset:cpu --out poses/     the shipped cpu model
+  cpm-nb predict photo.jpg --model runs/cpu-2st-synthetic-<hash> --out poses/
   cpm-nb predict a.jpg b.png --model my_model.keras --box 120 40 330 600 --out poses/
   cpm-nb predict img.jpg --model RUN --center 594 257 --scale 3.02 --scales 0.8 1 1.2 \\
                  --out poses/ --json-out poses/all.json

@@ -51,13 +51,18 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="validation PCKh every N steps, a multiple of --checkpoint-every "
                              "(0: at the end only)")
     parser.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"),
-                        help="dtype policy (default: mixed on a GPU, float32 on the CPU)")
+                        help="dtype policy (default: mixed on a GPU; mixed_bfloat16 on a CPU "
+                             "with AMX-BF16 or AVX512-BF16, else float32)")
     parser.add_argument("--input-path", choices=("auto", "tf", "numpy"), default="auto",
                         help="batches from tf.data, or NumPy/PIL without TensorFlow "
                              "(default: tf.data where TensorFlow is installed)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/checkpoint.npz (same configuration required); "
                              "without it an existing checkpoint in OUT is an error")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train from scratch even when a shipped preset or a finished run "
+                             "in the cache holds this configuration (without --out: the cache "
+                             "folder's run is replaced when the new one is complete)")
     parser.add_argument("--stop-after", type=positive_int, metavar="N",
                         help="stop after N steps of this call (with a checkpoint)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -86,12 +91,34 @@ def _check_out(args: argparse.Namespace, out: Path) -> None:
 
     files.check_output_path(out, "dir", "--out")
     checkpoint = out / runs.CHECKPOINT
-    if checkpoint.is_file() and not args.resume:
+    if args.retrain and args.resume:
+        raise CliError("--retrain starts from scratch and --resume continues a checkpoint: "
+                       "give one of them")
+    if checkpoint.is_file() and not args.resume and not args.retrain:
         raise CliError(f"{checkpoint} exists: add --resume to continue that run, or "
                        "choose another --out")
     if args.resume and not checkpoint.is_file():
         raise CliError(f"nothing to resume: no {runs.CHECKPOINT} in {out} (drop --resume to "
                        "start a new run there)")
+
+
+def _already_trained(cfg, args: argparse.Namespace) -> bool:
+    """Without --out: a shipped preset or a finished cached run of this very configuration
+    is reported (what it is, where, its score) instead of training it again."""
+    from cpm_nb.training import presets, runs
+
+    name = presets.find(cfg.key())
+    folder = presets.folder(name) if name else runs.cached(cfg)
+    if folder is None:
+        return False
+    meta = runs.read_metadata(folder / runs.CONFIG_FILE)
+    what = presets.summary(name) if name else f"the cached run {folder}"
+    print(f"{what}: this configuration is trained already (--model "
+          f"{presets.PREFIX + name if name else folder}); add --retrain to train it yourself",
+          file=sys.stderr)
+    if args.json:
+        print_json({**meta.get("metrics", {}), "run": str(folder), "preset": name}, args.json)
+    return True
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -103,6 +130,8 @@ def _run(args: argparse.Namespace) -> int:
     if cfg.data == "mpii" and not cfg.data_dir:
         raise CliError("--data mpii needs --data-dir: the folder written by `cpm-nb prepare "
                        "mpii` (ROOT/tfrecords-<size>)")
+    if not args.out and not args.retrain and _already_trained(cfg, args):
+        return 0
     out = Path(args.out) if args.out else runs.run_dir(cfg)
     _check_out(args, out)
     print(estimate_message(cfg), file=sys.stderr, flush=True)
@@ -133,6 +162,8 @@ At the end: OUT/model.keras, OUT/cpm_config.json, OUT/history.json, OUT/logs/
 
 examples:
   cpm-nb --profile fast train --out /tmp/cpm-fast          seconds: the loss falls
+  cpm-nb --profile cpu train                 the cpu preset is this run: says so (no training)
+  cpm-nb --profile cpu train --retrain       train it yourself (~9 minutes on 2 cores, bf16)
   cpm-nb --profile cpu train --out runs/cpu                ~10 minutes on 2 CPU cores
   cpm-nb --profile cpu train --out runs/cpu --resume       continue after an interruption
   KERAS_BACKEND=jax cpm-nb --profile fast train --out /tmp/jax   the same on JAX
