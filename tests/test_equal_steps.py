@@ -91,3 +91,21 @@ def test_the_reports_through_the_command(tmp_path, capsys):
     assert "88.0 ± 0.5" in table  # 2 stages at twice the compute
     assert cli.main(["experiment", "stages", "--report", "side-by-side"]) == 2
     assert "--results" in capsys.readouterr().err
+
+
+def test_paired_stage_differences_of_the_committed_result(capsys):
+    from scipy import stats
+
+    result = experiments.load_committed("stage_experiment")
+    rows = {(r["stages"], r["measure"]): r for r in experiments.paired_stages(result)}
+    four = rows[(4, "pckh")]  # README: 2 vs 4 stages is not significant over 3 seeds
+    runs = {(r["stages"], r["seed"]): r["pckh"] for r in result["runs"]}
+    ref = stats.ttest_rel([runs[(4, s)] for s in (0, 1, 2)], [runs[(2, s)] for s in (0, 1, 2)])
+    assert four["difference"]["p"] == pytest.approx(ref.pvalue) and 0.2 < ref.pvalue < 0.25
+    assert four["difference"]["mean"] == pytest.approx(-2.1, abs=0.05)
+    assert four["verdict"].startswith("no detectable difference (3 seeds")
+    assert rows[(6, "pckh")]["verdict"].startswith("2 stages ahead by 5.3")
+    assert rows[(1, "pckh")]["reference_joints"] == 12448
+    assert cli.main(["experiment", "stages", "--report", "paired", "--results",
+                     str(experiments.paths.results_path("stage_experiment_2x_2v6"))]) == 0
+    assert "2 stages ahead by 3.5 (3 seeds, p = 0.012)" in capsys.readouterr().out

@@ -63,7 +63,8 @@ class PairedDifference:
         if not self.detectable:
             return f"no detectable difference ({seeds}, p = {self.p:.2f})"
         ahead = a if self.mean > 0 else b
-        return f"{ahead} ahead by {abs(self.mean):.1f} ({seeds}, p = {self.p:.3f})"
+        p = "p < 0.001" if self.p < 0.001 else f"p = {self.p:.3f}"
+        return f"{ahead} ahead by {abs(self.mean):.1f} ({seeds}, {p})"
 
     def as_json(self) -> dict:
         out = asdict(self)

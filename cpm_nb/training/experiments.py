@@ -320,3 +320,59 @@ def format_side_by_side(results: list[dict]) -> str:
                          else f"{'-':>20} {'-':>12}")
         lines.append(f"{n:>6} " + " ".join(cells))
     return "\n".join(lines)
+
+
+PAIRED_MEASURES = ("pckh", "occluded_joints", "with_distractors", "limbs_crossed")
+
+
+def paired_stages(result: dict, reference: int = 2) -> list[dict]:
+    """Every stage count minus ``reference`` stages, paired by seed (same data order and
+    initialisation of the shared layers), on PCKh@0.5 and the subsets: the per-seed
+    differences, the mean with its 95 % t interval and the paired t-test
+    (:func:`cpm_nb.evaluation.statistics.paired_difference`), and beside them the
+    validation set's binomial sampling error of the reference's mean on its joints."""
+    from cpm_nb.evaluation.statistics import binomial_se, paired_difference
+
+    runs = {(r["stages"], r["seed"]): r for r in result["runs"]}
+    out = []
+    for stages in sorted({s for s, _ in runs}):
+        seeds = sorted(seed for s, seed in runs if s == stages and (reference, seed) in runs)
+        if stages == reference or not seeds:
+            continue
+        for measure in PAIRED_MEASURES:
+            def score(r, m=measure):
+                return r["pckh"] if m == "pckh" else r["hard"][m]
+
+            a = [score(runs[(stages, s)]) for s in seeds]
+            b = [score(runs[(reference, s)]) for s in seeds]
+            counts = runs[(reference, seeds[0])].get("hard_counts", {})
+            joints = (counts.get("occluded_joints", 0) + counts.get("visible_joints", 0)
+                      if measure == "pckh" else counts.get(measure, 0))
+            diff = paired_difference(a, b)
+            out.append({"stages": stages, "reference": reference, "measure": measure,
+                        "seeds": seeds, "difference": diff.as_json(),
+                        "verdict": diff.verdict(_stages(stages), _stages(reference)),
+                        "reference_joints": joints,
+                        "reference_binomial_se": binomial_se(float(np.mean(b)), joints)
+                        if joints else None})
+    return out
+
+
+def _stages(n: int) -> str:
+    return f"{n} stage{'s' if n != 1 else ''}"
+
+
+def format_paired_stages(rows: list[dict]) -> str:
+    """:func:`paired_stages` as text, one line per stage count and measure."""
+    lines = [f"{'a-b':>5} {'measure':>17} {'per seed':>20}  mean [95 % CI]; verdict; "
+             "validation SE of b"]
+    for row in rows:
+        d = row["difference"]
+        per_seed = " ".join(f"{v:+.1f}" for v in d["differences"])
+        ci = (f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]" if d["low"] is not None
+              else f"{d['mean']:+.1f}")
+        se = row["reference_binomial_se"]
+        lines.append(f"{row['stages']}-{row['reference']:<3} {row['measure']:>17} "
+                     f"{per_seed:>20}  {ci}; {row['verdict']}"
+                     + (f"; SE {se:.1f} ({row['reference_joints']} joints)" if se else ""))
+    return "\n".join(lines)

@@ -25,10 +25,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--equal", choices=["compute", "steps"], default="compute",
                         help="stages: every run gets the reference (6-stage) run's FLOPs x "
                         "steps (compute, the default) or its steps (steps, as the paper)")
-    parser.add_argument("--report", choices=["equal-steps", "side-by-side"],
+    parser.add_argument("--report", choices=["equal-steps", "side-by-side", "paired"],
                         help="stages: print a report and train nothing: equal-steps (the "
-                        "committed curves at equal steps, paired by seed) or side-by-side "
-                        "(the results in --results, equal compute beside equal steps)")
+                        "committed curves at equal steps, paired by seed), side-by-side "
+                        "(the results in --results, equal compute beside equal steps) or "
+                        "paired (each result in --results: every stage count minus 2 "
+                        "stages by seed, with a 95 %% t interval)")
     parser.add_argument("--results", nargs="+", metavar="FILE",
                         help="the result files of --report side-by-side")
     parser.add_argument("--which", type=_which, metavar="a,b,c,d",
@@ -120,6 +122,9 @@ def _run(args: argparse.Namespace) -> int:
         print(experiments.format_summary(result))
         print("PCKh@0.5 after each stage (mean over seeds):")
         print(experiments.format_per_stage(result))
+        if len(exp.seeds[:args.seeds] if args.seeds else exp.seeds) > 1:
+            print("every stage count minus 2 stages, paired by seed:")
+            print(experiments.format_paired_stages(experiments.paired_stages(result)))
     if args.json:
         print_json(result, args.json)
     return 0
@@ -139,10 +144,15 @@ def _report(args: argparse.Namespace) -> int:
             print_json(report, args.json)
         return 0
     if not args.results:
-        raise CliError("--report side-by-side needs --results FILE [FILE ...] (results of "
-                       "'experiment stages' with --equal compute and --equal steps)")
+        raise CliError(f"--report {args.report} needs --results FILE [FILE ...] (results of "
+                       "'experiment stages', e.g. cpm_nb/results/stage_experiment.json)")
     results = [files.read_json(path, "experiment result") for path in args.results]
-    print(experiments.format_side_by_side(results))
+    if args.report == "side-by-side":
+        print(experiments.format_side_by_side(results))
+        return 0
+    for path, result in zip(args.results, results):
+        print(f"{path}: every stage count minus 2 stages, paired by seed (PCKh@0.5 points)")
+        print(experiments.format_paired_stages(experiments.paired_stages(result)))
     return 0
 
 
