@@ -233,7 +233,8 @@ class NumpyBatches:
                                         self.context, self.seed, self.augment, self.with_meta))
         batch = _stack(chosen)
         if self.outputs:
-            x = batch[0] if self.model is None else model_inputs(batch[0], self.model)
+            centre = self.model is not None and self.model.center_map
+            x = model_inputs(batch[0], self.model) if centre else batch[0]
             return x, (pack_targets_numpy(batch[1], batch[2]),) * self.outputs
         return batch
 
