@@ -129,3 +129,13 @@ def test_the_ablation_command_smoke_run(tmp_path, capsys):
     for bad in (["--which", "e"], ["--budget", "4"], ["--seeds", "3"]):
         assert cli.main(["--profile", "fast", "experiment", "ablations", *bad]) == 2
         assert bad[0] in capsys.readouterr().err
+
+
+def test_variant_a_field_measured_with_a_gradient(exp, keras_module):
+    """Stage 1 of variant a sees what stage 2 of the 2-stage net sees (142 px), measured."""
+    from cpm_nb.model.cpm import measure_receptive_field
+
+    a = ablations.model_config(exp, ablations.variants(exp)["a"])
+    measured = measure_receptive_field(a, stage=1)
+    assert 142 - 8 <= measured <= 142
+    assert measure_receptive_field(exp.config(1), stage=1) <= 62
