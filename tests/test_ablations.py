@@ -139,3 +139,28 @@ def test_variant_a_field_measured_with_a_gradient(exp, keras_module):
     measured = measure_receptive_field(a, stage=1)
     assert 142 - 8 <= measured <= 142
     assert measure_receptive_field(exp.config(1), stage=1) <= 62
+
+
+def test_loss_on_the_last_stage_only(keras_module):
+    """supervision="last": the objective is the last stage's loss alone (NumPy reference)."""
+    from cpm_nb.core.config import resolve_profile
+    from cpm_nb.model.targets import pack_targets_numpy
+    from cpm_nb.training.config import train_config
+    from cpm_nb.training.loop import compile_model
+    from cpm_nb.training.loss import stage_losses_numpy
+
+    rng = np.random.default_rng(0)
+    for supervision in ("all", "last"):
+        cfg = train_config(resolve_profile("fast"), supervision=supervision, weight_decay=0.0,
+                           precision="float32")
+        model = compile_model(cfg)
+        size = cfg.input_size
+        images = rng.uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+        joints = rng.uniform(8, size - 8, (2, 16, 2)).astype(np.float32)
+        vis = np.full((2, 16), 2.0, np.float32)
+        packed = pack_targets_numpy(joints, vis)
+        outputs = model.predict(images, verbose=0)
+        per_stage = stage_losses_numpy(outputs, joints, vis, size, cfg.sigma)
+        loss = model.evaluate(images, (packed,) * cfg.stages, verbose=0, return_dict=True)
+        expected = per_stage[-1] if supervision == "last" else sum(per_stage)
+        assert loss["loss"] == pytest.approx(expected, rel=1e-3), supervision
