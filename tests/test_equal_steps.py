@@ -109,3 +109,15 @@ def test_paired_stage_differences_of_the_committed_result(capsys):
     assert cli.main(["experiment", "stages", "--report", "paired", "--results",
                      str(experiments.paths.results_path("stage_experiment_2x_2v6"))]) == 0
     assert "2 stages ahead by 3.5 (3 seeds, p = 0.012)" in capsys.readouterr().out
+
+
+def test_the_equal_steps_mode_through_the_command(tmp_path):
+    fast = experiments.EXPERIMENTS["fast"]  # (its steps round to 100 in both modes)
+    out = tmp_path / "steps.json"
+    assert cli.main(["--profile", "fast", "experiment", "stages", "--equal", "steps",
+                     "--stages", "1", "--no-progress", "--cache-dir", str(tmp_path / "runs"),
+                     "--json-out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["experiment"]["equal"] == "steps"
+    assert [(r["stages"], r["steps"]) for r in result["runs"]] == [(1, fast.reference_steps)]
+    assert "--equal steps" in result["provenance"]["command"]
