@@ -75,6 +75,23 @@ def test_equal_compute_and_run_keys(exp):
     assert estimate["c"] == pytest.approx(3 * mean_2x, rel=0.25)
 
 
+def test_the_plan_and_the_estimate_command(exp, tmp_path, capsys):
+    rows = ablations.plan("a", seeds=3, cache_dir=tmp_path)
+    sources = [(r["run"], r["seed"], r["source"]) for r in rows]
+    assert sources == [("a", 0, "train"), ("a", 1, "train"), ("a", 2, "train"),
+                       ("1st", 0, "committed"), ("1st", 1, "left out"), ("1st", 2, "left out"),
+                       ("2st", 0, "committed"), ("2st", 1, "committed"), ("2st", 2, "committed")]
+    committed = ablations.committed_baselines()
+    assert rows[6]["name"] == committed[(2, 0)]["run"]
+    assert all(r["seconds"] > 0 for r in rows[:3]) and rows[3]["seconds"] is None
+    more = ablations.plan("a", seeds=3, cache_dir=tmp_path, train_missing=True)
+    assert [r["source"] for r in more[4:6]] == ["train", "train"]
+    assert cli.main(["--profile", "cpu", "experiment", "ablations", "--which", "c",
+                     "--estimate", "--cache-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 run(s) to train, about" in printed and "committed" in printed
+
+
 def test_the_variants_build_as_their_layer_table(exp, keras_module):
     from cpm_nb.model.cpm import build_cpm
 

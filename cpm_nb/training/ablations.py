@@ -212,6 +212,67 @@ def estimate_seconds(exp, names, seeds, baselines: dict, train_missing: bool) ->
     return out
 
 
+def plan(which, seeds: int | None = None, profile: str = "cpu", cache_dir=None,
+         train_missing: bool = False) -> list[dict]:
+    """What :func:`run_ablations` would do: every run (variant or baseline, seed), where it
+    comes from (committed, cached, to train or left out) and, for a run to train, its
+    expected seconds (the committed float32 runs' seconds per FLOP x step)."""
+    from cpm_nb.model.architecture import flops_per_image
+    from cpm_nb.training import runs
+
+    exp = experiment(profile)
+    names = expand(which)
+    chosen = exp.seeds[:seeds] if seeds else exp.seeds
+    baselines = committed_baselines() if profile == "cpu" else {}
+    rate = seconds_per_flop(baselines.values()) if baselines else None
+    table = variants(exp)
+    out = []
+
+    def add(label, cfg, source, name=None):
+        if source == "train" and runs.cached(cfg, cache_dir) is not None:
+            source = "cached"
+        seconds = (rate * cfg.steps * flops_per_image(cfg.model)
+                   if source == "train" and rate else None)
+        out.append({"run": label, "seed": cfg.seed, "steps": cfg.steps, "source": source,
+                    "name": name or cfg.run_name, "seconds": seconds})
+
+    for seed in chosen:
+        for name in names:
+            add(name, train_config(exp, table[name], seed), "train")
+    for stages, seed in sorted({(b, s) for n in names for b in table[n].baselines
+                                for s in chosen}):
+        cfg = baseline_config(exp, stages, seed)
+        if (stages, seed) in baselines:
+            add(f"{stages}st", cfg, "committed", baselines[(stages, seed)]["run"])
+        else:
+            add(f"{stages}st", cfg, "train" if train_missing or not baselines else "left out")
+    return out
+
+
+def format_plan(rows: list[dict]) -> str:
+    """:func:`plan` as text, with the expected time of the runs to train."""
+    lines = [f"{'run':>5} {'seed':>4} {'steps':>6}  {'source':<10} {'estimate':>9}  run name"]
+    for r in rows:
+        est = f"{r['seconds'] / 60:.0f} min" if r["seconds"] else "-"
+        lines.append(f"{r['run']:>5} {r['seed']:>4} {r['steps']:>6}  {r['source']:<10} "
+                     f"{est:>9}  {r['name']}")
+    total = sum(r["seconds"] or 0 for r in rows)
+    todo = sum(r["source"] == "train" for r in rows)
+    lines.append(f"{todo} run(s) to train" + (f", about {total / 60:.0f} min on this machine's "
+                                              "2 cores (float32, as the committed runs)"
+                                              if total else ""))
+    if any(r["source"] == "left out" for r in rows):
+        lines.append("left out: baselines the committed results lack; their seeds are not "
+                     "paired (--train-missing-baselines trains them)")
+    return "\n".join(lines)
+
+
+def baseline_config(exp, stages: int, seed: int):
+    """A baseline run: the stage experiment's own run (float32 for ``cpu``, as committed)."""
+    cfg = exp.train_config(stages, seed)
+    return cfg.replace(precision=PRECISION) if exp.profile == "cpu" else cfg
+
+
 def missing_baselines(names, seeds, baselines: dict, exp) -> list[tuple[int, int]]:
     table = variants(exp)
     need = sorted({(b, s) for n in names for b in table[n].baselines for s in seeds})
@@ -245,11 +306,8 @@ def run_ablations(which, seeds: int | None = None, profile: str = "cpu", cache_d
     chosen = exp.seeds[:seeds] if seeds else exp.seeds
     baselines = committed_baselines() if profile == "cpu" else {}
     table = variants(exp)
-    if verbose and baselines:
-        est = estimate_seconds(exp, names, chosen, baselines, train_missing)
-        print("estimate (the committed float32 runs' seconds per FLOP x step): "
-              + ", ".join(f"{k}: {v / 60:.0f} min" for k, v in est.items())
-              + f"; {sum(est.values()) / 60:.0f} min in all", flush=True)
+    if verbose:
+        print(format_plan(plan(which, seeds, profile, cache_dir, train_missing)), flush=True)
     start = time.perf_counter()
     rows = []
     for seed in chosen:
@@ -269,9 +327,7 @@ def run_ablations(which, seeds: int | None = None, profile: str = "cpu", cache_d
             base_rows.append({**baselines[(stages, seed)], "variant": "baseline",
                               "source": "committed"})
         elif train_missing or not baselines:
-            cfg = exp.train_config(stages, seed)
-            if exp.profile == "cpu":
-                cfg = cfg.replace(precision=PRECISION)
+            cfg = baseline_config(exp, stages, seed)
             trained = train_cached(cfg, cache_dir=cache_dir, progress=progress,
                                    verbose=verbose)
             base_rows.append({**run_row(trained, cfg, "baseline"),

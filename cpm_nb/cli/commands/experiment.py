@@ -37,6 +37,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="ablations: the variants (default: all): a 1 stage with 2 "
                         "stages' field and parameters; b no beliefs into stage 2; c the loss "
                         "on the last stage only; d a centre map (d1: 1 stage, d2: 2 stages)")
+    parser.add_argument("--estimate", action="store_true",
+                        help="ablations: print the runs, where each comes from and the time "
+                        "to train the missing ones, and train nothing")
     parser.add_argument("--train-missing-baselines", action="store_true",
                         help="ablations: train the baselines the committed results lack "
                         "(1 stage, seeds 1 and 2) instead of pairing fewer seeds")
@@ -169,6 +172,11 @@ def _ablations(args: argparse.Namespace, profile: str) -> int:
         raise CliError(str(err)) from None
     if args.seeds and args.seeds > len(exp.seeds):
         raise CliError(f"--seeds {args.seeds}: the experiment has {len(exp.seeds)} seeds")
+    if args.estimate:
+        print(ablations.format_plan(ablations.plan(
+            args.which or ablations.variants_names(), args.seeds, profile, args.cache_dir,
+            args.train_missing_baselines)))
+        return 0
     result = ablations.run_ablations(
         args.which or ablations.variants_names(), seeds=args.seeds, profile=profile,
         cache_dir=args.cache_dir, train_missing=args.train_missing_baselines,
