@@ -63,6 +63,24 @@ def test_fit_form_packs_the_targets_once_per_stage(folder):
     np.testing.assert_array_equal(targets[2][:, 2 * NUM_JOINTS:], plain[2])
 
 
+def test_fit_form_adds_the_centre_map_a_model_takes(folder):
+    """A model with a centre-map input (the release's, or ablation d) gets [images, maps]."""
+    from cpm_nb.model.architecture import CPMConfig
+    from cpm_nb.model.inputs import center_map
+
+    cfg = CPMConfig(input_size=SIZE, stages=2, center_map=True, center_sigma=3.0)
+    (images, maps), targets = batches.NumpyBatches(folder, "train", 2, steps=1, outputs=2,
+                                                   model=cfg).batch(0)
+    plain = batches.NumpyBatches(folder, "train", 2, steps=1, outputs=2).batch(0)
+    np.testing.assert_array_equal(images, plain[0].astype(np.float32))
+    assert maps.shape == (2, SIZE, SIZE, 1) and len(targets) == 2
+    np.testing.assert_array_equal(maps[1, :, :, 0], center_map(SIZE, 3.0))
+    unchanged = batches.NumpyBatches(folder, "train", 2, steps=1, outputs=2,
+                                     model=CPMConfig(input_size=SIZE, stages=2)).batch(0)
+    assert unchanged[0].dtype == plain[0].dtype  # without a centre map: the batch as it was
+    np.testing.assert_array_equal(unchanged[0], plain[0])
+
+
 def test_the_evaluation_pass_is_ordered_complete_and_unaugmented(folder):
     n = shards.count_examples(folder, "val")
     passes = list(batches.evaluation_batches(folder, "val", batch_size=2, input_path="numpy"))

@@ -190,12 +190,14 @@ class NumpyBatches:
 
     ``split="train"`` (augmented by default): ``steps`` batches from ``start_step`` on, in
     the run's data order.  Other splits: one ordered pass, the last batch possibly short.
-    ``outputs=T`` gives what ``fit`` takes instead: ``(images, (packed targets,) * T)``.
+    ``outputs=T`` gives what ``fit`` takes instead: ``(images, (packed targets,) * T)``,
+    where ``images`` become ``[images, centre maps]`` for a ``model`` (a
+    :class:`~cpm_nb.model.architecture.CPMConfig`) with a centre-map input.
     """
 
     def __init__(self, folder, split: str, batch_size: int, seed: int = 0, start_step: int = 0,
                  steps: int | None = None, augment: bool | None = None,
-                 with_meta: bool = False, outputs: int = 0):
+                 with_meta: bool = False, outputs: int = 0, model=None):
         meta = data_meta(folder)
         self.input_size, self.context = int(meta["input_size"]), float(meta["context"])
         self.examples = load_split(folder, split)
@@ -207,6 +209,7 @@ class NumpyBatches:
         self.length = steps if self.train else -(-self.n // batch_size)
         self.batch_size, self.seed, self.start_step = batch_size, seed, start_step
         self.with_meta, self.outputs = with_meta, outputs
+        self.model = model  # a CPMConfig: fit's inputs are what it takes (model_inputs)
 
     def __len__(self) -> int:
         return self.length
@@ -217,6 +220,7 @@ class NumpyBatches:
         return np.arange(i * self.batch_size, min(self.n, (i + 1) * self.batch_size))
 
     def batch(self, i: int):
+        from cpm_nb.model.inputs import model_inputs
         from cpm_nb.model.targets import pack_targets_numpy
 
         if not 0 <= i < self.length:
@@ -229,7 +233,9 @@ class NumpyBatches:
                                         self.context, self.seed, self.augment, self.with_meta))
         batch = _stack(chosen)
         if self.outputs:
-            return batch[0], (pack_targets_numpy(batch[1], batch[2]),) * self.outputs
+            centre = self.model is not None and self.model.center_map
+            x = model_inputs(batch[0], self.model) if centre else batch[0]
+            return x, (pack_targets_numpy(batch[1], batch[2]),) * self.outputs
         return batch
 
     def iterate(self, workers: int | None = None, prefetch: int | None = None):
@@ -254,17 +260,27 @@ class NumpyBatches:
 
 def fit_batches(folder, cfg, start_step: int, steps: int, input_path: str = "auto"):
     """Training batches in the form ``keras.Model.fit`` takes for ``cfg``'s model:
-    ``(images, (packed targets,) * stages)``, from ``start_step`` on."""
+    ``(images, (packed targets,) * stages)``, from ``start_step`` on; for a model with a
+    centre-map input ``([images, centre maps], ...)``, the maps at the crop centre (where
+    every crop, augmented or not, keeps the person's centre)."""
     path = resolve_input_path(input_path)
     stages = cfg.stages
     if path == "numpy":
         return NumpyBatches(folder, "train", cfg.batch_size, cfg.seed, start_step, steps,
-                            cfg.augment, outputs=stages).iterate()
+                            cfg.augment, outputs=stages, model=cfg.model).iterate()
     tf = import_tensorflow()  # (keras.ops would be JAX ops under the JAX backend)
+    centre = None
+    if cfg.model.center_map:
+        from cpm_nb.model.inputs import center_maps
+
+        centre = tf.constant(center_maps(1, cfg.model))
 
     def fit_form(images, joints, vis):
         packed = tf.concat([tf.reshape(joints, [-1, 2 * joints.shape[1]]),
                             tf.cast(vis, tf.float32)], axis=-1)
+        if centre is not None:
+            maps = tf.repeat(centre, tf.shape(images)[0], axis=0)
+            return (tf.cast(images, tf.float32), maps), (packed,) * stages
         return images, (packed,) * stages
 
     ds = tf_training_dataset(folder, cfg.batch_size, cfg.seed, start_step, cfg.augment)

@@ -13,7 +13,11 @@ The network never sees whole images, only the crop around each person (see
 * **truncation**: the share of annotated joints outside the crop, and of joints not
   annotated at all (MPII leaves out joints it cannot see or that leave the image);
 * **others in the crop**: the share of people whose crop holds at least one joint
-  of another person of the same image.
+  of another person of the same image;
+* **occlusion**: the share of annotated joints flagged not visible, over every joint and
+  without the head top and upper neck (:data:`HEAD_AND_NECK`);
+* **centre offset**: the distance from the person's centre ``objpos`` to the midpoint of
+  pelvis and thorax, over ``200 * scale`` (how precisely the crop is centred on the body).
 
 :func:`pose_statistics` computes them for a list of :class:`cpm_nb.data.mpii.Person`;
 :func:`compare` puts two sets side by side; :func:`plot_comparison` draws them.
@@ -33,6 +37,7 @@ LIMBS = {  # name: (from joint, to joint), both sides pooled
     "upper arm": ("shoulder", "elbow"), "forearm": ("elbow", "wrist"),
     "thigh": ("hip", "knee"), "shin": ("knee", "ankle"),
 }
+HEAD_AND_NECK = ("upper_neck", "head_top")
 BENDS = {"elbow": ("shoulder", "elbow", "wrist"), "knee": ("hip", "knee", "ankle")}
 
 
@@ -75,6 +80,12 @@ def person_measures(person, input_size: int = 368) -> dict:
     if ok.any():
         out["outside_crop"] = float(((xy[ok] < 0) | (xy[ok] > input_size - 1)).any(1).mean())
     out["not_annotated"] = float((~ok).mean())
+    annotated = ~np.asarray(person.missing, bool)
+    occluded = annotated & ~np.asarray(person.visible, bool)
+    body = np.ones(len(annotated), bool)
+    body[[J[n] for n in HEAD_AND_NECK]] = False
+    out["occluded"] = [float(v) for v in occluded[annotated]]  # one value a joint: pooled
+    out["occluded_body"] = [float(v) for v in occluded[annotated & body]]
 
     def has(*names):
         return all(ok[J[n]] for n in names)
@@ -94,6 +105,10 @@ def person_measures(person, input_size: int = 368) -> dict:
         v = pts[J["thorax"]] - pts[J["pelvis"]]
         out["torso length"] = [float(np.hypot(*v) / size)]
         out["torso angle"] = [_angle_down(-v)]
+        centre = np.asarray(person.objpos, float)
+        if np.isfinite(centre).all() and np.isfinite(size) and size > 0:
+            mid = (pts[J["thorax"]] + pts[J["pelvis"]]) / 2
+            out["centre offset"] = [float(np.hypot(*(centre - mid)) / size)]
     for name, (a, b) in {"shoulder width": ("r_shoulder", "l_shoulder"),
                          "hip width": ("r_hip", "l_hip")}.items():
         if has(a, b):
@@ -132,7 +147,7 @@ def pose_statistics(people, input_size: int = 368) -> dict:
         v = np.asarray(v, float)
         if k.endswith("angle"):
             stats[k] = {"circular_std": _circular_std(v), "median": float(np.median(v))}
-        elif k in ("outside_crop", "not_annotated"):
+        elif k in ("outside_crop", "not_annotated", "occluded", "occluded_body"):
             stats[k] = {"mean": float(v.mean()), "any": float((v > 0).mean())}
         else:
             q1, med, q3 = np.percentile(v, [25, 50, 75])

@@ -1,4 +1,5 @@
-"""Scoring: the metrics (official MPII PCKh), validation passes, MPII .mat files.
+"""Scoring: the metrics (official MPII PCKh), validation passes, MPII .mat files, and the
+statistics that compare scores (paired differences by seed, sampling errors).
 
 The names below are imported from their modules on first use.  The scores of a model on a
 prepared folder are :func:`cpm_nb.evaluation.evaluate.evaluate` (``cpm_nb.evaluate``; not
@@ -18,6 +19,10 @@ _HOMES = {  # name -> the module it lives in
     "pcp": "metrics",
     "fixed_radius": "metrics",
     "evaluate_mpii": "mpii_mat",
+    "paired_difference": "statistics",
+    "PairedDifference": "statistics",
+    "binomial_se": "statistics",
+    "bootstrap_se": "statistics",
 }
 
 __all__ = list(_HOMES)

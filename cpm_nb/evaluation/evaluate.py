@@ -240,11 +240,26 @@ def summarize(vp: ValidationPredictions, split: str = "val") -> dict:
         "on_other_person": [_share(on_other_person(vp, s), distracted)
                             for s in range(vp.stages)],
         "left_right_swapped": [_share(left_right_swaps(vp, s), lr) for s in range(vp.stages)]}
+    out["sampling_error"] = sampling_error(vp, out["mean"])
     out["distractor_definition"] = ("another person with a joint inside the crop"
                                     if vp.others is not None else "another person in the image")
     out["n_examples"] = int(vp.n)
     out["split"] = split
     return out
+
+
+def sampling_error(vp: ValidationPredictions, mean: float | None, stage: int = -1) -> dict:
+    """The validation set's own sampling error of the PCKh@0.5 mean (the joints it pools,
+    the binomial and the people-bootstrap standard errors, percentage points:
+    :func:`cpm_nb.evaluation.statistics.sampling_error`)."""
+    from cpm_nb.evaluation import statistics
+
+    d = metrics.pckh_distances(vp.pred[stage], vp.gt, vp.headboxes, vp.valid)
+    counted = vp.valid.copy()
+    counted[:, list(metrics.PCKH_EXCLUDED)] = False
+    with np.errstate(invalid="ignore"):
+        correct = (d <= metrics.PCKH_THRESHOLD) & counted
+    return statistics.sampling_error(mean, correct.sum(1), counted.sum(1))
 
 
 def skeleton_side() -> np.ndarray:

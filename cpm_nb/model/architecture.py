@@ -66,6 +66,15 @@ class CPMConfig:
     # after pool3); the block's other convolutions become 1x1, which keeps the depth but
     # not the receptive field.  The full VGG trunk has (2, 2, 4, 7).  See trunk_layers().
     trunk: tuple[int, int, int, int] = FULL_TRUNK
+    # Attribution variants (cpm_nb.training.ablations); the defaults are the CPM above and
+    # are left out of a training run's key (:meth:`variant_fields`).
+    # stage1_convs k x k convolutions (stage_kernel) open stage 1, on the features: a 1-stage
+    # net with a later stage's receptive field; stage1_channels their width (0: a later
+    # stage's, channels(STAGE_WIDTH)), an exact count to match a parameter budget.
+    stage1_convs: int = 0
+    stage1_channels: int = 0
+    stage_beliefs: bool = True  # False: stages >= 2 see the features (and centre) only
+    center_stage1: bool = False  # the pooled centre map enters stage 1 too (needs center_map)
 
     def __post_init__(self):
         if self.input_size <= 0 or self.input_size % _config.OUTPUT_STRIDE:
@@ -79,6 +88,12 @@ class CPMConfig:
             raise ConfigError(f"num_joints must be >= 1, got {self.num_joints}")
         if self.stage_kernel < 1 or self.stage_kernel % 2 == 0:
             raise ConfigError(f"stage_kernel must be odd and >= 1, got {self.stage_kernel}")
+        if self.stage1_convs < 0 or self.stage1_channels < 0:
+            raise ConfigError(f"stage1_convs and stage1_channels must be >= 0, got "
+                             f"{self.stage1_convs} and {self.stage1_channels}")
+        if self.center_stage1 and not self.center_map:
+            raise ConfigError("center_stage1 feeds the centre map to stage 1: it needs "
+                             "center_map=True")
         trunk = tuple(self.trunk)
         if len(trunk) != 4 or any(not 1 <= n <= m for n, m in zip(trunk, FULL_TRUNK)):
             raise ConfigError(f"trunk must give 4 convolution counts, each from 1 to the full "
@@ -113,6 +128,11 @@ class CPMConfig:
     def replace(self, **changes) -> CPMConfig:
         return dataclasses.replace(self, **changes)
 
+    def variant_fields(self) -> dict:
+        """The attribution fields that differ from the plain CPM (what a run key adds)."""
+        return {k: getattr(self, k) for k, default in VARIANT_DEFAULTS.items()
+                if getattr(self, k) != default}
+
     def to_dict(self) -> dict:
         """The fields as JSON values (what ``cpm_config.json`` and a saved model hold)."""
         return {**dataclasses.asdict(self), "trunk": list(self.trunk)}
@@ -128,6 +148,10 @@ class CPMConfig:
             return cls(**{k: v for k, v in values.items() if k in known})
         except TypeError as err:
             raise ConfigError(f"not a CPM configuration: {err}") from None
+
+
+VARIANT_DEFAULTS = {"stage1_convs": 0, "stage1_channels": 0, "stage_beliefs": True,
+                    "center_stage1": False}
 
 
 NAMED_CONFIGS: dict[str, CPMConfig] = {
@@ -270,14 +294,22 @@ def architecture(config: str | CPMConfig) -> list[LayerSpec]:
         else:
             last = add(name, kind, "trunk", [last], kernel, kernel)
     features = last
-    last = add("conv5_1_CPM", "conv", "stage1", [features], 1, 1, cfg.channels(STAGE1_WIDTH),
+    k = cfg.stage_kernel
+    last = features
+    if cfg.center_stage1:
+        last = add("concat_stage1", "concat", "stage1", [features, pooled_center])
+    for i in range(1, cfg.stage1_convs + 1):
+        last = add(f"Dconv{i}_stage1", "conv", "stage1", [last], k, 1,
+                   cfg.stage1_channels or cfg.channels(STAGE_WIDTH), "relu")
+    last = add("conv5_1_CPM", "conv", "stage1", [last], 1, 1, cfg.channels(STAGE1_WIDTH),
                "relu")
     beliefs = add("conv5_2_CPM", "conv", "stage1", [last], 1, 1, cfg.num_maps)
-    k = cfg.stage_kernel
     for t in range(2, cfg.stages + 1):
         block = f"stage{t}"
-        inputs = [beliefs, features] + ([pooled_center] if pooled_center else [])
-        last = add(f"concat_stage{t}", "concat", block, inputs)
+        inputs = ([beliefs] if cfg.stage_beliefs else []) + [features] + (
+            [pooled_center] if pooled_center else [])
+        last = (add(f"concat_stage{t}", "concat", block, inputs) if len(inputs) > 1
+                else inputs[0])
         for i in range(1, 6):
             last = add(f"Mconv{i}_stage{t}", "conv", block, [last], k, 1,
                        cfg.channels(STAGE_WIDTH), "relu")
@@ -363,14 +395,16 @@ def receptive_field_chain(config: str | CPMConfig,
     """The convolutions and pools on the longest path from the image to stage ``stage``.
 
     Stage t >= 2 sees the beliefs of stage t-1 (whose field already contains the
-    trunk's), so the longest path runs trunk -> stage 1 -> stage 2 -> ... -> stage t.
+    trunk's), so the longest path runs trunk -> stage 1 -> stage 2 -> ... -> stage t;
+    without the beliefs (``stage_beliefs=False``) it runs trunk -> stage t.
     The pooled centre map (kernel 9, stride 8) is a much shorter path.
     """
     cfg = get_config(config)
     stage = cfg.stages if stage is None else stage
     if not 1 <= stage <= cfg.stages:
         raise ConfigError(f"stage must be in 1..{cfg.stages} for {cfg.name!r}, got {stage}")
-    keep = {"trunk"} | {f"stage{t}" for t in range(1, stage + 1)}
+    first = 1 if cfg.stage_beliefs or stage == 1 else stage  # without beliefs: trunk -> t
+    keep = {"trunk"} | {f"stage{t}" for t in range(first, stage + 1)}
     return [Layer(r.name, r.kernel, r.stride) for r in architecture(cfg)
             if r.block in keep and r.kind in ("conv", "maxpool")]
 
@@ -383,8 +417,8 @@ def receptive_field_rows(config: str | CPMConfig) -> list[FieldRow]:
 def stage_receptive_fields(config: str | CPMConfig) -> list[int]:
     """Receptive field (input px) of one belief-map cell of each stage, stage 1 first."""
     cfg = get_config(config)
-    rows = {r.name: r.receptive_field for r in receptive_field_rows(cfg)}
-    return [rows[name] for name in cfg.output_names]
+    return [receptive_fields(receptive_field_chain(cfg, t))[-1].receptive_field
+            for t in range(1, cfg.stages + 1)]
 
 
 def describe(config: str | CPMConfig) -> dict:

@@ -142,7 +142,7 @@ def measure_receptive_field(config: str | CPMConfig, stage: int = 1,
     field = stage_receptive_fields(cfg.replace(stages=stage))[-1]
     size = -(-(field + 24) // 8) * 8
     cfg = cfg.replace(name="rf-probe", input_size=size, stages=stage, width=0.125,
-                      center_map=False)
+                      center_map=False, center_stage1=False)
     net = build_cpm(cfg, seed=seed)
     for layer in net.layers:
         if isinstance(layer, keras.layers.Conv2D):

@@ -1,4 +1,6 @@
-"""Training: the run configuration, the loss, the fit loop, run folders, experiments.
+"""Training: the run configuration, the loss, the fit loop, run folders, experiments (the
+stage experiment at equal compute or equal steps, its committed curves at equal steps, and
+the attribution ablations).
 
 The names below are imported from their modules on first use (:class:`CPMLoss` and
 :class:`WarmUp` import Keras).
@@ -23,6 +25,10 @@ _HOMES = {  # name -> the module it lives in
     "StageExperiment": "experiments",
     "EXPERIMENTS": "experiments",
     "run_stage_experiment": "experiments",
+    "paired_stages": "experiments",
+    "equal_step_report": "equal_steps",
+    "run_ablations": "ablations",
+    "Variant": "ablations",
 }
 
 __all__ = list(_HOMES)

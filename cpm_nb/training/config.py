@@ -51,6 +51,7 @@ from cpm_nb.model import architecture
 TRAIN_VERSION = 2  # bump when a change to the loop invalidates cached runs
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 SCHEDULES = ("constant", "step", "cosine")
+SUPERVISION = ("all", "last")
 INITS = ("random", "imagenet")
 
 # The gpu profile's schedule on the synthetic set.  Measured on an H100 (shared/device
@@ -124,6 +125,9 @@ class TrainConfig:
     lr_decay_factor: float = 0.1
     weight_decay: float = 5e-4
     augment: bool = True
+    # all: every stage's loss (the paper's intermediate supervision); last: the last stage's
+    # only (the earlier heads train nothing: an attribution ablation, cpm_nb.training.ablations)
+    supervision: str = "all"
     checkpoint_every: int = 100
     eval_every: int = 0
     eval_examples: int = 0  # validation people of the periodic check (0: all)
@@ -142,6 +146,8 @@ class TrainConfig:
         need(self.optimizer in ("adam", "sgd"), f"optimizer must be adam or sgd, not "
                                                 f"{self.optimizer!r}")
         need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}")
+        need(self.supervision in SUPERVISION,
+             f"supervision must be one of {', '.join(SUPERVISION)}, not {self.supervision!r}")
         need(self.init in INITS, f"init must be one of {', '.join(INITS)}, not {self.init!r}")
         need(self.precision in (None, *PRECISIONS),
              f"precision must be one of {', '.join(PRECISIONS)} (or None: automatic)")
@@ -155,8 +161,6 @@ class TrainConfig:
         need(self.eval_every % self.checkpoint_every == 0,
              f"eval_every ({self.eval_every}) must be a multiple of checkpoint_every "
              f"({self.checkpoint_every})")
-        need(not self.model.center_map, "training a configuration with a centre-map input "
-                                        "is not supported (convert released weights instead)")
         need(self.data != "synthetic" or self.synthetic is not None or self.data_dir,
              "synthetic training needs its set (synthetic=SyntheticSpec(...)) or a prepared "
              "folder (data_dir)")
@@ -186,6 +190,13 @@ class TrainConfig:
         """A hash of every field that changes the result (and of the loop's version)."""
         fields = {k: v for k, v in dataclasses.asdict(self).items()
                   if k not in self._NOT_HASHED and k != "synthetic"}
+        # fields added after runs were first cached enter the key only when they differ
+        # from the default every earlier run had, so those runs keep their keys
+        for name in architecture.VARIANT_DEFAULTS:
+            if name not in self.model.variant_fields():
+                del fields["model"][name]
+        if fields["supervision"] == "all":
+            del fields["supervision"]
         if fields["init"] == "random":  # the default, which runs hashed before it was a field
             del fields["init"]
         if fields["precision"] == "float32":  # pinned float32 is what automatic was on a

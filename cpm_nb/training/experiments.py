@@ -9,7 +9,11 @@ each stage adds 0.63 crops, the paper's 0.65).
 
 :class:`StageExperiment` trains it with 1, 2, 3, 4 and 6 stages, several seeds
 each, at **equal compute**: every run gets the same forward FLOPs x steps as the
-6-stage run, so a 1-stage net trains 1.6x as many steps.  Every run is a cached
+6-stage run, so a 1-stage net trains 1.375x as many steps (2,750 against 2,000).  With
+``equal="steps"`` (``cpm-nb experiment stages --equal steps``) every stage count trains the
+reference run's steps instead, as the paper compares its depths; those runs differ from the
+equal-compute ones (their keys hold their steps) except the reference run, the same in both.
+:mod:`cpm_nb.training.equal_steps` reads equal-step points off the committed curves.  Every run is a cached
 run like :func:`cpm_nb.training.loop.load_or_train`'s.  :func:`run_stage_experiment`
 returns the results as JSON (``cpm-nb experiment stages --json-out FILE``), and
 :func:`summarize_runs` the mean and spread over seeds, overall, per stage of each
@@ -35,6 +39,7 @@ from cpm_nb.core import files, paths
 RESULTS_FILE = "cpm_nb/results/stage_experiment.json"  # in the checkout; shipped with the package
 # longer budgets, validated 8 times a run (are the curves flat? does the ranking hold?): twice
 # the compute for every stage count (seed 0) and for 2 vs 6 stages (3 seeds); 4x for 2 vs 6
+EQUAL_MODES = ("compute", "steps")
 SCALED_RESULTS = {"stage_experiment_2x": 2, "stage_experiment_2x_2v6": 2,
                   "stage_experiment_4x_2v6": 4}
 
@@ -62,6 +67,14 @@ class StageExperiment:
         ("sigma", 5.0), ("batch_size", 16), ("checkpoint_every", 50), ("n_train", 3000),
         ("precision", "float32"))
     decay_at: float = 0.8
+    equal: str = "compute"  # compute: same FLOPs x steps as the reference; steps: its steps
+
+    def __post_init__(self):
+        if self.equal not in EQUAL_MODES:
+            from cpm_nb.core.errors import ConfigError
+
+            raise ConfigError(f"equal must be one of {', '.join(EQUAL_MODES)}, not "
+                              f"{self.equal!r}")
 
     def config(self, stages: int):
         from cpm_nb.model import architecture
@@ -74,7 +87,10 @@ class StageExperiment:
         return architecture.flops_per_image(self.config(stages))
 
     def steps(self, stages: int) -> int:
-        """Steps with the reference run's forward FLOPs x steps, rounded to 50."""
+        """Steps with the reference run's forward FLOPs x steps, rounded to 50 (equal
+        compute); the reference run's steps (``equal="steps"``)."""
+        if self.equal == "steps":
+            return self.reference_steps
         budget = self.reference_steps * self.flops(self.reference_stages)
         return max(50, int(round(budget / self.flops(stages) / 50)) * 50)
 
@@ -112,7 +128,10 @@ class StageExperiment:
         return self.scaled(2, validations=8)
 
     def as_json(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if self.equal == "compute":  # the default, which results written before it lack
+            del out["equal"]
+        return out
 
 
 EXPERIMENTS = {
@@ -286,4 +305,79 @@ def format_per_stage(result: dict) -> str:
     for stages, s in result["summary"].items():
         curve = " -> ".join(f"{v:.1f}" for v in s["per_stage_mean"])
         lines.append(f"{stages} stage(s): {curve}")
+    return "\n".join(lines)
+
+
+def format_side_by_side(results: list[dict]) -> str:
+    """Results of the same experiment in both modes (equal compute, equal steps) side by
+    side: per stage count, each mode's steps and PCKh@0.5 (mean ± std over seeds)."""
+    by_mode = {r["experiment"].get("equal", "compute"): r["summary"] for r in results}
+    modes = [m for m in EQUAL_MODES if m in by_mode]
+    counts = sorted({int(k) for s in by_mode.values() for k in s})
+    head = f"{'stages':>6} " + " ".join(f"{'equal ' + m + ': steps':>20} {'PCKh@0.5':>12}"
+                                        for m in modes)
+    lines = [head]
+    for n in counts:
+        cells = []
+        for m in modes:
+            s = by_mode[m].get(str(n))
+            cells.append(f"{s['steps']:>20} {_fmt(s['pckh']):>12}" if s
+                         else f"{'-':>20} {'-':>12}")
+        lines.append(f"{n:>6} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+PAIRED_MEASURES = ("pckh", "occluded_joints", "with_distractors", "limbs_crossed")
+
+
+def paired_stages(result: dict, reference: int = 2) -> list[dict]:
+    """Every stage count minus ``reference`` stages, paired by seed (same data order and
+    initialisation of the shared layers), on PCKh@0.5 and the subsets: the per-seed
+    differences, the mean with its 95 % t interval and the paired t-test
+    (:func:`cpm_nb.evaluation.statistics.paired_difference`), and beside them the
+    validation set's binomial sampling error of the reference's mean on its joints."""
+    from cpm_nb.evaluation.statistics import binomial_se, paired_difference
+
+    runs = {(r["stages"], r["seed"]): r for r in result["runs"]}
+    out = []
+    for stages in sorted({s for s, _ in runs}):
+        seeds = sorted(seed for s, seed in runs if s == stages and (reference, seed) in runs)
+        if stages == reference or not seeds:
+            continue
+        for measure in PAIRED_MEASURES:
+            def score(r, m=measure):
+                return r["pckh"] if m == "pckh" else r["hard"][m]
+
+            a = [score(runs[(stages, s)]) for s in seeds]
+            b = [score(runs[(reference, s)]) for s in seeds]
+            counts = runs[(reference, seeds[0])].get("hard_counts", {})
+            joints = (counts.get("occluded_joints", 0) + counts.get("visible_joints", 0)
+                      if measure == "pckh" else counts.get(measure, 0))
+            diff = paired_difference(a, b)
+            out.append({"stages": stages, "reference": reference, "measure": measure,
+                        "seeds": seeds, "difference": diff.as_json(),
+                        "verdict": diff.verdict(_stages(stages), _stages(reference)),
+                        "reference_joints": joints,
+                        "reference_binomial_se": binomial_se(float(np.mean(b)), joints)
+                        if joints else None})
+    return out
+
+
+def _stages(n: int) -> str:
+    return f"{n} stage{'s' if n != 1 else ''}"
+
+
+def format_paired_stages(rows: list[dict]) -> str:
+    """:func:`paired_stages` as text, one line per stage count and measure."""
+    lines = [f"{'a-b':>5} {'measure':>17} {'per seed':>20}  mean [95 % CI]; verdict; "
+             "validation SE of b"]
+    for row in rows:
+        d = row["difference"]
+        per_seed = " ".join(f"{v:+.1f}" for v in d["differences"])
+        ci = (f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]" if d["low"] is not None
+              else f"{d['mean']:+.1f}")
+        se = row["reference_binomial_se"]
+        lines.append(f"{row['stages']}-{row['reference']:<3} {row['measure']:>17} "
+                     f"{per_seed:>20}  {ci}; {row['verdict']}"
+                     + (f"; SE {se:.1f} ({row['reference_joints']} joints)" if se else ""))
     return "\n".join(lines)

@@ -113,10 +113,22 @@ def compile_model(cfg: TrainConfig, dev=None):
         finally:
             keras.config.set_dtype_policy(previous)
         loss = CPMLoss(cfg.input_size, cfg.sigma, background=cfg.model.background)
-        model.compile(optimizer=make_optimizer(cfg), loss=loss,
+        weights = loss_weights(cfg)
+        if weights is not None:  # Keras weighs a list of losses, one per output
+            loss = [loss] * cfg.stages
+        model.compile(optimizer=make_optimizer(cfg), loss=loss, loss_weights=weights,
                       jit_compile=True if keras_backend() == "jax" else dev.xla)
         model.optimizer.build(model.trainable_variables)
     return model
+
+
+def loss_weights(cfg: TrainConfig) -> list[float] | None:
+    """The weight of each stage's loss: None (every stage 1, intermediate supervision), or
+    for ``supervision="last"`` 0 for every stage but the last (their heads then learn only
+    what the later stages need of their maps, not beliefs: their scores are a reference)."""
+    if cfg.supervision == "all":
+        return None
+    return [0.0] * (cfg.stages - 1) + [1.0]
 
 
 def _distribution_scope(dev):

@@ -1,8 +1,10 @@
-"""``cpm-nb experiment stages``: train CPM with 1, 2, 3, 4 and 6 stages at equal compute."""
+"""``cpm-nb experiment stages|ablations``: train CPM with 1, 2, 3, 4 and 6 stages at equal
+compute (or equal steps), and the attribution ablations of what a second stage adds."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 
 from cpm_nb.cli.options import (
@@ -17,8 +19,30 @@ from cpm_nb.cli.options import (
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", choices=["stages"], metavar="EXPERIMENT",
-                        help="the experiment to run: stages")
+    parser.add_argument("name", choices=["stages", "ablations"], metavar="EXPERIMENT",
+                        help="the experiment to run: stages, or ablations (at the double "
+                        "budget, paired with the committed 1- and 2-stage runs)")
+    parser.add_argument("--equal", choices=["compute", "steps"], default="compute",
+                        help="stages: every run gets the reference (6-stage) run's FLOPs x "
+                        "steps (compute, the default) or its steps (steps, as the paper)")
+    parser.add_argument("--report", choices=["equal-steps", "side-by-side", "paired"],
+                        help="stages: print a report and train nothing: equal-steps (the "
+                        "committed curves at equal steps, paired by seed), side-by-side "
+                        "(the results in --results, equal compute beside equal steps) or "
+                        "paired (each result in --results: every stage count minus 2 "
+                        "stages by seed, with a 95 %% t interval)")
+    parser.add_argument("--results", nargs="+", metavar="FILE",
+                        help="the result files of --report side-by-side")
+    parser.add_argument("--which", type=_which, metavar="a,b,c,d",
+                        help="ablations: the variants (default: all): a 1 stage with 2 "
+                        "stages' field and parameters; b no beliefs into stage 2; c the loss "
+                        "on the last stage only; d a centre map (d1: 1 stage, d2: 2 stages)")
+    parser.add_argument("--estimate", action="store_true",
+                        help="ablations: print the runs, where each comes from and the time "
+                        "to train the missing ones, and train nothing")
+    parser.add_argument("--train-missing-baselines", action="store_true",
+                        help="ablations: train the baselines the committed results lack "
+                        "(1 stage, seeds 1 and 2) instead of pairing fewer seeds")
     parser.add_argument("--seeds", type=positive_int, metavar="N",
                         help="use the first N seeds of the experiment (default: all, 3)")
     parser.add_argument("--stages", type=_stage_counts, metavar="N,N,...",
@@ -45,9 +69,25 @@ def _stage_counts(text: str) -> tuple[int, ...]:
     return counts
 
 
+def _which(text: str) -> tuple[str, ...]:
+    from cpm_nb.core.errors import ConfigError
+    from cpm_nb.training import ablations
+
+    try:
+        return tuple(ablations.expand(t.strip() for t in text.split(",") if t.strip()))
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _command_line(args: argparse.Namespace, profile: str) -> str:
     """The command that reproduces this result (for its provenance)."""
-    words = ["cpm-nb", "--profile", profile, "experiment", "stages"]
+    words = ["cpm-nb", "--profile", profile, "experiment", args.name]
+    if args.name == "ablations" and args.which:
+        words += ["--which", ",".join(args.which)]
+    if args.train_missing_baselines:
+        words += ["--train-missing-baselines"]
+    if args.equal != "compute":
+        words += ["--equal", args.equal]
     if args.stages:
         words += ["--stages", ",".join(map(str, args.stages))]
     if args.budget != 1.0:
@@ -65,13 +105,18 @@ def _run(args: argparse.Namespace) -> int:
     from cpm_nb.training import experiments
 
     profile = config.get_profile().name
+    if args.report:
+        return _report(args)
+    if args.name == "ablations":
+        return _ablations(args, profile)
     exp = experiments.EXPERIMENTS.get(profile)
     if exp is None:
         raise CliError(f"the stage experiment has the profiles {', '.join(experiments.EXPERIMENTS)}"
                        f", not {profile!r} (use --profile cpu)")
     if args.seeds and args.seeds > len(exp.seeds):
         raise CliError(f"--seeds {args.seeds}: the experiment has {len(exp.seeds)} seeds")
-    exp = exp.scaled(args.budget, args.stages, args.validations)
+    exp = dataclasses.replace(exp.scaled(args.budget, args.stages, args.validations),
+                              equal=args.equal)
     command = _command_line(args, profile)
     result = experiments.run_stage_experiment(exp, seeds=args.seeds, cache_dir=args.cache_dir,
                                               progress=not args.no_progress and None,
@@ -80,6 +125,68 @@ def _run(args: argparse.Namespace) -> int:
         print(experiments.format_summary(result))
         print("PCKh@0.5 after each stage (mean over seeds):")
         print(experiments.format_per_stage(result))
+        if len(exp.seeds[:args.seeds] if args.seeds else exp.seeds) > 1:
+            print("every stage count minus 2 stages, paired by seed:")
+            print(experiments.format_paired_stages(experiments.paired_stages(result)))
+    if args.json:
+        print_json(result, args.json)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from cpm_nb.core import files
+    from cpm_nb.training import equal_steps, experiments
+
+    if args.report == "equal-steps":
+        report = equal_steps.equal_step_report()
+        if args.json != "-":
+            print("PCKh@0.5 of a minus b stages at equal steps, both at the full learning rate "
+                  "(committed float32 curves, every budget):")
+            print(equal_steps.format_equal_steps(report))
+        if args.json:
+            print_json(report, args.json)
+        return 0
+    if not args.results:
+        raise CliError(f"--report {args.report} needs --results FILE [FILE ...] (results of "
+                       "'experiment stages', e.g. cpm_nb/results/stage_experiment.json)")
+    results = [files.read_json(path, "experiment result") for path in args.results]
+    if args.report == "side-by-side":
+        print(experiments.format_side_by_side(results))
+        return 0
+    for path, result in zip(args.results, results):
+        print(f"{path}: every stage count minus 2 stages, paired by seed (PCKh@0.5 points)")
+        print(experiments.format_paired_stages(experiments.paired_stages(result)))
+    return 0
+
+
+def _ablations(args: argparse.Namespace, profile: str) -> int:
+    from cpm_nb.core.errors import ConfigError
+    from cpm_nb.training import ablations
+
+    if args.budget != 1.0 and args.budget != ablations.BUDGET:
+        raise CliError(f"--budget {args.budget:g}: the ablations run at the stage experiment's "
+                       f"double budget only (--budget {ablations.BUDGET} or no --budget)")
+    try:
+        exp = ablations.experiment(profile)
+    except ConfigError as err:
+        raise CliError(str(err)) from None
+    if args.seeds and args.seeds > len(exp.seeds):
+        raise CliError(f"--seeds {args.seeds}: the experiment has {len(exp.seeds)} seeds")
+    if args.estimate:
+        print(ablations.format_plan(ablations.plan(
+            args.which or ablations.variants_names(), args.seeds, profile, args.cache_dir,
+            args.train_missing_baselines)))
+        return 0
+    result = ablations.run_ablations(
+        args.which or ablations.variants_names(), seeds=args.seeds, profile=profile,
+        cache_dir=args.cache_dir, train_missing=args.train_missing_baselines,
+        progress=not args.no_progress and None, verbose=args.json != "-",
+        command=_command_line(args, profile))
+    if args.json != "-":
+        print(ablations.format_variants(result))
+        print("variant minus baseline, paired by seed (PCKh@0.5 points; on_other_person: % of "
+              "the distracted joints):")
+        print(ablations.format_paired(result))
     if args.json:
         print_json(result, args.json)
     return 0
@@ -87,7 +194,8 @@ def _run(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     name="experiment",
-    help="run an experiment: 'stages' trains 1, 2, 3, 4 and 6 stages at equal compute",
+    help="run an experiment: 'stages' trains 1, 2, 3, 4 and 6 stages at equal compute; "
+         "'ablations' what a second stage adds",
     description=(
         "The stage experiment: the 'stage-experiment' network (stage 1 sees 0.48 of the\n"
         "128-px crop, as the paper's sees 0.43 of 368 px) with 1, 2, 3, 4 and 6 stages,\n"
@@ -97,7 +205,11 @@ COMMAND = Command(
         "examples:\n"
         "  cpm-nb --profile cpu experiment stages --json-out cpm_nb/results/stage_experiment.json\n"
         "  cpm-nb --profile cpu experiment stages --seeds 1     one seed per stage count\n"
-        "  cpm-nb --profile fast experiment stages --json       a smoke run (CI)"
+        "  cpm-nb --profile fast experiment stages --json       a smoke run (CI)\n"
+        "  cpm-nb --profile cpu experiment stages --budget 2 --equal steps --stages 2,6\n"
+        "  cpm-nb experiment stages --report equal-steps        the committed curves\n"
+        "  cpm-nb --profile cpu experiment ablations --which c --seeds 3 --json-out "
+        "cpm_nb/results/ablations_2x.json"
     ),
     add_arguments=_arguments,
     run=_run,
