@@ -190,3 +190,15 @@ def test_a_run_without_the_procedure_key_keeps_cpm_nbs_path():
     s = R.DemoSettings.from_preprocessing({"procedure": "release", "scales": [1.0, 0.8],
                                            "box_scales": {"octave": 4}})
     assert s.scales == (1.0, 0.8) and s.octave == 4 and s.box_range == (0.8, 1.2)
+
+
+@pytest.mark.parametrize("center,scales", [((20.3, 31.0), (0.5, 0.8, 1.4)), ((2.0, 45.0), (1.0,)),
+                                           ((90.0, -30.0), (0.7,))])
+def test_maps_back_to_the_image_equal_the_steps_one_by_one(center, scales):
+    """The composed matrices of demo_maps against imresize x 8, the box put into the
+    scaled image, imresize to the image: boxes inside, over the edge, off the image."""
+    rng = np.random.default_rng(5)
+    boxes = [R.demo_box((48, 40), center, s, 32) for s in scales]
+    maps = rng.normal(size=(len(boxes), 4, 4, 3))
+    np.testing.assert_allclose(R.demo_maps(maps, boxes, (40, 48)),
+                               R.demo_maps_numpy(maps, boxes, (40, 48)), atol=1e-12)

@@ -41,7 +41,12 @@ the network; anything else is a :class:`ModelError`.  A run folder may describe 
 maps are read (``preprocessing`` in ``cpm_config.json``, as the runs converted from the
 released Caffe models do): the joint order of its maps (``joints_to_mpii``; pelvis and
 thorax derived when missing), the default scales and the decoding
-(:mod:`cpm_nb.inference.decoding`).
+(:mod:`cpm_nb.inference.decoding`).  A converted run with ``"procedure": "release"`` is
+run as the release's test code ran it (:func:`prepare_release`,
+:mod:`cpm_nb.inference.release_demo`): steps 3 and 5 become the whole image resized per
+scale (MATLAB's antialiased bicubic), a box around the rounded centre, the maps taken back
+to the image and the joints found there; a box gives the release's 4 scales.  Runs
+converted before that key existed keep the path above.
 
 Drawing a :class:`Prediction` is :mod:`cpm_nb.course.viz`; ``cpm-nb predict`` is
 :mod:`cpm_nb.cli.commands.predict` and ``python -m cpm_nb.bench predict`` is
