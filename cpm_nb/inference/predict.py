@@ -146,7 +146,7 @@ class Prepared:
     image_size: tuple[int, int]  # (width, height)
     person: Person
     scales: tuple[float, ...]
-    crops: np.ndarray  # uint8 [n_scales, S, S, 3]; crops[0] is the scale-1 crop
+    crops: np.ndarray  # uint8 [n_scales, S, S, 3]; crops[0]: scale 1 (the release's: its first)
     matrices: np.ndarray  # [n_scales, 3, 3], original 1-based -> crop 0-based
     image: np.ndarray | None = None  # the RGB image, when kept for drawing
     boxes: tuple | None = None  # the release's procedure: where each crop lies (DemoBox)
@@ -252,7 +252,10 @@ class Prediction:
 
     ``stage_maps[t]`` is stage ``t+1``'s belief maps ``[M, M, J]`` on the grid of
     the scale-1 crop (averaged over the scales); ``joints_crop`` the decoded joints
-    in that crop (0-based px).
+    in that crop (0-based px).  With the release's procedure the joints are found on the
+    image, and ``crop`` / ``stage_maps`` / ``joints_crop`` belong to its first scale (the
+    other scales' maps moved onto it by their scale about the crop centre, which the
+    release's rounded centres miss by under a pixel: for drawing only).
     """
 
     name: str
