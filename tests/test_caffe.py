@@ -510,6 +510,10 @@ def test_run_folder_records_the_release_preprocessing(converted):
     assert pre["center_map"]["sigma"] == pytest.approx(21 * 64 / 368)
     assert pre["channel_order"].startswith("RGB") and "x / 256 - 0.5" in pre["value_scaling"]
     assert pre["scales"] == list(release.RELEASE_SCALES) and pre["decoding"] == "release"
+    # the release's own test procedure (cpm_nb.inference.release_demo), its box scales
+    assert pre["procedure"] == "release" and "imresize" in pre["resampling"]
+    assert {k: pre["box_scales"][k] for k in ("octave", "range", "margin")} == \
+        {"octave": 6, "range": [0.8, 1.2], "margin": 1.2}
     assert pre["joints"] == list(release.RELEASE_JOINTS[15])
     # head top -> MPII 9, neck -> 8, right shoulder -> 12 ... left ankle -> 5
     assert pre["joints_to_mpii"] == [9, 8, 12, 11, 10, 13, 14, 15, 2, 1, 0, 3, 4, 5]
