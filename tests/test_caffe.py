@@ -510,6 +510,10 @@ def test_run_folder_records_the_release_preprocessing(converted):
     assert pre["center_map"]["sigma"] == pytest.approx(21 * 64 / 368)
     assert pre["channel_order"].startswith("RGB") and "x / 256 - 0.5" in pre["value_scaling"]
     assert pre["scales"] == list(release.RELEASE_SCALES) and pre["decoding"] == "release"
+    # the release's own test procedure (cpm_nb.inference.release_demo), its box scales
+    assert pre["procedure"] == "release" and "imresize" in pre["resampling"]
+    assert {k: pre["box_scales"][k] for k in ("octave", "range", "margin")} == \
+        {"octave": 6, "range": [0.8, 1.2], "margin": 1.2}
     assert pre["joints"] == list(release.RELEASE_JOINTS[15])
     # head top -> MPII 9, neck -> 8, right shoulder -> 12 ... left ankle -> 5
     assert pre["joints_to_mpii"] == [9, 8, 12, 11, 10, 13, 14, 15, 2, 1, 0, 3, 4, 5]
@@ -653,10 +657,11 @@ def test_predict_with_a_converted_model(converted, tmp_path):
     _, _, run = converted[RELEASE_SMALL.name]
     predictor = P.load_predictor(run)
     assert predictor.default_scales == release.RELEASE_SCALES and predictor.num_joints == 14
+    assert predictor.release is not None  # the release's procedure
     photo = tmp_path / "p.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 70, 3), np.uint8)).save(photo)
     pred = predictor(photo, center=(35, 45), scale=0.4)
-    assert pred.scales == (1.0, 0.7, 0.8, 0.9, 1.1, 1.2, 1.3)
+    assert pred.scales == release.RELEASE_SCALES
     j = skeleton.JOINT
     assert pred.joints.shape == (16, 2) and np.isfinite(pred.joints).all()
     assert np.allclose(pred.joints[j["pelvis"]], pred.joints[[j["r_hip"], j["l_hip"]]].mean(0))
@@ -665,10 +670,126 @@ def test_predict_with_a_converted_model(converted, tmp_path):
     maps = pred.stage_maps[-1]
     assert maps.shape == (8, 8, 17) and not maps[..., j["pelvis"]].any()
     assert pred.stage_joints(3)[0].shape == (16, 2)
-    # the argmax of the maps, the release's decoding: joints on whole crop pixels
-    assert np.allclose(pred.joints_crop[:6], np.round(pred.joints_crop[:6]))
+    # the release's arg-max: whole pixels of the image (1-based), never outside it
+    own = [k for k in range(16) if k not in (j["pelvis"], j["thorax"])]
+    assert np.array_equal(pred.joints[own], np.round(pred.joints[own]))
+    assert (pred.joints[own] >= 1).all() and (pred.joints[own] <= [70, 90]).all()
+    np.testing.assert_allclose(pred.joints_crop,
+                               pred.joints * pred.crop_matrix[0, 0] + pred.crop_matrix[:2, 2])
     single = predictor(photo, center=(35, 45), scale=0.4, scales=(1.0,))
     assert single.scales == (1.0,)
+    boxed = predictor(photo, box=(10, 5, 60, 85))
+    np.testing.assert_allclose(boxed.scales, 2 ** (np.arange(4) / 6) / 1.2)
+
+
+def _sample_photo(tmp_path):
+    """matplotlib's sample photo (a real portrait, 512 x 600) as an RGB PNG."""
+    import matplotlib.cbook as cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        rgb = np.asarray(Image.open(f).convert("RGB"))
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    return tmp_path / "photo.png", rgb
+
+
+def _demo_reference(proto, weights, rgb, size, sigma, box=None, center=None, scale=None):
+    """The release's test code (applyModel.m / run_benchmark.m) written out step by step,
+    with OpenCV's Caffe importer as the network: joints (1-based x, y) in the map order.
+    Only MATLAB's imresize comes from the package (its reference, imresize_numpy, itself
+    checked against Pillow and OpenCV in tests/test_release_demo.py)."""
+    import math
+
+    from cpm_nb.inference.release_demo import imresize_numpy as imresize
+
+    cv2 = _cv2()
+    height, width = rgb.shape[:2]
+    if box is not None:
+        x1, y1, x2, y2 = box
+        xs, xe, ys, ye = max(x1, 1), min(x2, width), max(y1, 1), min(y2, height)
+        center = ((xs + xe) / 2, (ys + ye) / 2)
+        middle = (ye - ys) / height * 1.2  # person height / image height, with margin
+        lo = size / (height * middle * 1.2)
+        hi = size / (height * middle * 0.8)
+        multipliers = 2 ** np.arange(math.log2(lo), math.log2(hi) + 1e-12, 1 / 6)
+    else:
+        multipliers = (41 / 35) / scale * size / 368 * np.array([0.7, 0.8, 0.9, 1.0, 1.1,
+                                                                  1.2, 1.3])
+    net = cv2.dnn.readNetFromCaffe(str(proto), str(weights))
+    grid = np.arange(1, size + 1) - size / 2  # produceCenterLabelMap(size, size/2, size/2)
+    centre_map = np.exp(-(grid[None, :] ** 2 + grid[:, None] ** 2) / 2 / sigma ** 2)
+    total = 0.0
+    for s in multipliers:
+        scaled = imresize(rgb, s)
+        h, w = scaled.shape[:2]
+        cx, cy = (int(math.floor(v * s + 0.5)) for v in center)  # round(center * scale)
+        padded = np.pad(scaled, ((size, size), (size, size), (0, 0)), constant_values=128)
+        crop = padded[size + cy - size // 2: size + cy + size // 2,
+                      size + cx - size // 2: size + cx + size // 2]
+        blob = np.concatenate([crop[..., ::-1] / 256 - 0.5, centre_map[..., None]], -1)
+        net.setInput(blob.transpose(2, 0, 1)[None].astype(np.float32), "data")
+        maps = net.forward(RELEASE_SMALL.output_names[-1])[0].transpose(1, 2, 0)[..., :14]
+        score = imresize(maps.astype(np.float64), size / maps.shape[0])
+        # resizeIntoScaledImg: the box's rows/cols cy - size/2 .. (0-based) onto the image
+        up, left = size // 2 - cy, size // 2 - cx
+        down, right = size // 2 - (h - cy), size // 2 - (w - cx)
+        score = np.pad(score, ((max(-up, 0), max(-down, 0)), (max(-left, 0), max(-right, 0)),
+                               (0, 0)))
+        score = score[max(up, 0): score.shape[0] - max(down, 0),
+                      max(left, 0): score.shape[1] - max(right, 0)]
+        assert score.shape[:2] == (h, w)
+        total = total + imresize(score, size=(height, width))
+    final = total / len(multipliers)
+    joints = []
+    for k in range(final.shape[-1]):  # findMaximum: max(map(:)), column-major, 1-based
+        i = int(np.argmax(final[..., k].T))
+        x, y = divmod(i, height)
+        joints.append((x + 1, y + 1))
+    return np.array(joints, float)
+
+
+@pytest.mark.parametrize("person", [dict(box=(150, 60, 420, 600)), dict(box=(-40, 100, 300, 700)),
+                                    dict(center=(256, 330), scale=2.6)],
+                         ids=["box", "box-over-the-edge", "centre-scale"])
+def test_the_release_procedure_matches_a_straight_reimplementation(converted, tmp_path, person):
+    """End to end on a real photo: the converted release-style model (random weights) through
+    the project's path equals the release's steps done by hand with OpenCV's Caffe net."""
+    from cpm_nb.inference import predict as P
+
+    proto, weights, run = converted[RELEASE_SMALL.name]
+    photo, rgb = _sample_photo(tmp_path)
+    predictor = P.load_predictor(run)
+    pred = predictor(photo, **person)
+    ref = _demo_reference(proto, weights, rgb, RELEASE_SMALL.input_size,
+                          RELEASE_SMALL.center_sigma, **person)
+    ours = pred.joints[predictor.to_mpii]  # back to the map order
+    print(f"\n  {person}: max |ours - reference| {np.abs(ours - ref).max():.3g} px")
+    np.testing.assert_array_equal(ours, ref)
+
+
+def test_procedure_effects_on_the_sample_photo(converted, tmp_path):
+    """The table notebook 07 shows: each of the three steps put back to cpm-nb's way moves
+    the joints; with all three it is cpm-nb's earlier path exactly (a run converted before
+    the procedure existed, like tests/fixtures/legacy/release-small)."""
+    from cpm_nb.inference import predict as P
+    from cpm_nb.inference import release_effects
+
+    _, _, run = converted[RELEASE_SMALL.name]
+    photo, _ = _sample_photo(tmp_path)
+    predictor = P.load_predictor(run)
+    box = (150, 60, 420, 600)
+    rows = release_effects.procedure_effects(predictor, photo, box=box)
+    print("\n" + release_effects.effects_table(rows, joints=True))
+    by = {r["variant"]: r for r in rows}
+    assert list(by) == list(release_effects.VARIANTS)
+    assert by["release"]["shift_max_px"] == 0
+    np.testing.assert_array_equal(by["release"]["joints"], predictor(photo, box=box).joints)
+    meta = json.loads((run / C.CONFIG_FILE).read_text())
+    del meta["preprocessing"]["procedure"]
+    old = P.Predictor(predictor.model, meta)(photo, box=box)
+    assert old.scales == (1.0, *[f for f in release.RELEASE_SCALES if f != 1.0])
+    np.testing.assert_array_equal(by["cpm-nb before"]["joints"], old.joints)
+    assert all(by[v]["moved"] > 0 for v in ("cpm-nb scales", "bilinear warp", "crop arg-max",
+                                            "cpm-nb before"))
 
 
 def test_predict_refuses_a_model_without_the_mpii_joints(converted):

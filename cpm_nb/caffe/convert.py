@@ -25,7 +25,9 @@ that :func:`cpm_nb.inference.predict.load_predictor` loads like a trained run:
    ``cpm_config.json`` a ``preprocessing`` block (:func:`release_preprocessing`) that
    :mod:`cpm_nb.inference.predict` reads: the release's joint order and its mapping to the
    16 MPII joints, the centre map, the multi-scale search of the release's test code and
-   its decoding (:data:`cpm_nb.inference.decoding.RELEASE`).
+   its decoding (:data:`cpm_nb.inference.decoding.RELEASE`), and ``"procedure":
+   "release"``: predict runs the model as the release's test code did
+   (:mod:`cpm_nb.inference.release_demo`).
 
 For tests, and for anyone who wants to check the numerics without the real files,
 :func:`deploy_prototxt` writes the deploy file of any cpm-nb configuration with the

@@ -6,14 +6,19 @@ was trained and tested at, and the ``preprocessing`` block a converted run recor
 network, in the terms :mod:`cpm_nb.inference` reads -- the joint order of the maps
 (``joints_to_mpii``; the 14-joint models lack pelvis and thorax, derived as
 :data:`cpm_nb.inference.decoding.DERIVED_JOINTS`), the scales of its multi-scale search
-and its decoding (:data:`cpm_nb.inference.decoding.RELEASE`: maps upsampled to the box,
-merged over the scales, read at their maximum).
+(``scales`` for an MPII centre and scale, ``box_scales`` for a box), its decoding
+(:data:`cpm_nb.inference.decoding.RELEASE`) and ``"procedure": "release"``: the release's
+test code step by step (:mod:`cpm_nb.inference.release_demo`: the whole image resized
+with MATLAB's antialiased bicubic ``imresize``, a box around the rounded centre, the maps
+taken back to the image and read at their maximum there).  Runs converted before the
+``procedure`` key existed lack it and keep cpm-nb's crops (a bilinear warp per scale, the
+arg-max on the scale-1 crop).
 """
 
 from __future__ import annotations
 
 from cpm_nb.caffe.proto import CaffeError
-from cpm_nb.inference import decoding
+from cpm_nb.inference import decoding, release_demo
 
 # The release's map orders (its test configuration files), in cpm-nb joint names.
 RELEASE_JOINTS = {
@@ -56,22 +61,32 @@ def release_preprocessing(joints, config, image_convs=("conv1_1",),
                          "reversed at conversion (the Caffe model takes BGR)",
         "value_scaling": "x / 256 - 0.5, inside the Keras model (layer 'normalize')",
         "pad_value": 128,
-        "resampling": "cpm-nb's crop: one bilinear affine warp per scale (the release: "
-                      "MATLAB imresize, bicubic, then a crop)",
+        "procedure": release_demo.PROCEDURE,
+        "resampling": "the release's: the whole image resized per scale with MATLAB's imresize "
+                      "(bicubic, Keys a = -0.5, antialiased when shrinking, mirrored borders), "
+                      "then the box cut around the rounded centre "
+                      "(cpm_nb.inference.release_demo)",
         "box_size": RELEASE_BOX,
         "input_size": config.input_size,
         "stride": 8,
         "center_map": {"sigma": RELEASE_SIGMA * config.input_size / RELEASE_BOX, "peak": 1.0,
-                       "at": "the person centre: pixel 184 (0-based) of the 368 box in the "
-                             "release's Python demo; cpm-nb crops with the person centre at "
-                             "(S - 1) / 2 and puts the peak there",
+                       "at": "the box's centre pixel S/2 - 1 (0-based; 183 of the 368 box, "
+                             "1-based 184, as the release's MATLAB test code), where the "
+                             "rounded person centre lies",
                        "pooling": center_pooling},
         "person_height_px": round(200 * RELEASE_TARGET_DIST, 3),
         "target_dist": RELEASE_TARGET_DIST,
         "scales": list(RELEASE_SCALES),
+        "box_scales": {"octave": release_demo.BOX_OCTAVE,
+                       "range": list(release_demo.BOX_RANGE),
+                       "margin": release_demo.BOX_MARGIN,
+                       "note": "for a box: the box height at S / (margin * range) px, "
+                               "octave scales per octave (368 px: 256, 287, 322, 361)"},
         "decoding": decoding.RELEASE,
-        "decoding_note": "each scale's last-stage maps upsampled 8x (bicubic), resampled onto "
-                         "the scale-1 crop, averaged; a joint is the argmax of its map",
+        "decoding_note": "each scale's last-stage maps upsampled 8x (imresize, bicubic), put "
+                         "back where the box lies in the resized image (zero elsewhere), "
+                         "resized to the original image, averaged over the scales; a joint "
+                         "is the pixel of its map's maximum on the image (1-based)",
         "joints": joints,
         "joints_to_mpii": to_mpii if None not in to_mpii else None,
         "derived_joints": {k: list(v) for k, v in decoding.DERIVED_JOINTS.items()},

@@ -12,6 +12,8 @@ _HOMES = {  # name -> the module it lives in
     "person_from_box": "predict",
     "place_person": "predict",
     "merge_scales": "decoding",
+    "procedure_effects": "release_effects",
+    "effects_table": "release_effects",
     "export_model": "export",
 }
 

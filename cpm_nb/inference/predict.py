@@ -41,7 +41,12 @@ the network; anything else is a :class:`ModelError`.  A run folder may describe 
 maps are read (``preprocessing`` in ``cpm_config.json``, as the runs converted from the
 released Caffe models do): the joint order of its maps (``joints_to_mpii``; pelvis and
 thorax derived when missing), the default scales and the decoding
-(:mod:`cpm_nb.inference.decoding`).
+(:mod:`cpm_nb.inference.decoding`).  A converted run with ``"procedure": "release"`` is
+run as the release's test code ran it (:func:`prepare_release`,
+:mod:`cpm_nb.inference.release_demo`): steps 3 and 5 become the whole image resized per
+scale (MATLAB's antialiased bicubic), a box around the rounded centre, the maps taken back
+to the image and the joints found there; a box gives the release's 4 scales.  Runs
+converted before that key existed keep the path above.
 
 Drawing a :class:`Prediction` is :mod:`cpm_nb.course.viz`; ``cpm-nb predict`` is
 :mod:`cpm_nb.cli.commands.predict` and ``python -m cpm_nb.bench predict`` is
@@ -63,7 +68,7 @@ from cpm_nb.core import skeleton
 from cpm_nb.core.config import OUTPUT_STRIDE
 from cpm_nb.core.errors import ModelError
 from cpm_nb.data import preprocess
-from cpm_nb.inference import decoding
+from cpm_nb.inference import decoding, release_demo
 from cpm_nb.io.images import ImageError, decode, load_image, open_image, source_name
 from cpm_nb.model.architecture import CPMConfig
 from cpm_nb.training.runs import CONFIG_FILE  # the model description of a run
@@ -141,9 +146,10 @@ class Prepared:
     image_size: tuple[int, int]  # (width, height)
     person: Person
     scales: tuple[float, ...]
-    crops: np.ndarray  # uint8 [n_scales, S, S, 3]; crops[0] is the scale-1 crop
+    crops: np.ndarray  # uint8 [n_scales, S, S, 3]; crops[0]: scale 1 (the release's: its first)
     matrices: np.ndarray  # [n_scales, 3, 3], original 1-based -> crop 0-based
     image: np.ndarray | None = None  # the RGB image, when kept for drawing
+    boxes: tuple | None = None  # the release's procedure: where each crop lies (DemoBox)
 
 
 def scale_factors(scales) -> tuple[float, ...]:
@@ -196,6 +202,47 @@ def prepare(source, input_size: int, center=None, scale=None, box=None, scales=(
     return Prepared(name, (width, height), person, factors, crops, matrices, image)
 
 
+def prepare_release(source, input_size: int, settings: release_demo.DemoSettings, center=None,
+                    scale=None, box=None, scales=None, keep_image: bool = False,
+                    resample: str = "imresize") -> Prepared:
+    """Load ``source`` and cut the person's crops as the CPM release does
+    (:mod:`cpm_nb.inference.release_demo`): the whole image resized per scale, a box around
+    the rounded centre.  ``scales``: factors of the release's reference scale (``None``: its
+    own search -- 4 scales for a box, ``settings.scales`` otherwise).  Raises
+    :class:`ImageError`."""
+    name = source_name(source)
+    im = open_image(source)
+    width, height = im.size
+    try:
+        person = place_person(width, height, center, scale, box)
+        factors = None if scales is None else _distinct(scales)
+        centre, pixel_scales, factors = release_demo.demo_scales(
+            settings, input_size, (width, height), person.center, person.scale, person.box,
+            factors)
+    except ValueError as err:
+        raise ImageError(f"{name}: {err}") from None
+    rgb = np.asarray(decode(im, name))
+    boxes, crops = release_demo.demo_crops(rgb, centre, pixel_scales, input_size,
+                                           settings.pad_value, resample)
+    return Prepared(name, (width, height), person, factors, crops,
+                    np.stack([b.matrix() for b in boxes]), rgb if keep_image else None,
+                    tuple(boxes))
+
+
+def _distinct(scales) -> tuple[float, ...]:
+    """Positive scale factors, duplicates removed, in their order."""
+    out: list[float] = []
+    for f in scales:
+        f = float(f)
+        if not (math.isfinite(f) and f > 0):
+            raise ValueError(f"scale factors must be positive, got {f}")
+        if all(abs(f - g) > 1e-9 for g in out):
+            out.append(f)
+    if not out:
+        raise ValueError("no scale factors given")
+    return tuple(out)
+
+
 # --- prediction --------------------------------------------------------------------------------
 
 
@@ -205,7 +252,10 @@ class Prediction:
 
     ``stage_maps[t]`` is stage ``t+1``'s belief maps ``[M, M, J]`` on the grid of
     the scale-1 crop (averaged over the scales); ``joints_crop`` the decoded joints
-    in that crop (0-based px).
+    in that crop (0-based px).  With the release's procedure the joints are found on the
+    image, and ``crop`` / ``stage_maps`` / ``joints_crop`` belong to its first scale (the
+    other scales' maps moved onto it by their scale about the crop centre, which the
+    release's rounded centres miss by under a pixel: for drawing only).
     """
 
     name: str
@@ -269,9 +319,16 @@ class Predictor:
             self.decoding = decoding.check_decoding(self.preprocessing.get("decoding"))
         except ValueError as err:
             raise ModelError(f"{self.source}: {err}") from None
+        # the release's own test procedure (whole-image resizing, its box scales, the
+        # arg-max over the image), for converted runs whose metadata opts in
+        self.release = release_demo.DemoSettings.from_preprocessing(self.preprocessing)
+        if self.release is not None and self.decoding != decoding.RELEASE:
+            raise ModelError(f"{self.source}: the release's procedure needs the release's "
+                             f"decoding, not {self.decoding!r}: fix 'preprocessing' in "
+                             f"{CONFIG_FILE}")
         self.input_size = self.config.input_size
         self.refine = refine
-        self.forward = model.belief_maps
+        self.forward = model.belief_maps if self.release is None else self._release_forward
 
     @property
     def stages(self) -> int:
@@ -283,9 +340,23 @@ class Predictor:
 
     def prepare(self, source, keep_image: bool = False, **person) -> Prepared:
         """Load and crop one image; ``scales=None``: the model's default search."""
+        if self.release is not None:
+            return prepare_release(source, self.input_size, self.release,
+                                   keep_image=keep_image, **person)
         if person.get("scales") is None:
             person["scales"] = self.default_scales
         return prepare(source, self.input_size, keep_image=keep_image, **person)
+
+    def _release_forward(self, crops) -> list[np.ndarray]:
+        """The network on the release's boxes: the centre map where the release puts it,
+        on the box's centre pixel ``S/2 - 1`` (cpm-nb's crops: ``(S - 1) / 2``)."""
+        if not self.config.center_map:
+            return self.model.belief_maps(crops)
+        one = release_demo.center_map(self.input_size, self.config.center_sigma)
+        centres = np.broadcast_to(one[None, :, :, None], (len(crops), *one.shape, 1))
+        outs = self.model.predict_on_batch([np.asarray(crops, np.float32),
+                                            np.ascontiguousarray(centres)])
+        return [np.asarray(o) for o in (outs if isinstance(outs, (list, tuple)) else [outs])]
 
     def finish(self, prepared: Sequence[Prepared], outs: list[np.ndarray]) -> list[Prediction]:
         """Turn the network outputs for the crops of ``prepared`` (``[sum of n_scales, M,
@@ -293,8 +364,11 @@ class Predictor:
         from cpm_nb.model import heatmaps
 
         starts = np.cumsum([0] + [len(p.crops) for p in prepared])
-        per_image = [[decoding.merge_scales(o[a:b], p.scales).astype(np.float32, copy=False)
+        per_image = [[decoding.merge_scales(o[a:b], np.divide(p.scales, p.scales[0]))
+                      .astype(np.float32, copy=False)
                       for o in outs] for p, a, b in zip(prepared, starts, starts[1:])]
+        if self.release is not None:  # the release's procedure: joints in the image
+            return self._finish_release(prepared, outs[-1], starts, per_image)
         if self.decoding == decoding.RELEASE:  # upsample, average, argmax
             decoded = [decoding.upsampled_argmax(outs[-1][a:b, ..., : self.num_joints], p.scales)
                        for p, a, b in zip(prepared, starts, starts[1:])]
@@ -312,6 +386,23 @@ class Predictor:
                            p.crops[0], p.matrices[0], joints_crop[i], per_image[i], p.image,
                            self.to_mpii)
                 for i, p in enumerate(prepared)]
+
+    def _finish_release(self, prepared, last, starts, per_image) -> list[Prediction]:
+        """:meth:`finish` for the release's procedure: joints found on the original image
+        (:func:`cpm_nb.inference.release_demo.demo_joints`), maps on the first crop."""
+        out = []
+        for i, (p, a, b) in enumerate(zip(prepared, starts, starts[1:])):
+            joints, conf = release_demo.demo_joints(last[a:b, ..., : self.num_joints], p.boxes,
+                                                    p.image_size)
+            maps = per_image[i]
+            if self.to_mpii:  # the model's joint order -> the 16 MPII joints
+                joints, conf = decoding.to_mpii(joints, conf, self.to_mpii)
+                maps = [decoding.to_mpii_maps(m, self.to_mpii) for m in maps]
+            crop_joints = preprocess.apply_matrix(p.matrices[0], joints)
+            out.append(Prediction(p.name, joints, conf, p.person, p.image_size, p.scales,
+                                  p.crops[0], p.matrices[0], crop_joints, maps, p.image,
+                                  self.to_mpii))
+        return out
 
     def run(self, prepared: Sequence[Prepared]) -> list[Prediction]:
         """One forward call for the crops of several prepared images."""
