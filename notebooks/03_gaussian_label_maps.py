@@ -65,13 +65,11 @@ profile = cpm_nb.setup(seed=0)
 # %% [markdown]
 # ## 1. Coordinates or maps?
 #
-# A network could output the 32 numbers $(x_j, y_j)$ directly, as DeepPose did. The source
-# article's argument against it: an image often holds **several people**. A coordinate regressor
-# has one output per joint, so it must pick one person; and when the training label is ambiguous,
-# the squared-error loss is minimised by the **average** of the possible answers, a point on
+# A network could output the 32 numbers $(x_j, y_j)$ directly, as DeepPose did. But an image
+# often holds **several people**. A coordinate regressor must pick one, and when the label is
+# ambiguous the squared error is minimised by the **average** of the possible answers, a point on
 # nobody. A belief map has one value per image location, so it can hold one peak per person and
-# leave the choice to a later step (for CPM: the crop around one person, notebook 02, and the
-# person-centre map).
+# leave the choice to a later step (for CPM: the crop of notebook 02 and the person-centre map).
 #
 # We draw a synthetic image with two people and build the head-top map of the whole image: the
 # maximum of the two people's Gaussians.
@@ -128,10 +126,9 @@ save_figure(fig, "03_multi_person")
 plt.show()
 
 # %% [markdown]
-# The map keeps both answers. A regressor asked for "the head top" of this image, trained on
-# images where either person may be the labelled one, is pulled towards the white cross between
-# them. Finding every peak of a map is easy: a cell is a peak when it is the largest in its 3x3
-# neighbourhood and large enough.
+# The map keeps both answers; a regressor trained on images where either person may be the
+# labelled one is pulled towards the white cross between them. Finding every peak is easy: a cell
+# that is the largest in its 3x3 neighbourhood, and large enough.
 
 # %%
 from scipy.ndimage import maximum_filter
@@ -149,15 +146,15 @@ print("peaks found:", len(peaks), "(people in the image: 2)")
 # $$ b^*_j(\mathbf{z}) = \exp\!\left(-\frac{\lVert \mathbf{z} - \mathbf{p}_j \rVert^2}{2\sigma^2}\right),
 # \qquad \text{peak value } 1 \text{ at } \mathbf{z} = \mathbf{p}_j, $$
 #
-# with $\sigma$ in input pixels. A joint that is not annotated gets an all-zero map. The grid
-# convention matters more than it looks: input pixel $(i, j)$ has its centre at $(x{=}j, y{=}i)$,
-# and output cell $c$ pools input pixels $8c \ldots 8c{+}7$, so its centre is at
+# with $\sigma$ in input pixels; a joint that is not annotated gets an all-zero map. Input pixel
+# $(i, j)$ has its centre at $(x{=}j, y{=}i)$, and output cell $c$ pools input pixels
+# $8c \ldots 8c{+}7$, so its centre is at
 #
 # $$ x = 8c + 3.5 . $$
 #
-# Put a cell's centre half a pixel off and every decoded joint moves by that half pixel. The figure
-# shows a 16x16-pixel corner of the input: pixel centres (dots), the 2x2 output cells (lines) and
-# their centres (crosses).
+# Put it half a pixel off and every decoded joint moves by that half pixel. The figure shows a
+# 16x16-pixel corner of the input: pixel centres (dots), output cells (lines), their centres
+# (crosses).
 
 # %%
 fig, ax = plt.subplots(figsize=(4, 4))
@@ -218,17 +215,15 @@ print("left == right:", m[r, c - 1] == m[r, c + 1], " up == down:", m[r - 1, c] 
 # %% [markdown]
 # ## 3. Sigma and stride
 #
-# **Sigma** sets how wide the target is. Too small (well under one cell) and the map is nearly
-# one-hot: the network gets almost no positive cells to learn from, and a joint between two cell
-# centres gets a low peak, its sub-cell position lost. Too large and nearby joints (wrist and
-# elbow, or two people) blur into one blob, and small errors cost little in the loss. The released
-# CPM uses $\sigma = 7$ px at a 368-px input, just under one cell. **The stride** (8) sets the
-# resolution: a 46x46 map is 64x cheaper than a 368x368 one, but an argmax alone is off by up to
-# half a cell.
+# **Sigma** sets how wide the target is. Well under one cell and the map is nearly one-hot: few
+# positive cells to learn from, and a joint between two cell centres gets a low peak. Too large
+# and nearby joints (wrist and elbow, or two people) blur into one blob, and small errors cost
+# little. The released CPM uses $\sigma = 7$ px at a 368-px input, just under one cell. **The
+# stride** (8) sets the resolution: a 46x46 map is 64x cheaper than a 368x368 one, but an argmax
+# alone is off by up to half a cell.
 #
-# Move the slider (live in JupyterLab/Colab; three preset values in the stored notebook). The left
-# panel zooms on the cells around the joint and writes each cell's value; the right panel is a cut
-# along the joint's row: the continuous Gaussian and the values at cell centres.
+# Move the slider (three preset values in the stored notebook). Left: the cells around the joint
+# with their values; right: a cut along the joint's row, the Gaussian and the cell values.
 
 # %%
 from cpm_nb.course.widgets import Slider, explore
@@ -309,15 +304,11 @@ print("same shape:", reference.shape == tuple(in_graph.shape))
 print("max |keras.ops - numpy| < 1e-5:", float(np.abs(np.asarray(in_graph) - reference).max()) < 1e-5)
 
 # %% [markdown]
-# `python -m cpm_nb.bench heatmaps` times it against a per-joint NumPy loop. Speed is not the
-# main point: the in-graph version runs where the model runs, without a round trip to the host.
-#
 # ## 6. Decoding: from maps back to joints
 #
-# The prediction for joint $j$ is the location of the maximum of its map, and the confidence is
-# the maximum value. The argmax is a cell index, so alone it is off by up to half a cell
-# ($4\sqrt{2} \approx 5.7$ px). Three refinements look at the two neighbours $l, c, r$ of the peak
-# along x (and then y):
+# The prediction for joint $j$ is the location of the maximum of its map; the confidence is the
+# maximum value. The argmax is a cell index, off by up to half a cell ($4\sqrt{2} \approx 5.7$ px
+# diagonally). Three refinements use the peak $c$ and its neighbours $l, r$ along x (then y):
 #
 # * **quarter**: move a quarter cell towards the larger neighbour (Stacked Hourglass);
 # * **quadratic**: the vertex of the parabola through the three values,
@@ -325,10 +316,9 @@ print("max |keras.ops - numpy| < 1e-5:", float(np.abs(np.asarray(in_graph) - ref
 # * **gaussian**: the same parabola through $\log l, \log c, \log r$. The log of a Gaussian *is* a
 #   parabola, so on a clean target this is exact (the default of `decode`).
 #
-# Here is the default decoder written out for one person's maps: an argmax per joint, the
-# log-parabola offset along x and along y (in cells, at most half a cell), and the cell centre
-# $8c + 3.5$ of section 2. A peak in a border cell has no neighbour on one side and is not
-# refined along that axis.
+# The default decoder, written out: an argmax per joint, the log-parabola offset along x and y
+# (at most half a cell), and the cell centre $8c + 3.5$. A peak in a border cell is not refined
+# along the axis where it lacks a neighbour.
 
 # %%
 def log_parabola_offset(left, centre, right):
@@ -406,12 +396,11 @@ save_figure(fig, "03_decoding_error")
 plt.show()
 
 # %% [markdown]
-# Argmax alone is off by over a third of a cell on average, whatever sigma (the last column).
-# The quarter-cell shift removes much of that. The parabola on raw values is biased towards the cell
-# centre when sigma is small (the peak is too sharp for a parabola) and improves as sigma grows;
-# the parabola on log values is exact away from the border for every sigma. The remaining maximum
-# error comes from joints in the outermost cells. A *trained* network's maps are not perfect
-# Gaussians, so expect smaller gains there (exercise 1 adds noise).
+# Argmax alone is off by over a third of a cell on average, whatever sigma (last column). The
+# quarter-cell shift removes much of that; the parabola on raw values is biased towards the cell
+# centre when sigma is small and improves as it grows; the parabola on log values is exact away
+# from the border. The remaining maximum error comes from the outermost cells. A *trained*
+# network's maps are not perfect Gaussians, so expect smaller gains there (exercise 1).
 #
 # **Back to the original image.** The data pipeline cuts each person out of the photograph with a
 # 3x3 affine matrix $M$ (original 1-based pixels $\to$ crop 0-based pixels, notebook 02).
@@ -486,8 +475,7 @@ print(f"strict PCP         : {pcp.total:5.1f} %  of {len(pcp.per_limb)} limbs;",
 # %% [markdown]
 # ### The official PCKh, exactly
 #
-# Reported MPII numbers are only comparable when computed the same way. The official MATLAB
-# toolkit (and `metrics.pckh`, and `cpm-nb evaluate-mpii`):
+# MPII numbers are only comparable when computed the same way. The official MATLAB toolkit:
 #
 # * head size $= 0.6 \times$ head-box diagonal; correct iff $d \le 0.5 \times$ head size;
 # * joints that are not annotated are excluded (neither right nor wrong);
@@ -531,10 +519,9 @@ print("pckh_by_hand == cpm_nb.evaluation.metrics.pckh (total and per joint)")
 
 # %% [markdown]
 # Open-source evaluators differ in small ways: Head = head top only, the plain average of the 14
-# joints, and a "Mean@0.1" that indexes the threshold array one step too far (0.11). On the real
-# MPII validation people with the predictions of Tompson et al. (CVPR 2015), shipped in the common
-# `detections_our_format.mat`, the differences are visible. This cell runs only where that file
-# is available, e.g. next to the repository in `../shared/mpii_reference/`:
+# joints, and a "Mean@0.1" that indexes the threshold array one step too far (0.11). On the MPII
+# validation people with Tompson et al.'s predictions (`detections_our_format.mat`, where it is
+# available) the differences are visible:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -570,7 +557,7 @@ if official is not None:
     plt.show()
 
 # %% [markdown]
-# The same numbers come from the command line, for any predictions file in the common layout:
+# The same numbers from the command line, for any predictions file in the common layout:
 #
 # ```
 # cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions pred.mat --json-out scores.json
