@@ -30,10 +30,9 @@
 #   consistently to pixels and joints;
 # * TFRecords and the `tf.data` pipeline that feeds training.
 #
-# Real MPII is a 12.9 GB download, so everything here runs on an embedded **synthetic** dataset
-# in exactly the same format; `cpm-nb prepare mpii --root DIR` fetches the real one and the same
-# code runs on it. **For practitioners**, at the end: the conversion of a real photograph by
-# `cpm-nb prepare mpii`, end to end, and the input pipeline's throughput.
+# Real MPII is a 12.9 GB download, so everything here runs on an embedded **synthetic** dataset in
+# the same format; `cpm-nb prepare mpii` fetches the real one. **For practitioners**, at the end:
+# `cpm-nb prepare mpii` converting a real photograph, and the pipeline's throughput.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -78,12 +77,10 @@ profile = cpm_nb.setup(seed=0)
 # | `objpos` | a rough centre of the person |
 # | `scale` | person height / 200 px |
 #
-# plus per image the train/test flag, which people are well separated (`single_person`) and an
-# activity. `cpm_nb.data.mpii.read_annotations` flattens this into one record per person and
-# keeps the file's **1-based** pixels (MATLAB: the top-left pixel's centre is (1, 1)).
-#
-# The synthetic set is generated on first use (seconds) and cached. Each image shows one to
-# three articulated figures on a cluttered background, sometimes behind occluding objects.
+# plus per image the train/test flag and an activity. `mpii.read_annotations` flattens this into
+# one record per person and keeps the file's **1-based** pixels (MATLAB: the top-left pixel's
+# centre is (1, 1)). The synthetic set, generated on first use and cached, shows one to three
+# articulated figures per image on a cluttered background, sometimes behind occluding objects.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -219,15 +216,12 @@ print(stats["synthetic"]["activities"])
 # %% [markdown]
 # ### Do synthetic people look like MPII people, to the network?
 #
-# The network never sees whole images, only the crop around each person, so we compare people
-# *in their crops* (`cpm_nb.data.pose_stats`): how much of the crop the joints span, limb lengths
-# in units of the person size `200 x scale`, how varied the limb directions are (circular standard
-# deviation, degrees), how bent elbows and knees are, how many joints are not annotated, and how
-# often another person's joints fall inside the crop. The first version of the generator drew
-# people too large for their head boxes, almost always upright with straight limbs, never cut by
-# the frame, and crowded. Version 2 closed those gaps: looser head boxes, bent arms and legs,
-# sitting and bending people, legs cut off at the bottom edge, people turned sideways, fewer
-# people per image. The numbers, measured once (`pose_stats.load_measured()`):
+# The network sees only the crop around each person, so we compare people *in their crops*
+# (`cpm_nb.data.pose_stats`): the joints' extent, limb lengths in units of `200 x scale`, the
+# spread of limb directions (circular standard deviation, degrees), elbow and knee bends, joints
+# not annotated, and how often another person's joints fall inside the crop. The generator's
+# first version drew people too large, upright, straight-limbed, never cut by the frame and
+# crowded; version 2 closed those gaps. Measured once (`pose_stats.load_measured()`):
 
 # %%
 from cpm_nb.data import pose_stats
@@ -243,14 +237,12 @@ for key in ("extent_height median", "extent_width median", "upper arm length med
     print(f"{key:<34}" + "".join(f"{sets[name][key]:>24.3f}" for name in sets))
 
 # %% [markdown]
-# What remains different (compare the last two columns with the first): synthetic people are
-# wider in the crop (arms held out to the side), their forearms point in fewer directions, their
-# size varies less from person to person, and another person's joints are in far more of the
-# crops. The last is kept on purpose, so that the distractor cases of notebook 06 are frequent
-# enough to measure; MPII's share counts only the other *validation* people of an image, so it
-# is a lower bound. None of these numbers measures appearance: flat-coloured figures on random
-# clutter are far easier to see than people in photographs. With the real annotations at hand,
-# the distributions side by side:
+# What remains different (last column against the first): synthetic people are wider in the
+# crop, their forearms point in fewer directions, their size varies less, and another person's
+# joints are in far more crops. The last is on purpose, so that notebook 06's distractor cases
+# are frequent enough to measure (MPII's share counts only the other *validation* people, a lower
+# bound). None of this measures appearance: flat-coloured figures on clutter are far easier to
+# see than people in photographs. With the real annotations at hand, side by side:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -401,12 +393,11 @@ _ = explore(render, rotation=Slider(-40, 40, 5, 0, static=(-30,)),
 #
 # ## 6. TFRecords
 #
-# Decoding a whole MPII photo for every training example is what makes simple loaders slow.
-# `cpm-nb prepare` therefore stores, per person, a JPEG **context crop**: the person at training
-# resolution, in a crop wider than the final one, wide enough for every augmentation (zooming out
-# to 0.7 and rotating by 40 degrees, printed below). Bad input is counted, never silently kept:
-# missing or unreadable images, non-positive scales, people without joints, joints outside the
-# image, grayscale and CMYK JPEGs (converted).
+# Decoding a whole photo for every example is what makes simple loaders slow. `cpm-nb prepare`
+# stores, per person, a JPEG **context crop**: the person at training resolution, in a crop wide
+# enough for every augmentation (zoom out 0.7 and rotate 40 degrees, printed below). Bad input is
+# counted, never silently kept: missing images, bad scales, people without joints, joints outside
+# the image, grayscale and CMYK JPEGs (converted).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -530,14 +521,12 @@ Image.open(photo_file).convert("L").save(root / "images" / "grace_hopper_gray.jp
 print("working in", root)
 
 # %% [markdown]
-# **The annotation, by hand**, in MATLAB's 1-based pixels: head top, upper neck, thorax and both
-# shoulders. An annotator also guessed her right elbow *below* the frame (y = 660, under the
-# photo's bottom edge); such joints exist in real MPII and the converter must drop them. The head
-# box frames the head, `objpos` is the middle of the visible person and `scale` the visible
-# height / 200 px. The first image also gets a rectangle with a centre and a scale but no joints,
-# as MPII has, and a third image is listed that is not in `images/`. `mpii.write_release_mat`
-# stores it all as an official `RELEASE` struct; `detections.mat` names the validation person
-# (image 2, person 1), like Tompson et al.'s split file.
+# **The annotation, by hand**, in 1-based pixels: head top, upper neck, thorax, both shoulders,
+# and a right elbow guessed *below* the frame (y = 660), which the converter must drop, as in real
+# MPII. `objpos` is the middle of the visible person, `scale` its height / 200 px. The first image
+# also gets a person without joints, and a third image is listed that is not in `images/`.
+# `mpii.write_release_mat` stores it as an official `RELEASE` struct; `detections.mat` names the
+# validation person (image 2, person 1), like Tompson et al.'s split file.
 
 # %%
 from scipy.io import savemat
