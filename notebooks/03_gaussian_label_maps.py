@@ -519,7 +519,7 @@ print("pckh_by_hand == cpm_nb.evaluation.metrics.pckh (total and per joint)")
 
 # %% [markdown]
 # Open-source evaluators differ in small ways: Head = head top only, the plain average of the 14
-# joints, and a "Mean@0.1" that indexes the threshold array one step too far (0.11). On the MPII
+# joints, and a "Mean@0.1" that indexes the threshold array one step too far. On the MPII
 # validation people with Tompson et al.'s predictions (`detections_our_format.mat`, where it is
 # available) the differences are visible:
 
