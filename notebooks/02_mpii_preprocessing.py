@@ -652,7 +652,7 @@ print(f"{visible_height:.0f} px of visible height -> {share / profile.input_size
 # ## For practitioners: throughput
 #
 # How fast is the pipeline? We time it against what common PyTorch pose loaders do, one example
-# at a time: open the photo with PIL, warp the crop with SciPy (the NumPy reference of section 4)
+# at a time: open the photo with PIL, warp the crop with SciPy (`preprocess.warp_numpy`, the reference)
 # or with PIL's C resampler, transform the joints. Wall-clock rates depend on what else the
 # machine is doing, so the table also shows the CPU time per example and the rate it implies on
 # idle cores. The paper's 368 px case is measured by `python -m cpm_nb.bench pipeline`.
