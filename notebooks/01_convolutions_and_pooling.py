@@ -64,10 +64,9 @@ profile = cpm_nb.setup(seed=0)
 # %% [markdown]
 # ## 1. A photograph to work on
 #
-# Matplotlib ships a few sample files, among them a portrait photograph of Grace Hopper (600 x 512
-# px). We load it in grayscale and shrink it, keeping its aspect ratio, to a height that the active
-# profile sets (small in CI, larger on a laptop); nothing is downloaded. Pixel values are floats
-# in [0, 1].
+# Matplotlib ships a portrait photograph of Grace Hopper. We load it in grayscale and shrink
+# it, keeping its aspect ratio, to a height the active profile sets; nothing is downloaded.
+# Pixel values are floats in [0, 1].
 
 # %%
 import matplotlib.pyplot as plt
@@ -96,8 +95,8 @@ plt.show()
 #
 # $$ y[i, j, o] = \sum_{u=0}^{k-1} \sum_{v=0}^{k-1} \sum_{c} x[i s + u,\ j s + v,\ c]\; K[u, v, c, o] $$
 #
-# where $s$ is the stride. (Deep-learning libraries do not flip the kernel, so strictly this is a
-# cross-correlation.) Written out, it is two loops over the output pixels and one over the output
+# where $s$ is the stride. Deep-learning libraries do not flip the kernel, so strictly this is a
+# cross-correlation. Written out, it is two loops over the output pixels and one over the output
 # channels; the sum over $u$, $v$ and $c$ is one `np.sum` of the patch times the kernel:
 
 # %%
@@ -116,10 +115,9 @@ def conv2d_by_hand(x, K, stride=1):
 
 
 # %% [markdown]
-# TensorFlow's `padding="same"` adds zeros around the image first (`C.same_padding` says how many
-# on each side, more at the bottom and right when the total is odd) so that the output has
-# $\lceil n / s \rceil$ pixels. The package's `cpm_nb.course.convolution.conv2d`, used in the rest of
-# the course, does the same; the asserts make this notebook fail if the two ever differ.
+# TensorFlow's `padding="same"` first adds zeros around the image (`C.same_padding` says how
+# many on each side) so that the output has $\lceil n / s \rceil$ pixels. The package's
+# `C.conv2d`, used in the rest of the course, does the same; the asserts fail if they differ.
 
 # %%
 rng = np.random.default_rng(0)
@@ -153,8 +151,8 @@ print("numpy == keras Conv2D:", np.allclose(ours, keras_out, atol=1e-4))
 # %% [markdown]
 # ### Stride, padding and the output size
 #
-# Along each axis, an input of length $n$, kernel $k$, stride $s$, padding $p$ (pixels added on
-# each side) and dilation $d$ gives
+# Along each axis, an input of length $n$, kernel $k$, stride $s$, padding $p$ on each side and
+# dilation $d$ give
 #
 # $$ n_{out} = \left\lfloor \frac{n + 2p - d(k-1) - 1}{s} \right\rfloor + 1 .$$
 #
@@ -176,6 +174,8 @@ for n, k, s, padding in [(7, 3, 1, "valid"), (7, 3, 2, "valid"), (8, 3, 2, "vali
 # Before networks learned their filters, vision engineers designed them. The **Sobel** kernels
 # respond to horizontal and vertical intensity changes (edges); a **box blur** averages a
 # neighbourhood. Each produces a *feature map*: large values where the image matches the kernel.
+# The edge maps are drawn on a dark background (zero response is black) and their colour scale
+# ends at the 98th percentile of the response, so thin edges stay visible.
 
 # %%
 named = {"Sobel x": C.SOBEL_X, "Sobel y": C.SOBEL_Y, "box blur": C.BOX_BLUR}
@@ -184,30 +184,29 @@ axes[0].imshow(photo, cmap="gray", vmin=0, vmax=1)
 axes[0].set_title("input")
 for ax, (name, k) in zip(axes[1:], named.items()):
     response = C.conv2d(x, k[:, :, None, None])[:, :, 0]
-    m = np.abs(response).max()  # a diverging map centred on zero: white = no response
+    m = np.percentile(np.abs(response), 98)  # a few strong edges would wash out the rest
     im = (ax.imshow(response, cmap="gray", vmin=0, vmax=1) if name == "box blur"
-          else ax.imshow(response, cmap="RdBu_r", vmin=-m, vmax=m))
+          else ax.imshow(response, cmap="berlin", vmin=-m, vmax=m))
     ax.set_title(f"{name} response")
     fig.colorbar(im, ax=ax, fraction=0.046, label="response (intensity units)")
 for ax in axes:
     ax.set(xlabel="x (px)", ylabel="y (px)")
-fig.suptitle("Feature maps of hand-set 3x3 kernels (red positive, blue negative)")
+fig.suptitle("Feature maps of hand-set 3x3 kernels (red positive, blue negative, black zero)")
 save_figure(fig, "01_hand_kernels")
 plt.show()
 
 # %% [markdown]
 # ## 4. A network learns the Sobel kernel by itself
 #
-# The source article's claim: we do not have to design kernels, a network finds them. We take a
-# single 3x3 `Conv2D` with random initial weights and train it, by gradient descent on the squared
-# error, to reproduce the Sobel-x response of the photo. The loss is a quadratic function of the
-# nine weights, with its minimum exactly at the Sobel kernel, so training should recover it.
+# We do not have to design kernels: a network finds them. We train a single 3x3 `Conv2D` with
+# random initial weights, by gradient descent on the squared error, to reproduce the Sobel-x
+# response of the photo. The loss is quadratic in the nine weights with its minimum exactly at
+# the Sobel kernel, so training should recover it.
 #
-# The whole experiment is the function below. One line matters more than it looks: the photo is
-# **standardised** (zero mean, unit variance) before training. Neighbouring pixels of a photo are
-# almost equal, so the nine inputs of every 3x3 patch are strongly correlated and the squared error
-# is a long, narrow valley in weight space; removing the mean flattens its steepest direction.
-# Adam with a learning rate that decays along a cosine then walks the valley to its bottom.
+# One line matters more than it looks: the photo is **standardised** (zero mean, unit variance).
+# Neighbouring pixels are almost equal, so the nine inputs of a 3x3 patch are strongly correlated
+# and the squared error is a long, narrow valley in weight space; removing the mean flattens its
+# steepest direction. Adam with a cosine-decaying learning rate then walks the valley down.
 
 # %%
 def learn_kernel_by_hand(image, target, steps=2000, learning_rate=0.1, epochs=40,
@@ -225,9 +224,8 @@ def learn_kernel_by_hand(image, target, steps=2000, learning_rate=0.1, epochs=40
 
 
 # %% [markdown]
-# We train it from a seeded random start, then check that the package's `C.learn_kernel` (which the
-# tests and notebook 04 use) is the same computation: from the same seed it must learn the same
-# kernel through the same losses.
+# From the same seed, the package's `C.learn_kernel` (used by the tests and notebook 04) must
+# learn the same kernel through the same losses:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -254,9 +252,9 @@ print(f"max |learned - Sobel x|: standardised {error:.1e}, raw photo {raw_error:
       f"({raw_error / error:.0f} x farther after the same {len(losses) * 50} steps)")
 
 # %% [markdown]
-# Both end close to Sobel on this photo; the standardised run ends far closer, and its loss falls
-# by more orders of magnitude (right panel, each run relative to its first epoch). The `assert`
-# below makes the notebook fail if the learned weights are not within a thousandth of Sobel.
+# Both end close to Sobel; the standardised run ends far closer, and its loss falls by more
+# orders of magnitude (right panel, each run relative to its first epoch). The `assert` fails if
+# the learned weights are not within a thousandth of Sobel.
 
 # %%
 assert error < 1e-3, f"learned kernel is {error:.3g} away from Sobel"
@@ -281,9 +279,9 @@ plt.show()
 # %% [markdown]
 # ## 5. Max pooling
 #
-# A 2x2 max-pool keeps the largest value of every 2x2 block and halves each side. On a feature map
-# it keeps *whether* a feature is present in a neighbourhood and forgets *exactly where*. CPM's
-# trunk uses three of them, so its belief maps are 8x smaller than the input. As a loop:
+# A 2x2 max-pool keeps the largest value of every 2x2 block and halves each side: it keeps
+# *whether* a feature is present in a neighbourhood and forgets *exactly where*. CPM's trunk uses
+# three, so its belief maps are 8x smaller than the input. As a loop:
 
 # %%
 def max_pool_by_hand(x, size=2):
@@ -315,16 +313,19 @@ plt.show()
 
 # %% [markdown]
 # **Translation invariance, measured.** Shift the input by 1 to 8 pixels and compare the pooled
-# feature map with the unshifted one (Pearson correlation over the common area). Without pooling,
-# the correlation drops fast: edges are thin. After pooling, small shifts move a strong edge within
-# its pooling window and the pooled map barely changes.
+# feature map with the unshifted one (Pearson correlation over the common area). Without pooling
+# the correlation drops fast: edges are thin. Pooling slows the drop, more so the larger the
+# window, but no pool makes the map invariant: compare the printed correlations at 2 and 4 px.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 shifts = np.arange(0, 9)
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
-for pool in (1, 2, 4, 8):
-    ax.plot(shifts, C.shift_similarity(edges[:, :, 0], pool, shifts), "o-", label=f"pool {pool}")
+for pool, marker in zip((1, 2, 4, 8), "osD^"):
+    similarity = C.shift_similarity(edges[:, :, 0], pool, shifts)
+    ax.plot(shifts, similarity, marker + "-", label=f"pool {pool}x{pool}")
+    print(f"pool {pool}x{pool}: correlation {similarity[2]:.2f} after a 2-px shift, "
+          f"{similarity[4]:.2f} after 4 px")
 ax.set(title="Pooled maps vs. input shift", xlabel="input shift (px)",
        ylabel="correlation with unshifted map", ylim=(0, 1.02))
 ax.legend()
@@ -333,8 +334,8 @@ plt.show()
 
 # %% [markdown]
 # **The cost it saves.** A 3x3 convolution from 64 to 64 channels costs $3 \cdot 3 \cdot 64 \cdot 64$
-# multiply-adds per output pixel. Every 2x2 pool divides the number of pixels, and with it the cost
-# of all later layers, by 4. For a 368x368 input:
+# multiply-adds per output pixel. Every 2x2 pool divides the number of pixels, and the cost of all
+# later layers, by 4. For the paper's 368x368 input:
 
 # %%
 macs_per_pixel = 3 * 3 * 64 * 64
@@ -346,10 +347,10 @@ for pools in range(4):
 # %% [markdown]
 # ## 6. A fully connected layer is a 1x1 convolution
 #
-# A `Dense` layer applied to a $(H, W, C)$ tensor acts on the last axis: every pixel's $C$-vector
-# goes through the same matrix. That is exactly a convolution with a 1x1 kernel. CPM's first stage
-# (`conv5_1_CPM`, `conv5_2_CPM`) is such a per-pixel classifier. We copy one layer's weights into
-# the other and compare.
+# A `Dense` layer applied to an $(H, W, C)$ tensor acts on the last axis: every pixel's
+# $C$-vector goes through the same matrix, exactly a convolution with a 1x1 kernel. CPM's first
+# stage ends in such a per-pixel classifier (`conv5_1_CPM`, `conv5_2_CPM`). We copy one layer's
+# weights into the other and compare.
 
 # %%
 features = rng.normal(size=(2, 6, 6, 16)).astype("float32")
@@ -372,8 +373,8 @@ print("outputs equal:", difference < 1e-5)
 #
 # $$ r \leftarrow r + (d(k-1)+1 - 1)\, j, \qquad j \leftarrow j\, s, \qquad r = j = 1 \text{ at the input}. $$
 #
-# `cpm_nb.model.receptive_field` implements this. We check it against a measurement: the gradient of the
-# centre output cell with respect to the input is non-zero exactly on the receptive field.
+# `cpm_nb.model.receptive_field` implements this. We check it against a measurement: the gradient
+# of the centre output cell with respect to the input is non-zero exactly on the receptive field.
 
 # %%
 from cpm_nb.model import receptive_field as RF
@@ -400,8 +401,8 @@ print("measured with gradients:", RF.empirical_receptive_field(net, 64), "px")
 #
 # ## 8. Explore kernels and pooling
 #
-# Pick a kernel and a pooling size. In JupyterLab or Colab these are live controls; in the stored
-# notebook (rendered headless) you see a few preset combinations instead.
+# Pick a kernel and a pooling size: live controls in JupyterLab or Colab, a few preset
+# combinations in the stored notebook.
 
 # %%
 from cpm_nb.course.widgets import Choice, explore
@@ -435,8 +436,8 @@ _ = explore(show_kernel, kernel=Choice(tuple(KERNELS), static=("Laplacian", "sha
 # * Hand-designed kernels detect edges or smooth; trained by gradient descent, a 3x3 `Conv2D`
 #   recovered the Sobel kernel from data alone; standardising the input made it converge much
 #   closer.
-# * Max pooling keeps strong responses, tolerates small shifts and cuts the cost of later layers
-#   by 4 per 2x2 pool.
+# * Max pooling keeps strong responses, makes small shifts matter less (not nothing) and cuts the
+#   cost of later layers by 4 per 2x2 pool.
 # * A `Dense` layer on feature maps is a 1x1 convolution: CPM's stage 1 classifies every pixel.
 # * The receptive field grows by $(k_{eff}-1) \cdot j$ per layer, and pooling multiplies the jump.
 #

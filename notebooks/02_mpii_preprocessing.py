@@ -22,20 +22,17 @@
 #
 # **What you will learn**
 #
-# * what an MPII Human Pose annotation holds (joints, visibility, head box, `objpos`, `scale`) and
-#   the quirks of the official file;
+# * what an MPII Human Pose annotation holds (joints, visibility, head box, `objpos`, `scale`);
 # * the statistics that shape the learning problem: people per image, missing and occluded
-#   joints, person sizes, activities;
-# * the multi-person problem, and why CPM crops around one person;
-# * the person-centric crop as one 3x3 matrix, and the paper's augmentation (scale, rotation,
-#   flip with the left/right swap) applied consistently to pixels and joints;
-# * the conversion to TFRecords on a real photograph, end to end, with the same command that
-#   converts the full MPII download;
-# * TFRecords and a `tf.data` pipeline fast enough to keep a GPU busy.
+#   joints, person sizes; and how the synthetic people differ from MPII's;
+# * why CPM crops around one person, and the crop as one 3x3 matrix, written out;
+# * the paper's augmentation (scale, rotation, flip with the left/right swap), applied
+#   consistently to pixels and joints;
+# * TFRecords and the `tf.data` pipeline that feeds training.
 #
-# Real MPII is a 12.9 GB download, so everything here also runs on an embedded **synthetic**
-# dataset in exactly the same format. On Colab, `cpm-nb prepare mpii --root DIR` fetches the real
-# one and the same code runs on it.
+# Real MPII is a 12.9 GB download, so everything here runs on an embedded **synthetic** dataset in
+# the same format; `cpm-nb prepare mpii` fetches the real one. **For practitioners**, at the end:
+# `cpm-nb prepare mpii` converting a real photograph, and the pipeline's throughput.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -80,13 +77,10 @@ profile = cpm_nb.setup(seed=0)
 # | `objpos` | a rough centre of the person |
 # | `scale` | person height / 200 px |
 #
-# plus per image the train/test flag, which people are well separated (`single_person`) and an
-# activity. `cpm_nb.data.mpii.read_annotations` flattens this into one record per person and keeps the
-# file's **1-based** pixel convention (MATLAB: the top-left pixel's centre is (1, 1)).
-#
-# The synthetic set is generated on first use (seconds) and cached under `data/synthetic/`. Each
-# image shows one to three articulated figures on a cluttered background, sometimes behind
-# occluding objects.
+# plus per image the train/test flag and an activity. `mpii.read_annotations` flattens this into
+# one record per person and keeps the file's **1-based** pixels (MATLAB: the top-left pixel's
+# centre is (1, 1)). The synthetic set, generated on first use and cached, shows one to three
+# articulated figures per image on a cluttered background, sometimes behind occluding objects.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -102,8 +96,8 @@ print(f"{len(data.train)} training and {len(data.val)} validation people in "
       f"(generated once in {made} s, cached in {data.root})")
 
 # %% [markdown]
-# One record, as the reader returns it for real MPII too (the synthetic generator adds `flags`,
-# the ground truth of what it drew: other people in the image, occluded joints):
+# One record, as the reader returns it for real MPII too; the synthetic generator adds `flags`,
+# the ground truth of what it drew (other people in the image, occluded joints):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -139,12 +133,11 @@ plt.show()
 # %% [markdown]
 # ### Real MPII, when it is here
 #
-# The course repository's tests use a real slice of the official format: the 2,958 validation
-# people of Tompson et al. (the split most papers report on), in the file `detections.mat`. If it,
-# or the official file fetched by `cpm-nb prepare mpii --root data/mpii`, is present we read it
-# with the same function.
-# Note its quirks: `is_visible` comes as a number, an empty array or a string; unannotated joints
-# are simply absent; coordinates are integers for most joints and floats for neck and head.
+# The repository's tests use a real slice of the official format: the 2,958 validation people of
+# Tompson et al., the split most papers report on, in the file `detections.mat`. If it, or the
+# official file fetched by `cpm-nb prepare mpii`, is present, we read it with the same function.
+# Its quirks: `is_visible` comes as a number, an empty array or a string; unannotated joints are
+# simply absent; coordinates are integers for most joints and floats for neck and head.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -164,43 +157,62 @@ if real:
 # %% [markdown]
 # ## 2. Statistics
 #
-# Four numbers shape the learning problem: how many people share an image (the crop must pick
+# Four things shape the learning problem: how many people share an image (the crop must pick
 # one), how often each joint is annotated and visible, how large people are, and what they do.
-# In the real validation set, ankles lack a label for 28 % of people and knees for 16 % (cut off
-# by the frame); of the annotated joints, about a quarter of hips, wrists and ankles are marked
-# occluded, pelvis and thorax almost half. The synthetic set is gentler (5-11 % occluded per
-# joint), its difficulty coming instead from clutter and the people around each person.
+# In the real validation set, the frame cuts off ankles and knees most often, and hips, wrists,
+# ankles, pelvis and thorax are often marked occluded. The synthetic set is gentler (fewer
+# occluded joints in all: the table's last row), its difficulty coming instead from clutter and
+# the people around each person. The table under the figure gives the shares per joint.
 
 # %%
+from matplotlib.patches import Patch
+
 from cpm_nb.core import skeleton
 
 stats = {"synthetic": mpii.statistics(data.train)}
 if real:
     stats[f"real MPII ({real_file.name})"] = mpii.statistics(real)
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.6), layout="constrained")
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), layout="constrained")
 x = np.arange(16)
 for k, (label, s) in enumerate(stats.items()):
     w = 0.4
     axes[0].bar(x + (k - 0.5) * w, s["annotated_per_joint"] / s["people"], w, label=f"{label}: annotated")
     axes[0].bar(x + (k - 0.5) * w, s["visible_per_joint"] / s["people"], w * 0.5, color="k", alpha=0.4)
     axes[1].hist(s["scales"] * 200, bins=np.geomspace(10, 3000, 40), alpha=0.6, label=label)
-axes[0].set(xticks=x, title="Annotated (bars) and visible (dark) per joint",
-            ylabel="fraction of people", xlabel="joint")
+handles = axes[0].get_legend_handles_labels()[0]
+handles.append(Patch(color="k", alpha=0.4, label="visible (dark, inside each bar)"))
+axes[0].set(xticks=x, title="Annotated and visible, per joint", ylabel="fraction of people",
+            xlabel="joint", ylim=(0, 1.45), yticks=np.linspace(0, 1, 6))
 axes[0].set_xticklabels(skeleton.SHORT_NAMES, rotation=90)
-axes[0].legend(fontsize=7, loc="lower left")
+axes[0].legend(handles=handles, fontsize=7, loc="upper center")  # above the bars (at most 1)
 axes[1].set(title="Person size", xlabel="200 x scale (px, ~ person height)", ylabel="people",
             xscale="log")
 axes[1].legend(fontsize=8)
 ppi = stats["synthetic"]["people_per_image"]
 axes[2].bar(list(ppi), list(ppi.values()))
-axes[2].set(title="People per image (synthetic)", xlabel="people", ylabel="images",
-            xticks=list(ppi))
+axes[2].set(title="People per image (synthetic)", xlabel="people in the image",
+            ylabel="images", xticks=list(ppi))
 save_figure(fig, "02_statistics")
 plt.show()
 
+print(f"{'joint':<11}" + "".join(f"{name.split(' (')[0] + ' ' + what:>24}" for name in stats
+                                 for what in ("missing", "occluded")))
+for j, joint in enumerate(skeleton.JOINT_NAMES):
+    cells = []
+    for s in stats.values():
+        annotated, visible = s["annotated_per_joint"][j], s["visible_per_joint"][j]
+        cells += [1 - annotated / s["people"], (annotated - visible) / max(annotated, 1)]
+    print(f"{joint:<11}" + "".join(f"{share:>24.0%}" for share in cells))
+cells = []
+for s in stats.values():
+    annotated, visible = s["annotated_per_joint"].sum(), s["visible_per_joint"].sum()
+    cells += [1 - annotated / (16 * s["people"]), (annotated - visible) / annotated]
+print(f"{'all joints':<11}" + "".join(f"{share:>24.0%}" for share in cells))
+print("missing: share of people without the joint; occluded: share of its annotations")
+
 # %% [markdown]
-# Real MPII records also carry an activity (20 categories, 410 activities, from the video they
-# were cut from); the synthetic figures carry the pose family they were drawn from:
+# Real MPII records also carry an activity (20 categories, 410 activities); the synthetic
+# figures carry the pose family they were drawn from:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -209,39 +221,55 @@ print(stats["synthetic"]["activities"])
 # %% [markdown]
 # ### Do synthetic people look like MPII people, to the network?
 #
-# The network never sees whole images, only the crop around each person, so we compare people
-# *in their crops* (`cpm_nb.data.pose_stats`): how much of the crop the joints span, limb lengths in
-# units of the person size `200 x scale`, how varied the limb directions are (circular standard
-# deviation, degrees) and how bent elbows and knees are, how many joints are not annotated, and
-# how often another person's joints fall inside the crop. The first version of the generator
-# drew people too large for their head boxes (a third too tall in the crop), almost always
-# upright with straight limbs, never cut by the frame, and crowded (half the crops held
-# another person). Version 2 closed those gaps: looser head boxes (MPII's are drawn loosely),
-# bent arms and legs, sitting and bending people, legs cut off at the bottom edge for 28 % of
-# people (MPII: ankles missing for 28 %), people turned sideways, and fewer people per image.
-# The numbers, measured once on the real validation annotations and on 1,500 synthetic images of
-# each version (`pose_stats.load_measured()`):
+# The network sees only the crop around each person, so we compare people *in their crops*
+# (`cpm_nb.data.pose_stats`): the joints' extent, limb lengths in units of `200 x scale`, the
+# spread of limb directions (circular standard deviation, degrees), elbow and knee bends, joints
+# not annotated, and how often another person's joints fall inside the crop. The generator's
+# first version drew people too large, upright, straight-limbed, never cut by the frame and
+# crowded; version 2 closed those gaps. Measured once (`pose_stats.load_measured()`):
 
 # %%
 from cpm_nb.data import pose_stats
 
-sets = pose_stats.load_measured()["statistics"]
+measured = pose_stats.load_measured()
+print("measured:", measured["about"])
+sets = measured["statistics"]
 print(f"{'statistic':<34}" + "".join(f"{name:>24}" for name in sets))
 for key in ("extent_height median", "extent_width median", "upper arm length median",
             "thigh length median", "elbow bend median", "knee bend median",
             "torso angle spread (deg)", "thigh angle spread (deg)",
-            "forearm angle spread (deg)", "not_annotated (share of joints)", "others_in_crop"):
-    print(f"{key:<34}" + "".join(f"{sets[name][key]:>24.3f}" for name in sets))
+            "forearm angle spread (deg)", "not_annotated (share of joints)", "others_in_crop",
+            "occluded (share of joints)", "occluded_body (share of joints)",
+            "centre offset median"):
+    if any(key in sets[name] for name in sets):  # the later keys: not measured for v1
+        print(f"{key:<34}" + "".join(f"{sets[name][key]:>24.3f}" if key in sets[name]
+                                     else f"{'-':>24}" for name in sets))
 
 # %% [markdown]
-# What remains different: synthetic people are still wider in the crop (arms held out to the
-# side in 2-D: 0.34 of the crop against 0.22), their forearms point in fewer directions (a
-# spread of 55 degrees against 80), their size varies less from person to person, and another
-# person's joints are in 29 % of the crops against 10 % in MPII -- kept higher on purpose, so
-# the distractor cases of notebook 06 are frequent enough to measure (and MPII's 10 % counts only
-# the other *validation* people of an image, so it is a lower bound). None of these numbers
-# measures appearance: flat-coloured figures on random clutter are far easier to see than people
-# in photographs. With the real annotations at hand, the distributions side by side:
+# What remains different (last column against the first): synthetic people are wider in the
+# crop, their forearms point in fewer directions, their size varies less, and another person's
+# joints are in far more crops. The last is on purpose, so that notebook 06's distractor cases
+# are frequent enough to measure (MPII's share counts only the other *validation* people, a lower
+# bound). None of this measures appearance: flat-coloured figures on clutter are far easier to
+# see than people in photographs.
+#
+# Two more differences are kept on purpose, and they matter for what notebooks 05 and 06
+# measure. **Occlusion**: MPII flags far more of its annotated joints as not visible (the
+# per-joint table's last row), and the synthetic generator flags a joint only when another
+# person or an occluder object covers it, never when the person's own body does (a far arm
+# behind the torso). So the "occluded joints" of notebooks 05 and 06 are hidden by *something
+# else*: the image shows nothing of the joint and context from the other parts must stand in. It
+# is a smaller, purer subset than MPII's, whose occluded joints are often half-visible behind the
+# person's own limbs. **Centres**: MPII's `objpos` is a rough centre; the synthetic centre lies
+# much closer to the midpoint of pelvis and thorax (the table's `centre offset median`, in person
+# heights, where the measurement has it). Every crop is centred on its person, so the crop centre
+# is a strong cue to *which* person is meant; a stage 1 that sees about half the crop (notebook
+# 05) cannot see where the centre is, a later stage can. The attribution ablation (d) of issue 22
+# (`cpm-nb experiment ablations --which d`: a centre map in every stage, as the released model
+# has) measures what that cue gives. Changing either would change every trained number of this
+# course, so version 2 of the generator keeps both.
+#
+# With the real annotations at hand, the distributions side by side:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -254,13 +282,13 @@ else:
     print("real MPII annotations not found: the table above is the stored measurement")
 
 # %% [markdown]
-# ## 3. The multi-person problem
+# ## 3. One person per crop
 #
-# A network that sees a whole image with three people must decide *whose* left wrist to output.
-# CPM sidesteps it: each example is a crop **centred on one person** (its `objpos`), and the
-# network also receives a Gaussian "centre map" telling it which person is meant. Other people
-# still appear in the crop, as distractors, so the network must learn to ignore them. Below, the
-# same image cropped around each of its people.
+# An image may hold several people, and the network must answer for one of them (notebook 03
+# shows why a coordinate regressor cannot, and a belief map can). CPM makes every example a crop
+# **centred on one person** (its `objpos`), and gives the network a Gaussian "centre map" saying
+# which person is meant. Other people still appear in the crop as distractors, which the network
+# must learn to ignore. Below, one image cropped around each of its people.
 
 # %%
 from cpm_nb.course.viz import show_crop
@@ -285,22 +313,51 @@ plt.show()
 # A crop is an affine map from original pixels to crop pixels. Following CPM's released training
 # code (`target_dist = 1.171` at 368 px), `200 x scale` original pixels become
 # `PERSON_FRACTION = 1.171 x 200 / 368 = 0.636` of the crop side, and `objpos` lands in the
-# centre. With scale factor $f$, rotation $\theta$ and an optional mirror $F$:
+# centre. With crop side $S$, scale factor $f$, rotation $\theta$ and an optional mirror $F$:
 #
-# $$M = T\!\left(\tfrac{S-1}{2}\right)\, F\, s\,R(\theta)\, T(-(\mathbf{c} - 1)), \qquad
+# $$M = T\!\left(\tfrac{S-1}{2}\right)\, F\, s\,R(\theta)\, T(-\mathbf{c}), \qquad
 #   s = \frac{S \cdot 0.636 \cdot f}{200\,\mathrm{scale}}$$
 #
-# The $-1$ converts MATLAB's 1-based pixels to the crop's 0-based pixel centres, so `inv(M)` maps
-# a prediction in the crop straight back to the original file's coordinates. A person of scale
-# 1.0 at (100, 80) in a 368-px crop:
+# $T(\mathbf{c})$ is the translation by $\mathbf{c}$ = `objpos`. $M$ maps the file's 1-based
+# pixels to the crop's 0-based pixel centres. The 1-based shift needs no term of its own: a point
+# and `objpos` are both 1-based, and only their difference is scaled and rotated; the centre of
+# the 0-based crop is $(S-1)/2$. So the translation column of $M$ (no rotation, no flip) is
+# $(S-1)/2 - s\,\mathbf{c}$. Written out, with the person fraction as a parameter:
 
 # %%
-M = preprocess.crop_matrix(center=(100, 80), scale=1.0, input_size=368)
+def translation(tx, ty):
+    return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]])
+
+
+def crop_matrix_by_hand(center, scale, size, rotation=0.0, scale_factor=1.0, flip=False,
+                        person_fraction=preprocess.PERSON_FRACTION):
+    """3x3 matrix: original 1-based (x, y, 1) -> 0-based crop (x, y, 1) of side ``size``."""
+    s = size * person_fraction * scale_factor / (200.0 * scale)  # crop px per original px
+    t = np.radians(rotation)
+    rotate = np.array([[s * np.cos(t), s * np.sin(t), 0],  # y points down: counter-clockwise
+                       [-s * np.sin(t), s * np.cos(t), 0],  # on screen
+                       [0, 0, 1]])
+    mirror = np.diag([-1.0 if flip else 1.0, 1.0, 1.0])
+    half = (size - 1) / 2
+    return translation(half, half) @ mirror @ rotate @ translation(-center[0], -center[1])
+
+
+rng = np.random.default_rng(0)
+for _ in range(100):
+    args = (rng.uniform(1, 1000, 2), rng.uniform(0.3, 5), int(rng.choice([128, 368])),
+            rng.uniform(-40, 40), rng.uniform(0.7, 1.3), bool(rng.integers(2)))
+    assert np.allclose(crop_matrix_by_hand(*args), preprocess.crop_matrix(*args), atol=1e-9)
+print("crop_matrix_by_hand == cpm_nb.data.preprocess.crop_matrix on 100 random crops:", True)
+
+M = crop_matrix_by_hand(center=(100, 80), scale=1.0, size=368)
+s = preprocess.pixel_scale(1.0, 368)
 print(M.round(4))
+print(f"translation (S-1)/2 - s*c = {183.5 - s * 100:.4f}, {183.5 - s * 80:.4f} (s = {s:.4f})")
 print("objpos ->", preprocess.apply_matrix(M, (100, 80)), "(the crop centre, (368-1)/2)")
 
 # %% [markdown]
-# Going back: a point mapped by `M` and then by `inv(M)` returns exactly (up to float rounding).
+# Going back: a point mapped by `M` and then by `inv(M)` returns exactly, up to float rounding,
+# so `inv(M)` maps a prediction in the crop to the original file's pixels.
 
 # %%
 rng = np.random.default_rng(0)
@@ -363,18 +420,20 @@ _ = explore(render, rotation=Slider(-40, 40, 5, 0, static=(-30,)),
 #
 # ## 6. TFRecords
 #
-# Decoding a whole 1280x720 photo for every training example is what makes simple loaders slow.
-# `cpm-nb prepare` therefore stores, per person, a JPEG **context crop**: the person at training
-# resolution, twice as wide as the final crop, which covers every augmentation (zoom out 0.7 and
-# rotate 40 degrees needs 1/0.7 x (cos 40 + sin 40) = 2.0 crop widths). Bad input is counted, never
-# silently kept: missing or unreadable images, zero or negative scale, people without joints,
-# joints outside the image, grayscale and CMYK JPEGs (converted).
+# Decoding a whole photo for every example is what makes simple loaders slow. `cpm-nb prepare`
+# stores, per person, a JPEG **context crop**: the person at training resolution, in a crop wide
+# enough for every augmentation (zoom out 0.7 and rotate 40 degrees, printed below). Bad input is
+# counted, never silently kept: missing images, bad scales, people without joints, joints outside
+# the image, grayscale and CMYK JPEGs (converted).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 from cpm_nb.data import pipeline
 from cpm_nb.data.synthetic_set import SyntheticSpec, prepare_synthetic
 
+widest = 1 / 0.7 * (np.cos(np.radians(40)) + np.sin(np.radians(40)))
+print(f"zoom out 0.7 and rotate 40 deg: the crop needs {widest:.2f} crop widths of context; "
+      f"stored: {preprocess.CONTEXT:g}")
 start = time.perf_counter()
 prepared = prepare_synthetic(SyntheticSpec.from_profile(profile))
 tfrecord_dir = prepared.folder
@@ -399,15 +458,81 @@ for key, feature in sorted(example.features.feature.items()):
     print(f"{key:<13} {kind:<10} {n:>3} value(s)")
 
 # %% [markdown]
-# ## 7. The conversion, shown: a real photograph, end to end
+# ## 7. The `tf.data` pipeline
 #
-# The synthetic set skips the part that real MPII needs: reading the official `.mat` file, finding
-# each person's photo, cropping it. To watch `cpm-nb prepare mpii` do that on real pixels without
-# the 12.9 GB download, we build a **miniature MPII**: the photograph that ships with matplotlib,
-# annotated by hand in the official layout, next to the files the command expects.
+# `pipeline.make_dataset` interleaves the shards, shuffles, decodes only the part of the context
+# crop that the drawn augmentation needs, warps it with one bilinear resampling, transforms the
+# joints, batches and prefetches, all in parallel. Random draws are keyed by the seed and the
+# example's position, so `deterministic=True` gives the same batches every run. A batch is
+# `(images uint8 [B,S,S,3], joints float32 [B,16,2], visibility int32 [B,16])`, joints in 0-based
+# crop pixels; the label maps are drawn from the joints later, on the accelerator (notebook 03).
+
+# %%
+train = pipeline.make_dataset(tfrecord_dir, "train", batch_size=profile.batch_size,
+                              seed=profile.seed, deterministic=True)
+images, joints, visibility = next(iter(train))
+print("images", images.dtype.name, "| joints", joints.dtype.name, joints.shape[1:],
+      "| visibility", visibility.dtype.name, visibility.shape[1:])
+
+# %%
+fig, axes = plt.subplots(1, 5, figsize=(12.5, 2.8), layout="constrained")
+for k, ax in enumerate(axes.ravel()):
+    show_crop(ax, images[k].numpy(), joints[k].numpy(), visibility[k].numpy(),
+              title=f"training example {k}")
+fig.suptitle("An augmented training batch (random scale, rotation and flip)")
+save_figure(fig, "02_batch")
+plt.show()
+
+# %% [markdown]
+# For evaluation, the validation split is read once, in order, without augmentation, and with
+# `with_meta=True` each example also carries its crop matrix, so predictions can be mapped back
+# with `inv(M)` and scored against the original joints and head box:
+
+# %%
+val = pipeline.make_dataset(tfrecord_dir, "val", batch_size=4, with_meta=True)
+*_, meta = next(iter(val))
+print(sorted(meta))
+
+# %% [markdown]
+# ## Summary
 #
-# Two images: the photo as it is, and a grayscale copy (MPII contains a few grayscale JPEGs; they
-# must be converted to RGB, and counted).
+# * An MPII record is a list of joints with visibility, a head box, a rough centre and a scale;
+#   missing joints are common (ankles), and the file's 1-based pixels are handled once, in one
+#   place: the crop matrix.
+# * CPM trains on person-centric crops: `objpos` at the centre, `200 x scale` at
+#   `PERSON_FRACTION` of the side. Distractor people remain in the crop.
+# * Measured in their crops, synthetic people match MPII's size, limb lengths, bent limbs and
+#   truncation; they remain wider, less varied in forearm direction, more crowded, and far easier
+#   to see; occlusion (fewer occluded joints, no self-occlusion) and centre precision (tighter
+#   than MPII's `objpos`) are kept different on purpose (section 2).
+# * Scale, rotation and flip are parameters of one 3x3 matrix (a dozen lines, equal to
+#   `preprocess.crop_matrix`), so pixels and joints stay consistent; a flip also swaps left and
+#   right labels. `inv(M)` maps predictions back.
+# * Context crops in TFRecords and augmentation in `tf.data` keep the input pipeline fast.
+#
+# ## Exercises
+#
+# 1. Crop the image of section 3 around each person with a smaller person fraction:
+#    `M = crop_matrix_by_hand(p.objpos, p.scale, S, person_fraction=0.4)`, then
+#    `preprocess.warp_numpy(image, M, S)` and `preprocess.transform_joints(p.joints,
+#    p.visibility, M)`, and draw it with `show_crop`. What happens to the distractors? What would
+#    a network gain and lose?
+# 2. Remove the left/right swap from `transform_joints` and look at a flipped crop's colours.
+#    What would the network learn about right wrists?
+# 3. Find the fraction of synthetic people with at least one occluded joint, per number of other
+#    people in the image (`flags["n_others"]`). Does crowding hide joints?
+# 4. Time `make_dataset` with `deterministic=True` and `False`. Why can the non-deterministic
+#    order be faster?
+
+# %% [markdown]
+# ## For practitioners: converting real MPII
+#
+# The synthetic set skips what real MPII needs: reading the official `.mat` file, finding each
+# person's photo, cropping it. To watch `cpm-nb prepare mpii` do that on real pixels without the
+# 12.9 GB download, we build a **miniature MPII**: matplotlib's photograph, annotated by hand in
+# the official layout, next to the files the command expects. Two images: the photo as it is, and
+# a grayscale copy (MPII contains a few grayscale JPEGs; they must be converted, and counted).
+# The commands for the full dataset are in the README ("Real MPII").
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -424,15 +549,12 @@ Image.open(photo_file).convert("L").save(root / "images" / "grace_hopper_gray.jp
 print("working in", root)
 
 # %% [markdown]
-# **The annotation, by hand.** We read the joints off the photo in MATLAB's 1-based pixels: head
-# top, upper neck, thorax and both shoulders. An annotator also guessed her right elbow *below*
-# the frame (y = 660 in a 600-px photo); such joints exist in real MPII and the converter must
-# drop them. The head box frames the head, `objpos` is the middle of the visible person and
-# `scale` = visible height / 200 px. The first image also gets a second rectangle with a centre
-# and a scale but no joints (MPII has such people too), and a third image is listed that is not in
-# `images/`. The package's own writer, `mpii.write_release_mat`, stores it all as an official
-# `RELEASE` struct; `detections.mat` names the validation person (image 2, person 1), like
-# Tompson et al.'s split file.
+# **The annotation, by hand**, in 1-based pixels: head top, upper neck, thorax, both shoulders,
+# and a right elbow guessed *below* the frame (y = 660), which the converter must drop, as in real
+# MPII. `objpos` is the middle of the visible person, `scale` its height / 200 px. The first image
+# also gets a person without joints, and a third image is listed that is not in `images/`.
+# `mpii.write_release_mat` stores it as an official `RELEASE` struct; `detections.mat` names the
+# validation person (image 2, person 1), like Tompson et al.'s split file.
 
 # %%
 from scipy.io import savemat
@@ -464,9 +586,9 @@ save_figure(fig, "02_mini_mpii_annotation")
 plt.show()
 
 # %% [markdown]
-# **The conversion.** Now the command itself, called in-process with `cli.main`: the same code
-# path as typing it in a terminal. `--annotations`, `--images` and `--split-file` point at our
-# files, so nothing is downloaded (`--no-download` makes sure). It prints its summary:
+# **The conversion**: the command itself, called in-process with `cli.main`, the same code path
+# as typing it in a terminal. `--annotations`, `--images` and `--split-file` point at our files
+# and `--no-download` makes sure nothing is fetched. It prints its summary:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -497,9 +619,10 @@ for split, s in summary["splits"].items():
 # skipped), validation kept the grayscale copy (converted to RGB); in both, the elbow below the
 # frame was dropped. Each kept person is now one record: the context crop as JPEG, its joints in
 # crop pixels, and what evaluation needs to map back. We read the shards with
-# `cpm_nb.io.records` (plain Python, no TensorFlow) and draw them, and last the validation person as
-# the training pipeline hands it to the network. With `scale` 3.0 the 600-px photo spans 0.64 of
-# the crop side, as every person does; where the crop reaches beyond the photo it is grey (128).
+# `cpm_nb.io.records` (plain Python, no TensorFlow) and draw them, then the validation person as
+# the training pipeline hands it to the network. Like every person, the photo's visible height
+# spans `PERSON_FRACTION` of the crop side (printed); where the crop reaches beyond the photo it
+# is grey.
 
 # %%
 import io
@@ -520,79 +643,19 @@ show_crop(axes[2], net_in[0].numpy(), net_joints[0].numpy(), net_vis[0].numpy(),
 fig.suptitle("From the photo to the records: crops centred on objpos, joints carried along")
 save_figure(fig, "02_mini_mpii_records")
 plt.show()
+visible_height = hopper["scale"] * 200
+share = preprocess.pixel_scale(hopper["scale"], profile.input_size) * visible_height
+print(f"{visible_height:.0f} px of visible height -> {share / profile.input_size:.3f} of the "
+      f"{profile.input_size}-px crop side (PERSON_FRACTION = {preprocess.PERSON_FRACTION:.3f})")
 
 # %% [markdown]
-# ### The full dataset
+# ## For practitioners: throughput
 #
-# The same command, without the three `--annotations/--images/--split-file` shortcuts, fetches
-# everything. Run it where there is bandwidth and disk (Colab: put `--root` on the local disk,
-# `/content`, not on Drive):
-#
-# ```bash
-# cpm-nb --profile gpu prepare mpii --root /content/mpii                   # everything
-# cpm-nb --profile gpu prepare mpii --root /content/mpii --max-people 500  # a quick try first
-# cpm-nb --profile gpu prepare mpii --root data/mpii --images ~/mpii/images \
-#        --split-file ~/mpii/detections.mat                                # files you already have
-# ```
-#
-# | what | size | source |
-# |---|---|---|
-# | `mpii_human_pose_v1.tar.gz`, 24,984 JPEGs | 12.9 GB, md5-checked | quoted: the dataset's download page |
-# | `mpii_human_pose_v1_u12_2.zip` (annotations) | 12.5 MB | quoted: the dataset's download page |
-# | `mpii_valid_pred.zip` (Tompson et al.'s `detections.mat`) | a few MB | quoted |
-# | disk while extracting | about 26 GB (JPEGs do not compress, so the images take about as much again as the archive; delete the archive afterwards) | estimate |
-# | download time | about 4 min at 50 MB/s, 20 min at 10 MB/s; interrupted downloads resume | arithmetic, not measured |
-# | conversion | not measured here (this notebook is built on a machine without internet); each annotated photo is decoded once, its people cropped in parallel threads | - |
-#
-# Measured here is only the miniature above (see its exit line). A re-run of the full command
-# finds the files and the `.extracted` marker and goes straight to the conversion.
-
-# %% [markdown]
-# ## 8. The `tf.data` pipeline
-#
-# `pipeline.make_dataset` interleaves the shards, shuffles, decodes only the part of the context
-# crop that the drawn augmentation needs, warps it with one bilinear resampling, transforms the
-# joints, batches and prefetches, all in parallel. Random draws are keyed by the seed and the
-# example's position, so `deterministic=True` gives the same batches every run. The batch is
-# `(images uint8 [B,S,S,3], joints float32 [B,16,2] in 0-based crop pixels, visibility int32
-# [B,16])`; label maps are drawn from the joints later, on the accelerator (notebook 03).
-
-# %%
-train = pipeline.make_dataset(tfrecord_dir, "train", batch_size=profile.batch_size,
-                              seed=profile.seed, deterministic=True)
-images, joints, visibility = next(iter(train))
-print("images", images.dtype.name, "| joints", joints.dtype.name, joints.shape[1:],
-      "| visibility", visibility.dtype.name, visibility.shape[1:])
-
-# %%
-fig, axes = plt.subplots(1, 5, figsize=(12.5, 2.8), layout="constrained")
-for k, ax in enumerate(axes.ravel()):
-    show_crop(ax, images[k].numpy(), joints[k].numpy(), visibility[k].numpy(),
-              title=f"training example {k}")
-fig.suptitle("An augmented training batch (random scale, rotation and flip)")
-save_figure(fig, "02_batch")
-plt.show()
-
-# %% [markdown]
-# For evaluation, the validation split is read once, in order, without augmentation, and with
-# `with_meta=True` each example also carries its crop matrix, so predictions can be mapped back
-# with `inv(M)` and scored against the original joints and head box:
-
-# %%
-val = pipeline.make_dataset(tfrecord_dir, "val", batch_size=4, with_meta=True)
-*_, meta = next(iter(val))
-print(sorted(meta))
-
-# %% [markdown]
-# ## 9. Throughput
-#
-# How fast is it? We time the pipeline against what common PyTorch pose loaders do, one example
-# at a time: open the photo with PIL, warp the crop with SciPy (the NumPy reference of section 4)
-# or with PIL's C resampler, transform the joints. The course's speed goal is measured at the
-# paper's 368 px by `python -m cpm_nb.bench pipeline`; here we use this profile's crop size.
-# Wall-clock rates depend on what else the machine is doing (a busy machine slows the parallel
-# pipeline more than the one-core baselines), so the table also shows the CPU time per example
-# and the rate it implies on two idle cores.
+# How fast is the pipeline? We time it against what common PyTorch pose loaders do, one example
+# at a time: open the photo with PIL, warp the crop with SciPy (`preprocess.warp_numpy`, the reference)
+# or with PIL's C resampler, transform the joints. Wall-clock rates depend on what else the
+# machine is doing, so the table also shows the CPU time per example and the rate it implies on
+# idle cores. The paper's 368 px case is measured by `python -m cpm_nb.bench pipeline`.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -606,33 +669,7 @@ bench.print_table(f"augmented {profile.input_size}-px examples per second on thi
 
 # %% [markdown]
 # At small crops from small photos all of them outrun what a CPU can train on, and a per-sample
-# PIL loader costs about as much CPU per example as our pipeline: the gain is parallelism. At
-# the paper's 368 px from MPII-sized (1280x720) photos the pipeline needs less CPU per example as
-# well, because it decodes a small context crop instead of the whole photo:
-# `python -m cpm_nb.bench pipeline` measures that case (figures in the README).
-
-# %% [markdown]
-# ## Summary
-#
-# * An MPII record is a list of joints with visibility, a head box, a rough centre and a scale;
-#   missing joints are common (ankles), and the file's 1-based pixels must be handled once, in
-#   one place: the crop matrix.
-# * CPM trains on person-centric crops: `objpos` at the centre, `200 x scale` at 0.64 of the side.
-#   Distractor people remain in the crop.
-# * Measured in their crops (`cpm_nb.data.pose_stats`), synthetic people now match MPII's size, limb
-#   lengths, bent limbs and truncation; they remain wider, less varied in forearm direction and
-#   more crowded, and far easier to see.
-# * Scale, rotation and flip are parameters of one 3x3 matrix, so pixels and joints stay
-#   consistent; a flip also swaps left and right labels. `inv(M)` maps predictions back.
-# * Storing context crops in TFRecords and augmenting in `tf.data` keeps the input pipeline fast.
-#
-# ## Exercises
-#
-# 1. Set `PERSON_FRACTION` smaller (say 0.4) in a copy of `crop_matrix`. What happens to the
-#    distractors in section 3? What would a network gain and lose?
-# 2. Remove the left/right swap from `transform_joints` and look at a flipped crop's colours.
-#    What would the network learn about right wrists?
-# 3. Find the fraction of synthetic people with at least one occluded joint, per number of other
-#    people in the image (`flags["n_others"]`). Does crowding hide joints?
-# 4. Time `make_dataset` with `deterministic=True` and `False`. Why can the non-deterministic
-#    order be faster?
+# PIL loader costs about as much CPU per example as our pipeline: the gain is parallelism. At the
+# paper's 368 px from MPII-sized photos the pipeline also needs less CPU per example, because it
+# decodes a small context crop instead of the whole photo (`python -m cpm_nb.bench pipeline`;
+# figures in the README).

@@ -23,15 +23,14 @@
 # **What you will learn**
 #
 # * why CPM regresses *belief maps* rather than joint coordinates (the multi-person argument);
-# * the 2-D Gaussian target, and exactly where an output cell sits in the input image;
+# * the 2-D Gaussian target, written out, and exactly where an output cell sits in the image;
 # * how sigma and the stride trade precision against learnability (with a live sigma slider);
-# * the background map of the released CPM models;
-# * the same maps in NumPy and as `keras.ops` inside the training graph;
+# * the background map of the released CPM models, and the same maps inside the training graph;
 # * decoding: argmax, sub-pixel refinement, and back to original-image pixels;
-# * the metrics: the article's 25-px radius, PCK@alpha, the official MPII PCKh, strict PCP.
+# * the metrics: the article's 25-px radius, PCK, the official MPII PCKh, strict PCP.
 #
-# The maps built here are the training targets of the CPM we build in notebook 04 and train after
-# it; the metrics score every model from then on.
+# The maps built here are the training targets of the CPM of notebook 04; the metrics score every
+# model from then on.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -66,15 +65,14 @@ profile = cpm_nb.setup(seed=0)
 # %% [markdown]
 # ## 1. Coordinates or maps?
 #
-# A network could output the 32 numbers $(x_j, y_j)$ directly (DeepPose did). The source article's
-# argument against it: an image often holds **several people**. A coordinate regressor has one
-# output per joint, so it must pick one person; and when the training label is ambiguous, the
-# squared-error loss is minimised by the **average** of the possible answers, a point on nobody.
-# A belief map has one value per image location, so it can hold one peak per person and leave the
-# choice to a later step (for CPM: the person-centre map, or the crop).
+# A network could output the 32 numbers $(x_j, y_j)$ directly, as DeepPose did. But an image
+# often holds **several people**. A coordinate regressor must pick one, and when the label is
+# ambiguous the squared error is minimised by the **average** of the possible answers, a point on
+# nobody. A belief map has one value per image location, so it can hold one peak per person and
+# leave the choice to a later step (for CPM: the crop of notebook 02 and the person-centre map).
 #
-# We draw a synthetic image with two people (`cpm_nb.data.synthetic`, built for notebook 02) and build
-# the head-top map of the whole image: the maximum of the two people's Gaussians.
+# We draw a synthetic image with two people and build the head-top map of the whole image: the
+# maximum of the two people's Gaussians.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -128,10 +126,9 @@ save_figure(fig, "03_multi_person")
 plt.show()
 
 # %% [markdown]
-# The map keeps both answers. A regressor asked for "the head top" of this image, and trained on
-# images where either person may be the labelled one, is pulled towards the white cross between
-# them. Finding every peak of a map is easy: a cell is a peak when it is the largest in its 3x3
-# neighbourhood and large enough.
+# The map keeps both answers; a regressor trained on images where either person may be the
+# labelled one is pulled towards the white cross between them. Finding every peak is easy: a cell
+# that is the largest in its 3x3 neighbourhood, and large enough.
 
 # %%
 from scipy.ndimage import maximum_filter
@@ -149,15 +146,15 @@ print("peaks found:", len(peaks), "(people in the image: 2)")
 # $$ b^*_j(\mathbf{z}) = \exp\!\left(-\frac{\lVert \mathbf{z} - \mathbf{p}_j \rVert^2}{2\sigma^2}\right),
 # \qquad \text{peak value } 1 \text{ at } \mathbf{z} = \mathbf{p}_j, $$
 #
-# with $\sigma$ in input pixels. A joint that is not annotated gets an all-zero map. The grid
-# convention matters more than it looks: input pixel $(i, j)$ has its centre at $(x{=}j, y{=}i)$,
-# and output cell $c$ pools input pixels $8c \ldots 8c{+}7$, so its centre is at
+# with $\sigma$ in input pixels; a joint that is not annotated gets an all-zero map. Input pixel
+# $(i, j)$ has its centre at $(x{=}j, y{=}i)$, and output cell $c$ pools input pixels
+# $8c \ldots 8c{+}7$, so its centre is at
 #
 # $$ x = 8c + 3.5 . $$
 #
-# Put a cell's centre half a pixel off and every decoded joint moves by that half pixel. The figure
-# shows a 16x16-pixel corner of the input: pixel centres (dots), the 2x2 output cells (lines) and
-# their centres (crosses).
+# Put it half a pixel off and every decoded joint moves by that half pixel. The figure shows a
+# 16x16-pixel corner of the input: pixel centres (dots), output cells (lines), their centres
+# (crosses).
 
 # %%
 fig, ax = plt.subplots(figsize=(4, 4))
@@ -175,8 +172,37 @@ plt.show()
 print("cell centres:", centres, "input px")
 
 # %% [markdown]
+# The formula, written out for one person: the cell centres on both axes, then one exponential
+# per cell and joint. It must equal the package's `H.render_numpy` (which does the same for a
+# batch at once, and appends the background channel of section 4 on request):
+
+# %%
+def gaussian_maps_by_hand(joints, visible, size, sigma, stride=stride):
+    """joints [J, 2] (x, y) in 0-based input px, visible [J] -> maps [size/stride, size/stride, J]."""
+    n = size // stride
+    centres = np.arange(n) * stride + (stride - 1) / 2  # x = 8c + 3.5
+    zx, zy = np.meshgrid(centres, centres)  # the centre of every cell; x along the columns
+    maps = np.zeros((n, n, len(joints)))
+    for j, (x, y) in enumerate(joints):
+        if visible[j]:  # a joint that is not annotated keeps its all-zero map
+            maps[..., j] = np.exp(-((zx - x) ** 2 + (zy - y) ** 2) / (2 * sigma**2))
+    return maps
+
+
+rng = np.random.default_rng(0)
+test_joints = rng.uniform(-8, profile.input_size + 8, (16, 2))  # some outside the crop
+test_visible = rng.integers(0, 3, 16)  # 0: missing
+ours = gaussian_maps_by_hand(test_joints, test_visible, profile.input_size, profile.sigma)
+package = H.render_numpy(test_joints, test_visible, profile.input_size, profile.sigma,
+                         background=True)
+np.testing.assert_allclose(ours, package[..., :16], atol=1e-6)
+np.testing.assert_allclose(1 - ours.max(axis=-1), package[..., 16], atol=1e-6)
+print("gaussian_maps_by_hand == cpm_nb.model.heatmaps.render_numpy (16 joints, some missing;"
+      " background = 1 - max):", np.allclose(ours, package[..., :16], atol=1e-6))
+
+# %% [markdown]
 # A joint placed exactly on a cell centre must give a map whose maximum, 1.0, sits on that cell
-# with equal left/right and up/down neighbours. The test suite checks this; here it is once more.
+# with equal left/right and up/down neighbours:
 
 # %%
 r, c = 3, 5
@@ -189,15 +215,15 @@ print("left == right:", m[r, c - 1] == m[r, c + 1], " up == down:", m[r - 1, c] 
 # %% [markdown]
 # ## 3. Sigma and stride
 #
-# **Sigma** sets how wide the target is. Too small (well under one cell, 8 px) and the map is
-# nearly one-hot: the network gets almost no positive cells to learn from and the sub-cell
-# position is lost (the neighbours are ~0). Too large and nearby joints (wrist and elbow, or two
-# people) blur into one blob, and small errors cost little in the loss. The released CPM uses
-# $\sigma = 7$ px at a 368-px input, just under one cell. **The stride** (8) sets the resolution:
-# a 46x46 map is 64x cheaper than a 368x368 one, but an argmax alone is off by up to half a cell.
+# **Sigma** sets how wide the target is. Well under one cell and the map is nearly one-hot: few
+# positive cells to learn from, and a joint between two cell centres gets a low peak. Too large
+# and nearby joints (wrist and elbow, or two people) blur into one blob, and small errors cost
+# little. The released CPM uses $\sigma = 7$ px at a 368-px input, just under one cell. **The
+# stride** (8) sets the resolution: a 46x46 map is 64x cheaper than a 368x368 one, but an argmax
+# alone is off by up to half a cell.
 #
-# Move the slider (live in JupyterLab/Colab; three preset values in the stored notebook). The right
-# panel is a cut along the joint's row: the continuous Gaussian and the values at cell centres.
+# Move the slider (three preset values in the stored notebook). Left: the cells around the joint
+# with their values; right: a cut along the joint's row, the Gaussian and the cell values.
 
 # %%
 from cpm_nb.course.widgets import Slider, explore
@@ -208,11 +234,22 @@ joint = np.array([[0.43 * profile.input_size, 0.55 * profile.input_size]])
 def show_sigma(sigma):
     m = H.render_numpy(joint, [2], profile.input_size, sigma)[..., 0]
     side = profile.input_size
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.3), layout="constrained")
-    axes[0].imshow(m, cmap="magma", vmin=0, vmax=1, extent=(-0.5, side - 0.5, side - 0.5, -0.5))
-    axes[0].plot(*joint[0], "c+", ms=10, mew=2)
-    axes[0].set(title=f"sigma = {sigma:g} px ({sigma / stride:.2f} cells)",
+    r0, c0 = (int(v) // stride for v in joint[0, ::-1])  # the joint's cell
+    rows, cols = (np.arange(max(0, k - 4), min(m.shape[0], k + 5)) for k in (r0, c0))
+    zoom = m[np.ix_(rows, cols)]
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8), layout="constrained")
+    extent = (cols[0] * stride - 0.5, (cols[-1] + 1) * stride - 0.5,
+              (rows[-1] + 1) * stride - 0.5, rows[0] * stride - 0.5)
+    im = axes[0].imshow(zoom, cmap="magma", vmin=0, vmax=1, extent=extent)
+    for (i, j), v in np.ndenumerate(zoom):
+        if v >= 0.005:  # each cell's target value, dark text on the bright cells
+            axes[0].text(cols[j] * stride + 3.5, rows[i] * stride + 5.5, f"{v:.2f}", ha="center",
+                         va="center", fontsize=7, color="black" if v > 0.6 else "white")
+    axes[0].plot(*joint[0], "c+", ms=8, mew=1.5, label="the joint")
+    axes[0].set(title=f"sigma = {sigma:g} px ({sigma / stride:.2f} cells): top cell {m.max():.2f}",
                 xlabel="x (input px)", ylabel="y (input px)")
+    axes[0].legend(loc="upper right", fontsize=7)
+    fig.colorbar(im, ax=axes[0], fraction=0.046, label="cell value")
     xs = np.linspace(0, side - 1, 400)
     row = int(np.argmax(m.max(axis=1)))
     axes[1].plot(xs, np.exp(-((xs - joint[0, 0]) ** 2 + (H.cell_centres(m.shape[0])[row]
@@ -231,8 +268,8 @@ _ = explore(show_sigma, sigma=Slider(1.0, 4 * profile.sigma, 0.5, profile.sigma,
 # ## 4. The background map
 #
 # The released CPM models predict one extra channel, the **background**: $1 - \max_j b^*_j$, high
-# wherever there is no joint. It makes the maps of every location sum to something meaningful and
-# gives the network a dense, easy target. `background=True` appends it as the last channel.
+# wherever there is no joint. It gives the network a dense, easy target. `background=True` appends
+# it as the last channel.
 
 # %%
 with_bg = H.render_numpy(joints, visible, (height, width), profile.sigma, background=True)
@@ -252,7 +289,7 @@ print("channels with background:", with_bg.shape[-1], "= 16 joints + 1")
 # ## 5. The same maps inside the training graph
 #
 # During training the maps are made on the fly from the augmented joints, on the accelerator, so
-# `cpm_nb.model.heatmaps.render` is written with `keras.ops` only (no `tf.*`): it runs eagerly, inside
+# `cpm_nb.model.heatmaps.render` is written with `keras.ops` only: it runs eagerly, inside
 # `tf.data`, under XLA (`compiled_render`) and with the JAX backend. It uses the separability of
 # the Gaussian, $e^{-(dx^2+dy^2)/2\sigma^2} = e^{-dx^2/2\sigma^2}\,e^{-dy^2/2\sigma^2}$, so it
 # computes $2M$ exponentials per joint instead of $M^2$. It must equal the NumPy reference:
@@ -267,16 +304,11 @@ print("same shape:", reference.shape == tuple(in_graph.shape))
 print("max |keras.ops - numpy| < 1e-5:", float(np.abs(np.asarray(in_graph) - reference).max()) < 1e-5)
 
 # %% [markdown]
-# `python -m cpm_nb.bench heatmaps` times it: 16 people x 16 joints at 46x46, the compiled graph
-# against a per-joint NumPy loop. Speed is not the main point (the loop is not slow either): the
-# in-graph version runs where the model runs, on the accelerator, without a round trip to the host.
-#
 # ## 6. Decoding: from maps back to joints
 #
-# The prediction for joint $j$ is the location of the maximum of its map, and the confidence is
-# the maximum value. The argmax is a cell index, so alone it is off by up to half a cell
-# ($4\sqrt{2} \approx 5.7$ px). Three refinements look at the two neighbours $l, c, r$ of the peak
-# along x (and then y):
+# The prediction for joint $j$ is the location of the maximum of its map; the confidence is the
+# maximum value. The argmax is a cell index, off by up to half a cell ($4\sqrt{2} \approx 5.7$ px
+# diagonally). Three refinements use the peak $c$ and its neighbours $l, r$ along x (then y):
 #
 # * **quarter**: move a quarter cell towards the larger neighbour (Stacked Hourglass);
 # * **quadratic**: the vertex of the parabola through the three values,
@@ -284,10 +316,9 @@ print("max |keras.ops - numpy| < 1e-5:", float(np.abs(np.asarray(in_graph) - ref
 # * **gaussian**: the same parabola through $\log l, \log c, \log r$. The log of a Gaussian *is* a
 #   parabola, so on a clean target this is exact (the default of `decode`).
 #
-# Here is the default decoder written out for one person's maps: an argmax per joint, the
-# log-parabola offset along x and along y (in cells, at most half a cell), and the cell centre
-# formula $8c + 3.5$ of section 2. A peak in a border cell has no neighbour on one side and is
-# not refined along that axis.
+# The default decoder, written out: an argmax per joint, the log-parabola offset along x and y
+# (at most half a cell), and the cell centre $8c + 3.5$. A peak in a border cell is not refined
+# along the axis where it lacks a neighbour.
 
 # %%
 def log_parabola_offset(left, centre, right):
@@ -309,7 +340,6 @@ def decode_by_hand(maps, stride=stride):
         joints[j] = ((c + dx) * stride + (stride - 1) / 2, (r + dy) * stride + (stride - 1) / 2)
         confidence[j] = m[r, c]
     return joints, confidence
-
 
 # %% [markdown]
 # It must give exactly what the package's `H.decode` gives, on clean maps and on noisy ones (where
@@ -341,10 +371,12 @@ for m in H.REFINE_METHODS:
                                                 margin=stride) for s in sigmas])
 k = int(np.argmin(np.abs(sigmas - profile.sigma)))
 print(f"input {profile.input_size} px, sigma {sigmas[k]:g} px, 2000 random joints (errors in px)")
-print(f"{'refinement':<11}{'mean':>7}{'max':>7}{'interior mean':>15}{'interior max':>14}")
+print(f"{'refinement':<11}{'mean':>7}{'max':>7}{'interior mean':>15}{'interior max':>14}"
+      f"{'mean / cell':>13}")
 for m in H.REFINE_METHODS:
     e, ei = errors[m][k], interior[m][k]
-    print(f"{m:<11}{e.mean():>7.3f}{e.max():>7.3f}{ei.mean():>15.3f}{ei.max():>14.3f}")
+    print(f"{m:<11}{e.mean():>7.3f}{e.max():>7.3f}{ei.mean():>15.3f}{ei.max():>14.3f}"
+          f"{e.mean() / stride:>13.2f}")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -364,15 +396,14 @@ save_figure(fig, "03_decoding_error")
 plt.show()
 
 # %% [markdown]
-# Argmax alone averages about 3 px (0.38 of a cell, whatever sigma). The quarter-cell shift halves
-# that. The parabola on raw values is biased towards the cell centre when sigma is small (the peak
-# is then too sharp for a parabola) and gets better as sigma grows; the parabola on log values is
-# exact away from the border for every sigma. The remaining maximum error comes from joints in the
-# outermost cells. A *trained* network's maps are not perfect Gaussians, so expect smaller gains
-# there (exercise 1 adds noise to see which refinement holds up).
+# Argmax alone is off by over a third of a cell on average, whatever sigma (last column). The
+# quarter-cell shift removes much of that; the parabola on raw values is biased towards the cell
+# centre when sigma is small and improves as it grows; the parabola on log values is exact away
+# from the border. The remaining maximum error comes from the outermost cells. A *trained*
+# network's maps are not perfect Gaussians, so expect smaller gains there (exercise 1).
 #
 # **Back to the original image.** The data pipeline cuts each person out of the photograph with a
-# 3x3 affine matrix $M$ (original 1-based pixels $\to$ crop 0-based pixels, see notebook 02).
+# 3x3 affine matrix $M$ (original 1-based pixels $\to$ crop 0-based pixels, notebook 02).
 # `to_original` applies $M^{-1}$:
 
 # %%
@@ -397,7 +428,7 @@ print("error below 0.05 px:", bool(np.abs(H.to_original(decoded, M) - original).
 # * **PCK@alpha**: correct if within $\alpha \cdot L$, with a per-person length $L$; PCK@0.2 uses
 #   the torso (left shoulder to right hip).
 # * **PCKh@0.5** (MPII): $L$ = the head size = 0.6 x the head-box diagonal, $\alpha = 0.5$.
-# * **Strict PCP**: a *limb* is correct if *both* predicted ends lie within 50% of the true limb
+# * **Strict PCP**: a *limb* is correct if *both* predicted ends lie within half the true limb
 #   length of their true positions, so short limbs (forearms) are judged harshly.
 
 # %%
@@ -444,18 +475,18 @@ print(f"strict PCP         : {pcp.total:5.1f} %  of {len(pcp.per_limb)} limbs;",
 # %% [markdown]
 # ### The official PCKh, exactly
 #
-# Reported MPII numbers are only comparable when computed the same way. The official MATLAB
-# toolkit (and `cpm_nb.evaluation.metrics.pckh`, and `cpm-nb evaluate-mpii`):
+# MPII numbers are only comparable when computed the same way. The official MATLAB toolkit:
 #
 # * head size $= 0.6 \times$ head-box diagonal; correct iff $d \le 0.5 \times$ head size;
 # * joints that are not annotated are excluded (neither right nor wrong);
 # * **Mean** pools every counted joint of the 14 types other than pelvis and thorax, so it is a
 #   *count-weighted* mean: joints that are often missing (ankles) weigh less;
-# * the table's Head is the mean of upper neck and head top; the other columns average left and right;
+# * the table's Head is the mean of upper neck and head top; the other columns average left and
+#   right;
 # * **Mean@0.1** is the total at threshold exactly 0.10.
 #
-# Those rules fit in a few lines. This is the total and the per-joint table of
-# `cpm_nb.evaluation.metrics.pckh`, which the notebooks and `cpm-nb evaluate-mpii` call:
+# Those rules fit in a few lines; `metrics.pckh`, which the notebooks and `cpm-nb evaluate-mpii`
+# call, must give the same:
 
 # %%
 def pckh_by_hand(pred, gt, head_boxes, valid, threshold=0.5):
@@ -468,7 +499,6 @@ def pckh_by_hand(pred, gt, head_boxes, valid, threshold=0.5):
     counted = valid.copy()
     counted[:, [skeleton.JOINT["pelvis"], skeleton.JOINT["thorax"]]] = False
     return 100 * (correct & counted).sum() / counted.sum(), per_joint
-
 
 # %% [markdown]
 # Checked against the package on the worked example and on 200 random people with missing joints:
@@ -487,11 +517,11 @@ for args in [(P, T, head_box, np.ones((1, 16), bool)),
     np.testing.assert_allclose([total, *per_joint], [package.mean, *package.per_joint])
 print("pckh_by_hand == cpm_nb.evaluation.metrics.pckh (total and per joint)")
 
+# %% [markdown]
 # Open-source evaluators differ in small ways: Head = head top only, the plain average of the 14
-# joints, and a "Mean@0.1" that indexes the threshold array one step too far (0.11). On the real
-# MPII validation people with the predictions of Tompson et al. (CVPR 2015), shipped in the common
-# `detections_our_format.mat`, the differences are visible (this cell runs only where that file is
-# available, e.g. next to the repository in `../shared/mpii_reference/`):
+# joints, and a "Mean@0.1" that indexes the threshold array one step too far. On the MPII
+# validation people with Tompson et al.'s predictions (`detections_our_format.mat`, where it is
+# available) the differences are visible:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -527,7 +557,7 @@ if official is not None:
     plt.show()
 
 # %% [markdown]
-# The same numbers come from the command line, for any predictions file in the common layout:
+# The same numbers from the command line, for any predictions file in the common layout:
 #
 # ```
 # cpm-nb evaluate-mpii --annotations gt_valid.mat --predictions pred.mat --json-out scores.json
@@ -538,12 +568,13 @@ if official is not None:
 #
 # * A belief map can hold one peak per person; a coordinate regressor cannot, and under an L2 loss
 #   it drifts to the average of the possible answers.
-# * The target is $\exp(-\lVert z - p\rVert^2 / 2\sigma^2)$ at cell centres $8c + 3.5$; missing
-#   joints get zero maps; the background channel is $1 - \max_j$.
-# * The `keras.ops` version equals the NumPy reference to 1e-5 and runs inside the training graph.
-# * Argmax decoding is off by about 3 px on average; a log-parabola refinement (ten lines, equal to
-#   `H.decode`) recovers the exact position of a clean Gaussian; `to_original` maps joints back
-#   through $M^{-1}$.
+# * The target is $\exp(-\lVert z - p\rVert^2 / 2\sigma^2)$ at cell centres $8c + 3.5$ (ten
+#   lines, equal to `H.render_numpy`); missing joints get zero maps; the background channel is
+#   $1 - \max_j$.
+# * The `keras.ops` version equals the NumPy reference and runs inside the training graph.
+# * Argmax decoding is off by over a third of a cell on average; a log-parabola refinement (ten
+#   lines, equal to `H.decode`) recovers the exact position of a clean Gaussian; `to_original`
+#   maps joints back through $M^{-1}$.
 # * Fixed-radius accuracy depends on image scale; PCK and PCKh normalise by body size; strict PCP
 #   scores limbs; the official PCKh total is count-weighted and leaves out pelvis and thorax
 #   (ten lines, equal to `metrics.pckh`).

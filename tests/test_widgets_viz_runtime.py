@@ -55,3 +55,12 @@ def test_setup_prints_environment_and_gpu_hint(capsys):
     out = capsys.readouterr().out
     assert f"profile: {profile.name}" in out and "Keras backend" in out
     assert "Runtime > Change runtime type" in out  # no GPU on the test machines
+
+
+def test_setup_draws_figures_for_the_screen():
+    import matplotlib as mpl
+
+    import cpm_nb
+
+    cpm_nb.setup(seed=0, verbose=False)
+    assert mpl.rcParams["figure.dpi"] >= 100 and mpl.rcParams["savefig.dpi"] >= 100
