@@ -26,23 +26,16 @@
 #
 # **What you will learn**
 #
-# * the CPM network as code and as a diagram: the authors' *released* MPII network, with a VGG
-#   trunk, a stage that looks at the image, and stages that refine the previous beliefs with more
-#   and more context;
-# * how to check an implementation against a released model, layer by layer and to the last
-#   parameter (29,852,058 for the released CPM MPII model);
-# * the paper's own network (its Fig. 2: 9x9 convolutions, a separate image branch for the later
-#   stages, 11x11 kernels) built beside it, and why the release moved to a VGG trunk that starts
-#   from ImageNet;
-# * where the parameters and the FLOPs go, block by block;
-# * the receptive field of every stage: which cells see the whole crop, and how much of the
-#   field a trained network really uses (the effective receptive field);
-# * the centre-map input that tells the released model *which* person to look at;
-# * what an untrained network predicts, and how to run a model fast (a compiled predict function);
+# * the authors' *released* MPII network as code and as a diagram: a VGG trunk, a stage that
+#   looks at the image, and stages that refine the previous beliefs with more context;
+# * to check an implementation against a released model, to the last parameter;
+# * the paper's own Fig. 2 network built beside it, and why the release moved to a VGG trunk
+#   that starts from ImageNet;
+# * where the parameters and the FLOPs go;
+# * the receptive field of every stage, and how much of it a trained network really uses;
+# * the centre map that tells the released model *which* person to look at;
+# * what an untrained network predicts, and a compiled predict function;
 # * why intermediate supervision matters: the gradient that reaches the trunk with and without it.
-#
-# We use the receptive-field calculator of notebook 01 and the synthetic people and target maps
-# of notebooks 02 and 03.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -90,12 +83,10 @@ profile = cpm_nb.setup(seed=0)
 #   beliefs with five 7x7 convolutions and two 1x1 ones. A 7x7 kernel on the stride-8 grid spans
 #   56 input pixels: stage $t$ can use where the *other* joints were believed to be.
 #
-# `cpm_nb.model.architecture.architecture(config)` is the network as a table of layers, with the
-# names of the released Caffe model; `build_cpm` turns exactly this table into Keras layers, and
-# `cpm_nb.course.diagram.draw_architecture` draws it. Here is the released network as the course
-# trains it (`source-article`: 16 MPII joints, 6 stages, 368 px). Every box is read from the
-# table, so the drawing follows any configuration (try
-# `architecture.get_config("source-article").replace(stages=3)`).
+# `architecture.architecture(config)` is the network as a table of layers with the release's
+# names; `build_cpm` turns this table into Keras layers, and `diagram.draw_architecture` draws
+# it. Here is the released network as the course trains it (`source-article`: 16 MPII joints,
+# 6 stages, 368 px); the drawing follows any configuration.
 
 # %%
 import keras
@@ -112,16 +103,14 @@ plt.show()
 
 # %% [markdown]
 # The image features (orange) go to every stage; each stage's beliefs go to the next stage's
-# concatenation (C) *and* to a loss against the target maps of notebook 03 (red): every stage is
-# supervised (section 7).
+# concatenation (C) *and* to a loss against the targets of notebook 03 (red, section 7).
 #
 # ### One refinement stage in Keras
 #
 # A stage $t \geq 2$ is a few lines of Keras: concatenate the previous beliefs with the image
 # features, five $k \times k$ convolutions, a 1x1 convolution, and a last 1x1 convolution down to
-# one map per joint, *linear*, because a belief is a score, not a non-negative feature. The
-# widths come from the configuration (`cfg.channels(128)` is 128 channels scaled by the width
-# multiplier).
+# one map per joint, *linear*, because a belief is a score. `cfg.channels(128)` scales a width by
+# the configuration's multiplier.
 
 # %%
 from keras import layers
@@ -207,18 +196,14 @@ end = next(i for i, line in enumerate(table) if line.startswith("Mconv7_stage2")
 print("\n".join(table[:end + 1] + ["...  (stages 3 to 6 repeat stage 2)", table[-1]]))
 
 # %% [markdown]
-# Each stage's last layer (`conv5_2_CPM`, `Mconv7_stage2`, ...) is one of the model's outputs:
-# training attaches a loss to every one of them (section 7).
+# Each stage's last layer (`conv5_2_CPM`, `Mconv7_stage2`, ...) is an output with its own loss.
 #
 # ## 2. Checking against the released model
 #
-# The authors released a CPM trained on MPII (`pose_deploy_resize.prototxt`). It differs from
-# the article's network in two details: it predicts **15 maps** (14 joints: head top, neck,
-# shoulders, elbows, wrists, hips, knees and ankles, i.e. MPII's 16 without pelvis and thorax,
-# plus a *background* map, "no joint here"), and it has a **fourth input channel**, a centre map
-# (section 3). The named configuration `cpm-mpii-release` reproduces it. Both models are built in
-# Keras below, and their parameter counts compared with the analytic table and with the released
-# model's.
+# The released MPII model differs from `source-article` in two details: it predicts **15 maps**
+# (MPII's joints without pelvis and thorax, plus a *background* map, "no joint here"), and it
+# has a **fourth input channel**, a centre map (section 3). The configuration `cpm-mpii-release`
+# reproduces it; both are built in Keras and counted against the table and the release:
 
 # %%
 for name in ["source-article", "cpm-mpii-release"]:
@@ -232,10 +217,10 @@ print(f"released CPM MPII model: {architecture.RELEASE_PARAMS:,} parameters; mat
       f"{release.count_params() == architecture.RELEASE_PARAMS}")
 
 # %% [markdown]
-# Where does the 1,158-parameter difference come from? The centre-map channel takes the place of
-# the 16th belief map in the input of every `Mconv1` (16 + 128 = 15 + 128 + 1 = 144 channels), so
-# only the belief *outputs* differ: one map fewer in `conv5_2_CPM` (512 weights + 1 bias) and in
-# each of the five `Mconv7` layers (128 + 1).
+# Where does the difference come from? The centre-map channel takes the place of the 16th
+# belief map in the input of every `Mconv1` (16 + 128 = 15 + 128 + 1), so only the belief
+# *outputs* differ: one map fewer in `conv5_2_CPM` (512 weights + 1 bias) and in each of the
+# five `Mconv7` layers (128 + 1).
 
 # %%
 print("source-article - release =", architecture.count_params("source-article") - architecture.RELEASE_PARAMS,
@@ -247,16 +232,15 @@ print("source-article - release =", architecture.count_params("source-article") 
 # The paper's Fig. 2 draws a different network, which the release also ships
 # (`pose_deploy_centerMap.prototxt`, its LSP and MPII+LSP models):
 #
-# * **stage 1** reads the image with its own branch: three **9x9** convolutions (128 channels),
-#   each followed by a 3x3 max-pool of stride 2 (368 -> 46 px), a 5x5 convolution to 32
-#   channels, then a 9x9 and two 1x1 convolutions to the belief maps;
-# * **stages t ≥ 2** get their image features $x'$ from a **second branch** of the same shape
-#   (shared by all later stages, each with its own last 5x5 layer), concatenate them with
-#   $b_{t-1}$ and the pooled centre map, and refine with three **11x11** convolutions and two
-#   1x1 ones.
+# * **stage 1** reads the image with its own branch: three **9x9** convolutions, each followed
+#   by a 3x3 max-pool of stride 2, a 5x5 convolution to 32 channels, then a 9x9 and two 1x1
+#   convolutions to the belief maps;
+# * **stages t ≥ 2** take their image features $x'$ from a **second branch** of the same shape
+#   (shared, with a last 5x5 layer per stage), concatenate them with $b_{t-1}$ and the pooled
+#   centre map, and refine with three **11x11** convolutions and two 1x1 ones.
 #
-# In Keras, with the layer names of the release's deploy file (`width` scales every hidden
-# width, `pool` lets us swap the max-pools for a measurement below):
+# In Keras, with the release's layer names (`width` scales the hidden widths, `pool` swaps the
+# max-pools for a measurement below):
 
 # %%
 def paper_branch(x, t, c, pool):
@@ -308,9 +292,9 @@ def conv_cost(model):
 # Its receptive fields follow from notebook 01's rule, $r \leftarrow r + (k - 1)\,j$ and
 # $j \leftarrow j \cdot s$, along the longest path: stage 1's branch, then three 11x11
 # convolutions per later stage at a jump of 8 px ($3 \cdot 10 \cdot 8 = 240$ px a stage). The
-# package's calculator (`cpm_nb.model.receptive_field`) gives the same numbers as a measurement
-# on the network itself: a thin copy with positive weights and average pools, whose input
-# gradient at the centre belief cell is non-zero exactly over the field.
+# package's calculator (`model.receptive_field`) must agree with a measurement on the network:
+# a thin copy with positive weights and average pools, whose input gradient at the centre
+# belief cell is non-zero exactly over the field.
 
 # %%
 import tensorflow as tf
@@ -363,20 +347,17 @@ for name, params, flops, fields in rows:
     print(f"{name:<31} {params:>11,} {flops / 1e9:>7.1f}  {'/'.join(map(str, fields))}")
 
 # %% [markdown]
-# The fields are almost the same: the release kept what each stage sees. What changed is the
-# trunk. The release does not say why in its files; what the numbers and the code show:
+# The fields are almost the same: the release kept what each stage sees and changed the trunk.
+# Its files do not say why; the numbers and the code show two reasons:
 #
 # * **One trunk instead of two branches.** The paper runs two 9x9 image branches at full
-#   resolution; the release computes one trunk and feeds it to every stage, and its stacks of
-#   3x3 convolutions reach the same field with more non-linearities and, here, about half the
-#   FLOPs (printed above).
+#   resolution; the release computes one trunk for every stage, whose 3x3 stacks reach the same
+#   field with more non-linearities and about half the FLOPs.
 # * **ImageNet initialisation.** The trunk's first ten layers *are* VGG-19's, so they can start
-#   from the weights VGG-19 learned on ImageNet's million labelled photographs instead of from
-#   random ones: edge, texture and part detectors that pose training only has to adjust.
-#   `cpm_nb.model.imagenet.init_trunk_from_vgg19(model)` copies them (`conv1_1` ... `conv4_2`
-#   from `block1_conv1` ... `block4_conv2`); the `gpu` profile does it by default when it trains
-#   on MPII (notebook 05 says what this means for the learning rate). A 9x9 branch has no such
-#   pretrained weights.
+#   from the weights VGG-19 learned on ImageNet's million labelled photographs: edge, texture and
+#   part detectors that pose training only has to adjust. `imagenet.init_trunk_from_vgg19(model)`
+#   copies them into `conv1_1` ... `conv4_2`; the `gpu` profile does it when it trains on MPII
+#   (notebook 05: what this means for the learning rate). A 9x9 branch has no such weights.
 # * **Accuracy.** The release's README reports 90.1 % PCKh@0.5 on the MPII test set for the
 #   VGG-trunk model; the paper reports 88.5 % for its Fig. 2 network. Training data and schedules
 #   differ, so this is not a controlled comparison.
@@ -385,15 +366,12 @@ for name, params, flops, fields in rows:
 # ## 3. The centre map
 #
 # An MPII image can show several people; the released model is told which one to find by a
-# fourth input channel: a Gaussian of $\sigma = 21$ px at the person's centre (the crop centre).
-# The Caffe deploy file feeds one 4-channel blob and splits it at channel 3; our Keras model
-# says the same with two named inputs, `image` and `center_map` (the centre map is not
-# normalised). `pool_center_lower` average-pools it (kernel 9, stride 8) and the result is
-# concatenated into every stage from 2 on.
+# fourth input channel: a Gaussian of $\sigma = 21$ px at the person's centre (the crop
+# centre), a second Keras input `center_map`. `pool_center_lower` average-pools it (kernel 9,
+# stride 8) and the result is concatenated into every stage from 2 on.
 #
 # Caffe pools in "ceil" mode: $\lceil (368 - 9)/8 \rceil + 1 = 46$ windows, the last one cut by
-# the border and averaged over its 8 valid pixels. Keras' `padding="same"` gives the same 46x46
-# grid (one padded row and column, left out of the average); `"valid"` would give 45x45.
+# the border. Keras' `padding="same"` gives the same 46x46 grid; `"valid"` would give 45x45.
 
 # %%
 rel = architecture.get_config("cpm-mpii-release")
@@ -429,8 +407,8 @@ print(f"total {architecture.count_params('source-article'):>20,} "
 
 # %% [markdown]
 # The trunk holds under a third of the parameters but half of the FLOPs: its early layers run
-# at full resolution. Each refinement stage is cheap per pixel (46x46 cells) but has 4.1 M
-# parameters, mostly in its five 7x7 layers.
+# at full resolution. Each refinement stage is cheap per pixel but has about 4 M parameters,
+# mostly in its five 7x7 layers.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
@@ -484,14 +462,12 @@ for stage in (1, 2, 3):
           f"measured {cpm.measure_receptive_field('source-article', stage)} px")
 
 # %% [markdown]
-# Stage 1 sees 164 px, the paper's "about 160 px": less than half of a 368-px crop, enough for
-# a wrist's neighbourhood but not for the whole arm. Stage 2 sees 404 px, more than the crop.
-# That does **not** mean that every belief cell sees the whole crop: a field is centred on its
-# own cell. A cell in the middle of the crop sees all of it as soon as the field is as wide as
-# the crop, but a cell in a corner sees the opposite corner only when *half* its field spans the
-# crop, i.e. when the field is about **twice** the crop (736 px here); the rest of its field lies
-# over the zero padding. `cpm_nb.course.effective_field` does this geometry (cell $(i, j)$ is centred on
-# input pixel $(8i + 3.5, 8j + 3.5)$):
+# Stage 1 sees less than half of a 368-px crop: enough for a wrist's neighbourhood, not for
+# the whole arm. Stage 2 sees more than the crop, but not from every cell: a field is centred
+# on its own cell. The centre cell sees all of the crop once the field is as wide as the crop;
+# a corner cell sees the opposite corner only once *half* its field spans the crop, i.e. when
+# the field is about **twice** the crop. `cpm_nb.course.effective_field` does this geometry
+# (cell $(i, j)$ is centred on input pixel $(8i + 3.5, 8j + 3.5)$):
 
 # %%
 from cpm_nb.course import effective_field as rf
@@ -501,9 +477,8 @@ for t, f in enumerate(fields, start=1):
           f"whole crop: {rf.share_seeing_crop('source-article', t):6.1%}")
 
 # %% [markdown]
-# So in the article's network only the few cells at the very centre see the whole crop in
-# stage 2, about half of the cells in stage 3, and *every* cell only from stage 4 on
-# (884 px > 2 x 368 px). The plot follows the field layer by layer.
+# So only the cells at the very centre see the whole crop in stage 2, about half of them in
+# stage 3, and *every* cell only from stage 4 on. The plot follows the field layer by layer.
 
 # %%
 rows = architecture.receptive_field_rows("source-article")
@@ -524,8 +499,8 @@ save_figure(fig, "04_receptive_field")
 plt.show()
 
 # %% [markdown]
-# The stage kernel sets the growth: the original CPM used 11x11 kernels in its later stages
-# (`stage_kernel` in `CPMConfig`). Try it with the control (headless runs show 7 and 11).
+# The stage kernel sets the growth (the paper's network: 11x11). Try `stage_kernel` with the
+# control (headless runs show 7 and 11).
 
 # %%
 from cpm_nb.course.widgets import Slider, explore
@@ -612,16 +587,13 @@ plt.show()
 #
 # The theoretical field says which pixels *can* change a belief cell. How much they *do* is
 # another matter: Luo et al. (NeurIPS 2016) showed that the gradient of a cell with respect to
-# the input is roughly Gaussian, concentrated at the centre of the field, so that the
-# *effective* receptive field is much smaller than the theoretical one. We measure it on the
-# trained stage-experiment network: `rf.effective_receptive_field(model, images, stage, cell)`
-# is the mean over validation crops of $|\partial(\text{cell's beliefs, summed over the joints})
-# / \partial\,\text{input}|$, summed over the colour channels and normalised to sum 1 (the
-# gradient comes from `tf.GradientTape` or `jax.grad`, whichever the Keras backend is).
+# the input is roughly Gaussian, so the *effective* receptive field is much smaller.
+# `rf.effective_receptive_field(model, images, stage, cell)` is the mean over validation crops
+# of $|\partial(\text{cell's beliefs, summed over the joints}) / \partial\,\text{input}|$,
+# summed over the colour channels and normalised to sum 1.
 #
-# The run is the stage experiment's reference net with seed 0, trained at twice the
-# experiment's budget (`exp.doubled()`; 6 stages in the `cpu` profile, in the `fast` profile a
-# 2-stage smoke run that trains in seconds), loaded from the cache or a preset:
+# The network is the stage experiment's reference net, seed 0, at twice the experiment's
+# budget (`exp.doubled()`; 6 stages in the `cpu` profile, 2 in `fast`):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -695,11 +667,10 @@ print(f"{cfg.name}: input {cfg.input_size} px, {cfg.stages} stages, width {cfg.w
 print("outputs:", {n: tuple(o.shape) for n, o in zip(net.output_names, net.outputs)})
 
 # %% [markdown]
-# `make_predict_fn` wraps the model in a compiled function (a `tf.function` graph on the
-# TensorFlow backend, optionally with XLA; `jax.jit` on JAX) that takes RGB images and returns
-# NumPy belief maps, one array per stage. Notebooks and the command line use it for inference
-# (the model keeps one: `net.belief_maps(images)`). A batch of synthetic people (notebook 02)
-# goes through the untrained network:
+# `make_predict_fn` wraps the model in a compiled function (`tf.function`, optionally with
+# XLA; `jax.jit` on JAX) that takes RGB images and returns NumPy belief maps, one array per
+# stage (the model keeps one: `net.belief_maps(images)`). A batch of synthetic people goes
+# through the untrained network:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -731,8 +702,7 @@ for label, fn in [("eager", lambda x: net(x, training=False)), ("compiled", pred
 
 # %% [markdown]
 # Untrained, the belief maps are noise: random filters respond to colour and texture, not to
-# joints. The targets (notebook 03) are Gaussians at the joints; training has to
-# turn the one into the other.
+# joints. Training has to turn them into the targets of notebook 03.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -759,14 +729,12 @@ plt.show()
 # ## 7. Why intermediate supervision matters
 #
 # CPM's loss is a sum over stages: $F = \sum_{t=1}^{T} \sum_p \lVert b_t^p - b_*^p \rVert^2$.
-# Every stage's output is pulled towards the targets, not only the last one. Without that, the
-# error signal reaching the early layers must traverse all later stages. The paper argues that
-# it then *vanishes*, and shows histograms of gradient magnitudes.
+# Without it, the error signal reaching the early layers must traverse all later stages; the
+# paper argues that it then *vanishes*, and shows histograms of gradient magnitudes.
 #
-# We measure the same on our model: the mean absolute gradient of every convolution kernel,
-# averaged over a few batches, once for the full CPM loss and once for the last stage's loss
-# only. To make the effect visible we give the network the paper's **six stages** (input size
-# and width stay the profile's). Same weights, same batches: only the loss differs.
+# We measure the mean absolute gradient of every convolution kernel over a few batches, once for
+# the full CPM loss and once for the last stage's loss only, on the profile's network with the
+# paper's **six stages**. Same weights, same batches: only the loss differs.
 
 # %%
 from cpm_nb.course import supervision
@@ -809,39 +777,32 @@ for part in dict.fromkeys(stage_of.values()):
 
 # %% [markdown]
 # With the last stage's loss alone, the gradient reaching stage 1 and the early refinement
-# stages is far smaller than with intermediate supervision, whereas the last stage's layers get
-# exactly the same gradient in both cases (no earlier loss depends on them). So the sum of six
-# losses is not simply "more loss": the extra signal arrives exactly where the last stage's loss
-# arrives weakened. The trunk fares better than stage 1 even without intermediate supervision,
-# because every stage reads the trunk's features directly (a short path). Intermediate
-# supervision gives each stage its own, undiminished error signal, and the network trains all
-# stages from the start.
+# stages is far smaller, whereas the last stage's layers get exactly the same gradient (no
+# earlier loss depends on them). So the extra signal arrives exactly where the last stage's loss
+# arrives weakened. The trunk fares better than stage 1, because every stage reads the trunk's
+# features directly. Intermediate supervision gives each stage its own error signal, and the
+# network trains all stages from the start. (Whether this changes the *trained* accuracy is a
+# separate experiment: exercise 1 of notebook 05.)
 
 # %% [markdown]
 # ## Summary
 #
-# * `cpm_nb.model.cpm` describes the released CPM as a table of layers with the released layer
-#   names and builds it with Keras layers only (TensorFlow and JAX backends). `cpm-mpii-release`
-#   has exactly the released model's 29,852,058 parameters.
+# * The released CPM is a table of layers with the release's names (`cpm_nb.model.architecture`),
+#   built with Keras layers only; `cpm-mpii-release` has exactly the release's 29,852,058
+#   parameters. A stage is a few lines of Keras and the builder a loop over stages, equal to
+#   `build_cpm` layer for layer; `diagram.draw_architecture` draws any configuration.
 # * The paper's Fig. 2 network (9x9 image branches, 11x11 stages) sees almost the same fields
-#   with about twice the FLOPs; the release's VGG trunk is shared by all stages and can start
+#   for about twice the FLOPs; the release's VGG trunk is shared by all stages and can start
 #   from ImageNet weights (`init_trunk_from_vgg19`).
-# * Half of the FLOPs per 368-px image go to the trunk; each refinement stage adds about 4 M
-#   parameters.
-# * A stage is a few lines of Keras (concatenate, five kxk convolutions, two 1x1); the builder
-#   is a loop over stages, and the inline version equals `build_cpm` layer for layer.
-#   `cpm_nb.course.diagram.draw_architecture` draws any configuration from its layer table.
-# * Stage 1 sees 164 px (the paper: about 160); each further stage adds 240 px. A field is
-#   centred on its cell: the centre cell sees the whole 368-px crop from stage 2 on, a corner
-#   cell only once the field is about twice the crop (stage 4).
-# * The `stage-experiment` network (the `cpu` profile's) keeps the released network's
-#   proportions on a 128-px crop with 3x3 stages and a trunk whose extra layers are 1x1.
-# * The effective receptive field (the input gradient of a belief cell) is a core much
-#   smaller than the theoretical field, and it stops growing long before the theoretical
-#   field does.
-# * The released model is told which person to look at by a pooled Gaussian centre map.
-# * `make_predict_fn` gives a compiled inference function; `python -m cpm_nb.bench model` times it.
-# * Intermediate supervision keeps the gradient at the early stages large.
+# * Half of the FLOPs go to the trunk. Stage 1 sees 164 px (the paper: about 160), each further
+#   stage 240 px more; a corner cell sees the whole crop only once the field is about twice the
+#   crop. The `stage-experiment` network (the `cpu` profile's) keeps these proportions on a
+#   128-px crop.
+# * The effective receptive field is a core much smaller than the theoretical field, and it
+#   stops growing long before the theoretical field does.
+# * A pooled Gaussian centre map tells the released model which person to look at;
+#   `make_predict_fn` compiles inference; intermediate supervision keeps the gradient at the
+#   early stages large.
 #
 # ## Exercises
 #
