@@ -341,15 +341,14 @@ print(f"mean confidence: the validation person of section 2 {pred.confidence.mea
       + ", ".join(f"{name} {r.confidence.mean():.2f}" for name, r in results.items()))
 
 # %% [markdown]
-# **Honestly: this goes badly.** The model of this notebook was trained on synthetic stick-figure
-# people (notebook 02), all full-body, in front of textured backgrounds. A head-and-shoulders
-# portrait of a real person in uniform is far outside that distribution: the network squeezes a
-# whole stick figure into the head and shoulders, and the skeleton is guesswork. Compare the
-# printed mean confidences: the peak of a belief map says how much a spot looks like a joint
-# *of the training data*. It is not the probability of being right. Whether the photo's peaks
-# are lower than the validation person's or not, its skeleton is wrong, so a confidence
-# threshold cannot be trusted to flag such an image. Section 9 shows how to use weights trained
-# on MPII, which is made of exactly such real photos.
+# **Honestly: this goes badly.** The model was trained on synthetic full-body stick figures
+# (notebook 02). A head-and-shoulders portrait of a real person is far outside that
+# distribution: the network squeezes a whole figure into the head and shoulders, and the
+# skeleton is guesswork. Compare the printed mean confidences: a belief map's peak says how much
+# a spot looks like a joint *of the training data*, not the probability of being right. Whether
+# or not the photo's peaks are lower than the validation person's, its skeleton is wrong, so a
+# confidence threshold cannot be trusted to flag such an image. Section 9 shows how to use
+# weights trained on MPII's real photos.
 #
 # ## 7. Explore: any joint, any stage
 #
@@ -510,12 +509,13 @@ else:
 #
 # * A run folder (`model.keras` + `cpm_config.json`) is a complete, safely loadable model.
 # * CPM needs to know where the person is: centre + scale, a box, or (poorly) the image centre.
-# * Crop with `M`, predict, decode the last stage's maps with sub-pixel refinement, map back with
-#   `inv(M)`: joints in original-image pixels (1-based), each with a confidence.
-# * The stages refine the belief maps; the paper's multi-scale test averages maps over crop scales.
+# * Inference is five lines: crop with `M`, predict, decode the last stage's peaks, map back
+#   with `inv(M)` (joints in 1-based original-image pixels, each with a confidence).
+# * Multi-scale averaging resamples each scale's maps onto the scale-1 grid with one bilinear
+#   matrix per scale and averages where the scales reach.
 # * A model trained on synthetic figures does not transfer to real photographs: train on MPII.
-# * The authors' released MPII model converts into a run folder (`cpm-nb convert-caffe`), checked
-#   stage by stage against OpenCV's Caffe importer; it keeps the release's licence.
+# * The authors' released MPII model converts into a run folder (`cpm-nb convert-caffe`); it
+#   keeps the release's licence. For practitioners: a conversion checked against OpenCV.
 #
 # ## Exercises
 #
