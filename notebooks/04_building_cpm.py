@@ -548,8 +548,8 @@ from cpm_nb.cli import app as cli
 _ = cli.main(["model", "--config", "stage-experiment"])
 
 # %% [markdown]
-# Stage 1 sees 0.48 of the crop (the paper: about 160/368 = 0.43) and every further stage
-# adds 80 px, 0.63 crops (the released network: 240/368 = 0.65). Two changes give these
+# Stage 1 sees 0.48 of the crop (the paper: about 160/368 = 0.43), and every further stage
+# adds 80 px of 128 as the released network's stages add 240 px of 368. Two changes give these
 # proportions. The stages use 3x3
 # kernels: five of them at a jump of 8 px add $5 \cdot 2 \cdot 8 = 80$ px. And the trunk keeps
 # all its 15 convolutions, names and widths, but only (1, 1, 2, 2) of them per block are 3x3:
