@@ -142,8 +142,7 @@ print(f"{path.name}: {person.image_size[0]}x{person.image_size[1]} px, centre "
       f"{person.flags['n_others']} other people")
 
 # %% [markdown]
-# CPM is a single-person estimator: it expects the person centred in its square input at a known
-# size. There are three ways to say where the person is:
+# CPM expects one person centred in its square input at a known size. Three ways to say where:
 #
 # * **centre and scale** (MPII's `objpos` and `scale`);
 # * **a box** around the person (from a detector or by hand): centre of the box and
@@ -258,15 +257,11 @@ plt.show()
 #
 # The paper tests at several scales (0.7 ... 1.3 times the nominal size) and averages the belief
 # maps: a joint missed at one scale may be found at another. `scales=` crops the person at each
-# factor (same centre), runs all crops in one batch, resamples every map onto the scale-1 grid
-# and averages.
-#
-# The resampling is one matrix per scale. Crop $f$ shows the person $f$ times larger around
-# the same centre, so the centre $p$ of a cell of the scale-1 crop is the point
-# $h + f (p - h)$ of crop $f$ ($h$: the crop's centre). Reading that point bilinearly from
-# crop $f$'s map gives weights $w_{ia} = \max(0, 1 - |u_i - a|)$, with $u_i$ the point in
-# cells. Cells that crop $f$ does not reach get weight 0, and each cell is divided by the
-# weight of the scales that cover it:
+# factor around the same centre, runs all crops in one batch, resamples every map onto the
+# scale-1 grid and averages. Crop $f$ shows the person $f$ times larger, so the centre $p$ of a
+# scale-1 cell is the point $h + f (p - h)$ of crop $f$ ($h$: the crop's centre). Reading it
+# bilinearly gives weights $w_{ia} = \max(0, 1 - |u_i - a|)$ ($u_i$: that point in cells), zero
+# where crop $f$ does not reach; each cell is divided by the weight of the scales that cover it:
 
 # %%
 from cpm_nb.inference import decoding
@@ -314,8 +309,8 @@ for scales in [(1.0,), P.PAPER_SCALES]:
 
 # %% [markdown]
 # Averaging costs one forward pass per scale. Whether it pays depends on how well the network
-# already handles the size variation (training augments scales by 0.7-1.3 too); resampling the
-# coarse maps of the other scales also blurs the peaks slightly.
+# already handles size (training augments scales by 0.7-1.3 too); resampling the coarse maps
+# also blurs the peaks slightly.
 #
 # ## 6. Any photo: Grace Hopper
 #
