@@ -171,10 +171,10 @@ for name, source in (("fast", "synthetic"), ("cpu", "synthetic"), ("gpu", "synth
 # **ImageNet initialisation.** The paper does not train its trunk from scratch: the first ten
 # convolutions are VGG-19's, with the weights VGG-19 learned on ImageNet's million labelled
 # photographs (edges, textures, parts of objects). Pose training then only has to *adjust*
-# features that already describe real images. That is why the paper's learning rate,
-# $8\cdot10^{-5}$, is so small: it is a fine-tuning rate, which keeps the pretrained features
-# close to where they start while the new stages learn. From random weights the same rate barely
-# moves in a synthetic budget, so the small profiles use Adam instead.
+# features that already describe real images. The paper's learning rate, $8\cdot10^{-5}$, is
+# such a fine-tuning rate: small enough to keep the pretrained features close to where they
+# start while the new stages learn. From random weights the same rate barely moves in a
+# synthetic budget, so the small profiles use Adam instead.
 # `cpm_nb.model.imagenet.init_trunk_from_vgg19(model)` copies VGG-19's `block1_conv1` ...
 # `block4_conv2` into `conv1_1` ... `conv4_2` (downloaded through `keras.applications`; offline it
 # says so in one line and the trunk stays random); `init="imagenet"` in the training
