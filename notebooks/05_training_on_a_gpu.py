@@ -297,8 +297,10 @@ plt.show()
 # %% [markdown]
 # ## 4. Do more stages help? The stage experiment
 #
-# The source article's experiment is "6 stages beat 2". To test it fairly, four things must
-# hold:
+# The source article says "6 stages beat 2" (the paper trains every depth for the same number
+# of iterations: equal steps). We ask two questions: at equal compute, is a stage the best use
+# of a fixed budget? And at equal steps, as the paper compares, do 6 stages beat 2? To test them
+# fairly, four things must hold:
 #
 # * **stage 1 must not already see everything.** In the paper stage 1 sees about 160 px of a
 #   368-px crop and each stage adds about 240 px. The article's layers on a 128-px crop would see
@@ -384,15 +386,57 @@ print(f"6-stage net after each stage: {', '.join(f'{v:.1f}' for v in summary['6'
       + ", ".join(f"{n} stages {summary[str(n)]['steps']:,}" for n in counts))
 
 # %% [markdown]
+# Three seeds say little on their own, but runs with the same seed share their data order and,
+# where the layers coincide, their initial weights. So we compare **by seed**: the difference
+# of each seed's pair, their mean with a 95 % $t$ interval, and a paired $t$-test. Where the
+# interval covers 0 the honest verdict is "no detectable difference". Beside it, the validation
+# set's own sampling error: the binomial standard error of a PCKh over its number of joints
+# (it matters for new people; paired runs are scored on the same people).
+
+# %%
+from scipy import stats
+
+
+def paired(r, a, b, key="pckh"):
+    """a minus b stages, paired by seed: the differences, their mean's 95 % t interval, p."""
+    by = {(run["stages"], run["seed"]): run for run in r["runs"]}
+    seeds = sorted(seed for n, seed in by if n == a and (b, seed) in by)
+    score = (lambda run: run["pckh"]) if key == "pckh" else (lambda run: run["hard"][key])
+    d = np.array([score(by[a, seed]) - score(by[b, seed]) for seed in seeds])
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return d, (d.mean() - half, d.mean() + half), stats.ttest_1samp(d, 0).pvalue
+
+
+def show_paired(r, a, b, keys=KEYS[:4]):
+    for key in keys:
+        d, (lo, hi), p = paired(r, a, b, key)
+        verdict = "no detectable difference" if lo <= 0 <= hi else "the interval excludes 0"
+        print(f"  {key:<17} {d.mean():+5.1f} [{lo:+5.1f}, {hi:+5.1f}]  p = {p:.3f}  "
+              f"per seed {' '.join(f'{v:+.1f}' for v in d)}  -> {verdict}")
+
+
+for n in (1, 3, 4, 6):
+    print(f"{n} minus 2 stages, paired by seed (mean [95 % CI]):")
+    show_paired(result, n, 2)
+counts_2 = next(run["hard_counts"] for run in result["runs"] if run["stages"] == 2)
+joints_2 = {"pckh": counts_2["occluded_joints"] + counts_2["visible_joints"], **counts_2}
+print("binomial standard error of the 2-stage score (points): " + ", ".join(
+    f"{k} {100 * np.sqrt(stat(result, 2, k) / 100 * (1 - stat(result, 2, k) / 100) / joints_2[k]):.1f}"
+    f" ({joints_2[k]:,} joints)" for k in KEYS[:4]))
+
+# %% [markdown]
 # What the committed result shows:
 #
 # * **A second stage helps, clearly** (the 1 -> 2 line): overall, and most where context
 #   decides: occluded joints, people with another person in the crop, and fewer joints predicted
 #   on the other person. Stage 1 sees under half of the crop; stage 2 sees all of it from its
 #   central cells.
-# * **Beyond two or three stages, nothing more at this budget** (the ranking and the 2 -> 6
-#   line): the article's "6 stages beat 2" is **not** reproduced at equal compute and this
-#   budget.
+# * **Beyond two or three stages, nothing more at this budget.** Read the paired lines: where an
+#   interval covers 0, 3 seeds cannot tell the networks apart; where it does not, the difference
+#   is larger than the spread between seeds. 6 stages score lower than 2 at equal compute;
+#   compare the subsets (occluded joints, distractor, crossed limbs) as well. At equal compute a
+#   stage beyond the second is not the best use of this budget; the article's claim is about
+#   equal steps (below).
 # * **Inside each network the stages do refine**: in the 6-stage network every stage adds
 #   something. But its early stages are much weaker than a shallow network's, and at equal
 #   compute it trains fewer steps.
@@ -400,6 +444,12 @@ print(f"6-stage net after each stage: {', '.join(f'{v:.1f}' for v in summary['6'
 #   runs below show that this is the decay's doing: the budget was too short. The synthetic
 #   people are easy to see, which leaves less for context to fix than real photographs would,
 #   and the networks are thin (width 1/4).
+#
+# **Equal steps**, the paper's comparison, needs no new training for a first look: runs of one
+# network and seed follow the same trajectory until their learning-rate decay, so the
+# committed curves of every budget hold equal-step points where both networks are still at the
+# full learning rate (`cpm-nb experiment stages --report equal-steps` prints them too). They are
+# read below, after the longer runs.
 
 # %% [markdown]
 # ### Had the curves flattened? Longer runs
@@ -471,6 +521,39 @@ print("2 stages minus 6 stages, seed 0, at 1x, 2x, 4x:", ", ".join(
     f"{seed0(r, 2) - seed0(r, 6):+.1f}" for r in runs_by_budget.values()))
 print("2x, 3 seeds, 2 -> 6 stages:", compare(longer["stage_experiment_2x_2v6"], 2, 6))
 print("4x, seed 0, 2 -> 6 stages:", compare(longer["stage_experiment_4x_2v6"], 2, 6))
+print("2x, 6 minus 2 stages, paired by seed (mean [95 % CI]):")
+show_paired(longer["stage_experiment_2x_2v6"], 6, 2)
+for n in (2, 6):  # if every doubling's gain shrinks by the ratio of the last two
+    a, b, c = (seed0(r, n) for r in runs_by_budget.values())
+    print(f"{n} stages at 8x, extrapolated: {c + (c - b) ** 2 / (b - a):.1f}")
+
+# %% [markdown]
+# And the equal-step points of the committed curves: for each seed, every validation step at
+# which both the 2- and the 6-stage run (of any budget) had not yet decayed their learning rate.
+
+# %%
+def full_rate_curve(n, seed):
+    """Validation PCKh by step of n stages and one seed, before each run's decay."""
+    points = {}
+    for r in (result, *longer.values()):
+        curve = r["learning_curves"].get(f"{n}/{seed}")
+        if curve:
+            decay = int(0.8 * r["summary"][str(n)]["steps"])  # the step decay at 80 % of a run
+            points.update((s, v) for s, v in zip(curve["val_step"], curve["val_pckh"]) if s <= decay)
+    return points
+
+
+shared = {}
+for seed in result["experiment"]["seeds"]:
+    two, six = full_rate_curve(2, seed), full_rate_curve(6, seed)
+    shared[seed] = {s: six[s] - two[s] for s in sorted(set(two) & set(six))}
+    print(f"seed {seed}, 6 minus 2 stages at equal steps: "
+          + ", ".join(f"{d:+.1f} at {s:,}" for s, d in shared[seed].items()))
+for step in sorted(set.intersection(*(set(d) for d in shared.values()))):  # every seed has it
+    d = np.array([shared[seed][step] for seed in shared])
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    print(f"at {step:,} steps, {len(d)} seeds: {d.mean():+.1f} [{d.mean() - half:+.1f}, "
+          f"{d.mean() + half:+.1f}], p = {stats.ttest_1samp(d, 0).pvalue:.3f}")
 
 # %% [markdown]
 # What the longer runs show:
@@ -481,12 +564,17 @@ print("4x, seed 0, 2 -> 6 stages:", compare(longer["stage_experiment_4x_2v6"], 2
 #   decay's doing, not the network's. The 2-stage network's gains shrink from one doubling to
 #   the next; the 6-stage network's much less so. No budget this machine can afford reaches the
 #   point where more steps stop helping.
-# * **At twice the compute the order holds** with 3 seeds: 2 stages still score higher than 6,
-#   by a smaller gap (compare the 2-stage lead at 1x and 2x).
-# * **At four times the compute the two are almost level** (one seed): read the 4x line and the
-#   lead, against the spreads of the 3-seed runs at 2x. This is a tie, not a win. Whether
-#   6 stages pull ahead with still more compute, as the article's long-trained networks did,
-#   this machine cannot say (exercise 6).
+# * **At twice the compute the order holds** with 3 seeds: paired by seed, 2 stages are still
+#   ahead of 6, by a smaller gap than at the first budget; read the subsets' lines for where the
+#   gap is and is not detectable.
+# * **At four times the compute: no detectable difference, one seed.** The gap shrank again, and
+#   one seed gives no interval: a gap smaller than the spread between seeds at 2x is not a
+#   detectable difference, and one seed's subset scores (a few hundred joints) are noise. If
+#   each doubling's gain keeps shrinking as it did, the extrapolation puts 6 stages ahead at 8x;
+#   3 seeds at 8x is the least that decides it (exercise 6).
+# * **Equal steps, the paper's comparison**: at every shared step the 6-stage network is not
+#   ahead of the 2-stage one (the equal-step lines), so within these budgets 6 stages do not win
+#   at equal steps either.
 # * **What holds at every budget:** a second stage is the big step, on occluded joints and on
 #   joints put on the other person most of all, and inside a deep network every stage improves
 #   on the last.
@@ -539,34 +627,37 @@ for person, joint, _, _ in picked:
 # * `load_or_train(profile)` loads a shipped preset (`cpu`) or a cached run, or trains once;
 #   notebooks 06 and 07 reuse it.
 # * A fair stage experiment needs a stage 1 that cannot see the whole crop, equal compute,
-#   several seeds and a long enough budget. With the paper's field proportions on a 128-px crop
-#   a second stage is the big step, above all on occluded joints. 4 or 6 stages score lower at
-#   the first budget, but more compute helps every network and the deep one most, which narrows
-#   the gap until 6 stages are level with 2 at 4x (one seed). A plateau after a learning-rate
-#   decay does not show that a network has finished learning. Inside a deep network every stage
-#   refines the last one's beliefs (section 5 follows a joint being fixed).
+#   several seeds compared by seed, and a long enough budget. With the paper's field proportions
+#   on a 128-px crop a second stage is the big step, above all on occluded joints. 6 stages score
+#   lower at the first budget (4 stages: no detectable difference), but more compute helps every
+#   network and the deep one most, which narrows the gap until there is no detectable difference
+#   at 4x (one seed). At equal steps, as the paper compares, the committed curves do not show
+#   6 stages ahead of 2 either. A plateau after a learning-rate decay does not show that a
+#   network has finished learning. Inside a deep network every stage refines the last one's
+#   beliefs (section 5 follows a joint being fixed).
 # * For practitioners: batches that are a pure function of (seed, step), mixed precision and XLA
 #   on a GPU, and atomic checkpoints that resume a run to the same result.
 #
 # ## Exercises
 #
-# 1. Train with the loss on the last stage only -- compile with
-#    `loss=[None] * (cfg.stages - 1) + [L.CPMLoss(cfg.input_size, cfg.sigma)]` -- and compare the
+# 1. Train with the loss on the last stage only -- `cfg.replace(supervision="last")`, or the
+#    ablation `cpm-nb --profile cpu experiment ablations --which c --seeds 1` -- and compare the
 #    per-stage PCKh with the intermediate-supervision run. What happens to stage 1?
 # 2. Run `cpm-nb --profile fast train --out /tmp/x --steps 400`, interrupt it with Ctrl-C, then
 #    resume with `--resume`. Check `history.json`: is any step missing or repeated?
 # 3. On Colab, run `python -m cpm_nb.bench train`: what share of the GPU's peak does `fit` reach,
 #    and how close is it to the bare compiled step?
-# 4. Equal steps instead of equal compute: train the 6-stage network of the experiment for the
-#    1-stage network's steps (the table's first row; `exp = dataclasses.replace(
-#    experiments.EXPERIMENTS["cpu"], reference_steps=...)`, then `experiments.trained_run(exp,
-#    6)`, which prints its time estimate first). Does it catch up with 2 stages, overall and on
-#    occluded joints?
+# 4. Equal steps instead of equal compute: `cpm-nb --profile cpu experiment stages --equal steps
+#    --stages 2,6 --seeds 1` trains 2 stages for the 6-stage run's steps (the 6-stage run is the
+#    same run in both modes, so it is cached), and `--report side-by-side --results A.json
+#    B.json` prints both modes side by side. Does 6 beat 2 at equal steps? Compare with
+#    `cpm-nb experiment stages --report equal-steps` (the committed curves).
 # 5. In section 5, pick the joints the other way round: right after stage 1 and wrong after the
 #    last stage. How many are there, and what do their belief maps show?
 # 6. Go further than this machine could: on a Colab GPU run
-#    `cpm-nb --profile cpu experiment stages --stages 6,2 --budget 8 --seeds 1` (the same
-#    networks and data, at 8 times the first budget). Do 6 stages pull ahead of 2?
+#    `cpm-nb --profile cpu experiment stages --stages 6,2 --budget 8 --validations 8` (the same
+#    networks and data at 8 times the first budget, 3 seeds: the least that decides it; hours on
+#    a CPU, much less on a GPU). Do 6 stages pull ahead of 2?
 
 # %% [markdown]
 # ## For practitioners
