@@ -302,20 +302,18 @@ plt.show()
 # of a fixed budget? And at equal steps, as the paper compares, do 6 stages beat 2? To test them
 # fairly, four things must hold:
 #
-# * **stage 1 must not already see everything.** In the paper stage 1 sees about 160 px of a
-#   368-px crop and each stage adds about 240 px. The article's layers on a 128-px crop would see
-#   more than the crop at stage 1, so the experiment uses the `stage-experiment` network of
-#   notebook 04 (also the `cpu` profile's): the paper's proportions of field to crop (printed
-#   below);
+# * **stage 1 must not already see everything**: the experiment uses the `stage-experiment`
+#   network of notebook 04 (the `cpu` profile's), with the paper's proportions of receptive
+#   field to crop (printed below);
 # * **equal compute**: every net gets the forward FLOPs x steps of the 6-stage net, so the
 #   1-stage net trains 1.4x as many steps (same data, batch and schedule);
 # * **several seeds**, so a difference can be told from the noise between runs;
 # * **a budget long enough** that the learning curves have flattened (checked below with longer
 #   runs).
 #
-# `cpm-nb --profile cpu experiment stages` trains 1, 2, 3, 4 and 6 stages x 3 seeds (all cached
-# runs) and writes the summary. The committed result, `cpm_nb/results/stage_experiment.json`, was made
-# by that command; reading it takes no training:
+# `cpm-nb --profile cpu experiment stages` trains 1, 2, 3, 4 and 6 stages x 3 seeds and writes
+# the summary; the committed result, `cpm_nb/results/stage_experiment.json`, was made by that
+# command. Reading it takes no training:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -386,12 +384,11 @@ print(f"6-stage net after each stage: {', '.join(f'{v:.1f}' for v in summary['6'
       + ", ".join(f"{n} stages {summary[str(n)]['steps']:,}" for n in counts))
 
 # %% [markdown]
-# Three seeds say little on their own, but runs with the same seed share their data order and,
-# where the layers coincide, their initial weights. So we compare **by seed**: the difference
-# of each seed's pair, their mean with a 95 % $t$ interval, and a paired $t$-test. Where the
-# interval covers 0 the honest verdict is "no detectable difference". Beside it, the validation
-# set's own sampling error: the binomial standard error of a PCKh over its number of joints
-# (it matters for new people; paired runs are scored on the same people).
+# Runs with the same seed share their data order and, where the layers coincide, their
+# initial weights. So we compare **by seed**: each seed's difference, their mean with a 95 % $t$
+# interval, and a paired $t$-test. Where the interval covers 0, the verdict is "no detectable
+# difference". Beside it, the validation set's own binomial standard error (it matters for new
+# people; paired runs are scored on the same people).
 
 # %%
 from scipy import stats
@@ -431,12 +428,10 @@ print("binomial standard error of the 2-stage score (points): " + ", ".join(
 #   decides: occluded joints, people with another person in the crop, and fewer joints predicted
 #   on the other person. Stage 1 sees under half of the crop; stage 2 sees all of it from its
 #   central cells.
-# * **Beyond two or three stages, nothing more at this budget.** Read the paired lines: where an
-#   interval covers 0, 3 seeds cannot tell the networks apart; where it does not, the difference
-#   is larger than the spread between seeds. 6 stages score lower than 2 at equal compute;
-#   compare the subsets (occluded joints, distractor, crossed limbs) as well. At equal compute a
-#   stage beyond the second is not the best use of this budget; the article's claim is about
-#   equal steps (below).
+# * **Beyond two or three stages, nothing more at this budget** (the paired lines): 6 stages
+#   score lower than 2, 3 and 4 stages show no detectable difference overall; compare the
+#   subsets too. At equal compute a stage beyond the second is not the best use of this budget;
+#   the article's claim is about equal steps (below).
 # * **Inside each network the stages do refine**: in the 6-stage network every stage adds
 #   something. But its early stages are much weaker than a shallow network's, and at equal
 #   compute it trains fewer steps.
@@ -446,29 +441,24 @@ print("binomial standard error of the 2-stage score (points): " + ", ".join(
 #   and the networks are thin (width 1/4).
 #
 # **Equal steps**, the paper's comparison, needs no new training for a first look: runs of one
-# network and seed follow the same trajectory until their learning-rate decay, so the
-# committed curves of every budget hold equal-step points where both networks are still at the
-# full learning rate (`cpm-nb experiment stages --report equal-steps` prints them too). They are
-# read below, after the longer runs.
+# network and seed follow the same trajectory until their learning-rate decay, so the committed
+# curves of every budget hold equal-step points (read below, after the longer runs).
 
 # %% [markdown]
 # ### Had the curves flattened? Longer runs
 #
-# A comparison at equal compute is fair only if the budget is long enough: a network still
-# learning at the end is judged too early, and deep networks, which start slower (compare the
-# 6-stage net's stage 1 with a 1-stage net above), are judged hardest. In the first experiment
-# the curves level off after the learning-rate decay at 80 % of each run, but a decay *always*
-# levels a curve off; only a longer run says whether the network had finished learning.
-# So we trained the networks again for longer (`--budget X` multiplies every run's steps,
-# `--validations 8` validates eight times a run):
+# A network still learning at the end is judged too early, and deep networks, which start
+# slower, are judged hardest. A learning-rate decay *always* levels a curve off; only a longer
+# run says whether the network had finished learning. So we trained the networks again for
+# longer (`--budget X` multiplies every run's steps, `--validations 8` validates eight times):
 #
 # * twice the compute, every stage count, seed 0 (`--stages 6,3,2,4,1 --budget 2 --seeds 1`);
 # * twice the compute, 2 against 6 stages -- the article's comparison -- with all 3 seeds
 #   (`--stages 6,2 --budget 2`);
 # * four times the compute, 2 against 6 stages, seed 0 (`--stages 6,2 --budget 4 --seeds 1`).
 #
-# Until the learning-rate decay of the shorter run, a longer run *is* the first run (same seed,
-# data order and learning rate), so its curve continues the first one.
+# Until the shorter run's learning-rate decay, a longer run *is* the first run (same seed, data
+# order and learning rate).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -618,25 +608,20 @@ for person, joint, _, _ in picked:
 # %% [markdown]
 # ## Summary
 #
-# * CPM supervises every stage: one Keras loss (`CPMLoss`, Caffe's half summed squared error per
-#   image against Gaussian targets rendered in the compiled step) on every stage's output,
-#   summed, plus L2 weight decay on the kernels; `keras.Model.fit` trains it on TensorFlow or JAX.
-# * The paper's small learning rate is a fine-tuning rate for a trunk initialised from
-#   ImageNet (`init="imagenet"`, the `gpu` profile on MPII); the synthetic runs use Adam from
-#   random weights.
-# * `load_or_train(profile)` loads a shipped preset (`cpu`) or a cached run, or trains once;
-#   notebooks 06 and 07 reuse it.
+# * CPM supervises every stage: one Keras loss (`CPMLoss`, Caffe's half summed squared error)
+#   on every stage's output, summed, plus L2 weight decay; `keras.Model.fit` trains it.
+# * The paper's small learning rate suits a trunk initialised from ImageNet (`init="imagenet"`,
+#   the `gpu` profile on MPII); the synthetic runs use Adam from random weights.
+# * `load_or_train(profile)` loads a shipped preset (`cpu`) or a cached run, or trains once.
 # * A fair stage experiment needs a stage 1 that cannot see the whole crop, equal compute,
-#   several seeds compared by seed, and a long enough budget. With the paper's field proportions
-#   on a 128-px crop a second stage is the big step, above all on occluded joints. 6 stages score
-#   lower at the first budget (4 stages: no detectable difference), but more compute helps every
-#   network and the deep one most, which narrows the gap until there is no detectable difference
-#   at 4x (one seed). At equal steps, as the paper compares, the committed curves do not show
-#   6 stages ahead of 2 either. A plateau after a learning-rate decay does not show that a
-#   network has finished learning. Inside a deep network every stage refines the last one's
-#   beliefs (section 5 follows a joint being fixed).
-# * For practitioners: batches that are a pure function of (seed, step), mixed precision and XLA
-#   on a GPU, and atomic checkpoints that resume a run to the same result.
+#   seeds compared by seed, and a long enough budget. A second stage is the big step, above all
+#   on occluded joints. 6 stages score lower at the first budget, but more compute helps the deep
+#   network most, until there is no detectable difference at 4x (one seed); at equal steps the
+#   committed curves do not show 6 stages ahead either. A plateau after a learning-rate decay
+#   does not show that a network has finished learning. Inside a deep network every stage
+#   refines the last one's beliefs.
+# * For practitioners: batches that are a pure function of (seed, step), mixed precision and
+#   XLA, and atomic checkpoints that resume a run to the same result.
 #
 # ## Exercises
 #
@@ -715,11 +700,9 @@ print(", ".join(f"{k}: {v:,.0f} examples/s" for k, v in rates.items()))
 # On a GPU with tensor cores (T4, A100, H100) two switches roughly double the throughput:
 #
 # * **mixed precision** (a Keras dtype policy): layers compute in 16 bits but keep float32
-#   weights. `mixed_bfloat16` where bfloat16 is fast (Ampere and newer: A100, L4, H100) needs
-#   nothing else; `mixed_float16` (T4, V100) multiplies the loss by a *loss scale* before the
-#   backward pass so small float16 gradients do not underflow to zero, and divides it again before
-#   the update (Keras wraps the optimizer in a `LossScaleOptimizer`). `CPMLoss` casts the belief
-#   maps to float32.
+#   weights. `mixed_bfloat16` (A100, L4, H100) needs nothing else; `mixed_float16` (T4, V100)
+#   multiplies the loss by a *loss scale* so small float16 gradients do not underflow, and divides
+#   it out before the update (`LossScaleOptimizer`). `CPMLoss` casts the maps to float32.
 # * **XLA** (`jit_compile=True`): the whole train step -- target rendering, forward, backward,
 #   update -- is compiled into fused kernels (on the JAX backend every step is compiled anyway).
 #
@@ -740,11 +723,9 @@ print("on this machine:", TC.devices_for(cfg))
 # ### Checkpoints that survive a disconnect
 #
 # A Colab session can end at any moment. `cpm-nb train` writes a checkpoint every
-# `checkpoint_every` steps: weights, optimizer state (its step counter, moments and loss scale),
-# the step and the history, as one file. It is written to a temporary file *in the same folder*,
-# flushed to disk (`fsync`) and renamed over the old one (`os.replace`, atomic): a run killed in
-# the middle of a write leaves the previous checkpoint intact. On Colab the run folder lives on
-# Google Drive, which survives the session:
+# `checkpoint_every` steps (weights, optimizer state, step and history) to a temporary file in
+# the same folder, `fsync`s it and renames it over the old one (`os.replace`, atomic): a run
+# killed mid-write keeps the previous checkpoint. On Colab the run folder lives on Google Drive:
 #
 # ```python
 # from google.colab import drive
