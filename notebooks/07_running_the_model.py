@@ -428,14 +428,14 @@ print(json.dumps(record["joints"][:2], indent=1))
 # %% [markdown]
 # ## 10. The authors' own model: the released Caffe weights
 #
-# The authors of CPM released their trained networks as Caffe files: a *deploy prototxt* (the
-# network, as text) and a *caffemodel* (the weights, a binary protobuf file). The MPII model whose
-# network `cpm-mpii-release` rebuilds exactly (notebook 04) is the pair
-# `model/_trained_MPI/pose_deploy_resize.prototxt` and `pose_iter_320000.caffemodel` of the
+# The authors released their trained networks as Caffe files: a *deploy prototxt* (the network,
+# as text) and a *caffemodel* (the weights). The MPII model that `cpm-mpii-release` rebuilds
+# (notebook 04) is `model/_trained_MPI/pose_deploy_resize.prototxt` with
+# `pose_iter_320000.caffemodel` from
 # [convolutional-pose-machines-release](https://github.com/shihenw/convolutional-pose-machines-release)
-# repository (its `testing/get_model.sh` downloads the weights, 120 MB). Their licence allows
-# non-commercial use only and forbids redistribution: this course ships none of these files, and
-# a converted model keeps that licence. Bring the two files and convert them:
+# (`testing/get_model.sh` downloads the weights). Their licence allows non-commercial use only
+# and forbids redistribution: this course ships none of these files, and a converted model keeps
+# that licence. Bring the two files and convert them:
 #
 # ```bash
 # cpm-nb convert-caffe --prototxt pose_deploy_resize.prototxt \
@@ -458,13 +458,16 @@ release_run = caffe.find_converted(os.environ.get("CPM_NB_RELEASE_RUN"), "../run
 print("converted release model:", release_run or "none found")
 
 # %% [markdown]
-# **The released model on a real photo.** `predict` applies the release's test procedure, read
-# from the run's `cpm_config.json`: the person centred in a 368-px box padded with grey (128), a
-# centre map (sigma 21 px) at the person, seven crop scales 0.7 ... 1.3 whose belief maps are
-# upsampled 8x, averaged and decoded at their maximum, and the release's 14 joints put in MPII
-# order (pelvis and thorax, which it does not predict, as the midpoints of the hips and of the
-# shoulders). On the right, belief maps in the source article's colours: head yellow, left knee
-# red, right ankle blue.
+# **The released model on a real photo.** `predict` runs a converted model the way the
+# release's test code ran it (`testing/src/applyModel.m`). For each scale it resizes the *whole*
+# photo with MATLAB's bicubic `imresize` (antialiased when shrinking), then cuts a 368-px box,
+# padded with grey (128), around the person's centre rounded to a whole pixel, with a centre map
+# (sigma 21 px) on that pixel. The last stage's maps are upsampled 8x, put back where the box
+# lies in the photo and averaged over the scales; each joint is the photo pixel where its map is
+# highest, never in the padding. A box gets 4 scales that make it 256, 287, 322 and 361 px tall;
+# an MPII centre and scale gets 7 scales, 0.7 ... 1.3 around a 234-px person. The release's 14
+# joints are put in MPII order, pelvis and thorax as the midpoints of the hips and of the
+# shoulders. On the right: belief maps for the head (yellow), left knee (red), right ankle (blue).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -481,9 +484,8 @@ else:
 
 # %% [markdown]
 # **Scoring it the official way.** With the MPII images (`cpm-nb prepare mpii --root
-# /content/mpii` on Colab), the converted model predicts the 2,958 validation people at their
-# annotated centre and scale with the release's seven scales, and `cpm-nb evaluate-mpii` scores
-# them exactly like the MPII toolkit:
+# /content/mpii` on Colab), the converted model predicts the validation people at their
+# annotated centre and scale, and `cpm-nb evaluate-mpii` scores them like the MPII toolkit:
 #
 # ```python
 # gt, pred = caffe.mpii_validation("runs/cpm-release", "scores/", root="/content/mpii")
@@ -492,12 +494,13 @@ else:
 # cpm-nb evaluate-mpii --annotations scores/gt_valid.mat --predictions scores/pred.mat
 # ```
 #
-# The published reference is CPM's 88.5 % PCKh@0.5 on the MPII *test* set (the release's
-# MPII+LSP model; 87.95 % trained on MPII alone). Those two models use the original 9x9/11x11
-# architecture, which the converter builds layer by layer from their
-# `pose_deploy_centerMap.prototxt`, so they can be scored the same way; the release publishes no
-# score for the VGG-trunk model converted here, and validation and test scores differ somewhat,
-# so expect the same region, not the same digits.
+# The published reference is CPM's 88.5 % PCKh@0.5 on the MPII *test* set (the MPII+LSP model;
+# 87.95 % trained on MPII alone), both with the paper's 9x9/11x11 network (notebook 04), which
+# the converter builds from their `pose_deploy_centerMap.prototxt`; for the VGG-trunk model
+# converted here the release's README gives 90.1 %. Validation and test scores differ, so expect
+# the same region, not the same digits; and the released models may have been trained on the
+# people of the usual validation split (the release's tools can build such a training set), so
+# a validation score of a converted release model can be optimistic.
 
 # %% [markdown]
 # ## Summary
@@ -509,8 +512,12 @@ else:
 # * Multi-scale averaging resamples each scale's maps onto the scale-1 grid with one bilinear
 #   matrix per scale and averages where the scales reach.
 # * A model trained on synthetic figures does not transfer to real photographs: train on MPII.
-# * The authors' released MPII model converts into a run folder (`cpm-nb convert-caffe`); it
-#   keeps the release's licence. For practitioners: a conversion checked against OpenCV.
+# * The authors' released MPII model converts into a run folder (`cpm-nb convert-caffe`, keeping
+#   the release's licence) and runs the way its authors ran it: the whole image resized with
+#   antialiased bicubic `imresize` per scale, a box cut around the rounded centre, the maps put
+#   back on the image, each joint its map's highest pixel; a box gets the release's 4 scales.
+#   Each step is checked against Pillow, OpenCV and a by-hand re-implementation
+#   (`tests/test_release_demo.py`); for practitioners, a conversion checked against OpenCV.
 #
 # ## Exercises
 #
@@ -525,8 +532,7 @@ else:
 # %% [markdown]
 # ## For practitioners: checking a Caffe conversion without the real file
 #
-# Numbers should not be taken on trust. Random
-# weights in the release's file format let us check everything except the trained values: we
+# Random weights in the release's file format check everything except the trained values: we
 # write a deploy file and a caffemodel for a small network with the release's layer names (and
 # two weightless training layers, as a real snapshot has), convert them, and run both through an
 # *independent* Caffe implementation, OpenCV's importer. Every stage's belief maps must agree to
