@@ -20,25 +20,22 @@
 # ---
 
 # %% [markdown]
-# # 04 · Building the Convolutional Pose Machine
+# # 04 · Building a Convolutional Pose Machine: the released network and the paper's
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cpm-nb/cpm-nb/blob/v0.1.0/notebooks/04_building_cpm.ipynb)
 #
 # **What you will learn**
 #
-# * the CPM network as code and as a diagram: a VGG trunk, a stage that looks at the image, and
-#   stages that refine the previous beliefs with more and more context;
-# * how to check an implementation against a released model, layer by layer and to the last
-#   parameter (29,852,058 for the released CPM MPII model);
-# * where the parameters and the FLOPs go, block by block;
-# * the receptive field of every stage: which cells see the whole crop, and how much of the
-#   field a trained network really uses (the effective receptive field);
-# * the centre-map input that tells the released model *which* person to look at;
-# * what an untrained network predicts, and how to run a model fast (a compiled predict function);
+# * the authors' *released* MPII network as code and as a diagram: a VGG trunk, a stage that
+#   looks at the image, and stages that refine the previous beliefs with more context;
+# * to check an implementation against a released model, to the last parameter;
+# * the paper's own Fig. 2 network built beside it, and why the release moved to a VGG trunk
+#   that starts from ImageNet;
+# * where the parameters and the FLOPs go;
+# * the receptive field of every stage, and how much of it a trained network really uses;
+# * the centre map that tells the released model *which* person to look at;
+# * what an untrained network predicts, and a compiled predict function;
 # * why intermediate supervision matters: the gradient that reaches the trunk with and without it.
-#
-# We use the receptive-field calculator of notebook 01 and the synthetic people and target maps
-# of notebooks 02 and 03.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -75,7 +72,9 @@ profile = cpm_nb.setup(seed=0)
 #
 # A Convolutional Pose Machine (Wei et al., CVPR 2016) predicts, for every joint $p$, a *belief
 # map* $b_t^p$: a score for "joint $p$ is here" at every cell of a grid 8 times coarser than the
-# input. It does so in $T$ **stages**:
+# input. It does so in $T$ **stages**. The network this course builds is the one the authors
+# **released** for MPII (`pose_deploy_resize.prototxt`), a variant of the paper's Fig. 2 network
+# (section 2 builds that one too):
 #
 # * a **trunk** of 3x3 convolutions and three 2x2 max-pools (the first ten layers of VGG-19 plus
 #   five CPM layers) turns the 368x368 image into 128 feature channels at stride 8;
@@ -84,11 +83,10 @@ profile = cpm_nb.setup(seed=0)
 #   beliefs with five 7x7 convolutions and two 1x1 ones. A 7x7 kernel on the stride-8 grid spans
 #   56 input pixels: stage $t$ can use where the *other* joints were believed to be.
 #
-# `cpm_nb.model.cpm.architecture(config)` is the network as a table of layers, with the names of the
-# released Caffe model; `build_cpm` turns exactly this table into Keras layers, and
-# `cpm_nb.course.diagram.draw_architecture` draws it. Here is the network of the article
-# (`source-article`: 16 MPII joints, 6 stages, 368 px). Every box is read from the table, so
-# the drawing follows any configuration (try `cpm.get_config("source-article").replace(stages=3)`).
+# `architecture.architecture(config)` is the network as a table of layers with the release's
+# names; `build_cpm` turns this table into Keras layers, and `diagram.draw_architecture` draws
+# it. Here is the released network as the course trains it (`source-article`: 16 MPII joints,
+# 6 stages, 368 px); the drawing follows any configuration.
 
 # %%
 import keras
@@ -105,16 +103,14 @@ plt.show()
 
 # %% [markdown]
 # The image features (orange) go to every stage; each stage's beliefs go to the next stage's
-# concatenation (C) *and* to a loss against the target maps of notebook 03 (red): every stage is
-# supervised (section 7).
+# concatenation (C) *and* to a loss against the targets of notebook 03 (red, section 7).
 #
 # ### One refinement stage in Keras
 #
 # A stage $t \geq 2$ is a few lines of Keras: concatenate the previous beliefs with the image
 # features, five $k \times k$ convolutions, a 1x1 convolution, and a last 1x1 convolution down to
-# one map per joint, *linear*, because a belief is a score, not a non-negative feature. The
-# widths come from the configuration (`cfg.channels(128)` is 128 channels scaled by the width
-# multiplier).
+# one map per joint, *linear*, because a belief is a score. `cfg.channels(128)` scales a width by
+# the configuration's multiplier.
 
 # %%
 from keras import layers
@@ -131,7 +127,7 @@ def cpm_stage(t, beliefs, features, cfg):
 
 # %% [markdown]
 # The trunk and stage 1 are just as short. The trunk's layers come from
-# `cpm.trunk_layers(cfg)`: (name, kind, kernel, width) rows, all 3x3 in the article's network
+# `architecture.trunk_layers(cfg)`: (name, kind, kernel, width) rows, all 3x3 in the article's network
 # (section 5 meets a configuration in which some are 1x1). The first layer, `normalize`, applies
 # CPM's input scaling $x/256 - 0.5$, so the model takes raw RGB values in 0..255.
 
@@ -200,18 +196,14 @@ end = next(i for i, line in enumerate(table) if line.startswith("Mconv7_stage2")
 print("\n".join(table[:end + 1] + ["...  (stages 3 to 6 repeat stage 2)", table[-1]]))
 
 # %% [markdown]
-# Each stage's last layer (`conv5_2_CPM`, `Mconv7_stage2`, ...) is one of the model's outputs:
-# training attaches a loss to every one of them (section 7).
+# Each stage's last layer (`conv5_2_CPM`, `Mconv7_stage2`, ...) is an output with its own loss.
 #
 # ## 2. Checking against the released model
 #
-# The authors released a CPM trained on MPII (`pose_deploy_resize.prototxt`). It differs from
-# the article's network in two details: it predicts **15 maps** (14 joints: head top, neck,
-# shoulders, elbows, wrists, hips, knees and ankles, i.e. MPII's 16 without pelvis and thorax,
-# plus a *background* map, "no joint here"), and it has a **fourth input channel**, a centre map
-# (section 3). The named configuration `cpm-mpii-release` reproduces it. Both models are built in
-# Keras below, and their parameter counts compared with the analytic table and with the released
-# model's 29,852,058.
+# The released MPII model differs from `source-article` in two details: it predicts **15 maps**
+# (MPII's joints without pelvis and thorax, plus a *background* map, "no joint here"), and it
+# has a **fourth input channel**, a centre map (section 3). The configuration `cpm-mpii-release`
+# reproduces it; both are built in Keras and counted against the table and the release:
 
 # %%
 for name in ["source-article", "cpm-mpii-release"]:
@@ -225,28 +217,161 @@ print(f"released CPM MPII model: {architecture.RELEASE_PARAMS:,} parameters; mat
       f"{release.count_params() == architecture.RELEASE_PARAMS}")
 
 # %% [markdown]
-# Where does the 1,158-parameter difference come from? The centre-map channel takes the place of
-# the 16th belief map in the input of every `Mconv1` (16 + 128 = 15 + 128 + 1 = 144 channels), so
-# only the belief *outputs* differ: one map fewer in `conv5_2_CPM` (512 weights + 1 bias) and in
-# each of the five `Mconv7` layers (128 + 1).
+# Where does the difference come from? The centre-map channel takes the place of the 16th
+# belief map in the input of every `Mconv1` (16 + 128 = 15 + 128 + 1), so only the belief
+# *outputs* differ: one map fewer in `conv5_2_CPM` (512 weights + 1 bias) and in each of the
+# five `Mconv7` layers (128 + 1).
 
 # %%
 print("source-article - release =", architecture.count_params("source-article") - architecture.RELEASE_PARAMS,
       "=", (512 + 1) + 5 * (128 + 1))
 
 # %% [markdown]
+# ### The paper's own network (Fig. 2)
+#
+# The paper's Fig. 2 draws a different network, which the release also ships
+# (`pose_deploy_centerMap.prototxt`, its LSP and MPII+LSP models):
+#
+# * **stage 1** reads the image with its own branch: three **9x9** convolutions, each followed
+#   by a 3x3 max-pool of stride 2, a 5x5 convolution to 32 channels, then a 9x9 and two 1x1
+#   convolutions to the belief maps;
+# * **stages t ≥ 2** take their image features $x'$ from a **second branch** of the same shape
+#   (shared, with a last 5x5 layer per stage), concatenate them with $b_{t-1}$ and the pooled
+#   centre map, and refine with three **11x11** convolutions and two 1x1 ones.
+#
+# In Keras, with the release's layer names (`width` scales the hidden widths, `pool` swaps the
+# max-pools for a measurement below):
+
+# %%
+def paper_branch(x, t, c, pool):
+    """Fig. 2's image branch up to its third pool: 9x9 convolutions, 3x3 pools of stride 2."""
+    for i in (1, 2, 3):
+        x = layers.Conv2D(c(128), 9, padding="same", activation="relu", name=f"conv{i}_stage{t}")(x)
+        x = pool(3, 2, padding="same", name=f"pool{i}_stage{t}")(x)
+    return x
+
+
+def build_paper_cpm(size=368, stages=6, maps=15, width=1.0, pool=layers.MaxPooling2D):
+    """The paper's Fig. 2 network, wired as the release's pose_deploy_centerMap.prototxt."""
+    def c(n):
+        return max(1, round(n * width))
+
+    image = keras.Input((size, size, 3), name="image")
+    centre = keras.Input((size, size, 1), name="center_map")
+    x = layers.Rescaling(1 / 256, offset=-0.5, name="normalize")(image)
+    pooled_centre = layers.AveragePooling2D(9, 8, padding="same", name="pool_center_lower")(centre)
+    f = paper_branch(x, 1, c, pool)  # stage 1's own image branch
+    f = layers.Conv2D(c(32), 5, padding="same", activation="relu", name="conv4_stage1")(f)
+    f = layers.Conv2D(c(512), 9, padding="same", activation="relu", name="conv5_stage1")(f)
+    f = layers.Conv2D(c(512), 1, activation="relu", name="conv6_stage1")(f)
+    beliefs = [layers.Conv2D(maps, 1, name="conv7_stage1")(f)]
+    shared = paper_branch(x, 2, c, pool)  # the second branch, for stages 2..T
+    for t in range(2, stages + 1):
+        features = layers.Conv2D(c(32), 5, padding="same", activation="relu",
+                                 name="conv4_stage2" if t == 2 else f"conv1_stage{t}")(shared)
+        y = layers.Concatenate(name=f"concat_stage{t}")([features, beliefs[-1], pooled_centre])
+        for i in (1, 2, 3):
+            y = layers.Conv2D(c(128), 11, padding="same", activation="relu",
+                              name=f"Mconv{i}_stage{t}")(y)
+        y = layers.Conv2D(c(128), 1, activation="relu", name=f"Mconv4_stage{t}")(y)
+        beliefs.append(layers.Conv2D(maps, 1, name=f"Mconv5_stage{t}")(y))
+    return keras.Model([image, centre], beliefs, name="paper_cpm")
+
+
+def conv_cost(model):
+    """Parameters and forward FLOPs (2 k^2 C_in C_out H W per convolution) of a Keras model."""
+    params = flops = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            k, c_in, c_out = layer.kernel_size[0], layer.input.shape[-1], layer.filters
+            params += k * k * c_in * c_out + c_out
+            flops += 2 * k * k * c_in * c_out * layer.output.shape[1] * layer.output.shape[2]
+    return params, flops
+
+# %% [markdown]
+# Its receptive fields follow from notebook 01's rule, $r \leftarrow r + (k - 1)\,j$ and
+# $j \leftarrow j \cdot s$, along the longest path: stage 1's branch, then three 11x11
+# convolutions per later stage at a jump of 8 px ($3 \cdot 10 \cdot 8 = 240$ px a stage). The
+# package's calculator (`model.receptive_field`) must agree with a measurement on the network:
+# a thin copy with positive weights and average pools, whose input gradient at the centre
+# belief cell is non-zero exactly over the field.
+
+# %%
+import tensorflow as tf
+
+from cpm_nb.model import receptive_field as RF
+
+branch = [RF.Layer("conv1", 9), RF.Layer("pool1", 3, 2), RF.Layer("conv2", 9),
+          RF.Layer("pool2", 3, 2), RF.Layer("conv3", 9), RF.Layer("pool3", 3, 2)]
+stage1_path = branch + [RF.Layer("conv4", 5), RF.Layer("conv5", 9), RF.Layer("conv6", 1),
+                        RF.Layer("conv7", 1)]
+later_stage = [RF.Layer(f"Mconv{i}", 11) for i in (1, 2, 3)] + [RF.Layer("Mconv4", 1),
+                                                                RF.Layer("Mconv5", 1)]
+paper_fields = [RF.receptive_field(stage1_path + later_stage * (t - 1)) for t in range(1, 7)]
+
+
+def measured_fields(stages=2, size=448):
+    """The side of the input region whose gradient reaches the centre cell of each stage."""
+    probe = build_paper_cpm(size, stages, width=1 / 16, pool=layers.AveragePooling2D)
+    probe.set_weights([np.full(w.shape, 1 / np.prod(w.shape[:-1]), "float32")
+                       for w in probe.get_weights()])  # positive: every ReLU on, nothing cancels
+    x = tf.Variable(np.random.default_rng(0).uniform(200, 255, (1, size, size, 3)), dtype="float32")
+    sides = []
+    for t in range(stages):
+        with tf.GradientTape() as tape:
+            out = probe([x, tf.zeros((1, size, size, 1))])[t]
+            centre_cell = tf.reduce_sum(out[0, size // 16, size // 16])
+        g = np.abs(tape.gradient(centre_cell, x).numpy()[0]).sum(-1) > 0
+        rows, cols = np.flatnonzero(g.any(1)), np.flatnonzero(g.any(0))
+        sides.append(int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1))
+    return sides
+
+
+measured = measured_fields()
+assert measured == paper_fields[:2]
+print("Fig. 2 fields per stage (px):", paper_fields, "| measured, stages 1-2:", measured)
+
+# %% [markdown]
+# The two networks side by side, both with the release's 15 maps and centre map:
+
+# %%
+paper = build_paper_cpm()
+paper_params, paper_flops = conv_cost(paper)
+assert paper_params == paper.count_params()
+rows = [("paper, Fig. 2 (9x9, 11x11)", paper_params, paper_flops, paper_fields),
+        ("release, VGG trunk (3x3, 7x7)", architecture.count_params("cpm-mpii-release"),
+         architecture.flops_per_image("cpm-mpii-release"),
+         architecture.stage_receptive_fields("cpm-mpii-release"))]
+print(f"{'network':<31} {'parameters':>11} {'GFLOPs':>7}  receptive field per stage (px)")
+for name, params, flops, fields in rows:
+    print(f"{name:<31} {params:>11,} {flops / 1e9:>7.1f}  {'/'.join(map(str, fields))}")
+
+# %% [markdown]
+# The fields are almost the same: the release kept what each stage sees and changed the trunk.
+# Its files do not say why; the numbers and the code show two reasons:
+#
+# * **One trunk instead of two branches.** The paper runs two 9x9 image branches at full
+#   resolution; the release computes one trunk for every stage, whose 3x3 stacks reach the same
+#   field with more non-linearities and about half the FLOPs.
+# * **ImageNet initialisation.** The trunk's first ten layers *are* VGG-19's, so they can start
+#   from the weights VGG-19 learned on ImageNet's million labelled photographs: edge, texture and
+#   part detectors that pose training only has to adjust. `imagenet.init_trunk_from_vgg19(model)`
+#   copies them into `conv1_1` ... `conv4_2`; the `gpu` profile does it when it trains on MPII
+#   (notebook 05: what this means for the learning rate). A 9x9 branch has no such weights.
+# * **Accuracy.** The release's README reports 90.1 % PCKh@0.5 on the MPII test set for the
+#   VGG-trunk model; the paper reports 88.5 % for its Fig. 2 network. Training data and schedules
+#   differ, so this is not a controlled comparison.
+
+# %% [markdown]
 # ## 3. The centre map
 #
 # An MPII image can show several people; the released model is told which one to find by a
-# fourth input channel: a Gaussian of $\sigma = 21$ px at the person's centre (the crop centre).
-# The Caffe deploy file feeds one 4-channel blob and splits it at channel 3; our Keras model
-# says the same with two named inputs, `image` and `center_map` (the centre map is not
-# normalised). `pool_center_lower` average-pools it (kernel 9, stride 8) and the result is
-# concatenated into every stage from 2 on.
+# fourth input channel: a Gaussian of $\sigma = 21$ px at the person's centre (the crop
+# centre), a second Keras input `center_map`. `pool_center_lower` average-pools it (kernel 9,
+# stride 8) and the result is concatenated into every stage from 2 on.
 #
 # Caffe pools in "ceil" mode: $\lceil (368 - 9)/8 \rceil + 1 = 46$ windows, the last one cut by
-# the border and averaged over its 8 valid pixels. Keras' `padding="same"` gives the same 46x46
-# grid (one padded row and column, left out of the average); `"valid"` would give 45x45.
+# the border. Keras' `padding="same"` gives the same 46x46 grid; `"valid"` would give 45x45.
 
 # %%
 rel = architecture.get_config("cpm-mpii-release")
@@ -282,8 +407,8 @@ print(f"total {architecture.count_params('source-article'):>20,} "
 
 # %% [markdown]
 # The trunk holds under a third of the parameters but half of the FLOPs: its early layers run
-# at full resolution. Each refinement stage is cheap per pixel (46x46 cells) but has 4.1 M
-# parameters, mostly in its five 7x7 layers.
+# at full resolution. Each refinement stage is cheap per pixel but has about 4 M parameters,
+# mostly in its five 7x7 layers.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
@@ -297,10 +422,11 @@ save_figure(fig, "04_cost_per_block")
 plt.show()
 
 # %% [markdown]
-# The course's profiles scale the same structure down (input size, stage count and a width
+# The course's profiles scale these networks down (input size, stage count and a width
 # multiplier on every hidden channel count, rounded to a multiple of 8): same layer names, far
-# fewer FLOPs. The `gpu` profile is the article's network. (The receptive field does not depend
-# on the width or the input size, only on the layers; section 5 explains it.)
+# fewer FLOPs. The `gpu` profile is the full network; the `cpu` profile uses the
+# `stage-experiment` layers of section 5. The receptive field depends only on the layers, not
+# on the width or the input size.
 
 # %%
 print(f"{'configuration':<20} {'input':>5} {'stages':>6} {'width':>5} {'params':>11} "
@@ -336,14 +462,12 @@ for stage in (1, 2, 3):
           f"measured {cpm.measure_receptive_field('source-article', stage)} px")
 
 # %% [markdown]
-# Stage 1 sees 164 px, the paper's "about 160 px": less than half of a 368-px crop, enough for
-# a wrist's neighbourhood but not for the whole arm. Stage 2 sees 404 px, more than the crop.
-# That does **not** mean that every belief cell sees the whole crop: a field is centred on its
-# own cell. A cell in the middle of the crop sees all of it as soon as the field is as wide as
-# the crop, but a cell in a corner sees the opposite corner only when *half* its field spans the
-# crop, i.e. when the field is about **twice** the crop (736 px here); the rest of its field lies
-# over the zero padding. `cpm_nb.course.effective_field` does this geometry (cell $(i, j)$ is centred on
-# input pixel $(8i + 3.5, 8j + 3.5)$):
+# Stage 1 sees less than half of a 368-px crop: enough for a wrist's neighbourhood, not for
+# the whole arm. Stage 2 sees more than the crop, but not from every cell: a field is centred
+# on its own cell. The centre cell sees all of the crop once the field is as wide as the crop;
+# a corner cell sees the opposite corner only once *half* its field spans the crop, i.e. when
+# the field is about **twice** the crop. `cpm_nb.course.effective_field` does this geometry
+# (cell $(i, j)$ is centred on input pixel $(8i + 3.5, 8j + 3.5)$):
 
 # %%
 from cpm_nb.course import effective_field as rf
@@ -353,9 +477,8 @@ for t, f in enumerate(fields, start=1):
           f"whole crop: {rf.share_seeing_crop('source-article', t):6.1%}")
 
 # %% [markdown]
-# So in the article's network only the few cells at the very centre see the whole crop in
-# stage 2, about half of the cells in stage 3, and *every* cell only from stage 4 on
-# (884 px > 2 x 368 px). The plot follows the field layer by layer.
+# So only the cells at the very centre see the whole crop in stage 2, about half of them in
+# stage 3, and *every* cell only from stage 4 on. The plot follows the field layer by layer.
 
 # %%
 rows = architecture.receptive_field_rows("source-article")
@@ -376,8 +499,8 @@ save_figure(fig, "04_receptive_field")
 plt.show()
 
 # %% [markdown]
-# The stage kernel sets the growth: the original CPM used 11x11 kernels in its later stages
-# (`stage_kernel` in `CPMConfig`). Try it with the control (headless runs show 7 and 11).
+# The stage kernel sets the growth (the paper's network: 11x11). Try `stage_kernel` with the
+# control (headless runs show 7 and 11).
 
 # %%
 from cpm_nb.course.widgets import Slider, explore
@@ -402,21 +525,22 @@ _ = explore(show_fields, stage_kernel=Slider(3, 13, 2, 7, static=(7, 11)))
 # ### The stage experiment's network
 #
 # CPM's later stages can only add something if stage 1 does *not* already see the whole
-# person. The course's small models break this: they shrink the crop (128 px in the `cpu`
-# profile) but keep the article's layers, and so its fields in pixels:
+# person. A small model that shrinks the crop to 128 px but keeps the released layers would
+# break this, because the fields in pixels stay the same:
 
 # %%
-for name in ["cpu", "source-article"]:
-    c = architecture.get_config(name)
+article = architecture.get_config("source-article")
+for c in (article, article.replace(input_size=128, name="source-article@128px")):
     f = architecture.stage_receptive_fields(c)
-    print(f"{name:<15} crop {c.input_size:>3} px, stage 1 sees {f[0]} px = "
+    print(f"{c.name:<22} crop {c.input_size:>3} px, stage 1 sees {f[0]} px = "
           f"{f[0] / c.input_size:.2f} crops")
 
 # %% [markdown]
-# In the `cpu` profile's model stage 1 sees 164 px, more than the whole 128-px crop, where the
-# article's stage 1 sees less than half of it. That is why the stage experiment (which trains
-# 1 to 6 stages and compares them) has its own configuration, `stage-experiment`: a 128-px
-# crop with the article's *proportions*. `cpm-nb model --config stage-experiment` describes it:
+# On a 128-px crop those layers' stage 1 would see more than the whole crop, where the
+# released network's stage 1 sees less than half of it. So the stage experiment (which trains
+# 1 to 6 stages and compares them, notebook 05) and the `cpu` profile use their own
+# configuration, `stage-experiment`: a 128-px crop with the released network's *proportions*.
+# `cpm-nb model --config stage-experiment` describes it:
 
 # %%
 from cpm_nb.cli import app as cli
@@ -424,9 +548,9 @@ from cpm_nb.cli import app as cli
 _ = cli.main(["model", "--config", "stage-experiment"])
 
 # %% [markdown]
-# Stage 1 sees 62 px = 0.48 of the crop (the article: 160/368 = 0.43) and every further stage
-# adds 80 px = 0.63 crops (the article: 240/368 = 0.65), so the field/crop ratios are 0.48,
-# 1.11, 1.73, 2.36, 2.98 and 3.61. Two changes give these proportions. The stages use 3x3
+# Stage 1 sees 0.48 of the crop (the paper: about 160/368 = 0.43), and every further stage
+# adds 80 px of 128 as the released network's stages add 240 px of 368. Two changes give these
+# proportions. The stages use 3x3
 # kernels: five of them at a jump of 8 px add $5 \cdot 2 \cdot 8 = 80$ px. And the trunk keeps
 # all its 15 convolutions, names and widths, but only (1, 1, 2, 2) of them per block are 3x3:
 # the others are 1x1. A 1x1 convolution adds depth (and a ReLU) but no receptive field:
@@ -439,8 +563,8 @@ print(", ".join(f"{name} {k}x{k}" for name, kind, k, _ in architecture.trunk_lay
 
 # %% [markdown]
 # Here is what these fields cover on the crop, for the centre cell and a corner cell of every
-# stage. The centre cell sees the whole crop from stage 2 on (1.11 crops); the corner cell only
-# from stage 4 on (2.36 crops, more than twice the crop).
+# stage. The centre cell sees the whole crop from stage 2 on; the corner cell only once the
+# field is more than twice the crop (stage 4).
 
 # %%
 centre, corner = rf.center_cell(small), (0, 0)
@@ -463,23 +587,20 @@ plt.show()
 #
 # The theoretical field says which pixels *can* change a belief cell. How much they *do* is
 # another matter: Luo et al. (NeurIPS 2016) showed that the gradient of a cell with respect to
-# the input is roughly Gaussian, concentrated at the centre of the field, so that the
-# *effective* receptive field is much smaller than the theoretical one. We measure it on the
-# trained stage-experiment network: `rf.effective_receptive_field(model, images, stage, cell)`
-# is the mean over validation crops of $|\partial(\text{cell's beliefs, summed over the joints})
-# / \partial\,\text{input}|$, summed over the colour channels and normalised to sum 1 (the
-# gradient comes from `tf.GradientTape` or `jax.grad`, whichever the Keras backend is).
+# the input is roughly Gaussian, so the *effective* receptive field is much smaller.
+# `rf.effective_receptive_field(model, images, stage, cell)` is the mean over validation crops
+# of $|\partial(\text{cell's beliefs, summed over the joints}) / \partial\,\text{input}|$,
+# summed over the colour channels and normalised to sum 1.
 #
-# The run is the stage experiment's reference net with seed 0, trained at twice the
-# experiment's budget (`exp.doubled()`; 6 stages in the `cpu` profile, in the `fast` profile a
-# 2-stage smoke run that trains in seconds), loaded from the cache:
+# The network is the stage experiment's reference net, seed 0, at twice the experiment's
+# budget (`exp.doubled()`; 6 stages in the `cpu` profile, 2 in `fast`):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 from cpm_nb.evaluation import evaluate as evaluation
 from cpm_nb.training import experiments
 
-exp = experiments.EXPERIMENTS.get(profile.name, experiments.EXPERIMENTS["fast"]).doubled()
+exp = experiments.EXPERIMENTS[profile.name].doubled()
 run = experiments.trained_run(exp, exp.reference_stages, seed=0)
 trained_cfg = exp.config(exp.reference_stages)  # the network as trained (trunk, kernels)
 crops, _, _ = evaluation.validation_examples(experiments.data_folder(exp), 16)
@@ -502,8 +623,9 @@ for t in range(1, T + 1):
           f"within {e50:>3} px, 90 % within {e90:>3} px ({e90 / theory[t - 1]:.0%})")
 
 # %% [markdown]
-# The heat maps, each relative to its own maximum; the cyan square is the theoretical field,
-# the grey one the crop, the cross the cell's centre.
+# The heat maps, each relative to its own maximum; the dashed cyan square is the theoretical
+# field (each panel is framed to hold all of it), the grey one the crop, the cross the cell's
+# centre.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -522,21 +644,19 @@ print("cells whose value does not depend on the input at all:",
       [f"stage {t}, {where}" for (t, where), m in erfs.items() if not m.any()] or "none")
 
 # %% [markdown]
-# The effective field is a bright core well inside the theoretical square. In the stored
-# `cpu` run it almost doubles from stage 1 to stage 2 (90 % of the gradient within 48 px, then
-# 90 px) and then stops growing: stages 3 to 6 keep 90 % of it within 84-88 px, while their
-# theoretical fields grow from 222 to 462 px. So the later stages do look further than stage 1 --
-# about two thirds of the 128-px crop -- but far less far than the theoretical field suggests,
-# and no further than stage 2. For the corner cell, the part of the square outside the crop only
-# ever sees the zero padding, so its gradient piles up in the crop's corner. At stages 3 and 6
-# the corner cell has no gradient at all on these 16 crops: every ReLU on its paths to the input
-# is off, so its beliefs there are constants, whatever the image.
+# The effective field is a bright core well inside the theoretical square. Read the printed
+# extents: does the core grow from stage 1 to stage 2, and does it keep growing with the
+# theoretical field after that? The percentage column is the share of the theoretical field
+# that holds 90 % of the gradient. For the corner cell, the part of the square outside the
+# crop only ever sees the zero padding, so its gradient piles up in the crop's corner. A cell
+# named in the last line has no gradient at all on these crops: every ReLU on its paths to the
+# input is off, so its beliefs there are constants, whatever the image.
 
 # %% [markdown]
 # ## 6. Our model, and what it predicts before training
 #
-# The rest of the notebook uses the active profile's model: the article's structure at the
-# profile's input size, stage count and width.
+# The rest of the notebook uses the active profile's network (in the `cpu` profile the
+# stage-experiment network with 2 stages):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -547,11 +667,10 @@ print(f"{cfg.name}: input {cfg.input_size} px, {cfg.stages} stages, width {cfg.w
 print("outputs:", {n: tuple(o.shape) for n, o in zip(net.output_names, net.outputs)})
 
 # %% [markdown]
-# `make_predict_fn` wraps the model in a compiled function (a `tf.function` graph on the
-# TensorFlow backend, optionally with XLA; `jax.jit` on JAX) that takes RGB images and returns
-# NumPy belief maps, one array per stage. Notebooks and the command line use it for inference
-# (the model keeps one: `net.belief_maps(images)`). A batch of synthetic people (notebook 02)
-# goes through the untrained network:
+# `make_predict_fn` wraps the model in a compiled function (`tf.function`, optionally with
+# XLA; `jax.jit` on JAX) that takes RGB images and returns NumPy belief maps, one array per
+# stage (the model keeps one: `net.belief_maps(images)`). A batch of synthetic people goes
+# through the untrained network:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -583,8 +702,7 @@ for label, fn in [("eager", lambda x: net(x, training=False)), ("compiled", pred
 
 # %% [markdown]
 # Untrained, the belief maps are noise: random filters respond to colour and texture, not to
-# joints. The targets (notebook 03) are Gaussians at the joints; training has to
-# turn the one into the other.
+# joints. Training has to turn them into the targets of notebook 03.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -592,15 +710,18 @@ from cpm_nb.core.skeleton import JOINT
 
 joint = JOINT["r_wrist"]
 targets = np.asarray(heatmaps.render(joints, visibility, profile.input_size, profile.sigma))
-panels = [("input", images[0]), ("target: r_wrist", targets[0, ..., joint])] + [
-    (f"stage {t + 1} (untrained)", b[0, ..., joint]) for t, b in enumerate(beliefs)]
-fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8), layout="constrained")
+panels = [("input crop", images[0]), ("target", targets[0, ..., joint])] + [
+    (f"stage {t + 1}, untrained", b[0, ..., joint]) for t, b in enumerate(beliefs)]
+fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 4.4), layout="constrained")
 for ax, (title, img) in zip(axes, panels):
     im = ax.imshow(img, cmap=None if img.ndim == 3 else "viridis")
-    ax.set(title=title, xlabel="x (px)" if img.ndim == 3 else "x (cells)",
+    ax.set_title(title, fontsize=10)
+    ax.set(xlabel="x (px)" if img.ndim == 3 else "x (cells)",
            ylabel="y (px)" if img.ndim == 3 else "y (cells)")
-    if img.ndim == 2:  # a map: its colour is a value
-        fig.colorbar(im, ax=ax, shrink=0.7, label="target" if "target" in title else "belief")
+    if img.ndim == 2:  # a map: its colour is a value; the bar goes below, clear of the titles
+        fig.colorbar(im, ax=ax, location="bottom", shrink=0.85,
+                     label="target value" if "target" in title else "belief (a.u.)")
+fig.suptitle("The right wrist: its target and the untrained network's belief maps")
 save_figure(fig, "04_untrained_beliefs")
 plt.show()
 
@@ -608,14 +729,12 @@ plt.show()
 # ## 7. Why intermediate supervision matters
 #
 # CPM's loss is a sum over stages: $F = \sum_{t=1}^{T} \sum_p \lVert b_t^p - b_*^p \rVert^2$.
-# Every stage's output is pulled towards the targets, not only the last one. Without that, the
-# error signal reaching the early layers must traverse all later stages. The paper argues that
-# it then *vanishes*, and shows histograms of gradient magnitudes.
+# Without it, the error signal reaching the early layers must traverse all later stages; the
+# paper argues that it then *vanishes*, and shows histograms of gradient magnitudes.
 #
-# We measure the same on our model: the mean absolute gradient of every convolution kernel,
-# averaged over a few batches, once for the full CPM loss and once for the last stage's loss
-# only. To make the effect visible we give the network the paper's **six stages** (input size
-# and width stay the profile's). Same weights, same batches: only the loss differs.
+# We measure the mean absolute gradient of every convolution kernel over a few batches, once for
+# the full CPM loss and once for the last stage's loss only, on the profile's network with the
+# paper's **six stages**. Same weights, same batches: only the loss differs.
 
 # %%
 from cpm_nb.course import supervision
@@ -658,37 +777,32 @@ for part in dict.fromkeys(stage_of.values()):
 
 # %% [markdown]
 # With the last stage's loss alone, the gradient reaching stage 1 and the early refinement
-# stages is far smaller than with intermediate supervision, whereas the last stage's layers get
-# exactly the same gradient in both cases (no earlier loss depends on them). So the sum of six
-# losses is not simply "more loss": the extra signal arrives exactly where the last stage's loss
-# arrives weakened. The trunk fares better than stage 1 even without intermediate supervision,
-# because every stage reads the trunk's features directly (a short path). Intermediate
-# supervision gives each stage its own, undiminished error signal, and the network trains all
-# stages from the start.
+# stages is far smaller, whereas the last stage's layers get exactly the same gradient (no
+# earlier loss depends on them). So the extra signal arrives exactly where the last stage's loss
+# arrives weakened. The trunk fares better than stage 1, because every stage reads the trunk's
+# features directly. Intermediate supervision gives each stage its own error signal, and the
+# network trains all stages from the start. (Whether this changes the *trained* accuracy is a
+# separate experiment: exercise 1 of notebook 05.)
 
 # %% [markdown]
 # ## Summary
 #
-# * `cpm_nb.model.cpm` describes CPM as a table of layers with the released layer names and builds
-#   it with Keras layers only (TensorFlow and JAX backends). `cpm-mpii-release` has exactly the
-#   released model's 29,852,058 parameters; `source-article` (16 maps, no centre map) 29,853,216.
-# * Half of the 177 GFLOPs per 368-px image go to the trunk; each refinement stage adds 4.1 M
-#   parameters and 17.5 GFLOPs.
-# * A stage is a few lines of Keras (concatenate, five kxk convolutions, two 1x1); the builder
-#   is a loop over stages, and the inline version equals `build_cpm` layer for layer.
-#   `cpm_nb.course.diagram.draw_architecture` draws any configuration from its layer table.
-# * Stage 1 sees 164 px (the paper: about 160); each further stage adds 240 px. A field is
-#   centred on its cell: the centre cell sees the whole 368-px crop from stage 2 on, a corner
-#   cell only once the field is about twice the crop (stage 4).
-# * The `stage-experiment` network keeps the article's proportions on a 128-px crop (field/crop
-#   0.48, 1.11, ..., 3.61) with 3x3 stages and a trunk whose extra layers are 1x1; the `cpu`
-#   profile's model already sees 164 px > 128 px in stage 1.
-# * The effective receptive field (the input gradient of a belief cell) is a core much
-#   smaller than the theoretical field: in the trained stage-experiment network it doubles
-#   from stage 1 to stage 2 and then stays at about 90 px of the 128-px crop.
-# * The released model is told which person to look at by a pooled Gaussian centre map.
-# * `make_predict_fn` gives a compiled inference function; `python -m cpm_nb.bench model` times it.
-# * Intermediate supervision keeps the gradient at the early stages large.
+# * The released CPM is a table of layers with the release's names (`cpm_nb.model.architecture`),
+#   built with Keras layers only; `cpm-mpii-release` has exactly the release's 29,852,058
+#   parameters. A stage is a few lines of Keras and the builder a loop over stages, equal to
+#   `build_cpm` layer for layer; `diagram.draw_architecture` draws any configuration.
+# * The paper's Fig. 2 network (9x9 image branches, 11x11 stages) sees almost the same fields
+#   for about twice the FLOPs; the release's VGG trunk is shared by all stages and can start
+#   from ImageNet weights (`init_trunk_from_vgg19`).
+# * Half of the FLOPs go to the trunk. Stage 1 sees 164 px (the paper: about 160), each further
+#   stage 240 px more; a corner cell sees the whole crop only once the field is about twice the
+#   crop. The `stage-experiment` network (the `cpu` profile's) keeps these proportions on a
+#   128-px crop.
+# * The effective receptive field is a core much smaller than the theoretical field, and it
+#   stops growing long before the theoretical field does.
+# * A pooled Gaussian centre map tells the released model which person to look at;
+#   `make_predict_fn` compiles inference; intermediate supervision keeps the gradient at the
+#   early stages large.
 #
 # ## Exercises
 #

@@ -26,8 +26,8 @@
 #
 # **What you will learn**
 #
-# * to score a trained CPM three ways -- the source article's fixed 25-px radius, the official
-#   MPII **PCKh@0.5** and **strict PCP** -- and why the three numbers differ so much;
+# * to score a trained CPM with the three metrics of notebook 03 (the article's 25-px radius,
+#   **PCKh@0.5**, **strict PCP**), and why the three numbers differ so much;
 # * to read a score joint by joint, over PCKh thresholds and stage by stage;
 # * how accuracy falls on **occluded joints** and with **another person inside the crop**, and
 #   how often a prediction lands on that other person;
@@ -35,7 +35,7 @@
 #   figure** (2 against 6 stages, on hard poses chosen by measurement);
 # * how to score real MPII predictions with `cpm-nb evaluate-mpii`, and what published models reach.
 #
-# We evaluate the model that notebook 05 trained (cached: it is loaded, not trained again).
+# We evaluate the model of notebook 05: in the `cpu` profile a trained preset, loaded in seconds.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -70,13 +70,12 @@ profile = cpm_nb.setup(seed=0)
 # %% [markdown]
 # ## 1. The trained model and its validation people
 #
-# `load_or_train(profile)` returns the run of notebook 05 for the active profile. It trains only
-# if no finished run with the same configuration is cached -- and then it first prints how long
-# that will take (its estimate for this machine), so a long training never starts silently; after
-# notebook 05 it just loads the run. `evaluation.collect` then runs the
-# network on every validation person -- unaugmented crops, the pass `evaluation.evaluate` scores -- and keeps
-# the predictions of every stage in original-image pixels, the last stage's belief maps and the
-# ground truth, so that we can take the score apart.
+# `load_or_train(profile)` returns the model of notebook 05: a shipped preset in the `cpu`
+# profile ("loaded preset ..."), otherwise a cached run. With `CPM_NB_RETRAIN=1`, or when
+# neither exists, it trains, and first prints how long that will take on this machine.
+# `evaluation.collect` then runs the network on every validation person (unaugmented crops, the
+# pass `evaluation.evaluate` scores) and keeps every stage's predictions in original-image
+# pixels, the last stage's belief maps and the ground truth, so that we can take the score apart.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -97,8 +96,7 @@ print(f"model: {trained.run_dir.name}, {trained.meta['steps']} training steps, "
 print(f"validation: {vp.n} people, {int(vp.valid.sum())} annotated joints")
 
 # %% [markdown]
-# A sanity check: our own pass reproduces the score training stored with the model
-# (`cpm_config.json`), to the last digit.
+# A sanity check: our own pass reproduces the score stored with the model (`cpm_config.json`).
 
 # %%
 stored = trained.meta["metrics"]
@@ -111,13 +109,9 @@ print("same per-stage PCKh:", np.allclose(
 # %% [markdown]
 # ## 2. Three metrics, one set of predictions
 #
-# * **Fixed radius (the source article)**: a joint is correct when the prediction lies within
-#   25 px of the truth. The radius is in pixels, so the score depends on how large people are in
-#   the image.
-# * **PCKh@0.5 (MPII)**: within half the *head size* (0.6 x the head-box diagonal) -- the radius
-#   scales with each person.
-# * **Strict PCP**: a *limb* is correct when both of its predicted ends are within half the true
-#   limb length -- short limbs (forearms) get small tolerances.
+# Notebook 03 (section 7) defines the three metrics on a worked example: the article's fixed
+# 25-px radius, PCKh@0.5 (half the head size) and strict PCP (both ends of a limb within half its
+# length). Here they score the same predictions:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -130,17 +124,18 @@ print(f"PCKh@0.1                             {s['pckh@0.1']:5.1f} %")
 print(f"strict PCP                           {s['strict_pcp']:5.1f} %")
 print(f"median person height {s['median_person_height_px']:.0f} px, median head size "
       f"{s['median_head_size_px']:.1f} px -> 25 px = {s['radius_in_head_sizes']:.1f} head sizes")
+print(f"the article's 368-px crops: person {E.ARTICLE_PERSON_PX:.0f} px tall, head size "
+      f"{E.ARTICLE_HEAD_SIZE_PX:.0f} px -> 25 px = {25 / E.ARTICLE_HEAD_SIZE_PX:.2f} head sizes")
 
 # %% [markdown]
-# **Why they differ.** Our synthetic images are stored at about the crop's resolution, so a person
-# is only ~0.64 x the crop side tall in *original* pixels and a fixed 25 px spans several head
-# sizes: the article's metric is nearly saturated, PCKh@0.5 (a few pixels) is far stricter. In the
-# article's 368-px crops a person is 1.171 x 200 = 234 px tall and the head size is
-# 0.6 x 234 / 4.8 = 29 px, so 25 px there is about **PCKh@0.85** -- lenient, but not saturated.
-# "25 px rescaled" applies that same fraction of the person's height (25 / 234) to our people;
-# it sits, as expected, above PCKh@0.5. Strict PCP judges limbs: one bad end fails the whole limb,
-# and a forearm's tolerance (half its length) is smaller than a head size. Only scale-free
-# metrics (PCKh, PCP) can be compared across datasets and image sizes.
+# **Why they differ.** Our synthetic images are stored at about the crop's resolution, so a
+# person is small in *original* pixels and a fixed 25 px spans several head sizes (the printed
+# median): the article's metric is nearly saturated, PCKh@0.5 is far stricter. In the article's
+# 368-px crops a person is much larger, and 25 px is under one head size (last line): lenient, but
+# not saturated. "25 px rescaled" applies the article's fraction of the person's height to our
+# people, so it sits above PCKh@0.5. Strict PCP judges limbs: one bad end fails the whole limb,
+# and a forearm's tolerance is smaller than a head size. Only scale-free metrics (PCKh, PCP) can
+# be compared across datasets and image sizes.
 #
 # ## 3. Joint by joint
 
@@ -149,11 +144,10 @@ print(f"median person height {s['median_person_height_px']:.0f} px, median head 
 print(E.format_per_joint(E.per_joint_rows(vp)))
 
 # %% [markdown]
-# The torso (hips, shoulders, pelvis, thorax) and the head are easy: large, textured, rarely
-# occluded. The limbs' joints, which move the most, are the hardest: in the stored `cpu` run
-# wrists (68 %), knees (75 %) and elbows (76 %). Ankles (86 %) do better than on MPII, where
-# published models lose most of their points on wrists and ankles: synthetic feet are large dark
-# discs at the end of the shin.
+# Compare the rows: the torso (hips, shoulders, pelvis, thorax) and the head are large, textured
+# and rarely occluded; the limbs' joints move the most. On MPII, published models lose most of
+# their points on wrists and ankles; look at the ankles' row here: synthetic feet are large dark
+# discs at the end of the shin, easier to find than real feet.
 #
 # ## 4. PCKh over thresholds
 #
@@ -164,10 +158,12 @@ print(E.format_per_joint(E.per_joint_rows(vp)))
 
 # %%
 res = metrics.pckh(vp.final, vp.gt, vp.headboxes, vp.valid)
-fig, ax = plt.subplots(figsize=(5.5, 3.6))
-for (name, ids), color in zip(metrics.PCKH_GROUPS.items(), plt.cm.tab10.colors):
-    ax.plot(res.thresholds, res.curve_per_joint[:, list(ids)].mean(1), lw=1.2, label=name,
-            color=color)
+fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+styles = zip(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+              "tab:pink"], ["o", "s", "^", "D", "v", "P", "X"], ["-", "--", "-.", ":"] * 2)
+for (name, ids), (color, marker, line) in zip(metrics.PCKH_GROUPS.items(), styles):
+    ax.plot(res.thresholds, res.curve_per_joint[:, list(ids)].mean(1), lw=1.4, label=name,
+            color=color, marker=marker, ls=line, markevery=max(len(res.thresholds) // 8, 1), ms=5)
 ax.plot(res.thresholds, res.curve_total, "k-", lw=2.5, label="Mean")
 ax.set(xlabel="threshold t (head sizes)", ylabel="PCKh@t (%)", ylim=(0, 100), xlim=(0, 0.5),
        title=f"PCKh curve, validation ({profile.name} profile)")
@@ -193,15 +189,17 @@ ax.set(xlabel="stage", ylabel="PCKh@0.5 (%)", xticks=range(1, vp.stages + 1),
 ax.legend(fontsize=8)
 save_figure(fig, "06_per_stage")
 plt.show()
+joints = {"all joints": vp.valid.sum(), **{k: v.sum() for k, v in E.hard_subsets(vp).items()}}
+joints = dict(zip(stages, [joints["all joints"], joints["occluded_joints"],
+                           joints["with_distractors"], joints["limbs_crossed"]]))
 for label, values in stages.items():
-    print(f"{label:<18}", " -> ".join(f"{v:5.1f}" for v in values))
+    print(f"{label:<18}", " -> ".join(f"{v:5.1f}" for v in values),
+          f"  gain {values[-1] - values[0]:+5.1f} points over {joints[label]} joints")
 
 # %% [markdown]
-# In the stored `cpu` run the later stages gain most where context is needed: occluded joints
-# rise from 56.7 % after stage 1 to 63.0 % after stage 3 (+6.3 points, against +3.1 for all
-# joints), and people with a distractor in the crop from 79.6 % to 82.6 %. People whose limbs
-# cross are the exception: 77.6 % after stage 1, 74.4 % after stage 3 (255 joints, so a few
-# joints' worth): this network's later stages do not sort out left and right when limbs cross.
+# Read the printed gains: if the later stages use context, occluded joints and people with a
+# distractor in the crop should gain more than all joints. Mind the joint counts: crossed limbs
+# are a small subset, where a few joints move the score by points.
 
 # %% [markdown]
 # ## 6. Occlusion and distractor people
@@ -270,20 +268,14 @@ print(f"-> with a distractor: {pckh_d - pckh_a:+.1f} PCKh points (all joints), "
       f"{vis_d - vis_a:+.1f} (visible joints)")
 
 # %% [markdown]
-# How to read the printed lines: the gap between "with" and "without" is what a second person in
-# the crop costs on this validation set, and the visible-joints line shows how much of that gap
-# is left once the joints it may hide are set aside. The share of wrong joints that lie on the
-# other person says which kind of mistake it is: a small share means that the network, when it
-# errs on these people, mostly errs *elsewhere* (an occluded or ambiguous joint), not by jumping
-# to the neighbour's limb; a large share would mean that it often follows the wrong person. The
-# per-stage line shows whether the later stages, which see more of the crop, reduce that share.
-# ("Without" means nobody else's joint in the crop, whether or not others are elsewhere in the
-# image.) In the stored `cpu` run, 117 of the 405 people have another person's joints in their
-# crop. They score 3.2 points lower (82.6 % against 85.8 %; 4.3 points on visible joints), but
-# only 17 of their joints -- 0.9 %, or 6.1 % of their wrong joints -- landed on the other
-# person, down from 1.4 % after stage 1. So a second person costs a few points, mostly by
-# making joints harder to see, and rarely by pulling the prediction onto the neighbour. The
-# people with the most joints on the other person, if there are any, drawn:
+# How to read the printed lines: the gap between "with" and "without" (nobody else's joint in
+# the crop) is what a second person costs on this validation set, and the visible-joints line
+# shows how much of that gap is left once the joints it may hide are set aside. The share of
+# wrong joints that lie on the other person says which kind of mistake it is: a small share
+# means that the network mostly errs *elsewhere* (an occluded or ambiguous joint); a large share
+# would mean that it often follows the wrong person. The per-stage line shows whether the later
+# stages, which see more of the crop, reduce that share. The people with the most joints on the
+# other person, if there are any, drawn:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -338,25 +330,25 @@ for i in worst:
     print(f"#{i}: {scores[i]:3.0f} % correct, {(vp.visibility[i] == 1).sum():2d} occluded, "
           f"other person in the crop: {'yes' if vp.distracted[i] else 'no ':3}, "
           f"{on_other[i].sum()} on the other person, {outside[i].sum()} outside the crop")
-#
+
+# %% [markdown]
 # ## 8. Confidence maps on hard poses: 2 stages against 6
 #
 # The source article's figure shows the last stage's belief maps for the **head** (yellow), the
 # **left knee** (red) and the **right foot** (blue; MPII's right ankle) laid over hard images,
 # one row for a 2-stage and one for a 6-stage network. We redraw it with the two seed-0 runs of
-# the stage experiment (notebook 05, `cpm_nb.training.experiments`): the `stage-experiment` network with 2
-# and with 6 stages, trained at equal compute on the same data -- twice the experiment's first
-# budget (`exp.doubled()`), after which both validation curves end flat (their last two
-# validations within 0.3 points) -- and evaluated on the same validation people. The runs are
-# cached; if one is missing, `experiments.trained_run` trains it and prints its time estimate
-# before it starts (the fast profile's experiment has only 1 and 2 stages, so there the rows
-# are 1 and 2 stages).
+# notebook 05's stage experiment: the `stage-experiment` network with 2 and with 6 stages,
+# trained at equal compute on the same data (twice the experiment's first budget,
+# `exp.doubled()`) and evaluated on the same validation people. Notebook 05 shows that their
+# learning curves had not flattened at this budget: this compares two networks at one budget,
+# not two finished ones. A missing run is trained, after a printed time estimate (the fast
+# profile's experiment has 1 and 2 stages, so there the rows are 1 and 2 stages).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 from cpm_nb.training import experiments
 
-exp = experiments.EXPERIMENTS.get(profile.name, experiments.EXPERIMENTS["fast"]).doubled()
+exp = experiments.EXPERIMENTS[profile.name].doubled()
 many = max(exp.stage_counts)
 few = 2 if 2 < many else min(exp.stage_counts)  # the article's 2 stages (fast: 1)
 stage_folder = experiments.data_folder(exp)
@@ -441,12 +433,9 @@ for label, r in rows.items():
 # %% [markdown]
 # Read the two rows against each other and against these marks: a sharp, saturated blob on the
 # ring is a confident right answer; a pale or spread blob, or two blobs (one of them on the
-# neighbour's or on the other leg), is the ambiguity the network could not resolve. In the
-# stored `cpu` run the two networks each get 9 of these 12 joints right, but not the same
-# ones: the 6-stage network finds person 15's left knee and right foot, which the 2-stage one
-# misses, and misses the left knees of persons 491 and 170, which the 2-stage one finds. Four
-# people prove nothing either way; on all validation people, the stage experiment's results
-# (notebook 05) say it with several seeds.
+# neighbour's or on the other leg), is the ambiguity the network could not resolve. Four people
+# prove nothing either way: on all validation people, notebook 05's stage experiment says it
+# with several seeds.
 #
 # ## 9. Scoring MPII predictions: `cpm-nb evaluate-mpii`
 #
@@ -487,8 +476,8 @@ code = cli.main(["evaluate-mpii", "--annotations", str(gt_file), "--predictions"
 # ## Summary
 #
 # * The article's fixed 25-px radius depends on image resolution: on small images it saturates,
-#   on large ones it is harsh. PCKh (head-size relative) and strict PCP (limb-length relative) do
-#   not, which is why MPII uses PCKh.
+#   on large ones it is harsh. PCKh and strict PCP (notebook 03) do not, which is why MPII uses
+#   PCKh.
 # * Extremities (wrists, ankles) carry most of the error; the PCKh curve separates imprecision
 #   (late rise) from gross mistakes (low plateau).
 # * Scoring every stage, and occluded joints separately, shows where the later stages' context

@@ -29,11 +29,12 @@
 # * to load a trained CPM from its run folder (or a `.keras` file) safely, with its configuration;
 # * to tell a single-person network *where* the person is: centre and scale, a box, or the image
 #   centre by default -- and what the crop then looks like;
-# * to read the belief maps stage by stage and decode them to joints in original-image pixels;
-# * the paper's multi-scale test: averaging the maps of several crop scales;
+# * the inference chain in five lines: crop, predict, decode, map back to the image;
+# * to read the belief maps stage by stage;
+# * the paper's multi-scale test: averaging the maps of several crop scales, in a few lines;
 # * to run the model on any photo or array, from Python and with `cpm-nb predict`;
 # * how to use weights trained on real MPII images instead of the synthetic ones;
-# * to convert and run the authors' released Caffe model, and to check a conversion without it.
+# * to convert and run the authors' released Caffe model.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -68,17 +69,16 @@ profile = cpm_nb.setup(seed=0)
 # %% [markdown]
 # ## 1. Loading a trained model
 #
-# A run of `cpm-nb train` (notebook 05) leaves a folder with `model.keras` -- the Keras native
-# format: the architecture as JSON and the weights, nothing executable -- and `cpm_config.json`,
-# which records the joints, the input size, the stages and the normalisation. That folder is all
-# inference needs. `predict.load_predictor` loads it in Keras **safe mode** (a file cannot run
-# code on your machine) and checks that the network is a CPM of the 16 MPII joints matching its
-# configuration file.
+# A run of `cpm-nb train` (notebook 05) leaves a folder with `model.keras` (the architecture as
+# JSON and the weights, nothing executable) and `cpm_config.json` (joints, input size, stages,
+# normalisation). That is all inference needs. `predict.load_predictor` loads it in Keras
+# **safe mode**, so a file cannot run code on your machine, and checks that the network is a
+# CPM of the 16 MPII joints matching its configuration.
 #
-# `T.load_or_train` loads the run of the active profile from the cache that notebook 05 filled. If
-# there is none, it trains one first, and says so before it starts: one line with the number of
-# steps and the expected wall time for this profile (minutes on the `cpu` profile, seconds on
-# `fast`). Interrupt the kernel to stop it; the next call resumes from the last checkpoint.
+# `T.load_or_train` gives the model of the active profile: in the `cpu` profile a trained
+# preset shipped with the package, loaded in seconds (one line, "loaded preset ..."). With
+# `CPM_NB_RETRAIN=1` it trains again, and first prints the steps and the wall time it expects
+# on this machine.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -112,7 +112,7 @@ print("files:", sorted(p.name for p in run.iterdir() if p.suffix in (".keras", "
 print("cpm_config.json:", {k: predictor.meta[k] for k in ("input_size", "stages", "stride")})
 
 # %% [markdown]
-# Anything else is refused with a one-line reason -- for example a network of another joint set:
+# Anything else is refused with a one-line reason, for example a network of another joint set:
 
 # %%
 from cpm_nb.model import architecture
@@ -128,9 +128,9 @@ except errors.ModelError as err:
 # %% [markdown]
 # ## 2. An image and its person
 #
-# We start from a validation image of the synthetic set, a JPEG file on disk never seen in
-# training. Its annotation gives, like MPII, each person's rough centre `objpos` and `scale`
-# (`200 * scale` pixels is about the person's height), in **1-based** pixels.
+# We start from a validation image of the synthetic set, never seen in training. Like MPII, its
+# annotation gives each person's rough centre `objpos` and `scale` (`200 * scale` pixels is
+# about the person's height), in **1-based** pixels.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -142,8 +142,7 @@ print(f"{path.name}: {person.image_size[0]}x{person.image_size[1]} px, centre "
       f"{person.flags['n_others']} other people")
 
 # %% [markdown]
-# CPM is a single-person estimator: it expects the person centred in its square input at a known
-# size. There are three ways to say where the person is:
+# CPM expects one person centred in its square input at a known size. Three ways to say where:
 #
 # * **centre and scale** (MPII's `objpos` and `scale`);
 # * **a box** around the person (from a detector or by hand): centre of the box and
@@ -170,14 +169,13 @@ plt.show()
 
 # %% [markdown]
 # With the right centre and scale the network sees what it was trained on. The default crop
-# contains several people at a smaller size: the network follows whoever is nearest the centre,
-# at whatever size -- a detector (or a hand-drawn box) is what makes CPM work on real photos.
+# holds several people at a smaller size: the network follows whoever is nearest the centre. A
+# detector, or a hand-drawn box, is what makes CPM work on real photos.
 #
 # ## 3. The crop and the way back
 #
 # The crop is the training crop of notebook 02: a 3x3 matrix `M` maps original 1-based pixels to
-# 0-based crop pixels (the person spans 0.64 of the crop side), and `inv(M)` maps the decoded
-# joints back to the original image.
+# 0-based crop pixels, and `inv(M)` maps the decoded joints back to the original image.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -188,6 +186,34 @@ err = np.linalg.norm(pred.joints - truth, axis=1)[~person.missing]
 head = 0.6 * np.linalg.norm(person.head_box[2:] - person.head_box[:2])
 print(f"mean error {err.mean():.1f} px = {err.mean() / head:.2f} head sizes; "
       f"{(err <= 0.5 * head).mean():.0%} of the joints within PCKh@0.5")
+
+# %% [markdown]
+# That is the whole chain inside `predictor(path, center=..., scale=...)`. Written out, it is
+# five lines: the crop matrix, a bilinear warp, one forward pass, the peak of every map of the
+# last stage (refined within its cell, notebook 03), and `inv(M)`:
+
+# %%
+from PIL import Image
+
+from cpm_nb.data import preprocess
+from cpm_nb.model import heatmaps
+
+
+def predict_pose(model, image, center, scale, size):
+    """Crop -> predict -> decode -> inverse crop: the chain inside ``predictor(...)``."""
+    m = preprocess.crop_matrix(center, scale, size)  # original 1-based -> crop 0-based
+    crop = np.asarray(preprocess.warp_pil(image, m, size))  # bilinear, grey outside the image
+    maps = model.belief_maps(crop[None])[-1][0]  # the last stage's maps [M, M, 16 (+1)]
+    xy, conf = heatmaps.decode(maps[..., :16])  # each joint map's peak, in crop pixels
+    xy = np.c_[xy, np.ones(len(xy))] @ np.linalg.inv(m).T  # back to the original image
+    return xy[:, :2], conf
+
+
+xy, conf = predict_pose(predictor.model, Image.open(path).convert("RGB"), person.objpos,
+                        person.scale, predictor.input_size)
+same = np.allclose(xy, pred.joints) and np.allclose(conf, pred.confidence)
+assert same
+print("predict_pose == predictor(...): joints and confidences", same)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), layout="constrained")
@@ -231,8 +257,40 @@ plt.show()
 #
 # The paper tests at several scales (0.7 ... 1.3 times the nominal size) and averages the belief
 # maps: a joint missed at one scale may be found at another. `scales=` crops the person at each
-# factor, runs all crops in one batch, resamples every map onto the scale-1 grid and averages.
-# We compare one scale with seven on validation people (their own centre and scale).
+# factor around the same centre, runs all crops in one batch, resamples every map onto the
+# scale-1 grid and averages. Crop $f$ shows the person $f$ times larger, so the centre $p$ of a
+# scale-1 cell is the point $h + f (p - h)$ of crop $f$ ($h$: the crop's centre). Reading it
+# bilinearly gives weights $w_{ia} = \max(0, 1 - |u_i - a|)$ ($u_i$: that point in cells), zero
+# where crop $f$ does not reach; each cell is divided by the weight of the scales that cover it:
+
+# %%
+from cpm_nb.inference import decoding
+
+
+def merge_scales(maps, factors, stride=8):
+    """Average maps [n_scales, M, M, C] of crops at ``factors`` on the scale-1 crop's grid."""
+    n = maps.shape[1]
+    half, centre = (n * stride - 1) / 2, (stride - 1) / 2
+    p = np.arange(n) * stride + centre  # the scale-1 cells' centres (crop px)
+    total, cover = 0.0, 0.0
+    for f, one in zip(factors, maps):
+        u = (half + f * (p - half) - centre) / stride  # the same points, in cells of crop f
+        w = np.maximum(0, 1 - np.abs(u[:, None] - np.arange(n)))  # bilinear weights [n, n]
+        total = total + np.einsum("ia,jb,abc->ijc", w, w, one)
+        cover = cover + np.outer(w.sum(1), w.sum(1))[..., None]  # 0 where crop f ends
+    return total / np.maximum(cover, 1e-6)
+
+
+prep = predictor.prepare(path, center=person.objpos, scale=person.scale, scales=P.PAPER_SCALES)
+per_scale = predictor.forward(prep.crops)[-1]  # the last stage, one map set per scale
+print("scale factors (1 first):", prep.scales, "-> maps", per_scale.shape)
+same = np.allclose(merge_scales(per_scale, prep.scales),
+                   decoding.merge_scales(per_scale, prep.scales))
+assert same
+print("merge_scales == decoding.merge_scales:", same)
+
+# %% [markdown]
+# Does it pay? One scale against seven on validation people (their own centre and scale):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -251,14 +309,13 @@ for scales in [(1.0,), P.PAPER_SCALES]:
 
 # %% [markdown]
 # Averaging costs one forward pass per scale. Whether it pays depends on how well the network
-# already handles the size variation (training augments scales by 0.7-1.3 too); resampling the
-# coarse maps of the other scales also blurs the peaks slightly.
+# already handles size (training augments scales by 0.7-1.3 too); resampling the coarse maps
+# also blurs the peaks slightly.
 #
 # ## 6. Any photo: Grace Hopper
 #
-# Matplotlib ships a photograph (no download). Any file Pillow reads works -- grayscale, palette
-# and CMYK images are converted to RGB, a phone photo's EXIF rotation is applied -- and so does a
-# NumPy array (`[H, W]` or `[H, W, 3]`, uint8 or floats in 0..1).
+# Matplotlib ships a photograph. Any file Pillow reads works (converted to RGB, EXIF rotation
+# applied), and so does a NumPy array (`[H, W]` or `[H, W, 3]`, uint8 or floats in 0..1).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -275,20 +332,23 @@ for ax, (name, r) in zip(axes, results.items()):
     ax.text(5, h - 10, f"mean confidence {r.confidence.mean():.2f}", color="w", fontsize=8)
 save_figure(fig, "07_grace_hopper")
 plt.show()
+print(f"mean confidence: the validation person of section 2 {pred.confidence.mean():.2f}, "
+      + ", ".join(f"{name} {r.confidence.mean():.2f}" for name, r in results.items()))
 
 # %% [markdown]
-# **Honestly: this goes badly.** The model of this notebook was trained on synthetic stick-figure
-# people (notebook 02), all full-body, in front of textured backgrounds. A head-and-shoulders
-# portrait of a real person in uniform is far outside that distribution: the network squeezes a
-# whole stick figure into the head and shoulders, and the skeleton is guesswork. Note the mean
-# confidence: the peak of a belief map says how much a spot looks like a joint *of the training
-# data*, so an out-of-distribution photo can get confident, wrong answers. Section 9 shows how to
-# use weights trained on MPII, which is made of exactly such real photos.
+# **Honestly: this goes badly.** The model was trained on synthetic full-body stick figures
+# (notebook 02). A head-and-shoulders portrait of a real person is far outside that
+# distribution: the network squeezes a whole figure into the head and shoulders, and the
+# skeleton is guesswork. Compare the printed mean confidences: a belief map's peak says how much
+# a spot looks like a joint *of the training data*, not the probability of being right. Whether
+# or not the photo's peaks are lower than the validation person's, its skeleton is wrong, so a
+# confidence threshold cannot be trusted to flag such an image. Section 9 shows how to use
+# weights trained on MPII's real photos.
 #
 # ## 7. Explore: any joint, any stage
 #
 # Pick a joint and a stage to see its belief map over the crop with the decoded position
-# (interactive in Jupyter and Colab; a few preset views when run headless).
+# (interactive in Jupyter and Colab; a few fixed views when run headless).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -317,10 +377,9 @@ views = explore(render, joint=Choice(skeleton.JOINT_NAMES, value="r_wrist",
 # %% [markdown]
 # ## 8. The command line: `cpm-nb predict`
 #
-# The same from a terminal, for a batch of files: an overlay PNG and a JSON file per image. The
-# coordinates are in original-image pixels, **1-based as in MPII** (the centre of the top-left
-# pixel is (1, 1): subtract 1 for NumPy indices), each joint with its confidence (the peak of its
-# map). An unreadable image is reported on one line and skipped; the others are still done.
+# The same from a terminal, for a batch of files: an overlay PNG and a JSON file per image, with
+# joints in original-image pixels, **1-based as in MPII** (subtract 1 for NumPy indices), each
+# with its confidence. An unreadable image is reported on one line and skipped.
 #
 # ```bash
 # cpm-nb predict photo.jpg other.png --model runs/<run> --out poses/
@@ -349,8 +408,8 @@ print(json.dumps(record["joints"][:2], indent=1))
 # %% [markdown]
 # ## 9. Weights trained on MPII
 #
-# To run CPM on real photos, train it on MPII (on a GPU: notebook 05 on Colab), then point the
-# same code at that run folder -- nothing else changes:
+# To run CPM on real photos, train it on MPII on a GPU (notebook 05), then point the same code
+# at that run folder:
 #
 # ```bash
 # cpm-nb prepare mpii --root /content/mpii          # downloads MPII, writes the TFRecords
@@ -363,21 +422,20 @@ print(json.dumps(record["joints"][:2], indent=1))
 # pose = predictor("my_photo.jpg", box=(x1, y1, x2, y2), scales=P.PAPER_SCALES)
 # ```
 #
-# On Colab with Google Drive mounted, runs are kept in `MyDrive/cpm_nb/runs` and survive a
-# disconnect. For deployment, `cpm-nb export --model RUN --out DIR` also writes a TensorFlow
-# SavedModel and a TFLite file and checks that they give the same belief maps as Keras.
+# For deployment, `cpm-nb export --model RUN --out DIR` writes a TensorFlow SavedModel and a
+# TFLite file and checks that they give the same belief maps as Keras.
 
 # %% [markdown]
 # ## 10. The authors' own model: the released Caffe weights
 #
-# The authors of CPM released their trained networks as Caffe files: a *deploy prototxt* (the
-# network, as text) and a *caffemodel* (the weights, a binary protobuf file). The MPII model whose
-# network `cpm-mpii-release` rebuilds exactly (notebook 04) is the pair
-# `model/_trained_MPI/pose_deploy_resize.prototxt` and `pose_iter_320000.caffemodel` of the
+# The authors released their trained networks as Caffe files: a *deploy prototxt* (the network,
+# as text) and a *caffemodel* (the weights). The MPII model that `cpm-mpii-release` rebuilds
+# (notebook 04) is `model/_trained_MPI/pose_deploy_resize.prototxt` with
+# `pose_iter_320000.caffemodel` from
 # [convolutional-pose-machines-release](https://github.com/shihenw/convolutional-pose-machines-release)
-# repository (its `testing/get_model.sh` downloads the weights, 120 MB). Their licence allows
-# non-commercial use only and forbids redistribution: this course ships none of these files, and
-# a converted model keeps that licence. Bring the two files and convert them:
+# (`testing/get_model.sh` downloads the weights). Their licence allows non-commercial use only
+# and forbids redistribution: this course ships none of these files, and a converted model keeps
+# that licence. Bring the two files and convert them:
 #
 # ```bash
 # cpm-nb convert-caffe --prototxt pose_deploy_resize.prototxt \
@@ -385,10 +443,9 @@ print(json.dumps(record["joints"][:2], indent=1))
 # ```
 #
 # The converter reads both files without Caffe, checks the prototxt layer by layer against our
-# network, turns the kernels from Caffe's `[out, in, kh, kw]` into Keras' `[kh, kw, in, out]`,
-# reverses `conv1_1`'s input channels (the release was trained on BGR images, our crops are RGB)
-# and writes the release's preprocessing into the run's `cpm_config.json`. Point
-# `CPM_NB_RELEASE_RUN` at your converted folder (on Colab, keep it on Drive):
+# network, turns Caffe's `[out, in, kh, kw]` kernels into Keras' `[kh, kw, in, out]`, reverses
+# `conv1_1`'s input channels (the release was trained on BGR images) and writes the release's
+# preprocessing into `cpm_config.json`. Point `CPM_NB_RELEASE_RUN` at the converted folder:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -401,38 +458,16 @@ release_run = caffe.find_converted(os.environ.get("CPM_NB_RELEASE_RUN"), "../run
 print("converted release model:", release_run or "none found")
 
 # %% [markdown]
-# **Checking a conversion without the real file.** Numbers should not be taken on trust. Random
-# weights in the release's file format let us check everything except the trained values: we
-# write a deploy file and a caffemodel for a small network with the release's layer names (and
-# two weightless training layers, as a real snapshot has), convert them, and run both through an
-# *independent* Caffe implementation, OpenCV's importer. Every stage's belief maps must agree to
-# within 1e-4 of their range; the tests do the same for the full 368-px network and check that a
-# BGR/RGB mix-up or a transposed kernel would be caught.
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-import tempfile
-
-small = architecture.get_config("cpm-mpii-release").replace(input_size=64, width=0.125, stages=3)
-folder = Path(tempfile.mkdtemp(prefix="cpm_nb_caffe_"))
-proto, weights = caffe.example_files(folder, small)
-meta = caffe.convert(proto, weights, folder / "run")
-print(f"{meta['caffe']['layers_converted']} convolutions converted, training layers ignored: "
-      f"{meta['caffe']['layers_ignored']}")
-try:
-    for row in caffe.parity(folder / "run", proto, weights):
-        print(f"{row['stage']:<14} max |Keras - OpenCV| = {row['relative']:.1e} of the map range")
-except ImportError:
-    print("OpenCV is missing: pip install 'opencv-python-headless<5' to compare")
-
-# %% [markdown]
-# **The released model on a real photo.** `predict` applies the release's test procedure, read
-# from the run's `cpm_config.json`: the person centred in a 368-px box padded with grey (128), a
-# centre map (sigma 21 px) at the person, seven crop scales 0.7 ... 1.3 whose belief maps are
-# upsampled 8x, averaged and decoded at their maximum, and the release's 14 joints put in MPII
-# order (pelvis and thorax, which it does not predict, as the midpoints of the hips and of the
-# shoulders). On the right, belief maps in the source article's colours: head yellow, left knee
-# red, right ankle blue.
+# **The released model on a real photo.** `predict` runs a converted model the way the
+# release's test code ran it (`testing/src/applyModel.m`). For each scale it resizes the *whole*
+# photo with MATLAB's bicubic `imresize` (antialiased when shrinking), then cuts a 368-px box,
+# padded with grey (128), around the person's centre rounded to a whole pixel, with a centre map
+# (sigma 21 px) on that pixel. The last stage's maps are upsampled 8x, put back where the box
+# lies in the photo and averaged over the scales; each joint is the photo pixel where its map is
+# highest, never in the padding. A box gets 4 scales that make it 256, 287, 322 and 361 px tall;
+# an MPII centre and scale gets 7 scales, 0.7 ... 1.3 around a 234-px person. The release's 14
+# joints are put in MPII order, pelvis and thorax as the midpoints of the hips and of the
+# shoulders. On the right: belief maps for the head (yellow), left knee (red), right ankle (blue).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -449,9 +484,8 @@ else:
 
 # %% [markdown]
 # **Scoring it the official way.** With the MPII images (`cpm-nb prepare mpii --root
-# /content/mpii` on Colab), the converted model predicts the 2,958 validation people at their
-# annotated centre and scale with the release's seven scales, and `cpm-nb evaluate-mpii` scores
-# them exactly like the MPII toolkit:
+# /content/mpii` on Colab), the converted model predicts the validation people at their
+# annotated centre and scale, and `cpm-nb evaluate-mpii` scores them like the MPII toolkit:
 #
 # ```python
 # gt, pred = caffe.mpii_validation("runs/cpm-release", "scores/", root="/content/mpii")
@@ -460,24 +494,30 @@ else:
 # cpm-nb evaluate-mpii --annotations scores/gt_valid.mat --predictions scores/pred.mat
 # ```
 #
-# The published reference is CPM's 88.5 % PCKh@0.5 on the MPII *test* set (the release's
-# MPII+LSP model; 87.95 % trained on MPII alone). Those two models use the original 9x9/11x11
-# architecture, which the converter builds layer by layer from their
-# `pose_deploy_centerMap.prototxt`, so they can be scored the same way; the release publishes no
-# score for the VGG-trunk model converted here, and validation and test scores differ somewhat,
-# so expect the same region, not the same digits.
+# The published reference is CPM's 88.5 % PCKh@0.5 on the MPII *test* set (the MPII+LSP model;
+# 87.95 % trained on MPII alone), both with the paper's 9x9/11x11 network (notebook 04), which
+# the converter builds from their `pose_deploy_centerMap.prototxt`; for the VGG-trunk model
+# converted here the release's README gives 90.1 %. Validation and test scores differ, so expect
+# the same region, not the same digits; and the released models may have been trained on the
+# people of the usual validation split (the release's tools can build such a training set), so
+# a validation score of a converted release model can be optimistic.
 
 # %% [markdown]
 # ## Summary
 #
 # * A run folder (`model.keras` + `cpm_config.json`) is a complete, safely loadable model.
 # * CPM needs to know where the person is: centre + scale, a box, or (poorly) the image centre.
-# * Crop with `M`, predict, decode the last stage's maps with sub-pixel refinement, map back with
-#   `inv(M)`: joints in original-image pixels (1-based), each with a confidence.
-# * The stages refine the belief maps; the paper's multi-scale test averages maps over crop scales.
+# * Inference is five lines: crop with `M`, predict, decode the last stage's peaks, map back
+#   with `inv(M)` (joints in 1-based original-image pixels, each with a confidence).
+# * Multi-scale averaging resamples each scale's maps onto the scale-1 grid with one bilinear
+#   matrix per scale and averages where the scales reach.
 # * A model trained on synthetic figures does not transfer to real photographs: train on MPII.
-# * The authors' released MPII model converts into a run folder (`cpm-nb convert-caffe`), checked
-#   stage by stage against OpenCV's Caffe importer; it keeps the release's licence.
+# * The authors' released MPII model converts into a run folder (`cpm-nb convert-caffe`, keeping
+#   the release's licence) and runs the way its authors ran it: the whole image resized with
+#   antialiased bicubic `imresize` per scale, a box cut around the rounded centre, the maps put
+#   back on the image, each joint its map's highest pixel; a box gets the release's 4 scales.
+#   Each step is checked against Pillow, OpenCV and a by-hand re-implementation
+#   (`tests/test_release_demo.py`); for practitioners, a conversion checked against OpenCV.
 #
 # ## Exercises
 #
@@ -488,3 +528,27 @@ else:
 # 3. Mirror the crop horizontally, predict, swap left and right joints back
 #    (`skeleton.flip_permutation()`) and average with the unmirrored maps (flip testing). Does it
 #    help on the validation people?
+
+# %% [markdown]
+# ## For practitioners: checking a Caffe conversion without the real file
+#
+# Random weights in the release's file format check everything except the trained values: we
+# write a deploy file and a caffemodel for a small network with the release's layer names (and
+# two weightless training layers, as a real snapshot has), convert them, and run both through an
+# *independent* Caffe implementation, OpenCV's importer. Every stage's belief maps must agree to
+# within 1e-4 of their range; the tests do the same for the full 368-px network and check that a
+# BGR/RGB mix-up or a transposed kernel would be caught.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+small = architecture.get_config("cpm-mpii-release").replace(input_size=64, width=0.125, stages=3)
+folder = Path(tempfile.mkdtemp(prefix="cpm_nb_caffe_"))
+proto, weights = caffe.example_files(folder, small)
+meta = caffe.convert(proto, weights, folder / "run")
+print(f"{meta['caffe']['layers_converted']} convolutions converted, training layers ignored: "
+      f"{meta['caffe']['layers_ignored']}")
+try:
+    for row in caffe.parity(folder / "run", proto, weights):
+        print(f"{row['stage']:<14} max |Keras - OpenCV| = {row['relative']:.1e} of the map range")
+except ImportError:
+    print("OpenCV is missing: pip install 'opencv-python-headless<5' to compare")

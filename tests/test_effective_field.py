@@ -123,3 +123,20 @@ def test_show_field_says_when_a_cell_ignores_the_input():
     assert [t.get_text().startswith("no gradient") for t in a.texts] == [True]
     assert not b.texts
     plt.close(fig)
+
+
+@pytest.mark.parametrize("stage,cell", [(1, (8, 8)), (3, (8, 8)), (6, (8, 8)), (6, (0, 0)),
+                                        (4, (15, 0))])
+def test_show_field_keeps_the_theoretical_field_inside_the_axes(stage, cell):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    E.show_field(ax, np.ones((128, 128)), "stage-experiment", stage, cell, vmax=1)
+    x0, x1, y0, y1 = E.field_box("stage-experiment", stage, cell)
+    (left, right), (bottom, top) = ax.get_xlim(), ax.get_ylim()
+    assert left < min(x0, -0.5) and right > max(x1, 127.5)  # the field and the crop
+    assert top < min(y0, -0.5) and bottom > max(y1, 127.5)  # y points down
+    plt.close(fig)

@@ -71,7 +71,7 @@ def block_labels(config) -> dict[str, str]:
     return labels
 
 
-def draw_architecture(config, ax=None, fontsize: float = 7.5):
+def draw_architecture(config, ax=None, fontsize: float = 8.5):
     """Draw the CPM of ``config`` (a :class:`~cpm_nb.model.architecture.CPMConfig` or a name) and
     return the figure.  With ``ax`` the diagram goes there (its limits and aspect are set);
     otherwise a new figure sized to the number of stages is made."""
@@ -81,13 +81,13 @@ def draw_architecture(config, ax=None, fontsize: float = 7.5):
     cfg = architecture.get_config(config)
     labels = block_labels(cfg)
     T = cfg.stages
-    gap, w, h = 2.85, 2.1, 1.5  # stage spacing, stage box width and height
+    gap, w, h = 3.3, 2.7, 1.7  # stage spacing, stage box width and height
     x_trunk, y_mid = 3.25, 1.5
     x_stage = [x_trunk + 3.0 + (t - 1) * gap for t in range(1, T + 1)]
     y_bus, y_bel, y_loss = 3.5, -0.35, -1.55
     width = x_stage[-1] + w / 2 + 0.3
     if ax is None:
-        fig, ax = plt.subplots(figsize=(max(8.0, 0.6 * width), 3.6), layout="constrained")
+        fig, ax = plt.subplots(figsize=(max(8.0, 0.62 * width), 4.0), layout="constrained")
     fig = ax.figure
 
     def box(x, y, bw, bh, text, color, gid, **kw):
@@ -113,7 +113,12 @@ def draw_architecture(config, ax=None, fontsize: float = 7.5):
     arrow((x_stage[0], y_bus), (x_stage[0], y_mid + h / 2), color="tab:orange")
     ax.plot([x_stage[0]], [y_bus], "o", ms=3, color="tab:orange")
     for t, x in enumerate(x_stage, start=1):
-        box(x, y_mid, w, h, labels[f"stage{t}"], STAGE_COLOR, f"stage{t}")
+        text = labels[f"stage{t}"]
+        if t > 1:  # what the concatenation feeds the stage, written across (readable)
+            head, _, rest = text.partition("\n")
+            channels = labels[f"concat{t}"].partition("\n")[2]  # "16+128=144"
+            text = f"{head}\nin: {channels}\n{rest}"
+        box(x, y_mid, w, h, text, STAGE_COLOR, f"stage{t}", fs=fontsize - 0.5)
         box(x, y_bel, 1.3, 0.6, labels[f"beliefs{t}"], BELIEF_COLOR, f"beliefs{t}")
         arrow((x, y_mid - h / 2), (x, y_bel + 0.3))
         box(x, y_loss, 1.3, 0.42, f"loss $L_{{{t}}}$ vs targets", LOSS_COLOR, f"loss{t}")
@@ -123,8 +128,6 @@ def draw_architecture(config, ax=None, fontsize: float = 7.5):
         cx, r = x - gap / 2, 0.22  # the concatenation, between stage t-1 and stage t
         ax.add_patch(Circle((cx, y_mid), r, facecolor="white", edgecolor="0.3", gid=f"concat{t}"))
         ax.text(cx, y_mid, "C", ha="center", va="center", fontsize=fontsize, weight="bold")
-        ax.text(cx - 0.08, y_mid + r + 0.1, labels[f"concat{t}"].replace("\n", " "),
-                ha="right", va="bottom", fontsize=fontsize - 1.5, rotation=90)
         ax.plot([cx], [y_bus], "o", ms=3, color="tab:orange")
         arrow((cx, y_bus), (cx, y_mid + r), color="tab:orange")
         arrow((x_stage[t - 2] + 0.65, y_bel), (cx, y_mid - r),

@@ -201,13 +201,23 @@ def draw_crop(ax, config, color: str = "0.5", label: str | None = "crop",
                            lw=1.5, label=label))
 
 
+def field_view(config, stage: int, cell: tuple[int, int], pad: float = 0.04):
+    """Axis limits ``(xlim, ylim)`` (``imshow`` orientation) that hold both the crop and the
+    theoretical field of ``cell``, with ``pad`` of the span around them."""
+    size = architecture.get_config(config).input_size
+    x0, x1, y0, y1 = field_box(config, stage, cell)
+    lo, hi = min(x0, y0, -0.5), max(x1, y1, size - 0.5)
+    lo, hi = lo - pad * (hi - lo), hi + pad * (hi - lo)
+    return (lo, hi), (hi, lo)
+
+
 def show_field(ax, erf: np.ndarray, config, stage: int, cell: tuple[int, int],
                margin: float | None = None, vmax: float | None = None, cmap: str = "magma"):
     """An effective receptive field as a heat map, with the crop's outline and the cell's
-    theoretical field; the view reaches ``margin`` px beyond the crop (default: half the
-    crop, so that a corner cell's field box shows).  Returns the image (for a colour bar)."""
+    theoretical field (cyan, dashed).  By default the view holds the whole theoretical field
+    (:func:`field_view`), however far it reaches beyond the crop; ``margin``: a fixed view
+    reaching that many px beyond the crop instead.  Returns the image (for a colour bar)."""
     size = architecture.get_config(config).input_size
-    margin = size / 2 if margin is None else margin
     ax.set_facecolor("black")
     im = ax.imshow(erf, cmap=cmap, vmin=0, vmax=vmax, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
     if not np.any(np.asarray(erf) > 0):  # every path from the input is cut (ReLUs off)
@@ -215,5 +225,9 @@ def show_field(ax, erf: np.ndarray, config, stage: int, cell: tuple[int, int],
                 transform=ax.transAxes, ha="center", va="center", color="white", fontsize=8)
     draw_crop(ax, config, color="0.6")
     draw_field_box(ax, config, stage, cell, color="cyan")
-    ax.set(xlim=(-0.5 - margin, size - 0.5 + margin), ylim=(size - 0.5 + margin, -0.5 - margin))
+    if margin is None:
+        xlim, ylim = field_view(config, stage, cell)
+    else:
+        xlim, ylim = (-0.5 - margin, size - 0.5 + margin), (size - 0.5 + margin, -0.5 - margin)
+    ax.set(xlim=xlim, ylim=ylim)
     return im
