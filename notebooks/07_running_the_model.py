@@ -552,3 +552,37 @@ try:
         print(f"{row['stage']:<14} max |Keras - OpenCV| = {row['relative']:.1e} of the map range")
 except ImportError:
     print("OpenCV is missing: pip install 'opencv-python-headless<5' to compare")
+
+# %% [markdown]
+# **What "as the authors ran it" changes.** cpm-nb used to run the released model its own way:
+# a bilinear warp per crop, the box's longer side as a 234-px person searched over 0.7 ... 1.3,
+# and the arg-max on the scale-1 crop, grey padding included. Each step can be put back to
+# cpm-nb's way, one at a time, to see how far the joints move from the release's procedure:
+#
+# * *cpm-nb scales*: 0.7 ... 1.3 around the box's longer side, not the release's 4 scales from
+#   the box height;
+# * *bilinear warp*: each box cut with a bilinear warp and no antialiasing, not the whole photo
+#   resized with antialiased bicubic `imresize` (OpenCV's `cv2.resize(INTER_CUBIC)` never
+#   antialiases, so it would not match either);
+# * *crop arg-max*: the maps averaged on one crop and the maximum read there, padding included;
+# * *cpm-nb before*: all three together.
+#
+# Without the real weights the small converted network above (random weights) stands in. Its
+# maps have no clear peak, so the table shows *which* steps matter, not how far they move a
+# trained model's joints: with the released weights (`CPM_NB_RELEASE_RUN`), run the cell again.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from cpm_nb.inference import effects_table, procedure_effects
+
+model = P.load_predictor(release_run or folder / "run")
+rows = procedure_effects(model, photo, box=(60, 40, w - 60, h))
+print("released weights" if release_run else "random weights (the small example network)")
+print(effects_table(rows, joints=True))
+
+# %% [markdown]
+# The release's procedure never puts a joint in the padding, and for a box it searches scales
+# from the box's *height*; cpm-nb searched from the longer side. Whether each step changes the
+# MPII *score* needs the MPII images: run `caffe.mpii_validation` once with the converted run
+# and once with `"procedure"` deleted from its `cpm_config.json` (the older path), and score
+# both with `cpm-nb evaluate-mpii`.

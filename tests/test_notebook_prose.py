@@ -12,7 +12,7 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 # Notebooks another branch of issue 23 fixes; strict, so the merge that fixes one fails
 # here until its entry is removed.
-SWALLOWED_PENDING = {"06": "06 cell 25 (section 8's heading) is fixed by issue 23 part B"}
+SWALLOWED_PENDING: dict[str, str] = {}
 # Part B's notebooks still quote trained results in prose; not strict: they may pass
 # before the lead re-executes them (then drop the entry).
 PROSE_PENDING = {n: "issue 23 part B removes the unprinted numbers"
