@@ -252,7 +252,8 @@ def test_rectangular_inputs_give_rectangular_maps():
 
 
 def test_round_trip_through_the_data_pipeline_crop_matrix():
-    preprocess = pytest.importorskip("cpm_nb.data.preprocess")
+    from cpm_nb.data import preprocess
+
     rng = np.random.default_rng(4)
     centre, scale = (612.0, 340.0), 2.1  # 1-based objpos, MPII scale
     original = np.array([centre]) + rng.uniform(-150, 150, (16, 2))
