@@ -60,3 +60,23 @@ def built_wheel(tmp_path_factory) -> Path:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     (wheel,) = out.glob("cpm_nb-*.whl")
     return wheel
+
+
+@pytest.fixture(scope="session")
+def keras():
+    from cpm_nb.core.runtime import import_keras
+
+    return import_keras()
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory, keras):
+    """One uninterrupted fast-profile run (20 steps), shared by several test modules."""
+    from cpm_nb.core.config import resolve_profile
+    from cpm_nb.training import config as TC
+    from cpm_nb.training import loop as T
+
+    out = tmp_path_factory.mktemp("fast_run")
+    cfg = TC.train_config(resolve_profile("fast"), checkpoint_every=5)
+    result = T.train(cfg, out, progress=False, verbose=False)
+    return cfg, out, result

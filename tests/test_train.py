@@ -18,9 +18,7 @@ import pytest
 from cpm_nb.core import errors
 from cpm_nb.core.config import resolve_profile
 from cpm_nb.data import batches as data
-from cpm_nb.data.synthetic_set import SyntheticSpec
 from cpm_nb.evaluation import evaluate as evaluation
-from cpm_nb.model.targets import pack_targets_numpy
 from cpm_nb.training import config as TC
 from cpm_nb.training import loop as T
 from cpm_nb.training import runs
@@ -29,152 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "CPM_NB_STATIC": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-@pytest.fixture(scope="module")
-def keras():
-    from cpm_nb.core.runtime import import_keras
-
-    return import_keras()
-
-
-@pytest.fixture(scope="module")
-def fast_run(tmp_path_factory, keras):
-    """One uninterrupted fast-profile run (20 steps), shared by several tests."""
-    out = tmp_path_factory.mktemp("fast_run")
-    cfg = TC.train_config(resolve_profile("fast"), checkpoint_every=5)
-    result = T.train(cfg, out, progress=False, verbose=False)
-    return cfg, out, result
-
-
 def weights_of(model):
     return [np.asarray(w) for w in model.get_weights()]
 
 
 # --- configuration ---------------------------------------------------------------------
-
-
-def test_profiles_choose_documented_optimizers():
-    gpu = TC.train_config(resolve_profile("gpu"), data="mpii", data_dir="x")
-    assert (gpu.optimizer, gpu.learning_rate, gpu.momentum, gpu.batch_size) == ("sgd", 8e-5,
-                                                                                0.9, 16)
-    assert (gpu.weight_decay, gpu.schedule, gpu.lr_decay_steps, gpu.lr_decay_factor) == (
-        5e-4, "step", TC.RELEASE_STEP_SIZE, 0.333)
-    assert TC.RELEASE_STEP_SIZE == 136_106 and gpu.init == "imagenet"  # the release's genProto.py
-    assert (gpu.input_size, gpu.stages, gpu.steps) == (368, 6, 320_000)
-    # on the synthetic set the gpu profile trains a ~30-minute schedule, not 100,000 steps
-    assert TC.train_config(resolve_profile("gpu")).steps == TC.SYNTHETIC_GPU_STEPS < 100_000
-    cpu = TC.train_config(resolve_profile("cpu"))
-    assert (cpu.optimizer, cpu.schedule, cpu.lr_decay_factor) == ("adam", "step", 0.1)
-    assert cpu.lr_decay_steps == int(0.8 * cpu.steps) and cpu.warmup_steps > 0
-    assert TC.train_config(resolve_profile("cpu"), steps=1000).lr_decay_steps == 800  # follows --steps
-    assert cpu.model == cpu.model.replace()  # the model configuration lives in the config
-
-
-def test_learning_rate_schedules(keras):
-    cfg = TC.train_config(resolve_profile("cpu"), steps=1000, warmup_steps=100, learning_rate=1e-3,
-                          schedule="cosine")
-    lr = TC.learning_rate_schedule(cfg)
-    at = [float(lr(s)) for s in (0, 50, 100, 550, 1000)]
-    assert at[0] == pytest.approx(1e-5) and at[1] < at[2] == pytest.approx(1e-3)
-    assert at[3] == pytest.approx(0.5e-3 * (1 + 0.01), rel=0.02) and at[4] == pytest.approx(1e-5)
-    step = TC.learning_rate_schedule(TC.train_config(resolve_profile("gpu"), data="mpii", data_dir="x"))
-    assert float(step(136_105)) == pytest.approx(8e-5) and float(step(136_106)) == pytest.approx(
-        8e-5 * 0.333)
-
-
-def test_config_key_tracks_what_changes_the_weights():
-    base = TC.train_config(resolve_profile("fast"))
-    assert base.key() == TC.train_config(resolve_profile("fast")).key()
-    assert base.key() != TC.train_config(resolve_profile("fast"), stages=3).key()
-    assert base.key() != base.replace(seed=1).key()
-    assert base.key() == base.replace(eval_every=10, eval_examples=7).key()
-    assert base.run_name.startswith("fast-2st-synthetic-")
-    assert TC.TrainConfig.from_json(base.to_json()) == base
-    with pytest.raises(TypeError, match="unknown training settings: bogus"):
-        TC.train_config(resolve_profile("fast"), bogus=1)
-    with pytest.raises(ValueError, match="optimizer"):
-        TC.train_config(resolve_profile("fast"), optimizer="rmsprop")
-    with pytest.raises(ValueError, match="multiple of checkpoint_every"):
-        TC.train_config(resolve_profile("fast"), checkpoint_every=10, eval_every=15)
-
-
-def test_configuration_flows_down_from_a_resolved_profile():
-    """Library functions take resolved profiles; an unknown name is an error, never cpu; the
-    synthetic set rides in the configuration (the profile's seed whatever the training seed)."""
-    from cpm_nb.core import config
-
-    with pytest.raises(errors.ConfigError, match="resolved run profile"):
-        TC.train_config("fast")
-    with pytest.raises(config.ProfileError, match="unknown profile 'fastest'"):
-        resolve_profile("fastest")
-    with pytest.raises(errors.ConfigError, match="no training settings for the profile 'mine'"):
-        TC.train_config(resolve_profile("cpu").replace(name="mine"))
-    fast = resolve_profile("fast")
-    cfg = TC.train_config(fast, seed=3, input_size=128, n_val=10)
-    assert cfg.synthetic == SyntheticSpec("fast", 128, fast.n_train, 10, seed=fast.seed)
-    assert TC.train_config(fast, data_seed=2).synthetic.seed == 2
-    assert TC.train_config(fast, data_seed=2).key() != TC.train_config(fast).key()
-    with pytest.raises(errors.ConfigError, match="must be the model's input"):
-        cfg.replace(synthetic=cfg.synthetic.replace(input_size=64))
-
-
-def test_keys_of_runs_trained_by_the_previous_layout_still_match(repo):
-    """A configuration written before the synthetic set was a field of its own reads back
-    with the same key, and today's configuration of that run has it too (the run cache of
-    earlier versions stays valid)."""
-    from cpm_nb.model import architecture
-
-    legacy = repo / "tests" / "fixtures" / "legacy" / "fast-run" / "train_config.json"
-    saved = json.loads(legacy.read_text())
-    assert "synthetic" not in saved and saved["n_train"] == 64
-    cfg = TC.TrainConfig.from_json(saved)
-    assert cfg.key() == saved["key"] and cfg.synthetic.name == "fast"
-    fast = resolve_profile("fast")
-    today = TC.train_config(fast, model=architecture.from_profile(fast, width=0.03125,
-                                                                  trunk=(1, 1, 2, 2)))
-    assert today == cfg and today.run_name == f"fast-2st-synthetic-{saved['key']}"
-
-
-def test_a_compiled_model_saves_and_reloads_with_plain_keras(tmp_path, keras):
-    """Compiled with CPMLoss and the cpu profile's warm-up schedule, a model reloads with
-    keras.saving.load_model (registered classes, safe mode) and goes on training."""
-    from cpm_nb.model import network
-    from cpm_nb.training import loss as L
-
-    cfg = TC.train_config(resolve_profile("cpu"), stages=2, width=0.0625, steps=100,
-                          warmup_steps=10, checkpoint_every=10)
-    model = T.compile_model(cfg)
-    model.save(tmp_path / "compiled.keras")
-    loaded = keras.saving.load_model(tmp_path / "compiled.keras", safe_mode=True)
-    assert isinstance(loaded, network.CPM) and loaded.cpm_config == cfg.model
-    assert isinstance(loaded.loss, L.CPMLoss) and loaded.loss.get_config() == model.loss.get_config()
-    schedule = loaded.optimizer.get_config()["learning_rate"]
-    assert schedule == model.optimizer.get_config()["learning_rate"]
-    assert schedule["registered_name"] == "cpm_nb>WarmUp"
-    again, lr = keras.saving.deserialize_keras_object(schedule), TC.learning_rate_schedule(cfg)
-    assert [float(again(s)) for s in (0, 5, 50, 90)] == [float(lr(s)) for s in (0, 5, 50, 90)]
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (2, 128, 128, 3)).astype(np.float32)
-    packed = pack_targets_numpy(rng.uniform(0, 127, (2, 16, 2)), np.full((2, 16), 2))
-    np.testing.assert_allclose(loaded.evaluate(images, [packed] * 2, verbose=0),
-                               model.evaluate(images, [packed] * 2, verbose=0), rtol=1e-5)
-    loaded.fit(images, [packed] * 2, epochs=1, verbose=0)
-
-
-def test_precision_follows_the_device(keras):
-    dev = TC.devices_for(TC.train_config(resolve_profile("fast")))
-    if dev.gpus:
-        pytest.skip("a GPU is visible")
-    from cpm_nb.core import runtime
-
-    automatic = ("mixed_bfloat16" if runtime.cpu_has_bf16()
-                 and runtime.keras_backend() == "tensorflow" else "float32")
-    assert dev == TC.Devices(0, automatic, False, False)
-    forced = TC.devices_for(TC.train_config(resolve_profile("fast"), precision="mixed_float16", xla=True))
-    assert forced.precision == "mixed_float16" and forced.xla
-    t4, h100 = TC.Accelerator("Tesla T4", (7, 5)), TC.Accelerator("NVIDIA H100", (9, 0))
-    assert TC.auto_precision([t4]) == "mixed_float16"  # no fast bf16 before Ampere
-    assert TC.auto_precision([h100]) == "mixed_bfloat16"
-    assert TC.auto_precision([]) == automatic
 
 
 # --- data order -----------------------------------------------------------------------------
@@ -275,15 +132,6 @@ def test_tensorboard_reads_every_curve_up_to_the_final_validation(fast_run):
     assert val[-1].value == pytest.approx(result.metrics["mean"], rel=1e-6)
     stage = acc.Scalars(f"val/pckh_0.5_stage{cfg.stages}")
     assert stage[-1].step == cfg.steps
-
-
-def test_checkpoint_holds_every_variable_by_name(fast_run):
-    _, out, _ = fast_run
-    arrays, state = runs.read_checkpoint(out / "checkpoint.npz")
-    assert "model/conv1_1/kernel" in arrays and "model/Mconv7_stage2/bias" in arrays
-    assert "optimizer/adam/iteration" in arrays
-    assert int(arrays["optimizer/adam/iteration"]) == 20
-    assert state["step"] == 20 and state["history"]["step"][-1] == 20
 
 
 def test_evaluate_reports_the_evaluate_mpii_keys(fast_run):
@@ -474,34 +322,6 @@ def test_training_without_tensorflow(tmp_path):
     assert (tmp_path / "run" / "model.keras").is_file()
 
 
-def test_half_written_checkpoint_never_replaces_a_good_one(fast_run, tmp_path, monkeypatch):
-    cfg, _, result = fast_run
-    path = tmp_path / "checkpoint.npz"
-    model = result.model
-    runs.save_checkpoint(path, model, model.optimizer, {"step": 5})
-    good = path.read_bytes()
-
-    def crash(src, dst):
-        raise OSError("disk full (simulated)")
-
-    monkeypatch.setattr(runs.os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
-        runs.save_checkpoint(path, model, model.optimizer, {"step": 10})
-    assert path.read_bytes() == good and runs.read_checkpoint(path)[1] == {"step": 5}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
-
-
-@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
-def test_damaged_checkpoint_is_a_one_line_error(fast_run, tmp_path, damage):
-    _, out, _ = fast_run
-    good = (out / "checkpoint.npz").read_bytes()
-    bad = {"empty": b"", "truncated": good[: len(good) // 2], "garbage": b"x" * 1000}[damage]
-    (tmp_path / "checkpoint.npz").write_bytes(bad)
-    with pytest.raises(runs.RunError, match="not a readable checkpoint") as err:
-        runs.read_checkpoint(tmp_path / "checkpoint.npz")
-    assert "\n" not in str(err.value)
-
-
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, keras):
     def poisoned(folder, cfg, start_step, steps, input_path="auto"):
         batches = data.NumpyBatches(folder, "train", cfg.batch_size, cfg.seed, start_step, steps,
@@ -520,25 +340,6 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     arrays, state = runs.read_checkpoint(tmp_path / "checkpoint.npz")
     assert state["step"] == 5 and all(np.all(np.isfinite(a)) for a in arrays.values())
     assert not (tmp_path / "model.keras").exists()
-
-
-def test_resume_needs_a_checkpoint_and_the_same_configuration(fast_run, tmp_path):
-    cfg, _, _ = fast_run
-    with pytest.raises(runs.RunError, match="nothing to resume"):
-        T.train(cfg, tmp_path, resume=True, progress=False, verbose=False)
-    T.train(cfg, tmp_path, progress=False, verbose=False, stop_after=2)
-    with pytest.raises(TC.ConfigMismatch, match="another configuration"):
-        T.train(cfg.replace(seed=3), tmp_path, progress=False, verbose=False)
-
-
-def test_a_new_run_keeps_the_previous_model_until_it_is_replaced(fast_run, tmp_path):
-    cfg, out, _ = fast_run
-    (tmp_path / "model.keras").write_bytes((out / "model.keras").read_bytes())
-    before = (tmp_path / "model.keras").read_bytes()
-    T.train(cfg, tmp_path, resume=False, progress=False, verbose=False, stop_after=3)
-    assert (tmp_path / "model.keras").read_bytes() == before  # still the old model
-    T.train(cfg, tmp_path, resume=True, progress=False, verbose=False)
-    assert (tmp_path / "model.keras").read_bytes() != before
 
 
 # --- cache and CLI ------------------------------------------------------------------------
@@ -616,28 +417,6 @@ def test_mixed_precision_trains_and_checkpoints_on_cpu(tmp_path, keras, precisio
     assert exported.outputs[0].dtype == "float32"
 
 
-HOLD_RUN_LOCK = """
-import sys
-from cpm_nb.training import runs
-with runs.run_lock(sys.argv[1]):
-    print("held", flush=True)
-    sys.stdin.read()
-"""
-
-
-def test_one_process_at_a_time_per_run_folder(tmp_path):
-    cfg = TC.train_config(resolve_profile("fast"))
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_RUN_LOCK, str(tmp_path)], cwd=REPO,
-                              env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(runs.RunLocked, match="another process"):
-            T.train(cfg, tmp_path, progress=False, verbose=False)
-    finally:
-        holder.communicate("", timeout=60)
-    with runs.run_lock(tmp_path):  # released again
-        pass
-    assert not (tmp_path / ".lock").exists()  # and no lock file is left behind
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -665,43 +444,6 @@ def test_cli_train_out_that_is_a_file_fails_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a file, not a folder" in err and err.count("\n") == 1
     assert target.read_text() == "keep me"
-
-
-def test_cpm_loss_equals_its_numpy_reference(keras):
-    """CPMLoss on packed joints == half the summed squared error against NumPy-rendered maps,
-    batch mean, for every stage (the one definition of the loss, tested against its twin)."""
-    from cpm_nb.model import cpm as M
-    from cpm_nb.model.targets import pack_targets_numpy
-    from cpm_nb.training import loss as L
-
-    cfg = TC.train_config(resolve_profile("fast"))
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (4, 64, 64, 3)).astype(np.float32)
-    outputs = [np.asarray(o) for o in M.build_cpm(cfg.model, seed=0)(images)]
-    joints = rng.uniform(0, 63, (4, 16, 2)).astype(np.float32)
-    vis = rng.integers(0, 3, (4, 16))
-    cpm_loss = L.CPMLoss(cfg.input_size, cfg.sigma)
-    packed = pack_targets_numpy(joints, vis)
-    ours = [float(cpm_loss(packed, o)) for o in outputs]
-    reference = L.stage_losses_numpy(outputs, joints, vis, cfg.input_size, cfg.sigma)
-    np.testing.assert_allclose(ours, reference, rtol=1e-5)
-
-
-def test_what_notebook_05_says_before_training_on_a_gpu(monkeypatch, tmp_path):
-    """With a GPU visible the default profile is gpu: notebook 05 announces the 6,000-step
-    synthetic schedule and its wall time before training (nothing starts unannounced)."""
-    from cpm_nb.core import config, runtime
-    from cpm_nb.training import config as TC
-    from cpm_nb.training import loop as T
-
-    monkeypatch.delenv(config.PROFILE_ENV, raising=False)
-    monkeypatch.setattr(runtime, "gpu_available", lambda: True)
-    monkeypatch.setattr(TC, "accelerators", lambda: [TC.Accelerator("Tesla T4", (7, 5))])
-    assert config.default_profile_name() == "gpu"
-    cfg = TC.train_config(config.resolve_profile(config.default_profile_name()))
-    line = T.training_plan(cfg, cache_dir=tmp_path)
-    assert cfg.steps == TC.SYNTHETIC_GPU_STEPS == 6000 and cfg.stages == 6
-    assert "6,000 steps of 16 images" in line and "Colab T4" in line and " min " in line, line
 
 
 def test_headless_notebook_training_prints_progress_lines(monkeypatch, capsys, tmp_path):
