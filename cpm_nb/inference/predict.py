@@ -64,7 +64,14 @@ from cpm_nb.core.config import OUTPUT_STRIDE
 from cpm_nb.core.errors import ModelError
 from cpm_nb.data import preprocess
 from cpm_nb.inference import decoding
-from cpm_nb.io.images import ImageError, decode, load_image, open_image, source_name
+from cpm_nb.io.images import (
+    ImageError,
+    decode,
+    load_image,
+    open_image,
+    oriented_size,
+    source_name,
+)
 from cpm_nb.model.architecture import CPMConfig
 from cpm_nb.training.runs import CONFIG_FILE  # the model description of a run
 
@@ -169,7 +176,8 @@ def prepare(source, input_size: int, center=None, scale=None, box=None, scales=(
     """
     name = source_name(source)
     im = open_image(source)
-    width, height = im.size
+    stored_width, stored_height = im.size
+    width, height = oriented_size(im)  # where the user sees the person (EXIF applied)
     try:
         person = place_person(width, height, center, scale, box)
         factors = scale_factors(scales)
@@ -182,8 +190,9 @@ def prepare(source, input_size: int, center=None, scale=None, box=None, scales=(
     if ours and getattr(im, "format", None) == "JPEG":
         shrink = 1.0 / preprocess.pixel_scale(person.scale, input_size, max(factors))
         if shrink >= 2:
-            im.draft("RGB", (math.ceil(width / shrink), math.ceil(height / shrink)))
-            reduce = width / im.size[0]  # 1, 2, 4 or 8
+            im.draft("RGB", (math.ceil(stored_width / shrink),
+                             math.ceil(stored_height / shrink)))
+            reduce = stored_width / im.size[0]  # 1, 2, 4 or 8
     rgb = decode(im, name)
     # (reduced) image 1-based -> original 1-based: x = k (x' - 0.5) + 0.5
     from_reduced = np.array([[reduce, 0, 0.5 - 0.5 * reduce],
