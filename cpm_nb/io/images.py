@@ -96,6 +96,19 @@ def open_image(source):
     return _array_to_pil(source)
 
 
+def read_once(source):
+    """``source``, but a path that is not a regular file (a pipe such as ``<(...)``) as
+    its bytes, read once and up to a cap (a pipe cannot be read twice); a device or a
+    silent pipe is an :class:`ImageError` naming it."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.exists() and not path.is_dir() and not path.is_file():
+            from cpm_nb.core import files
+
+            return files.read_input(path, "image", MAX_IMAGE_FILE_BYTES, ImageError)
+    return source
+
+
 def _open_file(file, name: str, label: str):
     image_module = _pil()
     try:

@@ -15,6 +15,7 @@ from fault_kit import (
     jpeg,
     json_summary,
     make_mpii,
+    one_line_error,
     png,
     rgb16,
     run,
@@ -156,3 +157,110 @@ def test_the_image_loader_names_the_bomb(tmp_path):
     with pytest.raises(images.ImageError, match="bomb.png.*decompression bomb") as err:
         images.load_rgb(path)
     assert err.value.reason == images.ImageError.TOO_LARGE == shards.SKIP_TOO_LARGE
+
+
+# === geometry from the decoded, oriented image ================================================
+
+
+def _exif_jpeg(array, orientation: int) -> bytes:
+    import io
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG", quality=95, exif=exif)
+    return buf.getvalue()
+
+
+def test_exif_rotated_photo_is_placed_as_the_user_sees_it(tmp_path):
+    """Orientation 6 (a phone held upright): stored 200x160, seen 160x200.  Centre, scale
+    and a --box are in the seen frame, and the crop equals the crop of the same photo
+    stored upright."""
+    stored = PHOTO  # [160, 200, 3]
+    seen = np.ascontiguousarray(np.rot90(stored, k=-1))  # what orientation 6 displays
+    rotated, upright = tmp_path / "rotated.jpg", tmp_path / "upright.jpg"
+    rotated.write_bytes(_exif_jpeg(stored, 6))
+    upright.write_bytes(jpeg(seen, quality=95))
+    a, b = P.prepare(rotated, 64), P.prepare(upright, 64)
+    assert a.image_size == b.image_size == (160, 200)
+    assert a.person.center == b.person.center == (80.5, 100.5)
+    assert a.person.scale == b.person.scale == 1.0
+    assert np.abs(a.crops.astype(int) - b.crops.astype(int)).mean() < 4  # JPEG noise only
+    boxed = P.prepare(rotated, 64, box=(20, 150, 140, 195))  # y beyond the stored height
+    assert boxed.person.center == (80.0, 172.5)
+
+
+# === values checked for meaning =====================================================================
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--scale", "1e300"], "does not fit the 200x160 image"),
+    (["--scale", "1e-6"], "does not fit the 200x160 image"),
+])
+def test_an_absurd_scale_is_refused_per_image(run_folder, tmp_path, capsys, argv, message):
+    img = tmp_path / "a.jpg"
+    img.write_bytes(jpeg())
+    code, out, err = run(["predict", img, "--model", run_folder, "--out", tmp_path / "o",
+                          *argv], capsys)
+    assert code == 1
+    one_line_error(err, str(img), message)
+    assert not list((tmp_path / "o").glob("*.json"))
+
+
+def test_scale_factors_are_bounded():
+    with pytest.raises(ValueError, match="from 0.1 to 10"):
+        P.scale_factors([1e300])
+
+
+# === non-regular files =======================================================================
+
+
+def test_a_fifo_without_a_writer_does_not_hang_the_batch(run_folder, tmp_path, capsys,
+                                                        monkeypatch):
+    import os
+
+    from cpm_nb.core import files
+
+    monkeypatch.setattr(files, "PIPE_WAIT_S", 0.3)
+    fifo, good = tmp_path / "stuck.jpg", tmp_path / "good.jpg"
+    os.mkfifo(fifo)
+    good.write_bytes(jpeg())
+    code, out, err = run(["predict", fifo, good, "/dev/zero", "--model", run_folder,
+                          "--out", tmp_path / "o"], capsys)
+    assert code == 1 and "2 failed" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in err
+    assert "a pipe that sent nothing" in lines[0] and "not a regular file" in lines[1]
+    assert (tmp_path / "o" / "good_pose.json").is_file()
+
+
+def test_an_image_from_a_pipe_is_read(run_folder, tmp_path, capsys):
+    """`cpm-nb predict <(cat photo.jpg)`: the pipe is read (up to a cap) and predicted."""
+    import os
+    import threading
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    data = jpeg()
+
+    def writer():
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    code, out, err = run(["predict", fifo, "--model", run_folder, "--out", tmp_path / "o"],
+                         capsys)
+    thread.join(5)
+    assert code == 0, err
+    assert (tmp_path / "o" / "photo_pose.json").is_file()
+
+
+def test_an_export_folder_is_named_as_such(tmp_path, capsys):
+    folder = tmp_path / "exported"
+    (folder / "saved_model").mkdir(parents=True)
+    img = tmp_path / "a.jpg"
+    img.write_bytes(jpeg())
+    code, _, err = run(["predict", img, "--model", folder, "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    one_line_error(err, "is an export folder", "pass the run folder it was exported from")

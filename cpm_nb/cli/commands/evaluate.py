@@ -21,6 +21,19 @@ def _arguments(parser) -> None:
     add_json_option(parser, "the scores")
 
 
+def _check_sizes(cfg, trained) -> None:
+    """Before rendering or reading any data: the data's crops are the model's input size
+    (a converted 368-px model is not scored on a 64-px synthetic set after minutes of
+    rendering)."""
+    size = getattr(getattr(trained.model, "cpm_config", None), "input_size", None)
+    spec = cfg.synthetic
+    if size and cfg.data == "synthetic" and not cfg.data_dir and spec is not None and \
+            spec.input_size != size:
+        raise CliError(f"the model takes {size}-px crops but the '{spec.name}' synthetic set "
+                       f"has {spec.input_size} px; evaluate it with --data-dir DIR (data "
+                       f"prepared at {size} px) or use a model of {spec.input_size} px")
+
+
 def _run(args) -> int:
     import sys
     from pathlib import Path
@@ -43,6 +56,7 @@ def _run(args) -> int:
             cfg = cfg.replace(data=args.data, data_dir=args.data_dir)
         elif args.data_dir:
             cfg = cfg.replace(data_dir=args.data_dir)
+        _check_sizes(cfg, trained)
         scores = evaluate(trained.model, train.data_dir(cfg), split=args.split,
                           max_examples=args.max_examples, input_path=args.input_path)
     except (errors.ModelError, errors.DataError, ValueError, TypeError, KeyError) as err:
