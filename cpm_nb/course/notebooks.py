@@ -80,6 +80,10 @@ def notebook_paths(names: list[str] | None = None) -> list[Path]:
     """The course notebooks, in order; ``names`` filters them by prefix ('01') or stem, or
     names notebook files (``.ipynb``) and folders of them, which need no checkout: an
     installed wheel runs the notebooks of a clone or a download this way."""
+    blank = [n for n in names or [] if not str(n).strip()]
+    if blank:
+        raise DataError("an empty notebook name ('') was given; name notebooks by number "
+                        "(e.g. 03), or give none to run them all")
     given = [n for n in names or [] if _is_path(n)]
     chosen = [p for name in given for p in _notebooks_at(Path(name))]
     prefixes = [n for n in names or [] if n not in given]
@@ -130,7 +134,13 @@ def read_newer_side(ipynb: Path):
     import jupytext
     import nbformat
 
-    stored = nbformat.read(ipynb, as_version=4)
+    try:
+        stored = nbformat.read(ipynb, as_version=4)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        # nbformat's NotJSONError and ValidationError are ValueErrors
+        raise DataError(f"{ipynb} is not a readable notebook ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:150]}); restore it, e.g. with "
+                        "`git checkout`") from None
     twin = ipynb.with_suffix(".py")
     if twin.exists() and twin.stat().st_mtime > ipynb.stat().st_mtime:
         notebook = jupytext.read(twin)
@@ -155,22 +165,50 @@ def keep_cell_ids(notebook, stored) -> None:
             taken.add(old)
 
 
+class CellFailed(DataError):
+    """A cell of a notebook raised; the executed copy, error included, was saved."""
+
+
 def run_notebook(ipynb: Path, target: Path, *, refresh: bool, profile: str | None,
-                 timeout: int, log: TextIO | None = None) -> float:
+                 timeout: int, log: TextIO | None = None, figures: Path | None = None) -> float:
     """Execute ``ipynb`` and write it to ``target``; returns the wall time in s.
 
     ``refresh``: sync the pair first and send figures to the tracked ``figures/``;
-    otherwise nothing tracked is written (figures go to :func:`paths.figures_root`)."""
+    otherwise nothing tracked is written (figures go to :func:`paths.figures_root`).
+    ``figures``: another folder for them (a refresh stages them there, to be moved into
+    ``figures/`` once every notebook has run).  When a cell fails, the executed copy is
+    still written to ``target`` (unless ``target`` is ``ipynb`` itself), so the error
+    can be read there, and :class:`CellFailed` says so in one line."""
     if refresh:
         sync_pair(ipynb)
     notebook = read_newer_side(ipynb)
-    env = {"CPM_NB_STATIC": "1", paths.FIGURES_ENV: str(
-        paths.stored_figures_dir() if refresh else paths.figures_root())}
+    if figures is None:
+        figures = paths.stored_figures_dir() if refresh else paths.figures_root()
+    env = {"CPM_NB_STATIC": "1", paths.FIGURES_ENV: str(figures)}
     if profile:
         env["CPM_NB_PROFILE"] = profile
-    seconds = execute(notebook, ipynb.parent, env, timeout, label=ipynb.stem[:2], log=log)
+    try:
+        seconds = execute(notebook, ipynb.parent, env, timeout, label=ipynb.stem[:2], log=log)
+    except Exception as err:
+        if type(err).__name__ != "CellExecutionError":
+            raise
+        saved = ""
+        if target.resolve() != ipynb.resolve():
+            write(notebook, target)
+            saved = f"; the executed copy, with the error, is {target}"
+        raise CellFailed(f"{ipynb.name}: a cell failed: {_cell_error(err)}{saved}") from None
     write(notebook, target)
     return seconds
+
+
+def _cell_error(err) -> str:
+    ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+    if ename:
+        text = f"{ename}: {evalue}"
+    else:
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        text = lines[-1] if lines else type(err).__name__
+    return " ".join(text.split())[:300]
 
 
 def write(notebook, target: Path) -> None:
