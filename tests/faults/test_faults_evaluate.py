@@ -81,3 +81,27 @@ def test_truncated_ground_truth_is_one_line(tmp_path, capsys):
     code, _, err = run(["evaluate-mpii", "--annotations", gt, "--predictions", gt], capsys)
     assert code == 2
     one_line_error(err, "cannot read annotation file", str(gt))
+
+
+def test_nan_predictions_cannot_raise_pckh():
+    """NaN on the wrong joints counts them wrong (as pcp and fixed_radius do), so a
+    model cannot raise its score by giving up on hard joints."""
+    from cpm_nb.evaluation import metrics
+
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(50, 350, (40, 16, 2))
+    heads = np.stack([gt[:, 9] - 15, gt[:, 9] + 15], axis=1)
+    pred = gt + rng.normal(0, 12, gt.shape)
+    honest = metrics.pckh(pred, gt, heads)
+    wrong = metrics.pckh_distances(pred, gt, heads) > metrics.PCKH_THRESHOLD
+    gave_up = pred.copy()
+    gave_up[wrong] = np.nan
+    cheat = metrics.pckh(gave_up, gt, heads)
+    assert 20 < honest.mean < 90
+    assert cheat.mean == pytest.approx(honest.mean)
+    np.testing.assert_allclose(cheat.per_joint, honest.per_joint)
+    np.testing.assert_array_equal(cheat.counts, honest.counts)
+    infinite = pred.copy()
+    infinite[:, 0] = np.inf  # one joint never predicted: all wrong, still counted
+    scored = metrics.pckh(infinite, gt, heads)
+    assert scored.per_joint[0] == 0 and scored.counts[0] == 40
