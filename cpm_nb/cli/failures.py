@@ -16,9 +16,6 @@ import os
 DEBUG_ENV = "CPM_NB_DEBUG"
 DEBUG_HINT = "re-run with --debug for the traceback"
 
-# argparse destinations holding the files or folders a command reads
-INPUT_OPTIONS = ("model", "prototxt", "caffemodel", "images", "annotations", "predictions",
-                 "data_dir", "split_file", "names")
 INTERRUPTED = 130
 ERROR = 2
 
@@ -34,18 +31,9 @@ def debug_requested(argv) -> bool:
         "", "0", "false", "no")
 
 
-def input_paths(args) -> list[str]:
-    """The file and folder arguments of ``args`` that the command reads."""
-    found = []
-    for name in INPUT_OPTIONS:
-        value = getattr(args, name, None)
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str) and item:
-                found.append(item)
-    return found
-
-
 def _inputs_text(args) -> str:
+    from cpm_nb.cli.options import input_paths
+
     names = input_paths(args)
     if not names:
         return ""

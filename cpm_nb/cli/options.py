@@ -175,6 +175,22 @@ positive_float = float_in_range(0, None, lo_open=True)
 
 # --- outputs that must not be inputs -------------------------------------------------------------
 
+# argparse destinations holding the files or folders a command reads
+INPUT_OPTIONS = ("model", "prototxt", "caffemodel", "images", "annotations", "predictions",
+                 "data_dir", "split_file", "names")
+
+
+def input_paths(args) -> list[str]:
+    """The file and folder arguments of ``args`` that the command reads."""
+    found = []
+    for name in INPUT_OPTIONS:
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item:
+                found.append(item)
+    return found
+
+
 # commands whose --out folder is replaced as a whole: no input may live inside it
 REPLACES_OUT = ("export", "convert-caffe", "train")
 
@@ -187,7 +203,6 @@ def check_outputs(args: argparse.Namespace) -> None:
     that replaces its ``--out`` folder, a folder holding an input."""
     from pathlib import Path
 
-    from cpm_nb.cli.failures import input_paths
     from cpm_nb.core import files
 
     json_out = getattr(args, "json", None)

@@ -277,6 +277,10 @@ def load_run(path) -> Trained:
     try:
         saved = meta.get("cpm_config")
         config = CPMConfig.from_dict(saved) if saved else None
+    except ConfigError as err:
+        raise RunError(f"{config_file}: {err}; restore the file or re-create the run") \
+            from None
+    try:
         model = load_keras(model_file, config)
     except (ModelError, ConfigError) as err:
         raise RunError(str(err)) from None

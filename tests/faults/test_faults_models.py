@@ -4,6 +4,7 @@ Shared fixtures: tests/faults/conftest.py; bad inputs: tests/fault_kit.py."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -46,7 +47,8 @@ def test_export_that_fails_its_parity_check_keeps_the_previous_export(run_folder
 
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "not-a-zip", "bad-config"])
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not-a-zip", "bad-config",
+                                    "config-list", "config-nan", "config-string"])
 def test_damaged_models_are_one_line(run_folder, tmp_path, capsys, damage):
     model = tmp_path / "run"
     shutil.copytree(run_folder, model)
@@ -57,8 +59,14 @@ def test_damaged_models_are_one_line(run_folder, tmp_path, capsys, damage):
         keras_file.write_bytes(b"")
     elif damage == "not-a-zip":
         keras_file.write_bytes(b"PK\x03\x04 but not really")
-    else:
+    elif damage == "bad-config":
         config.write_text(config.read_text()[:30])
+    elif damage == "config-list":
+        config.write_text("[]")
+    else:
+        meta = json.loads(config.read_text())
+        meta["cpm_config"]["width"] = float("nan") if damage == "config-nan" else "wide"
+        config.write_text(json.dumps(meta))
     img = tmp_path / "a.jpg"
     img.write_bytes(jpeg())
     before = snapshot(tmp_path)
@@ -66,5 +74,6 @@ def test_damaged_models_are_one_line(run_folder, tmp_path, capsys, damage):
                  ["export", "--model", model, "--out", tmp_path / "e"]):
         code, _, err = run(argv, capsys)
         assert code == 2
-        one_line_error(err, str(keras_file if damage != "bad-config" else config))
+        one_line_error(err, str(keras_file if damage in ("truncated", "empty", "not-a-zip")
+                                else config))
     assert snapshot(tmp_path) == before

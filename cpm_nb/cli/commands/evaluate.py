@@ -18,6 +18,7 @@ def _arguments(parser) -> None:
     parser.add_argument("--input-path", choices=("auto", "tf", "numpy"), default="auto",
                         help="read the data with tf.data or NumPy/PIL (default: tf.data where "
                              "TensorFlow is installed)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json_option(parser, "the scores")
 
 
@@ -58,7 +59,8 @@ def _run(args) -> int:
             cfg = cfg.replace(data_dir=args.data_dir)
         _check_sizes(cfg, trained)
         scores = evaluate(trained.model, train.data_dir(cfg), split=args.split,
-                          max_examples=args.max_examples, input_path=args.input_path)
+                          max_examples=args.max_examples, input_path=args.input_path,
+                          progress=not args.no_progress)
     except (errors.ModelError, errors.DataError, ValueError, TypeError, KeyError) as err:
         raise CliError(" ".join(str(err).split())) from None
     title = (f"{scores['n_examples']} people ({cfg.data}, split {args.split}); model "
