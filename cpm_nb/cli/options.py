@@ -192,7 +192,7 @@ def input_paths(args) -> list[str]:
 
 
 # commands whose --out folder is replaced as a whole: no input may live inside it
-REPLACES_OUT = ("export", "convert-caffe", "train")
+REPLACES_OUT = ("export",)
 
 
 def check_outputs(args: argparse.Namespace) -> None:

@@ -87,6 +87,10 @@ OUTPUTS = [
     (["prepare", "mpii", "--root", "{tmp}/r", "--out", "{gt}/x", "--no-download"],
      "{gt} is a file, not a folder"),
     (["info", "--json-out", "{gt}/info.json"], "{gt} is a file, not a folder"),
+    (["evaluate-mpii", "--annotations", "{gt}", "--predictions", "{gt}", "--json-out",
+      "{gt}"], "--json-out {gt} is the input {gt}"),
+    (["prepare", "mpii", "--root", "{tmp}/r", "--images", "{tmp}", "--out", "{tmp}",
+      "--no-download"], "--out {tmp} is the input {tmp}"),
 ]
 
 
@@ -396,3 +400,11 @@ def test_json_out_survives_a_reader_that_quits(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 0 and "Broken pipe" not in err and "error" not in err
     assert json.loads(target.read_text())["profile"]
+
+
+def test_info_names_the_folders(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("CPM_NB_RUNS", str(tmp_path / "runs"))
+    code, out, _ = run(["info"], capsys)
+    assert code == 0 and f"runs folder     {tmp_path / 'runs'}" in out
+    code, out, _ = run(["info", "--json"], capsys)
+    assert json.loads(out)["folders"]["runs"] == str(tmp_path / "runs")

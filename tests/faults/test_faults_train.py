@@ -201,3 +201,14 @@ def test_evaluate_on_data_of_another_size_fails_before_rendering(run_folder, cap
     code, _, err = run(["--profile", "fast", "evaluate", "--model", run_folder], capsys)
     assert code == 2
     one_line_error(err, "the model takes 64-px crops", "synthetic set has 128 px")
+
+
+def test_train_says_where_the_run_is(tmp_path, capsys):
+    """The folder, which --model accepts, on stdout and in the JSON."""
+    out, scores = tmp_path / "run", tmp_path / "scores.json"
+    code, stdout, err = run(["--profile", "fast", "train", "--out", out, "--steps", "2",
+                             "--no-progress", "--json-out", scores], capsys)
+    assert code == 0, err
+    assert f"run folder: {out} (pass it to --model)" in stdout
+    assert json.loads(scores.read_text())["run"] == str(out)
+    assert not (out / ".lock").exists()
