@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -221,12 +222,25 @@ def write(notebook, target: Path) -> None:
 def execute(notebook, folder: Path, env: dict[str, str], timeout: int, label: str = "",
             log: TextIO | None = None) -> float:
     """Execute ``notebook`` (in place) with its kernel in ``folder`` and ``env`` added to
-    the environment; returns the wall time in s."""
+    the environment; returns the wall time in s.  Ctrl-C or SIGTERM during the run is a
+    :class:`KeyboardInterrupt`, whatever the dying kernel made nbclient raise; the
+    kernel's own stderr (its start-up and shutdown chatter) is dropped unless
+    ``CPM_NB_DEBUG`` is set: what cells print and raise reaches ``log`` and the
+    notebook."""
     progress = _Progress(notebook, label, log)
     client = _progress_client(notebook, folder, timeout, progress)
+    quiet = {} if os.environ.get("CPM_NB_DEBUG", "").strip() not in ("", "0") else {
+        "stderr": subprocess.DEVNULL}
     start = time.perf_counter()
     with _environment(env), progress:
-        client.execute()
+        try:
+            client.execute(**quiet)
+        except Exception:
+            # nbclient handles SIGINT/SIGTERM itself (it shuts the kernel down and then
+            # fails with DeadKernelError or an AssertionError): it marks that it did so
+            if getattr(client, "_async_cleanup_kernel_future", None) is not None:
+                raise KeyboardInterrupt("the notebook run was interrupted") from None
+            raise
     return time.perf_counter() - start
 
 

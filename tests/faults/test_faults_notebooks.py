@@ -107,3 +107,35 @@ def test_a_refresh_that_succeeds_commits_figures_and_notebooks(tmp_path, capsys,
     assert code == 0, err
     assert (figures / "plot.png").read_bytes() == b"new"
     assert json.loads(first.read_text())["cells"][0]["execution_count"] == 1
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_an_interrupted_notebook_run_exits_130(tmp_path, signum):
+    """A real `cpm-nb notebooks` process, stopped while a cell runs: one line, status 130
+    (not the DeadKernelError of the kernel that died with it)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = _notebook(tmp_path / "course", "95_slow", "print('started', flush=True)",
+                       "import time\ntime.sleep(60)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "cpm_nb", "--profile", "fast", "notebooks",
+                             str(source), "--out", str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:  # wait until the kernel runs the slow cell
+        if "started" in line or time.monotonic() > deadline:
+            break
+    time.sleep(0.5)
+    if signum == "SIGINT":  # Ctrl-C reaches the whole group, the kernel too
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("cpm-nb notebooks: error: interrupted")
