@@ -45,7 +45,7 @@ def test_prepare_mpii_disk_full_mid_split_keeps_the_old_shards(prepared_mpii, ca
     monkeypatch.setattr(shards, "_process_image", full)
     code, _, err = run(argv, capsys)
     assert code == 2
-    one_line_error(err, "No space left on device", str(out))
+    one_line_error(err, "no space left on the disk while writing", str(out), "free some space")
     assert snapshot(out) == before and not leftovers(out)
 
 
