@@ -1,4 +1,5 @@
-"""The fault suite, The command line's shared behaviour: option ranges, output checks before work, --json plumbing, --profile, the error boundary.
+"""The fault suite, the command line's shared behaviour: option ranges, output checks before
+work, --json plumbing, --profile, the error boundary.
 
 Shared fixtures: tests/faults/conftest.py; bad inputs: tests/fault_kit.py."""
 

@@ -1,4 +1,5 @@
-"""The fault suite, `cpm-nb evaluate-mpii` and ground truth: degenerate values, truncated files.
+"""The fault suite, `cpm-nb evaluate-mpii` and ground truth: degenerate values, truncated
+files.
 
 Shared fixtures: tests/faults/conftest.py; bad inputs: tests/fault_kit.py."""
 

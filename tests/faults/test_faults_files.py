@@ -1,4 +1,5 @@
-"""The fault suite, The file layer: atomic writes, unreadable data files, where files go, output checks and locks.
+"""The fault suite, the file layer: atomic writes, unreadable data files, where files go,
+output checks and locks.
 
 Shared fixtures: tests/faults/conftest.py; bad inputs: tests/fault_kit.py."""
 

@@ -1,4 +1,5 @@
-"""The fault suite, Damaged models and exports: a failed parity check keeps the previous export, a damaged run folder is one line.
+"""The fault suite, damaged models and exports: a failed parity check keeps the previous
+export, a damaged run folder is one line.
 
 Shared fixtures: tests/faults/conftest.py; bad inputs: tests/fault_kit.py."""
 

@@ -1,4 +1,5 @@
-"""The fault suite, `cpm-nb predict` and the image loader: every pixel format, one bad image never aborts a batch, bombs.
+"""The fault suite, `cpm-nb predict` and the image loader: every pixel format, one bad image
+never aborts a batch, bombs.
 
 Shared fixtures: tests/faults/conftest.py; bad inputs: tests/fault_kit.py."""
 

@@ -1,4 +1,6 @@
-"""The fault suite, `cpm-nb prepare` and the data caches: failures keep the old set, names stay in their folder, damaged shards and metadata are rebuilt, bad images are skipped and counted.
+"""The fault suite, `cpm-nb prepare` and the data caches: failures keep the old set, names
+stay in their folder, damaged shards and metadata are rebuilt, bad images are skipped and
+counted.
 
 Shared fixtures: tests/faults/conftest.py; bad inputs: tests/fault_kit.py."""
 
