@@ -106,3 +106,20 @@ def test_nan_predictions_cannot_raise_pckh():
     infinite[:, 0] = np.inf  # one joint never predicted: all wrong, still counted
     scored = metrics.pckh(infinite, gt, heads)
     assert scored.per_joint[0] == 0 and scored.counts[0] == 40
+
+
+def test_ground_truth_that_is_a_device_or_a_silent_pipe_is_refused(tmp_path, capsys,
+                                                                  monkeypatch):
+    import os
+
+    from cpm_nb.core import files
+
+    monkeypatch.setattr(files, "PIPE_WAIT_S", 0.3)
+    fifo = tmp_path / "gt.mat"
+    os.mkfifo(fifo)
+    for source, message in (("/dev/zero", "is not a regular file"),
+                            (fifo, "a pipe that sent nothing")):
+        code, _, err = run(["evaluate-mpii", "--annotations", source, "--predictions",
+                            source], capsys)
+        assert code == 2
+        one_line_error(err, f"annotation file {source}", message)
