@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cpm_nb.core import errors, skeleton
-from cpm_nb.core.progress import track
+from cpm_nb.core.progress import Progress
 from cpm_nb.data import preprocess
 from cpm_nb.evaluation import metrics
 
@@ -81,17 +81,16 @@ class ValidationPredictions:
         return np.isfinite(self.others).all(-1).any((1, 2))
 
 
-def _batch_count(folder, split: str, batch_size: int, max_examples: int | None):
-    """Batches of ``split`` in a prepared folder (None when its meta.json does not say)."""
+def _people(folder, split: str, max_examples: int | None):
+    """People in ``split`` of a prepared folder (None when its meta.json does not say)."""
     from cpm_nb.core import files
     from cpm_nb.data.shards import META_FILE
 
     try:
-        people = files.read_json(Path(folder) / META_FILE)["splits"][split]["kept"]
-    except (errors.CpmError, KeyError, TypeError):
+        people = int(files.read_json(Path(folder) / META_FILE)["splits"][split]["kept"])
+    except (errors.CpmError, KeyError, TypeError, ValueError):
         return None
-    people = min(people, max_examples) if max_examples else people
-    return -(-int(people) // batch_size)
+    return min(people, max_examples) if max_examples else people
 
 
 def collect(model, folder, split: str = "val", batch_size: int = 32,
@@ -115,10 +114,9 @@ def collect(model, folder, split: str = "val", batch_size: int = 32,
     stage_preds: list[list] = [[] for _ in range(cfg.stages)]
     seen = 0
     batches = data.evaluation_batches(folder, split, batch_size, input_path)
-    if progress:  # MPII's 2,958 validation people take minutes on a CPU
-        batches = track(batches, f"evaluating {split}", _batch_count(folder, split, batch_size,
-                                                                     max_examples),
-                        unit="batch", mode=progress)
+    # MPII's 2,958 validation people take minutes on a CPU: say how far it got
+    bar = Progress(_people(folder, split, max_examples), f"evaluating {split}",
+                   unit="person", mode=progress or False)
     for images, joints, vis, meta in batches:
         if max_examples:
             k = min(len(images), max_examples - seen)
@@ -143,8 +141,10 @@ def collect(model, folder, split: str = "val", batch_size: int = 32,
         keep["person"].append(np.asarray(meta["person_index"]))
         keep["matrix"].append(np.asarray(meta["crop_matrix"]))
         seen += len(images)
+        bar.update(len(images))
         if max_examples and seen >= max_examples:
             break
+    bar.close()
     cat = {k: np.concatenate(v) if v else None for k, v in keep.items()}
     return ValidationPredictions(
         images=cat["images"], pred=[np.concatenate(p) for p in stage_preds],

@@ -78,3 +78,19 @@ def test_damaged_models_are_one_line(run_folder, tmp_path, capsys, damage):
         one_line_error(err, str(keras_file if damage in ("truncated", "empty", "not-a-zip")
                                 else config))
     assert snapshot(tmp_path) == before
+
+
+def test_evaluate_shows_progress_and_keeps_the_model(run_folder, synthetic_copy, tmp_path,
+                                                    capsys):
+    """Progress on stderr (the package's helper), the scores in --json-out, and the model
+    folder untouched."""
+    _, _, tfrecords = synthetic_copy
+    before = snapshot(run_folder)
+    scores = tmp_path / "scores.json"
+    code, out, err = run(["--profile", "fast", "evaluate", "--model", run_folder,
+                          "--data-dir", tfrecords, "--max-examples", "8", "--json-out",
+                          scores], capsys)
+    assert code == 0, err
+    assert "evaluating val: 8/8 people" in err
+    assert json.loads(scores.read_text())["n_examples"] == 8
+    assert snapshot(run_folder) == before
