@@ -1,5 +1,5 @@
 """Bad inputs built on the spot, and the checks every fault case makes (the fault suite:
-tests/test_faults.py and tests/test_faults_processes.py).
+tests/faults/ and tests/test_faults_processes.py).
 
 Nothing here touches the network; every file is a few kB.
 """
@@ -194,3 +194,19 @@ def write_gt(path: Path, n: int = 4, seed: int = 0, **change) -> np.ndarray:
         fn(data[name])
     savemat(path, data)
     return data["pos_gt_src"]
+
+
+def json_summary(argv, capsys, *extra) -> dict:
+    """The ``--json`` summary of a command that must succeed."""
+    code, out, err = run([*argv, *extra, "--json"], capsys)
+    assert code == 0, err
+    return json.loads(out)
+
+
+BAD_IMAGES = {  # name: (bytes, the reason the loader gives)
+    "bomb.png": (bomb_png(), "decompression bomb"),
+    "medium_bomb.png": (bomb_png(10000, 10000), "decompression bomb"),
+    "bomb.jpg": (bomb_jpeg(), "decompression bomb"),
+    "cut.jpg": (truncated(jpeg()), "unreadable image file"),
+    "empty.png": (b"", "not an image file"),
+}

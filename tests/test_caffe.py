@@ -119,7 +119,7 @@ def test_prototxt_inputs_and_v1_layers(tmp_path):
     ('name: "a"\nlayer { name: "b" type: }', "line 2: field 'type': unexpected '}'"),
     ("input_dim: [1, 4", "field 'input_dim': a ']' is missing"),
     ('layer: "conv1_1"', "is not a Caffe deploy prototxt"),
-    ('input: "data" input_dim: "four"', "is not a Caffe deploy prototxt"),
+    ('input: "data" input_dim: "four"', "input_dim must be an integer"),
 ])
 def test_prototxt_syntax_errors_name_the_line(tmp_path, text, message):
     path = tmp_path / "bad.prototxt"

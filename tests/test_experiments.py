@@ -100,11 +100,14 @@ def test_the_command_runs_the_smoke_experiment(tmp_path, capsys):
     assert cli.main(["--profile", "fast", "experiment", "stages", "--seeds", "5"]) == 2
     # a subset at another budget: other runs, and the command in the provenance
     code = cli.main(["--profile", "fast", "experiment", "stages", "--no-progress", "--stages",
-                     "2", "--budget", "0.5", "--validations", "2", "--cache-dir",
+                     "2", "--budget", "0.5", "--validations", "1", "--cache-dir",
                      str(tmp_path / "runs"), "--json-out", str(out)])
     assert code == 0
     result = json.loads(out.read_text())
     assert [(r["stages"], r["steps"]) for r in result["runs"]] == [(2, 50)]
+    # more validations than a 50-step run has room for: refused, not silently fewer
+    assert cli.main(["--profile", "fast", "experiment", "stages", "--stages", "2", "--budget",
+                     "0.5", "--validations", "2"]) == 2
     assert result["provenance"]["command"] == (
-        "cpm-nb --profile fast experiment stages --stages 2 --budget 0.5 --validations 2 "
+        "cpm-nb --profile fast experiment stages --stages 2 --budget 0.5 --validations 1 "
         f"--json-out {out}")

@@ -1,6 +1,6 @@
 """The fault suite, part 2: `cpm-nb prepare` killed with SIGKILL at different moments, and
 two processes preparing the same cache at once (real processes; the rest of the suite is
-in tests/test_faults.py).
+in tests/faults/).
 
 A slowed-down copy of the command (``SLOW`` seconds per image) makes the moments wide
 enough to hit: the test watches the file system and kills the process when the moment

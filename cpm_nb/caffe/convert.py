@@ -262,6 +262,14 @@ def opencv_stage_maps(prototxt, caffemodel, images, center_maps=None, outputs=No
     return [np.asarray(o).transpose(0, 2, 3, 1) for o in outs]
 
 
+PARITY_TOLERANCE = 1e-3  # max |Keras - OpenCV| per stage, relative to the map range
+
+
+def parity_misses(rows: list[dict], tolerance: float = PARITY_TOLERANCE) -> list[dict]:
+    """The rows of :func:`parity` beyond ``tolerance`` (NaN counts as beyond)."""
+    return [r for r in rows if not r["relative"] <= tolerance]
+
+
 def parity(run, prototxt, caffemodel, images=None, seed: int = 0) -> list[dict]:
     """Compare a converted run with OpenCV on the same images, stage by stage: the largest
     absolute difference of the belief maps, and that difference relative to the maps'

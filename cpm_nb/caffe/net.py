@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from cpm_nb.caffe.proto import CaffeError, CaffeNet, CaffeWeights
+from cpm_nb.caffe.proto import CaffeError, CaffeNet, CaffeWeights, dimension
 from cpm_nb.caffe.release import RELEASE_BOX, RELEASE_SIGMA, joint_names
 from cpm_nb.model import architecture as A
 
@@ -140,11 +140,12 @@ def config_from_net(net: CaffeNet, where: str = "prototxt", joints=None):
     stages = 1
     while net.get(f"Mconv7_stage{stages + 1}") is not None:
         stages += 1
-    maps = int(net.get("conv5_2_CPM").param("convolution_param", "num_output", 0))
+    maps = dimension(net.get("conv5_2_CPM").param("convolution_param", "num_output", 0),
+                     f"{where}: conv5_2_CPM num_output", 1, 4096)
     joints = joint_names(joints, maps, f"{where}: conv5_2_CPM")
     background = joints[-1] == "background"
-    kernel = net.get("Mconv1_stage2").param("convolution_param", "kernel_size", 7) \
-        if stages > 1 else 7
+    kernel = dimension(net.get("Mconv1_stage2").param("convolution_param", "kernel_size", 7),
+                       f"{where}: Mconv1_stage2 kernel_size", 1, 4096) if stages > 1 else 7
     base = A.get_config("cpm-mpii-release")
     fields = dict(input_size=size, stages=stages, num_joints=maps - int(background),
                   background=background, center_map=center, stage_kernel=int(kernel),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cpm_nb.caffe.proto import CaffeError, CaffeLayer, CaffeNet, CaffeWeights
+from cpm_nb.caffe.proto import CaffeError, CaffeLayer, CaffeNet, CaffeWeights, dimension
 from cpm_nb.caffe.release import RELEASE_BOX, RELEASE_SIGMA, joint_names
 from cpm_nb.model import architecture as A
 
@@ -85,16 +85,23 @@ class NetPlan:
                    for w, b in self.conv_shapes().values())
 
 
+# the smallest value of each size field: a kernel or stride of 0 divides by zero
+_LOWEST = {"kernel_size": 1, "stride": 1, "pad": 0}
+
+
 def _pair(layer: CaffeLayer, group: str, name: str, default) -> tuple[int, int]:
-    """(h, w) of ``name`` (repeated, or ``name_h`` / ``name_w``) in ``group``."""
+    """(h, w) of ``name`` (repeated, or ``name_h`` / ``name_w``) in ``group``: integers
+    in range (:func:`cpm_nb.caffe.proto.dimension`), or :class:`CaffeError`."""
     p = (layer.params.get(group) or [{}])[0]
     if f"{name}_h" in p or f"{name}_w" in p:
-        return (int((p.get(f"{name}_h") or [default])[0]),
-                int((p.get(f"{name}_w") or [default])[0]))
-    values = p.get(name) or [default]
-    if values[0] is None:
+        pair = ((p.get(f"{name}_h") or [default])[0], (p.get(f"{name}_w") or [default])[0])
+    else:
+        values = p.get(name) or [default]
+        pair = (values[0], values[-1])
+    if pair[0] is None or pair[1] is None:
         raise CaffeError(f"layer '{layer.name}' has no {group} {name}")
-    return (int(values[0]), int(values[-1]))
+    what = f"layer '{layer.name}': {group} {name}"
+    return tuple(dimension(v, what, _LOWEST.get(name, 0), 4096) for v in pair)
 
 
 def _pool_size(n: int, k: int, s: int, p: int) -> int:
@@ -115,7 +122,7 @@ def plan_prototxt(net: CaffeNet, where: str = "prototxt") -> NetPlan:
     if len(shape) != 4 or shape[1] not in (3, 4):
         raise CaffeError(f"{where}: input {data!r} is {list(shape)}; a CPM deploy file takes "
                          "[1, 4, H, W] (image + centre map) or [1, 3, H, W]")
-    h, w = int(shape[2]), int(shape[3])
+    h, w = shape[2], shape[3]  # integers in range (proto.dimension)
     center = shape[1] == 4
     shapes: dict[str, tuple[int, int, int]] = {}
     image_blob = data if not center else None

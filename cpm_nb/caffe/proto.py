@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cpm_nb.core import files
 from cpm_nb.core.errors import ModelError
 from cpm_nb.io import protowire
 
@@ -65,9 +66,15 @@ def _scalar(kind: str, value: str):
     return {"true": True, "false": False}.get(value, value)  # enum names stay strings
 
 
-def _message(tokens, i: int, close: str | None) -> tuple[dict, int]:
+MAX_DEPTH = 32  # a deploy file nests 3 deep; more is not a Caffe network
+
+
+def _message(tokens, i: int, close: str | None, depth: int = 0) -> tuple[dict, int]:
     """Parse fields until ``close`` ('}' or '>') or the end; returns (fields, next index).
     Every field is a list of values (scalars or nested dicts), in file order."""
+    if depth > MAX_DEPTH:
+        raise CaffeError(f"line {tokens[i - 1][2]}: messages nested more than {MAX_DEPTH} "
+                         "deep: not a Caffe deploy file")
     fields: dict[str, list] = {}
     while i < len(tokens):
         kind, value, line = tokens[i]
@@ -85,7 +92,7 @@ def _message(tokens, i: int, close: str | None) -> tuple[dict, int]:
             raise CaffeError(f"line {line}: field {name!r} has no value")
         kind, value, line = tokens[i]
         if kind == "punct" and value in "{<":
-            sub, i = _message(tokens, i + 1, "}" if value == "{" else ">")
+            sub, i = _message(tokens, i + 1, "}" if value == "{" else ">", depth + 1)
             fields.setdefault(name, []).append(sub)
         elif kind == "punct" and value == "[":
             i += 1
@@ -146,10 +153,28 @@ V1_TYPE_NUMBERS = {3: "Concat", 4: "Convolution", 17: "Pooling", 18: "ReLU", 33:
                    36: "Silence", 22: "Split"}
 
 
+MAX_DIM = 1 << 16  # an input dimension (batch, channels, pixels) beyond this is a typo
+
+
+def dimension(value, what: str, lo: int = 1, hi: int = MAX_DIM) -> int:
+    """``value`` read from a prototxt as an integer in ``lo..hi``; :class:`CaffeError`
+    naming ``what`` for 9.5, 1e400, 'abc', 0 or a negative size (Caffe's fields are
+    integers: a fraction is a typo, never something to round)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CaffeError(f"{what} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise CaffeError(f"{what} must be from {lo} to {hi}, got {value}")
+    return value
+
+
+def _dims(values, what: str) -> tuple[int, ...]:
+    return tuple(dimension(d, what) for d in values)
+
+
 def _net_from_message(msg: dict) -> CaffeNet:
     inputs: dict[str, tuple[int, ...]] = {}
-    names, dims = msg.get("input", []), [int(d) for d in msg.get("input_dim", [])]
-    shapes = [tuple(int(d) for d in s.get("dim", [])) for s in msg.get("input_shape", [])]
+    names, dims = msg.get("input", []), list(_dims(msg.get("input_dim", []), "input_dim"))
+    shapes = [_dims(s.get("dim", []), "input_shape dim") for s in msg.get("input_shape", [])]
     for k, name in enumerate(names):
         inputs[name] = shapes[k] if k < len(shapes) else tuple(dims[4 * k:4 * k + 4])
     layers = []
@@ -162,25 +187,59 @@ def _net_from_message(msg: dict) -> CaffeNet:
             if kind == "Input":
                 for top, shape in zip(layer.top, layer.params.get("input_param", [{}])[0]
                                       .get("shape", [])):
-                    inputs[top] = tuple(int(d) for d in shape.get("dim", []))
+                    inputs[top] = _dims(shape.get("dim", []), f"{layer.name}: input dim")
             layers.append(layer)
+    _check_names(layers)
+    for layer in layers:
+        _check_sizes(layer)
     return CaffeNet(str((msg.get("name") or [""])[0]), inputs, layers)
+
+
+# the size fields of a layer and their smallest value (a kernel or stride of 0 divides by 0)
+SIZE_FIELDS = {"kernel_size": 1, "kernel_h": 1, "kernel_w": 1, "stride": 1, "stride_h": 1,
+               "stride_w": 1, "pad": 0, "pad_h": 0, "pad_w": 0, "num_output": 1,
+               "dilation": 1, "group": 1}
+
+
+def _check_sizes(layer: CaffeLayer) -> None:
+    """Every size field of ``convolution_param`` / ``pooling_param`` is an integer in
+    range, whether or not the converter reads it."""
+    for group in ("convolution_param", "pooling_param"):
+        for params in layer.params.get(group) or []:
+            for name, lowest in SIZE_FIELDS.items():
+                for value in params.get(name, []) if isinstance(params, dict) else []:
+                    dimension(value, f"layer '{layer.name}': {group} {name}", lowest, 4096)
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+
+def _check_names(layers: list[CaffeLayer]) -> None:
+    """Layer names are unique and plain (letters, digits, ``_ . -``): they become Keras
+    layer names and keys of the weights."""
+    seen: set[str] = set()
+    for layer in layers:
+        if not _NAME.fullmatch(layer.name):
+            raise CaffeError(f"layer name {layer.name!r} is empty or holds characters other "
+                             "than letters, digits, '_', '.' and '-'")
+        if layer.name in seen:
+            raise CaffeError(f"layer name {layer.name!r} appears twice; names must be unique")
+        seen.add(layer.name)
 
 
 def read_prototxt(path) -> CaffeNet:
     """Read a deploy ``.prototxt``; :class:`CaffeError` names the file and line."""
     path = Path(path)
+    data = files.read_input(path, "prototxt", MAX_PROTOTXT_BYTES, CaffeError)
     try:
-        text = path.read_text(encoding="utf-8", errors="strict")
-    except FileNotFoundError:
-        raise CaffeError(f"prototxt not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
+        text = data.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as err:
         raise CaffeError(f"{path} is not a text prototxt: {err}") from None
     try:
         net = _net_from_message(parse_prototxt(text))
     except CaffeError as err:
         raise CaffeError(f"{path}: {err}") from None
-    except (ValueError, TypeError, AttributeError) as err:  # a field of the wrong kind
+    except (ValueError, TypeError, AttributeError, RecursionError) as err:  # wrong kind
         raise CaffeError(f"{path} is not a Caffe deploy prototxt: {err}") from None
     if not net.layers:
         raise CaffeError(f"{path} holds no layers: not a Caffe deploy prototxt")
@@ -196,6 +255,9 @@ V1_LAYER_FIELDS = {"name": 4, "type": 5, "blobs": 6}  # V1LayerParameter (type: 
 BLOB_FIELDS = {"num": 1, "channels": 2, "height": 3, "width": 4, "data": 5, "shape": 7,
                "double_data": 8}  # BlobProto (data: packed float, double_data: packed double)
 SHAPE_DIM = 1  # BlobShape: repeated int64 dim (packed)
+MAX_BLOB_DIM = 1 << 20
+MAX_CAFFEMODEL_BYTES = 2 << 30  # the release's model is 0.2 GB; protobuf stops at 2 GB
+MAX_PROTOTXT_BYTES = 16 << 20
 VARINT, LENGTH = protowire.VARINT, protowire.LENGTH  # wire types
 
 
@@ -222,7 +284,14 @@ def _packed_varints(values: list) -> list[int]:
 
 def _floats(values: list, dtype: str) -> np.ndarray:
     """Packed (one length-delimited chunk) or unpacked (one fixed field per value) floats."""
-    return np.frombuffer(b"".join(bytes(v) for _, v in values), dtype=dtype)
+    if any(isinstance(v, int) for _, v in values):
+        raise CaffeError(f"blob data sent as a varint, not as {dtype[-1]}-byte floats")
+    raw = b"".join(bytes(v) for _, v in values)
+    size = np.dtype(dtype).itemsize
+    if len(raw) % size:
+        raise CaffeError(f"blob data of {len(raw)} bytes is not a whole number of "
+                         f"{size}-byte floats")
+    return np.frombuffer(raw, dtype=dtype)
 
 
 def _blob(buf) -> np.ndarray:
@@ -230,6 +299,8 @@ def _blob(buf) -> np.ndarray:
     for number, wire, value in _fields(buf):
         got.setdefault(number, []).append((wire, value))
     if BLOB_FIELDS["shape"] in got:
+        if got[BLOB_FIELDS["shape"]][-1][0] != LENGTH:
+            raise CaffeError("a blob shape sent as a number, not as a BlobShape message")
         shape_fields = [(w, v) for n, w, v in _fields(got[BLOB_FIELDS["shape"]][-1][1])
                         if n == SHAPE_DIM]
         shape = tuple(_packed_varints(shape_fields))
@@ -237,6 +308,8 @@ def _blob(buf) -> np.ndarray:
         legacy = [got.get(BLOB_FIELDS[k], [(VARINT, 0)])[-1][1]
                   for k in ("num", "channels", "height", "width")]
         shape = tuple(legacy)
+    if any(not isinstance(d, int) or d < 0 or d > MAX_BLOB_DIM for d in shape):
+        raise CaffeError(f"a blob shape {list(shape)} with a dimension out of range")
     if BLOB_FIELDS["data"] in got:
         data = _floats(got[BLOB_FIELDS["data"]], "<f4")
     else:
@@ -265,6 +338,11 @@ def _layer_weights(buf, names: dict, v1: bool) -> CaffeWeights:
                 bytes(value).decode("utf-8", "replace") if wire == LENGTH else str(value)
         elif number == names["blobs"] and wire == LENGTH:
             blobs.append(_blob(value))
+    for k, blob in enumerate(blobs):
+        bad = int(np.size(blob) - np.count_nonzero(np.isfinite(blob)))
+        if bad:
+            raise CaffeError(f"layer {name!r}: blob {k} holds {bad} NaN or infinite "
+                             "weights; the file is damaged or was saved from a diverged run")
     return CaffeWeights(name, kind, blobs)
 
 
@@ -286,15 +364,10 @@ def parse_caffemodel(data: bytes) -> dict[str, CaffeWeights]:
 def read_caffemodel(path) -> dict[str, CaffeWeights]:
     """Read a ``.caffemodel``; a file that is not one is a one-line :class:`CaffeError`."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CaffeError(f"caffemodel not found: {path}") from None
-    except OSError as err:
-        raise CaffeError(f"cannot read {path}: {err}") from None
+    data = files.read_input(path, "caffemodel", MAX_CAFFEMODEL_BYTES, CaffeError)
     try:
         layers = parse_caffemodel(data)
-    except CaffeError as err:
+    except (CaffeError, RecursionError) as err:
         raise CaffeError(f"{path} is not a Caffe model (a binary NetParameter): {err}") from None
     if not layers:
         raise CaffeError(f"{path} is not a Caffe model: it holds no named layers")

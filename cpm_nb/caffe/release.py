@@ -39,6 +39,13 @@ def joint_names(joints, maps: int, where: str) -> tuple:
     if joints is None:
         joints = RELEASE_JOINTS.get(maps, tuple(f"map{i}" for i in range(maps)))
     joints = tuple(joints)
+    empty = [k + 1 for k, name in enumerate(joints) if not str(name).strip()]
+    if empty:
+        raise CaffeError(f"joint name {empty[0]} of {len(joints)} is empty; give {maps} "
+                         "names separated by commas")
+    twice = sorted({name for name in joints if joints.count(name) > 1})
+    if twice:
+        raise CaffeError(f"joint name {twice[0]!r} is given twice; each map needs its own name")
     if len(joints) != maps:
         raise CaffeError(f"{where} has {maps} maps but {len(joints)} joint names were given")
     return joints

@@ -15,19 +15,27 @@ Shared by every command:
 * numeric option types that name their valid range: :func:`int_in_range`,
   :func:`positive_int`, :func:`nonnegative_int`, :func:`float_in_range`,
   :func:`finite_float`;
-* errors: a :class:`CliError`, any :class:`cpm_nb.core.errors.CpmError`, a file-system
-  error, an out-of-memory error or corrupt TFRecord data is one line on stderr
-  naming what and how to fix it, exit status 2 (130 when interrupted).  Status 1 is
-  a partial failure that the command reports itself (e.g. ``predict``: an image
-  that could not be read).
+* outputs: :func:`cpm_nb.cli.options.check_outputs` refuses, before any work, an output
+  that cannot be written or that is one of the command's inputs (the same file by any
+  name, a file inside an input folder, a folder the command replaces holding an input);
+* errors: *any* failure is one line on stderr naming what and how to fix it, chosen by
+  meaning (:mod:`cpm_nb.cli.failures`: a full disk, memory, a malformed input), exit
+  status 2; 130 when interrupted (Ctrl-C or SIGTERM); a closed stdout (``| head``) is a
+  quiet exit.  Status 1 is a partial failure that the command reports itself (e.g.
+  ``predict``: an image that could not be read).  ``--debug`` or ``CPM_NB_DEBUG=1``
+  shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 
+from cpm_nb.cli import failures
 from cpm_nb.cli.commands import (
     convert_caffe,
     evaluate,
@@ -42,7 +50,15 @@ from cpm_nb.cli.commands import (
     presets,
     train,
 )
-from cpm_nb.cli.options import CliError, Command, json_only_on_stdout
+from cpm_nb.cli.options import (
+    CliError,
+    Command,
+    check_outputs,
+    json_only_on_stdout,
+    pipe_safe_stdout,
+)
+
+SUPPORTED_BACKENDS = ("tensorflow", "jax")
 
 EPILOG = """\
 the workflow (each command has --help with examples):
@@ -62,7 +78,8 @@ profiles (CPM_NB_PROFILE or --profile, before or after COMMAND): fast (CI), cpu
 
 --json prints only the JSON on stdout; --json-out FILE writes it to FILE.
 exit status: 0 done, 1 partly done (reported per item), 2 error (one line on stderr),
-130 interrupted
+130 interrupted (Ctrl-C or SIGTERM); --debug (or CPM_NB_DEBUG=1) shows the traceback
+of an error instead of its one line
 """
 
 
@@ -90,6 +107,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}{hint} (try '{self.prog} --help')\n")
 
 
+DEBUG_HELP = ("on an error, show the Python traceback instead of the one-line message "
+              f"(also ${failures.DEBUG_ENV}=1)")
 PROFILE_HELP = ("run profile: fast, cpu or gpu (default: $CPM_NB_PROFILE, else gpu when a "
                 "GPU is visible, else cpu)")
 
@@ -101,8 +120,9 @@ def build_parser(commands: list[Command]) -> Parser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--profile", help=PROFILE_HELP)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for command in commands:
@@ -116,9 +136,11 @@ def build_parser(commands: list[Command]) -> Parser:
 
 
 def _add_profile(parser: argparse.ArgumentParser) -> None:
-    """``--profile`` after the subcommand too (and after a sub-subcommand), without
-    overriding one given before it."""
+    """``--profile`` and ``--debug`` after the subcommand too (and after a
+    sub-subcommand), without overriding one given before it."""
     parser.add_argument("--profile", default=argparse.SUPPRESS, help=PROFILE_HELP)
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help=DEBUG_HELP)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
@@ -132,7 +154,7 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cpm_nb.core import config, errors, files
+    from cpm_nb.core import config
 
     parser = build_parser(COMMANDS)
     try:
@@ -141,60 +163,73 @@ def main(argv: list[str] | None = None) -> int:
         if done.code in (0, None):  # --help, --version
             raise
         return int(done.code) if isinstance(done.code, int) else 2
+    debug = getattr(args, "debug", False) or failures.debug_requested([])
+    with _terms_interrupt() as signals:
+        try:
+            if args.profile:
+                config.set_profile(args.profile)
+            elif os.environ.get(config.PROFILE_ENV, "").strip():
+                config.get_profile()  # fail early on a bad CPM_NB_PROFILE
+            _check_backend()
+            json_out = getattr(args, "json", None)
+            check_outputs(args)
+            with pipe_safe_stdout() as stdout, json_only_on_stdout(json_out == "-"):
+                status = int(args._run(args) or 0)
+            if stdout.closed_pipe:
+                _silence_stdout()
+            return status
+        except BrokenPipeError:  # the reader of stdout quit early (`| head`): nothing to say
+            _silence_stdout()
+            return 0
+        except Exception as err:
+            if debug:
+                raise
+            return _fail(args, *failures.describe(err, args, bool(signals)))
+        except KeyboardInterrupt as err:
+            return _fail(args, *failures.describe(err, args, True))
+
+
+@contextlib.contextmanager
+def _terms_interrupt():
+    """SIGTERM (and SIGINT) raise KeyboardInterrupt in the main thread, and are remembered:
+    a failure they cause later (a notebook kernel that died of the same Ctrl-C) is still
+    an interruption, exit 130."""
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def interrupt(signum, frame):
+        seen.append(signum)
+        raise failures.Interrupted()
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        if args.profile:
-            config.set_profile(args.profile)
-        elif os.environ.get(config.PROFILE_ENV, "").strip():
-            config.get_profile()  # fail early on a bad CPM_NB_PROFILE
-        json_out = getattr(args, "json", None)
-        if json_out not in (None, "-"):
-            files.check_output_path(json_out, "file", "--json-out")
-        with json_only_on_stdout(json_out == "-"):
-            return int(args._run(args) or 0)
-    except (CliError, errors.CpmError) as err:
-        return _fail(args, str(err))
-    except KeyboardInterrupt:
-        return _fail(args, "interrupted; outputs are written atomically, so re-run the same "
-                           "command to finish", 130)
-    except MemoryError:
-        return _fail(args, "out of memory; try a smaller --batch-size or profile")
-    except OSError as err:
-        return _fail(args, _os_message(err))
-    except Exception as err:
-        message = _known_failure(err)
-        if message is None:
-            raise
-        return _fail(args, message)
+        yield seen
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _check_backend() -> None:
+    """A Keras backend the package does not run on is one line, before any work."""
+    backend = os.environ.get("KERAS_BACKEND", "").strip()
+    if backend and backend not in SUPPORTED_BACKENDS:
+        raise CliError(f"KERAS_BACKEND={backend} is not supported; unset it or set it to "
+                       f"{' or '.join(SUPPORTED_BACKENDS)}")
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's final flush does not complain of the pipe."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _fail(args, message: str, status: int = 2) -> int:
     message = " ".join(str(message).split())  # always one line
     print(f"cpm-nb {args.command}: error: {message}", file=sys.stderr, flush=True)
     return status
-
-
-def _os_message(err: OSError) -> str:
-    """A file-system error as one line: what failed, on which file."""
-    what = err.strerror or str(err)
-    names = [n for n in (err.filename, getattr(err, "filename2", None)) if n]
-    where = f": {' -> '.join(map(str, names))}" if names else ""
-    return f"{what}{where} (check the path, its permissions and the free disk space)"
-
-
-def _known_failure(err: Exception) -> str | None:
-    """One line for the errors of libraries we do not import here (TensorFlow, Pillow)."""
-    name = type(err).__name__
-    text = " ".join(str(getattr(err, "message", None) or err).split())[:200]
-    if name == "ResourceExhaustedError":
-        return f"out of memory ({text}); try a smaller --batch-size or profile"
-    if name == "DataLossError":
-        return (f"corrupted data ({text}); re-create the TFRecords with `cpm-nb prepare ...` "
-                "(synthetic: add --force)")
-    if name == "DecompressionBombError":
-        return f"image too large ({text})"
-    return None
-
-
 
 
 if __name__ == "__main__":

@@ -45,6 +45,42 @@ def json_only_on_stdout(enabled: bool):
 _JSON_STDOUT = None  # the real stdout while json_only_on_stdout is active
 
 
+class ReaderGone:
+    """stdout for a command whose reader may quit early (``cpm-nb ... | head -1``): a
+    write to the closed pipe is dropped instead of failing, so the command still writes
+    its files (``--json-out``, outputs) and ends normally; :attr:`closed_pipe` says it
+    happened, for a quiet exit."""
+
+    def __init__(self, stream):
+        self._stream, self.closed_pipe = stream, False
+
+    def write(self, text):
+        if not self.closed_pipe:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self.closed_pipe = True
+        return len(text)
+
+    def flush(self):
+        if not self.closed_pipe:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self.closed_pipe = True
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def pipe_safe_stdout():
+    """Run the block with :class:`ReaderGone` as ``sys.stdout``; yields it."""
+    safe = ReaderGone(sys.stdout)
+    with contextlib.redirect_stdout(safe):
+        yield safe
+
+
 def add_json_option(parser: argparse.ArgumentParser, what: str, note: str = "") -> None:
     """The shared JSON options, both stored in ``args.json``: ``--json`` (a flag; the
     value ``"-"``: ``what`` as JSON on stdout and nothing else there) and ``--json-out
@@ -135,3 +171,109 @@ positive_int = int_in_range(1)
 nonnegative_int = int_in_range(0)
 finite_float = float_in_range()
 positive_float = float_in_range(0, None, lo_open=True)
+
+
+# --- outputs that must not be inputs -------------------------------------------------------------
+
+# argparse destinations holding the files or folders a command reads
+INPUT_OPTIONS = ("model", "prototxt", "caffemodel", "images", "annotations", "predictions",
+                 "data_dir", "split_file", "names")
+
+
+def input_paths(args) -> list[str]:
+    """The file and folder arguments of ``args`` that the command reads."""
+    found = []
+    for name in INPUT_OPTIONS:
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item:
+                found.append(item)
+    return found
+
+
+# commands whose --out folder is replaced as a whole: no input may live inside it
+REPLACES_OUT = ("export",)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: ``--json-out`` can be written, and no output (``--json-out``,
+    ``--out``) is one of the command's inputs -- the same file by another name, a
+    symbolic or hard link (``os.path.samefile``), an existing file inside an input
+    folder (``--json-out RUN/model.keras``), the input folder itself, or, for a command
+    that replaces its ``--out`` folder, a folder holding an input."""
+    from pathlib import Path
+
+    from cpm_nb.core import files
+
+    json_out = getattr(args, "json", None)
+    outputs = []
+    if json_out not in (None, "-"):
+        files.check_output_path(json_out, "file", "--json-out")
+        outputs.append(("--json-out", Path(json_out).expanduser()))
+    out = getattr(args, "out", None)
+    if isinstance(out, str) and out:
+        outputs.append(("--out", Path(out).expanduser()))
+    inputs = [Path(p).expanduser() for p in input_paths(args)]
+    inputs = [p for p in inputs if p.exists()]
+    for flag, path in outputs:
+        for source in inputs:
+            clash = _clash(path, source, replaced=flag == "--out" and
+                           getattr(args, "command", None) in REPLACES_OUT)
+            if clash:
+                raise CliError(f"{flag} {path} {clash} {source}: the command would overwrite "
+                               f"its own input; choose another {flag}")
+
+
+# files the package reads from the folders it is given (runs, exports, data sets); a
+# result file written into such a folder earlier (scores.json) may be written again
+_METADATA = {"cpm_config.json", "train_config.json", "history.json", "meta.json",
+             "preset.json", "train.json", "val.json", "people.json"}
+_RESULTS = (".json", ".png", ".txt", ".csv", ".mat")
+
+
+def _read_from_folders(path) -> bool:
+    return path.name in _METADATA or path.suffix.lower() not in _RESULTS
+
+
+def _clash(output, source, replaced: bool) -> str | None:
+    """How ``output`` would overwrite ``source`` (None when it would not)."""
+    import os
+
+    out, src = output.resolve(), source.resolve()
+    if output.exists() and os.path.samefile(output, source):
+        return "is the input"
+    if out == src:
+        return "is the input"
+    if (source.is_dir() and out.is_relative_to(src) and output.is_file()
+            and _read_from_folders(output)):
+        return "is a file of the input folder"
+    if replaced and src.is_relative_to(out):
+        return "would replace the folder of the input"
+    if source.is_dir() and output.is_file() and output.stat().st_nlink > 1 and any(
+            _same_inode(output, f) for f in _files_near(source)):
+        return "is a hard link to a file of the input folder"
+    return None
+
+
+def _same_inode(a, b) -> bool:
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _files_near(folder, depth: int = 2, limit: int = 10_000):
+    """The files of ``folder`` and its subfolders, ``depth`` levels down (a bounded walk)."""
+    import os
+
+    count = 0
+    for root, dirs, names in os.walk(folder):
+        if len(os.path.relpath(root, folder).split(os.sep)) >= depth:
+            dirs[:] = []
+        for name in names:
+            count += 1
+            if count > limit:
+                return
+            yield os.path.join(root, name)

@@ -18,6 +18,7 @@ and configurations made from it) down; library functions take them as arguments.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 
@@ -52,6 +53,22 @@ class Profile:
     seed: int = 0
     # the named network (cpm_nb.model.architecture.NAMED_CONFIGS) the sizes above scale
     architecture: str = "source-article"
+
+    def __post_init__(self):
+        for name in ("input_size", "stages", "n_train", "n_val", "batch_size", "train_steps",
+                     "seed"):
+            value, lowest = getattr(self, name), 0 if name == "seed" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                raise ProfileError(f"profile {self.name!r}: {name} must be an integer >= "
+                                   f"{lowest}, got {value!r}")
+        if self.input_size % OUTPUT_STRIDE:
+            raise ProfileError(f"profile {self.name!r}: input_size must be a multiple of "
+                               f"{OUTPUT_STRIDE}, got {self.input_size}")
+        for name in ("width", "sigma", "learning_rate"):  # `not (x > 0)`: NaN fails too
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ProfileError(f"profile {self.name!r}: {name} must be a finite number "
+                                   f"> 0, got {value!r}")
 
     @property
     def map_size(self) -> int:

@@ -20,6 +20,9 @@ own loader, :mod:`cpm_nb.io.images`.)
   re-entrant in the thread that holds it, exclusive between threads and processes;
   a second holder waits, or is refused with a given error; the lock file is removed
   when the last hold ends, so a finished job leaves none behind.
+* :func:`read_input` -- an input file's bytes, refusing what is not a regular file
+  (a folder, ``/dev/zero``) and anything over a size cap; a pipe (``<(...)``, a FIFO)
+  is read up to the cap, and one with no writer is given up after a wait, never hung on.
 * :func:`read_json` / :func:`parse_json` -- the one JSON reader: a document, or a
   :class:`DataError` naming the file; :func:`json_text` -- the one JSON writer's text:
   NaN and infinities become ``null``, so every file written is valid JSON.
@@ -237,6 +240,70 @@ def locked(folder, busy: CpmError | None = None):
             with contextlib.suppress(OSError):
                 os.unlink(lock.lock_file)
         lock.release()
+
+
+# --- reading inputs -----------------------------------------------------------------------------
+
+MAX_INPUT_BYTES = 4 << 30  # no input the package reads is larger (a caffemodel: 0.2 GB)
+PIPE_WAIT_S = 10.0  # how long a pipe may stay silent before it is given up
+
+
+def read_input(path, what: str = "input file", limit: int = MAX_INPUT_BYTES,
+               error: type[CpmError] = DataError, wait: float | None = None) -> bytes:
+    """The bytes of ``path``, an input file.  A folder, a device (``/dev/zero``), a
+    socket or a file larger than ``limit`` bytes is refused with ``error`` (one line);
+    a pipe or FIFO is read up to ``limit`` bytes, and one that stays silent ``wait``
+    seconds (no writer) is refused, so nothing hangs or fills the memory."""
+    import stat
+
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except OSError as err:
+        raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
+    if stat.S_ISDIR(mode):
+        raise error(f"{what} {path} is a folder; give a file")
+    if stat.S_ISFIFO(mode):
+        return _read_pipe(path, what, limit, error, PIPE_WAIT_S if wait is None else wait)
+    if not stat.S_ISREG(mode):
+        raise error(f"{what} {path} is not a regular file (a device or socket); give a file")
+    size = os.stat(path).st_size
+    if size > limit:
+        raise error(f"{what} {path} is {size / 1e6:,.0f} MB, more than the {limit / 1e6:,.0f} "
+                    "MB such a file can be; is it the right file?")
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
+
+
+def _read_pipe(path: Path, what: str, limit: int, error, wait: float) -> bytes:
+    """A pipe's bytes up to ``limit``, giving up when it is silent for ``wait`` seconds."""
+    import select
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # no writer: open must not block
+    chunks, size = [], 0
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], wait)
+            if not ready:
+                raise error(f"{what} {path} is a pipe that sent nothing for {wait:g} s (no "
+                            "writer?); give a file")
+            try:
+                chunk = os.read(fd, 1 << 20)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise error(f"{what} {path} is a pipe sending more than {limit / 1e6:,.0f} MB; "
+                            "give a file")
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 # --- JSON ---------------------------------------------------------------------------------------

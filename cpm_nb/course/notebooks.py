@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -80,6 +81,10 @@ def notebook_paths(names: list[str] | None = None) -> list[Path]:
     """The course notebooks, in order; ``names`` filters them by prefix ('01') or stem, or
     names notebook files (``.ipynb``) and folders of them, which need no checkout: an
     installed wheel runs the notebooks of a clone or a download this way."""
+    blank = [n for n in names or [] if not str(n).strip()]
+    if blank:
+        raise DataError("an empty notebook name ('') was given; name notebooks by number "
+                        "(e.g. 03), or give none to run them all")
     given = [n for n in names or [] if _is_path(n)]
     chosen = [p for name in given for p in _notebooks_at(Path(name))]
     prefixes = [n for n in names or [] if n not in given]
@@ -130,7 +135,13 @@ def read_newer_side(ipynb: Path):
     import jupytext
     import nbformat
 
-    stored = nbformat.read(ipynb, as_version=4)
+    try:
+        stored = nbformat.read(ipynb, as_version=4)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        # nbformat's NotJSONError and ValidationError are ValueErrors
+        raise DataError(f"{ipynb} is not a readable notebook ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:150]}); restore it, e.g. with "
+                        "`git checkout`") from None
     twin = ipynb.with_suffix(".py")
     if twin.exists() and twin.stat().st_mtime > ipynb.stat().st_mtime:
         notebook = jupytext.read(twin)
@@ -155,22 +166,50 @@ def keep_cell_ids(notebook, stored) -> None:
             taken.add(old)
 
 
+class CellFailed(DataError):
+    """A cell of a notebook raised; the executed copy, error included, was saved."""
+
+
 def run_notebook(ipynb: Path, target: Path, *, refresh: bool, profile: str | None,
-                 timeout: int, log: TextIO | None = None) -> float:
+                 timeout: int, log: TextIO | None = None, figures: Path | None = None) -> float:
     """Execute ``ipynb`` and write it to ``target``; returns the wall time in s.
 
     ``refresh``: sync the pair first and send figures to the tracked ``figures/``;
-    otherwise nothing tracked is written (figures go to :func:`paths.figures_root`)."""
+    otherwise nothing tracked is written (figures go to :func:`paths.figures_root`).
+    ``figures``: another folder for them (a refresh stages them there, to be moved into
+    ``figures/`` once every notebook has run).  When a cell fails, the executed copy is
+    still written to ``target`` (unless ``target`` is ``ipynb`` itself), so the error
+    can be read there, and :class:`CellFailed` says so in one line."""
     if refresh:
         sync_pair(ipynb)
     notebook = read_newer_side(ipynb)
-    env = {"CPM_NB_STATIC": "1", paths.FIGURES_ENV: str(
-        paths.stored_figures_dir() if refresh else paths.figures_root())}
+    if figures is None:
+        figures = paths.stored_figures_dir() if refresh else paths.figures_root()
+    env = {"CPM_NB_STATIC": "1", paths.FIGURES_ENV: str(figures)}
     if profile:
         env["CPM_NB_PROFILE"] = profile
-    seconds = execute(notebook, ipynb.parent, env, timeout, label=ipynb.stem[:2], log=log)
+    try:
+        seconds = execute(notebook, ipynb.parent, env, timeout, label=ipynb.stem[:2], log=log)
+    except Exception as err:
+        if type(err).__name__ != "CellExecutionError":
+            raise
+        saved = ""
+        if target.resolve() != ipynb.resolve():
+            write(notebook, target)
+            saved = f"; the executed copy, with the error, is {target}"
+        raise CellFailed(f"{ipynb.name}: a cell failed: {_cell_error(err)}{saved}") from None
     write(notebook, target)
     return seconds
+
+
+def _cell_error(err) -> str:
+    ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+    if ename:
+        text = f"{ename}: {evalue}"
+    else:
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        text = lines[-1] if lines else type(err).__name__
+    return " ".join(text.split())[:300]
 
 
 def write(notebook, target: Path) -> None:
@@ -183,12 +222,25 @@ def write(notebook, target: Path) -> None:
 def execute(notebook, folder: Path, env: dict[str, str], timeout: int, label: str = "",
             log: TextIO | None = None) -> float:
     """Execute ``notebook`` (in place) with its kernel in ``folder`` and ``env`` added to
-    the environment; returns the wall time in s."""
+    the environment; returns the wall time in s.  Ctrl-C or SIGTERM during the run is a
+    :class:`KeyboardInterrupt`, whatever the dying kernel made nbclient raise; the
+    kernel's own stderr (its start-up and shutdown chatter) is dropped unless
+    ``CPM_NB_DEBUG`` is set: what cells print and raise reaches ``log`` and the
+    notebook."""
     progress = _Progress(notebook, label, log)
     client = _progress_client(notebook, folder, timeout, progress)
+    quiet = {} if os.environ.get("CPM_NB_DEBUG", "").strip() not in ("", "0") else {
+        "stderr": subprocess.DEVNULL}
     start = time.perf_counter()
     with _environment(env), progress:
-        client.execute()
+        try:
+            client.execute(**quiet)
+        except Exception:
+            # nbclient handles SIGINT/SIGTERM itself (it shuts the kernel down and then
+            # fails with DeadKernelError or an AssertionError): it marks that it did so
+            if getattr(client, "_async_cleanup_kernel_future", None) is not None:
+                raise KeyboardInterrupt("the notebook run was interrupted") from None
+            raise
     return time.perf_counter() - start
 
 

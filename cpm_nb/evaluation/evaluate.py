@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from cpm_nb.core import skeleton
+from cpm_nb.core import errors, skeleton
+from cpm_nb.core.progress import Progress
 from cpm_nb.data import preprocess
 from cpm_nb.evaluation import metrics
 
@@ -79,9 +81,21 @@ class ValidationPredictions:
         return np.isfinite(self.others).all(-1).any((1, 2))
 
 
+def _people(folder, split: str, max_examples: int | None):
+    """People in ``split`` of a prepared folder (None when its meta.json does not say)."""
+    from cpm_nb.core import files
+    from cpm_nb.data.shards import META_FILE
+
+    try:
+        people = int(files.read_json(Path(folder) / META_FILE)["splits"][split]["kept"])
+    except (errors.CpmError, KeyError, TypeError, ValueError):
+        return None
+    return min(people, max_examples) if max_examples else people
+
+
 def collect(model, folder, split: str = "val", batch_size: int = 32,
             max_examples: int | None = None, keep_images: bool = True,
-            input_path: str = "auto") -> ValidationPredictions:
+            input_path: str = "auto", progress: bool | str = False) -> ValidationPredictions:
     """Run ``model`` (a :class:`~cpm_nb.model.network.CPM`) on the unaugmented ``split`` of a
     prepared folder and keep everything (see the module docstring); ``keep_images=False``
     drops the crops and maps (what :func:`evaluate` needs is the joints only)."""
@@ -99,8 +113,11 @@ def collect(model, folder, split: str = "val", batch_size: int = 32,
                                              "name", "person", "matrix")}
     stage_preds: list[list] = [[] for _ in range(cfg.stages)]
     seen = 0
-    for images, joints, vis, meta in data.evaluation_batches(folder, split, batch_size,
-                                                             input_path):
+    batches = data.evaluation_batches(folder, split, batch_size, input_path)
+    # MPII's 2,958 validation people take minutes on a CPU: say how far it got
+    bar = Progress(_people(folder, split, max_examples), f"evaluating {split}",
+                   unit="person", mode=progress or False)
+    for images, joints, vis, meta in batches:
         if max_examples:
             k = min(len(images), max_examples - seen)
             images, joints, vis = images[:k], joints[:k], vis[:k]
@@ -124,8 +141,10 @@ def collect(model, folder, split: str = "val", batch_size: int = 32,
         keep["person"].append(np.asarray(meta["person_index"]))
         keep["matrix"].append(np.asarray(meta["crop_matrix"]))
         seen += len(images)
+        bar.update(len(images))
         if max_examples and seen >= max_examples:
             break
+    bar.close()
     cat = {k: np.concatenate(v) if v else None for k, v in keep.items()}
     return ValidationPredictions(
         images=cat["images"], pred=[np.concatenate(p) for p in stage_preds],
@@ -298,10 +317,12 @@ def hard_subsets(vp: ValidationPredictions) -> dict[str, np.ndarray]:
 
 
 def evaluate(model, folder, split: str = "val", batch_size: int = 32,
-             max_examples: int | None = None, input_path: str = "auto") -> dict:
-    """:func:`summarize` of :func:`collect` (without keeping the crops)."""
+             max_examples: int | None = None, input_path: str = "auto",
+             progress: bool | str = False) -> dict:
+    """:func:`summarize` of :func:`collect` (without keeping the crops); ``progress``: a
+    bar or lines (:mod:`cpm_nb.core.progress`) while the people are predicted."""
     vp = collect(model, folder, split, batch_size, max_examples, keep_images=False,
-                 input_path=input_path)
+                 input_path=input_path, progress=progress)
     return summarize(vp, split)
 
 

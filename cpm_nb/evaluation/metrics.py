@@ -178,11 +178,20 @@ def head_sizes(headboxes) -> np.ndarray:
     return SC_BIAS * np.linalg.norm(hb[:, 1] - hb[:, 0], axis=-1)
 
 
+NEVER_CORRECT = np.finfo(np.float64).max  # the distance of a joint that was not predicted
+
+
 def pckh_distances(pred, gt, headboxes, valid=None) -> np.ndarray:
     """Distances normalised by the head size, [N, J]; NaN for joints that are not annotated."""
     pred, gt, valid = _check(pred, gt, valid)
+    heads = head_sizes(headboxes)
     with np.errstate(divide="ignore", invalid="ignore"):  # people without a head size
-        dist = np.linalg.norm(pred - gt, axis=-1) / head_sizes(headboxes)[:, None]
+        dist = np.linalg.norm(pred - gt, axis=-1) / heads[:, None]
+    # a NaN or infinite prediction of an annotated joint is wrong, not left out (as in
+    # pcp and fixed_radius): farther than any threshold, yet finite, so it is counted
+    measured = np.isfinite(heads) & (heads > 0)
+    lost = ~np.all(np.isfinite(pred), axis=-1) & measured[:, None]
+    dist = np.where(lost, NEVER_CORRECT, dist)
     return np.where(valid, dist, np.nan)
 
 

@@ -30,13 +30,20 @@ class MpiiGroundTruth:
         return self.joints.shape[0]
 
 
+MAX_MAT_BYTES = 1 << 30  # the official annotations are 12 MB
+
+
 def _loadmat(path, what):
+    import io
+
     import scipy.io
 
+    from cpm_nb.core import files
+
+    # a FIFO or /dev/zero is refused or read with a cap, never hung on
+    data = files.read_input(path, f"{what} file", MAX_MAT_BYTES)
     try:
-        return scipy.io.loadmat(str(path))
-    except FileNotFoundError:
-        raise DataError(f"{what} file not found: {path} (check the path)") from None
+        return scipy.io.loadmat(io.BytesIO(data))
     except NotImplementedError:
         raise DataError(f"{what} file {path} is a MATLAB v7.3 (HDF5) file; save it in the "
                         f"v7 format (MATLAB: save(..., '-v7'); Python: scipy.io.savemat)") from None

@@ -69,7 +69,15 @@ from cpm_nb.core.config import OUTPUT_STRIDE
 from cpm_nb.core.errors import ModelError
 from cpm_nb.data import preprocess
 from cpm_nb.inference import decoding, release_demo
-from cpm_nb.io.images import ImageError, decode, load_image, open_image, source_name
+from cpm_nb.io.images import (
+    ImageError,
+    decode,
+    load_image,
+    open_image,
+    oriented_size,
+    read_once,
+    source_name,
+)
 from cpm_nb.model.architecture import CPMConfig
 from cpm_nb.training.runs import CONFIG_FILE  # the model description of a run
 
@@ -112,6 +120,11 @@ def person_from_box(box) -> Person:
                   (x1, y1, x2, y2))
 
 
+MIN_PERSON_PX = 8  # a person this small has no pose to estimate
+MAX_PERSON_SIZE = 10  # a person at most 10x the image's longer side (far beyond: a typo)
+MAX_SCALE_FACTOR = 10  # --scales: crop scale factors from 1/10 to 10
+
+
 def place_person(width: int, height: int, center=None, scale=None, box=None) -> Person:
     """The person to crop in a ``width`` x ``height`` image: from ``box``, or from
     ``center`` / ``scale`` (each defaults to the image centre / the image height)."""
@@ -129,6 +142,11 @@ def place_person(width: int, height: int, center=None, scale=None, box=None) -> 
         source = "image" if center is None and scale is None else "center"
         person = Person(c, s, source)
     cx, cy = person.center
+    tallest = MAX_PERSON_SIZE * max(width, height)
+    if not (MIN_PERSON_PX <= 200 * person.scale <= tallest):
+        raise ValueError(f"a person scale of {person.scale:g} ({200 * person.scale:g} px "
+                         f"tall) does not fit the {width}x{height} image: give a scale from "
+                         f"{MIN_PERSON_PX / 200:g} to {tallest / 200:g}")
     if not (0.5 <= cx <= width + 0.5 and 0.5 <= cy <= height + 0.5):
         raise ValueError(f"the person centre ({cx:g}, {cy:g}) lies outside the "
                          f"{width}x{height} image (coordinates are 1-based pixels)")
@@ -157,8 +175,9 @@ def scale_factors(scales) -> tuple[float, ...]:
     out = [1.0]
     for f in scales or ():
         f = float(f)
-        if not (math.isfinite(f) and f > 0):
-            raise ValueError(f"scale factors must be positive, got {f}")
+        if not (math.isfinite(f) and 1 / MAX_SCALE_FACTOR <= f <= MAX_SCALE_FACTOR):
+            raise ValueError(f"scale factors must be from {1 / MAX_SCALE_FACTOR:g} to "
+                             f"{MAX_SCALE_FACTOR:g}, got {f:g}")
         if all(abs(f - g) > 1e-9 for g in out):
             out.append(f)
     return tuple(out)
@@ -174,8 +193,10 @@ def prepare(source, input_size: int, center=None, scale=None, box=None, scales=(
     image once more, for drawing.  Raises :class:`ImageError`.
     """
     name = source_name(source)
+    source = read_once(source)  # a pipe's bytes: it is read again for keep_image
     im = open_image(source)
-    width, height = im.size
+    stored_width, stored_height = im.size
+    width, height = oriented_size(im)  # where the user sees the person (EXIF applied)
     try:
         person = place_person(width, height, center, scale, box)
         factors = scale_factors(scales)
@@ -188,8 +209,9 @@ def prepare(source, input_size: int, center=None, scale=None, box=None, scales=(
     if ours and getattr(im, "format", None) == "JPEG":
         shrink = 1.0 / preprocess.pixel_scale(person.scale, input_size, max(factors))
         if shrink >= 2:
-            im.draft("RGB", (math.ceil(width / shrink), math.ceil(height / shrink)))
-            reduce = width / im.size[0]  # 1, 2, 4 or 8
+            im.draft("RGB", (math.ceil(stored_width / shrink),
+                             math.ceil(stored_height / shrink)))
+            reduce = stored_width / im.size[0]  # 1, 2, 4 or 8
     rgb = decode(im, name)
     # (reduced) image 1-based -> original 1-based: x = k (x' - 0.5) + 0.5
     from_reduced = np.array([[reduce, 0, 0.5 - 0.5 * reduce],

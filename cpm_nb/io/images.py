@@ -30,6 +30,7 @@ import numpy as np
 from cpm_nb.core.errors import DataError
 
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own warning limit (a 0.25 GB RGB image)
+MAX_IMAGE_FILE_BYTES = 512 << 20  # an image read from a pipe: more is no photo
 
 # what decode_rgb did to reach 8-bit RGB (None: it already was); prepare counts them
 CONVERTED_GRAYSCALE = "grayscale images (converted to RGB)"
@@ -86,8 +87,26 @@ def open_image(source):
             raise ImageError(f"image file not found: {path}", ImageError.MISSING)
         if path.is_dir():
             raise ImageError(f"{path} is a folder, not an image file")
+        if not path.is_file():  # a pipe (`<(...)`) is read up to a cap; a device refused
+            from cpm_nb.core import files
+
+            data = files.read_input(path, "image", MAX_IMAGE_FILE_BYTES, ImageError)
+            return _open_file(io.BytesIO(data), str(path), f"image file {path}")
         return _open_file(path, str(path), f"image file {path}")
     return _array_to_pil(source)
+
+
+def read_once(source):
+    """``source``, but a path that is not a regular file (a pipe such as ``<(...)``) as
+    its bytes, read once and up to a cap (a pipe cannot be read twice); a device or a
+    silent pipe is an :class:`ImageError` naming it."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.exists() and not path.is_dir() and not path.is_file():
+            from cpm_nb.core import files
+
+            return files.read_input(path, "image", MAX_IMAGE_FILE_BYTES, ImageError)
+    return source
 
 
 def _open_file(file, name: str, label: str):
@@ -151,6 +170,21 @@ def decode(im, name: str):
     """The pixels of a lazily opened image as an 8-bit RGB PIL image, EXIF orientation
     applied (what prediction runs on)."""
     return decode_rgb(im, name, exif=True)[0]
+
+
+ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def oriented_size(im) -> tuple[int, int]:
+    """``(width, height)`` of ``im`` as the user sees it: its EXIF orientation applied
+    (what :func:`decode` returns), read from the header without decoding the pixels."""
+    width, height = im.size
+    try:
+        if im.getexif().get(0x0112, 1) in ROTATED:
+            return height, width
+    except Exception:  # noqa: BLE001 - a broken EXIF block is ignored, as in decode
+        pass
+    return width, height
 
 
 def _exif_transpose(im):

@@ -16,6 +16,7 @@ library, picks the active profile (:func:`from_profile` takes a resolved
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from cpm_nb.core import config as _config
@@ -42,6 +43,14 @@ PAPER_STAGE1_FIELD = 160  # "the receptive field of stage 1 is about 160 px" (th
 
 
 # --- configurations ---------------------------------------------------------------
+
+
+def _require_integer(value, name: str) -> None:
+    """An integer field is an integer (3, not 3.0, 9.5, True or "3")."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,12 @@ class CPMConfig:
     center_stage1: bool = False  # the pooled centre map enters stage 1 too (needs center_map)
 
     def __post_init__(self):
+        for name in ("input_size", "stages", "num_joints", "stage_kernel", "min_channels"):
+            _require_integer(getattr(self, name), name)
+        for name in ("width", "center_sigma"):  # `not (x > 0)`: NaN fails too
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got "
+                                  f"{getattr(self, name)}")
         if self.input_size <= 0 or self.input_size % _config.OUTPUT_STRIDE:
             raise ConfigError(f"input_size must be a positive multiple of "
                              f"{_config.OUTPUT_STRIDE}, got {self.input_size}")

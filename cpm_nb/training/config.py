@@ -39,6 +39,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import sys
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -151,13 +152,22 @@ class TrainConfig:
         need(self.init in INITS, f"init must be one of {', '.join(INITS)}, not {self.init!r}")
         need(self.precision in (None, *PRECISIONS),
              f"precision must be one of {', '.join(PRECISIONS)} (or None: automatic)")
+        for name in ("steps", "batch_size", "checkpoint_every", "seed", "warmup_steps",
+                     "eval_every", "eval_examples", "lr_decay_steps"):
+            value = getattr(self, name)
+            need(isinstance(value, numbers.Integral) and not isinstance(value, bool),
+                 f"{name} must be an integer, got {value!r}")
+        for name in ("momentum", "lr_decay_factor", "weight_decay"):  # NaN fails `>= 0`
+            need(getattr(self, name) >= 0 and math.isfinite(getattr(self, name)),
+                 f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         for name in ("steps", "batch_size", "checkpoint_every"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "eval_every", "eval_examples", "lr_decay_steps"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.learning_rate > 0 and math.isfinite(self.learning_rate),
              f"learning rate must be a positive number, got {self.learning_rate}")
-        need(self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
+        need(self.sigma > 0 and math.isfinite(self.sigma), f"sigma must be a finite number "
+             f"> 0, got {self.sigma}")
         need(self.eval_every % self.checkpoint_every == 0,
              f"eval_every ({self.eval_every}) must be a multiple of checkpoint_every "
              f"({self.checkpoint_every})")

@@ -390,6 +390,7 @@ def _resume_state(cfg: TrainConfig, out: Path, resume) -> dict | None:
         raise ConfigMismatch(f"{ckpt} was written by a run with another configuration (key "
                              f"{state.get('key')}, this run {cfg.key()}); train into another "
                              "folder, or delete the checkpoint to start that run afresh")
+    runs.check_step(state, ckpt, cfg.steps)
     return state
 
 

@@ -125,7 +125,29 @@ def read_checkpoint(path) -> tuple[dict, dict]:
                        "afresh, or restore it from a copy") from None
     if not isinstance(state, dict) or "step" not in state:
         raise RunError(f"{path} holds no training state: not a cpm-nb checkpoint")
+    check_step(state, path)
+    if not isinstance(state.get("history", {}), dict):
+        raise RunError(f"{path}: the training history is not a JSON object; the checkpoint "
+                       "is damaged: delete it to start the run afresh")
+    bad = [k for k, v in arrays.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))]
+    if bad:
+        raise RunError(f"{path}: {bad[0]} holds NaN or infinite values; the checkpoint is "
+                       "damaged: delete it to start the run afresh")
     return arrays, state
+
+
+MAX_STEP = 10**9  # no run takes a billion steps: a larger step is a damaged checkpoint
+
+
+def check_step(state: dict, path, steps: int | None = None) -> int:
+    """The checkpoint's step: an integer from 0 to ``steps`` (the run's length, when
+    given; else :data:`MAX_STEP`); :class:`RunError` naming ``path`` otherwise ("abc",
+    -5, 1e12, 3.5)."""
+    step, top = state.get("step"), MAX_STEP if steps is None else steps
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= top:
+        raise RunError(f"{path}: step {step!r} is not an integer from 0 to {top}; the "
+                       "checkpoint is damaged or from another run: delete it to start afresh")
+    return step
 
 
 def restore_checkpoint(path, model, optimizer) -> dict:
@@ -178,6 +200,7 @@ def model_metadata(model, cfg, scores: dict, history: dict, devices: dict | None
                 "EuclideanLoss), batch mean; + weight_decay/2 * sum ||kernel||^2",
         "mse_scale": mse_scale(mcfg.map_size, mcfg.num_maps),
         "training": cfg.to_json(),
+        "data_source": data_source(cfg),
         "profile": cfg.profile,
         "data": cfg.data,
         "steps": cfg.steps,
@@ -227,6 +250,9 @@ def load_run(path) -> Trained:
     path = Path(path).expanduser()
     if path.is_dir():
         model_file, config_file = path / MODEL_FILE, path / CONFIG_FILE
+        if not model_file.is_file() and _is_export(path):
+            raise RunError(f"{path} is an export folder (SavedModel / TFLite, for serving); "
+                           "pass the run folder it was exported from, or its model.keras")
         if not model_file.is_file():
             raise RunError(f"no {MODEL_FILE} in {path}: not a finished run folder "
                            "(train one with `cpm-nb train`)")
@@ -251,19 +277,111 @@ def load_run(path) -> Trained:
     try:
         saved = meta.get("cpm_config")
         config = CPMConfig.from_dict(saved) if saved else None
+    except ConfigError as err:
+        raise RunError(f"{config_file}: {err}; restore the file or re-create the run") \
+            from None
+    try:
         model = load_keras(model_file, config)
     except (ModelError, ConfigError) as err:
         raise RunError(str(err)) from None
+    _check_against_metadata(model, config, model_file, config_file)
     return Trained(model, meta, model_file.parent)
 
 
+# what a network is: a model file whose configuration differs from its cpm_config.json in
+# one of these was swapped or damaged
+IDENTITY = ("input_size", "stages", "num_joints", "background", "center_map", "width",
+            "stage_kernel")
+
+
+def _check_against_metadata(model, config, model_file, config_file) -> None:
+    """The loaded network is the one ``cpm_config.json`` describes (a swapped
+    ``model.keras`` in a cache folder is caught, not trained on or scored)."""
+    carried = getattr(model, "cpm_config", None)
+    if config is None or carried is None:
+        return
+    differs = [k for k in IDENTITY if getattr(carried, k, None) != getattr(config, k, None)]
+    if differs:
+        has = ", ".join(f"{k} {getattr(carried, k, None)}" for k in differs)
+        said = ", ".join(f"{k} {getattr(config, k, None)}" for k in differs)
+        raise RunError(f"{model_file} holds another configuration than {config_file} "
+                       f"describes (the model: {has}; the description: {said}); the folder "
+                       "was changed by hand: delete it or re-create the run")
+
+
+def _is_export(folder: Path) -> bool:
+    return (folder / "saved_model").is_dir() or any(folder.glob("*.tflite"))
+
+
 def cached(cfg, cache_dir=None) -> Path | None:
-    """The run folder of a finished run of ``cfg`` in the cache, if there is one."""
+    """The run folder of a finished run of ``cfg`` in the cache, if there is one: same
+    configuration key, and trained on the data that is there now (the fingerprint it
+    recorded, when it did, equals the data folder's: a set prepared again differently
+    means training again)."""
     folder = run_dir(cfg, cache_dir)
     try:
         meta = files.read_json(folder / CONFIG_FILE)
     except DataError:
         return None
-    if meta.get("training", {}).get("key") == cfg.key() and (folder / MODEL_FILE).is_file():
-        return folder
-    return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("training"), dict):
+        return None
+    if meta["training"].get("key") != cfg.key() or not (folder / MODEL_FILE).is_file():
+        return None
+    recorded = (meta.get("data_source") or {}).get("fingerprint")
+    now = data_fingerprint(data_folder(cfg))
+    if recorded and now and recorded != now:
+        return None
+    return folder
+
+
+# --- what the run was trained on -----------------------------------------------------------------
+
+# fields of a prepared folder's meta.json that change from one preparation of the same data
+# to the next (timings), left out of its fingerprint
+_VOLATILE = ("seconds", "created", "wall_s")
+
+
+def data_folder(cfg) -> Path | None:
+    """The prepared folder ``cfg`` trains on (not made here: None for a synthetic set
+    that is not rendered yet is fine)."""
+    if cfg.data_dir:
+        return Path(cfg.data_dir).expanduser()
+    spec = getattr(cfg, "synthetic", None)
+    return spec.tfrecord_dir if spec is not None else None
+
+
+def data_fingerprint(folder) -> str | None:
+    """A hash of the prepared folder's ``meta.json`` (what was prepared, its shards and
+    their sizes, timings left out), or None when there is none."""
+    import hashlib
+    import json
+
+    from cpm_nb.data.shards import META_FILE
+
+    if folder is None:
+        return None
+    try:
+        meta = files.read_json(Path(folder) / META_FILE)
+    except DataError:
+        return None
+
+    def stable(obj):
+        if isinstance(obj, dict):
+            return {k: stable(v) for k, v in obj.items() if k not in _VOLATILE}
+        if isinstance(obj, list):
+            return [stable(v) for v in obj]
+        return obj
+
+    text = json.dumps(stable(meta), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def data_source(cfg) -> dict:
+    """What ``cpm_config.json`` records of the data: the folder, its fingerprint and,
+    for the synthetic set, the generator version that drew it."""
+    folder = data_folder(cfg)
+    spec = getattr(cfg, "synthetic", None)
+    return {"folder": str(folder) if folder else None,
+            "fingerprint": data_fingerprint(folder),
+            "generator_version": spec.generator_version if spec is not None and
+            cfg.data == "synthetic" else None}

@@ -29,7 +29,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace the model of an existing run folder")
     parser.add_argument("--check", action="store_true",
                         help="compare the converted model with OpenCV's Caffe importer on two "
-                             "random images, stage by stage (needs opencv-python-headless<5)")
+                             "random images, stage by stage (needs opencv-python-headless<5); "
+                             "beyond 1e-3 of the map range nothing is written and the exit "
+                             "status is 2")
     add_json_option(parser, "the conversion summary")
 
 
@@ -44,24 +46,66 @@ def _summary(meta: dict, seconds: float) -> dict:
             "joints": meta["preprocessing"]["joints"]}
 
 
-def _run(args: argparse.Namespace) -> int:
-    from cpm_nb.caffe.convert import CONFIG_FILE, LICENCE, MODEL_FILE, convert, parity
+def _convert_checked(args, joints) -> tuple[dict, list[dict]]:
+    """Convert into a staging folder, compare it with OpenCV, and only when every stage
+    is within :data:`~cpm_nb.caffe.convert.PARITY_TOLERANCE` move the files into --out
+    (a model that fails its check never replaces anything)."""
+    import os
+    import shutil
 
+    from cpm_nb.caffe.convert import (
+        CONFIG_FILE,
+        MODEL_FILE,
+        PARITY_TOLERANCE,
+        convert,
+        parity,
+        parity_misses,
+    )
+    from cpm_nb.core import files
+
+    out = Path(args.out)
+    staging = files.staging_folder(out)
+    try:
+        meta = convert(args.prototxt, args.caffemodel, staging, joints, True)
+        rows = parity(staging, args.prototxt, args.caffemodel)
+        missed = parity_misses(rows)
+        if missed:
+            worst = max(missed, key=lambda r: r["relative"])
+            raise CliError(f"--check: the converted model differs from OpenCV's by "
+                           f"{worst['relative']:.2g} of the map range at {worst['stage']} "
+                           f"(tolerance {PARITY_TOLERANCE:g}); nothing was written to {out}")
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (MODEL_FILE, CONFIG_FILE):
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return meta, rows
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cpm_nb.caffe.convert import CONFIG_FILE, LICENCE, MODEL_FILE, convert
+    from cpm_nb.core import files
+
+    files.check_output_path(args.out, "dir", "--out")
     if (Path(args.out) / MODEL_FILE).exists() and not args.force:
         raise CliError(f"{args.out} already holds a {MODEL_FILE}; choose another --out or "
                        "pass --force to replace it")
-    joints = [j.strip() for j in args.joints.split(",")] if args.joints else None
-    start = time.perf_counter()
-    meta = convert(args.prototxt, args.caffemodel, args.out, joints, args.force)
-    info = _summary(meta, time.perf_counter() - start)
-    cfg = CPMConfig(**meta["cpm_config"])
+    joints = [j.strip() for j in args.joints.split(",")] if args.joints is not None else None
     if args.check:
         try:
             import cv2  # noqa: F401
         except ImportError:
             raise CliError("--check needs OpenCV 4: pip install 'opencv-python-headless<5'") \
                 from None
-        info["check"] = parity(args.out, args.prototxt, args.caffemodel)
+    start = time.perf_counter()
+    if args.check:
+        meta, rows = _convert_checked(args, joints)
+    else:
+        meta, rows = convert(args.prototxt, args.caffemodel, args.out, joints, args.force), None
+    info = _summary(meta, time.perf_counter() - start)
+    cfg = CPMConfig(**meta["cpm_config"])
+    if rows is not None:
+        info["check"] = rows
     if args.json:
         print_json(info, args.json)
         if args.json == "-":

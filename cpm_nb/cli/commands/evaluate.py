@@ -18,7 +18,21 @@ def _arguments(parser) -> None:
     parser.add_argument("--input-path", choices=("auto", "tf", "numpy"), default="auto",
                         help="read the data with tf.data or NumPy/PIL (default: tf.data where "
                              "TensorFlow is installed)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json_option(parser, "the scores")
+
+
+def _check_sizes(cfg, trained) -> None:
+    """Before rendering or reading any data: the data's crops are the model's input size
+    (a converted 368-px model is not scored on a 64-px synthetic set after minutes of
+    rendering)."""
+    size = getattr(getattr(trained.model, "cpm_config", None), "input_size", None)
+    spec = cfg.synthetic
+    if size and cfg.data == "synthetic" and not cfg.data_dir and spec is not None and \
+            spec.input_size != size:
+        raise CliError(f"the model takes {size}-px crops but the '{spec.name}' synthetic set "
+                       f"has {spec.input_size} px; evaluate it with --data-dir DIR (data "
+                       f"prepared at {size} px) or use a model of {spec.input_size} px")
 
 
 def _run(args) -> int:
@@ -43,8 +57,10 @@ def _run(args) -> int:
             cfg = cfg.replace(data=args.data, data_dir=args.data_dir)
         elif args.data_dir:
             cfg = cfg.replace(data_dir=args.data_dir)
+        _check_sizes(cfg, trained)
         scores = evaluate(trained.model, train.data_dir(cfg), split=args.split,
-                          max_examples=args.max_examples, input_path=args.input_path)
+                          max_examples=args.max_examples, input_path=args.input_path,
+                          progress=not args.no_progress)
     except (errors.ModelError, errors.DataError, ValueError, TypeError, KeyError) as err:
         raise CliError(" ".join(str(err).split())) from None
     title = (f"{scores['n_examples']} people ({cfg.data}, split {args.split}); model "

@@ -79,6 +79,30 @@ def _which(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+STEP = 50  # run lengths and validation intervals are multiples of this many steps
+
+
+def _check_equal_compute(base, args: argparse.Namespace) -> None:
+    """Before any training: every run of ``base`` scaled by --budget gets its share of
+    the compute (a run rounded up to the 50-step floor would get more than the others)
+    and room for the --validations asked for (one per 50 steps at most)."""
+    exp = base.scaled(args.budget, args.stages, args.validations)
+    unit = base.reference_steps * base.flops(base.reference_stages)  # the budget at 1
+    heaviest = max(exp.flops(s) for s in exp.stage_counts)
+    smallest = STEP * heaviest / unit  # the budget that gives every run >= STEP steps
+    for stages in exp.stage_counts:
+        exact = exp.reference_steps * exp.flops(exp.reference_stages) / exp.flops(stages)
+        if exact < STEP:
+            raise CliError(f"--budget {args.budget:g} gives the {stages}-stage runs "
+                           f"{exact:.0f} steps, fewer than {STEP}: they would no longer have "
+                           f"equal compute; use --budget {smallest:.2g} or more")
+        steps = exp.steps(stages)
+        if args.validations and args.validations > steps // STEP:
+            raise CliError(f"--validations {args.validations}: the {stages}-stage runs take "
+                           f"{steps} steps, room for {steps // STEP} validation(s) (one per "
+                           f"{STEP} steps); ask for fewer or raise --budget")
+
+
 def _command_line(args: argparse.Namespace, profile: str) -> str:
     """The command that reproduces this result (for its provenance)."""
     words = ["cpm-nb", "--profile", profile, "experiment", args.name]
@@ -115,6 +139,7 @@ def _run(args: argparse.Namespace) -> int:
                        f", not {profile!r} (use --profile cpu)")
     if args.seeds and args.seeds > len(exp.seeds):
         raise CliError(f"--seeds {args.seeds}: the experiment has {len(exp.seeds)} seeds")
+    _check_equal_compute(exp, args)
     exp = dataclasses.replace(exp.scaled(args.budget, args.stages, args.validations),
                               equal=args.equal)
     command = _command_line(args, profile)

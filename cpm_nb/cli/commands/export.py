@@ -67,7 +67,11 @@ SavedModel (DIR/saved_model, endpoint `serve`) and a float32 TFLite file
 (DIR/model.tflite), copies cpm_config.json, and checks that both give the
 Keras model's belief maps (max abs difference <= 1e-4) and joints (<= 0.05 px)
 on random images. Inputs are raw RGB 0..255 [B, S, S, 3]; the outputs are the
-per-stage belief maps, stage 1 first. The export is built in a staging folder
+per-stage belief maps, stage 1 first, in the SavedModel and in the TFLite
+signature runner (`interpreter.get_signature_runner()`: one output per stage,
+output_0 = stage 1, output_1 = stage 2, ...). The raw
+`interpreter.get_output_details()` list is in TFLite's own order (it may put stage 2
+first): use the signature runner, or sort its entries by the number in their names. The export is built in a staging folder
 and moved into DIR only when it passed the check (exit status 1 otherwise, with
 DIR as it was).
 

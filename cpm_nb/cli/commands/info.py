@@ -15,11 +15,15 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cpm_nb.core import config, session
+    from cpm_nb.core import config, paths, session
 
     info = session.describe(config.get_profile())
+    info["folders"] = {"data": str(paths.data_root()), "runs": str(paths.runs_root()),
+                       "figures": str(paths.figures_root())}
     if args.json != "-":
         print(session.format_description(info))
+        for what, folder in info["folders"].items():
+            print(f"{what + ' folder':<15} {folder}")
     if args.json:
         print_json(info, args.json)
     return 0
@@ -27,7 +31,8 @@ def _run(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     name="info",
-    help="print package/TensorFlow/Keras versions, the backend, devices and the profile",
+    help="print package/TensorFlow/Keras versions, the backend, devices, the profile and "
+         "the data, runs and figures folders",
     add_arguments=_arguments,
     run=_run,
 )

@@ -31,9 +31,11 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cpm_nb.core import config, paths
+    from cpm_nb.core import config, files, paths
     from cpm_nb.course import notebooks
 
+    if args.out is not None:
+        files.check_output_path(args.out, "dir", "--out")  # before any notebook runs
     notebooks.require_runner()
     profile = config.get_profile().name
     chosen = notebooks.notebook_paths(args.names)
@@ -42,19 +44,81 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--out is the folder of the notebooks themselves: use --refresh to "
                        "store the outputs in place")
     figures = paths.stored_figures_dir() if args.refresh else paths.figures_root()
+    if args.refresh and figures is None:
+        raise CliError("--refresh stores outputs in a checkout's figures/: run it in a clone")
     where = "in place" if out_dir is None else f"into {out_dir}"
     print(f"executing {len(chosen)} notebook(s) {where} with profile '{profile}', widgets "
           f"static; figures into {figures}", flush=True)
-    total = 0.0
-    for path in chosen:
-        target = path if out_dir is None else out_dir / path.name
-        print(f"{path.name}", flush=True)
-        seconds = notebooks.run_notebook(path, target, refresh=args.refresh, profile=profile,
-                                         timeout=args.timeout, log=sys.stdout)
-        total += seconds
-        print(f"  {path.name:<45} {seconds:7.1f} s  -> {target}", flush=True)
+    if args.refresh:
+        total = _refresh(chosen, figures, profile, args.timeout)
+    else:
+        total = 0.0
+        for path in chosen:
+            total += _run_one(path, out_dir / path.name, profile, args.timeout)
     print(f"done in {total:.1f} s; figures in {figures}", flush=True)
     return 0
+
+
+def _run_one(path: Path, target: Path, profile: str, timeout: int, refresh: bool = False,
+             figures: Path | None = None) -> float:
+    from cpm_nb.course import notebooks
+
+    print(f"{path.name}", flush=True)
+    seconds = notebooks.run_notebook(path, target, refresh=refresh, profile=profile,
+                                     timeout=timeout, log=sys.stdout, figures=figures)
+    print(f"  {path.name:<45} {seconds:7.1f} s  -> {target}", flush=True)
+    return seconds
+
+
+def _keep_failed(err, staged: Path) -> str:
+    """The failed notebook's executed copy moved out of the staging folder (into the
+    untracked build/notebooks/), and the error's line naming it there."""
+    import os
+
+    from cpm_nb.course import notebooks
+
+    keep = notebooks.default_out_dir() / staged.name
+    if staged.is_file():
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, keep)
+    return (str(err).replace(str(staged), str(keep)) + "; nothing tracked was changed "
+            "(figures/ and the notebooks are as before)")
+
+
+def _refresh(chosen: list[Path], figures: Path, profile: str, timeout: int) -> float:
+    """Run every notebook into a staging folder (executed copies and figures), and only
+    when all succeeded move them over the tracked files: an interrupted or failed refresh
+    leaves figures/ and the notebooks as they were."""
+    import os
+    import shutil
+
+    from cpm_nb.core import files
+    from cpm_nb.course import notebooks
+
+    staging = files.staging_folder(figures)
+    try:
+        staged_figures, staged_notebooks = staging / "figures", staging / "notebooks"
+        if figures.is_dir():  # what the notebooks not run here made, for those that read it
+            shutil.copytree(figures, staged_figures)
+        staged_figures.mkdir(exist_ok=True)
+        total = 0.0
+        for path in chosen:
+            try:
+                total += _run_one(path, staged_notebooks / path.name, profile, timeout,
+                                  refresh=True, figures=staged_figures)
+            except notebooks.CellFailed as err:
+                raise CliError(_keep_failed(err, staged_notebooks / path.name)) from None
+        figures.mkdir(parents=True, exist_ok=True)
+        for item in sorted(staged_figures.rglob("*")):
+            if item.is_file():
+                dest = figures / item.relative_to(staged_figures)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(item, dest)
+        for path in chosen:
+            os.replace(staged_notebooks / path.name, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return total
 
 
 COMMAND = Command(

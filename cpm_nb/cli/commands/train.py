@@ -63,6 +63,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="train from scratch even when a shipped preset or a finished run "
                              "in the cache holds this configuration (without --out: the cache "
                              "folder's run is replaced when the new one is complete)")
+    parser.add_argument("--force", action="store_true",
+                        help="train into an --out that holds a model.keras it did not train "
+                             "(a converted run), replacing that model")
     parser.add_argument("--stop-after", type=positive_int, metavar="N",
                         help="stop after N steps of this call (with a checkpoint)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -97,6 +100,10 @@ def _check_out(args: argparse.Namespace, out: Path) -> None:
     if checkpoint.is_file() and not args.resume and not args.retrain:
         raise CliError(f"{checkpoint} exists: add --resume to continue that run, or "
                        "choose another --out")
+    if (out / runs.MODEL_FILE).is_file() and not checkpoint.is_file() and not args.force:
+        raise CliError(f"{out} already holds a {runs.MODEL_FILE} that was not trained there "
+                       "(a converted or copied model); choose another --out or pass --force "
+                       "to replace it")
     if args.resume and not checkpoint.is_file():
         raise CliError(f"nothing to resume: no {runs.CHECKPOINT} in {out} (drop --resume to "
                        "start a new run there)")
@@ -137,8 +144,11 @@ def _run(args: argparse.Namespace) -> int:
     print(estimate_message(cfg), file=sys.stderr, flush=True)
     result = train(cfg, out, resume=bool(args.resume), progress=not args.no_progress,
                    stop_after=args.stop_after, input_path=args.input_path)
+    if result.metrics:
+        print(f"run folder: {out} (pass it to --model)",
+              file=sys.stderr if args.json == "-" else sys.stdout, flush=True)
     if args.json and result.metrics:
-        print_json(result.metrics, args.json)
+        print_json({**result.metrics, "run": str(out)}, args.json)
     elif not result.metrics:
         print(f"stopped at step {result.step} of {cfg.steps}; continue with --resume",
               file=sys.stderr)
