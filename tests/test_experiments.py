@@ -34,7 +34,7 @@ def test_the_committed_result_matches_the_code(repo):
     result = json.loads((repo / experiments.RESULTS_FILE).read_text())
     exp = experiments.EXPERIMENTS["cpu"]
     assert result["experiment"] == pinned_as_committed(exp)
-    assert result["model"] == json.loads(json.dumps(dataclasses.asdict(exp.config(6))))
+    assert result["model"] == json.loads(json.dumps(exp.config(6).to_dict()))
     runs = {(r["stages"], r["seed"]) for r in result["runs"]}
     assert runs == {(n, s) for n in exp.stage_counts for s in exp.seeds}
     for r in result["runs"]:

@@ -149,8 +149,14 @@ class CPMConfig:
                 if getattr(self, k) != default}
 
     def to_dict(self) -> dict:
-        """The fields as JSON values (what ``cpm_config.json`` and a saved model hold)."""
-        return {**dataclasses.asdict(self), "trunk": list(self.trunk)}
+        """The fields as JSON values (what ``cpm_config.json`` and a saved model hold); the
+        attribution fields only where they differ from the plain CPM, so the files of every
+        earlier run and preset still describe their models exactly."""
+        out = {**dataclasses.asdict(self), "trunk": list(self.trunk)}
+        for name in VARIANT_DEFAULTS:
+            if name not in self.variant_fields():
+                del out[name]
+        return out
 
     @classmethod
     def from_dict(cls, values: dict) -> CPMConfig:
