@@ -389,8 +389,8 @@ No converted release model was found, so there is nothing to draw here.  To see 
          --caffemodel pose_iter_320000.caffemodel --out runs/cpm-release --check
   3. set CPM_NB_RELEASE_RUN to that folder (on Colab: keep it in MyDrive/cpm_nb/runs/).
 This cell then draws the released network's pose of the photo above, found with the
-release's own multi-scale search (4 scales for a box), next to its head (yellow), left knee (red) and right ankle
-(blue) belief maps.  What to expect: a network trained on real MPII photos should put the
+release's own multi-scale search (4 scales for a box), next to its head (yellow), left knee
+(red) and right ankle (blue) belief maps.  What to expect: a network trained on real MPII photos should put the
 head, neck and shoulders on the person -- unlike our synthetic-data model in section 6 --
 while the hips, knees and ankles, below the edge of this portrait, are guesses with low
 confidence.  The weights keep the release's licence (non-commercial, no redistribution)."""
