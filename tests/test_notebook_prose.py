@@ -13,10 +13,7 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 # Notebooks another branch of issue 23 fixes; strict, so the merge that fixes one fails
 # here until its entry is removed.
 SWALLOWED_PENDING: dict[str, str] = {}
-# Part B's notebooks still quote trained results in prose; not strict: they may pass
-# before the lead re-executes them (then drop the entry).
-PROSE_PENDING = {n: "issue 23 part B removes the unprinted numbers"
-                 for n in ("04", "05", "06", "07")}
+PROSE_PENDING: dict[str, str] = {}
 
 
 def notebook(*cells):

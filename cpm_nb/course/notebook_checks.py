@@ -45,6 +45,10 @@ ALLOWED = {
     "90.1": "the released VGG-trunk model's PCKh@0.5 on the MPII test set (the release's README)",
     "90.9": "Stacked Hourglass's published PCKh@0.5 on the MPII test set (Newell et al.)",
     "92.3": "HRNet-W32's published PCKh@0.5 on the MPII test set (Sun et al.)",
+    "256": "the release's 4 box heights (px): its config.m's 6 scales per octave over 0.8-1.2",
+    "287": "the release's 4 box heights (px), as 256",
+    "322": "the release's 4 box heights (px), as 256",
+    "361": "the release's 4 box heights (px), as 256",
 }
 
 
@@ -145,6 +149,7 @@ def _prose_only(text: str) -> str:
     text = re.sub(r"```.*?```", " ", text, flags=re.DOTALL)
     text = re.sub(r"\$\$.*?\$\$", " ", text, flags=re.DOTALL)
     text = re.sub(r"\$[^$\n]+\$", " ", text)
+    text = re.sub(r"`[^`\n]+`", " ", text)  # inline code: commands and arguments, not claims
     text = re.sub(r"\]\([^)]*\)", "]", text)
     return re.sub(r"https?://\S+", " ", text)
 
