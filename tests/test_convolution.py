@@ -6,8 +6,16 @@ import pytest
 from cpm_nb.core.runtime import import_keras
 from cpm_nb.course import convolution as C
 
-keras = import_keras()
-tf = pytest.importorskip("tensorflow")
+keras = tf = None  # imported by the fixture below, not at collection
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _backends():
+    """TensorFlow is imported when these tests run, not when pytest collects them (a
+    collection-time import binds TensorFlow's log handlers to pytest's capture streams)."""
+    global keras, tf
+    keras = import_keras()
+    tf = pytest.importorskip("tensorflow")
 
 
 @pytest.mark.parametrize("stride,padding", [(1, "valid"), (2, "valid"), (1, "same"), (2, "same"),

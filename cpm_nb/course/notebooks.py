@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -271,10 +273,34 @@ def _progress_client(notebook, folder: Path, timeout: int, progress: _Progress):
             return super().process_message(msg, cell, cell_index)
 
     return ProgressClient(
-        notebook, timeout=timeout, kernel_name="python3",
+        notebook, timeout=timeout, kernel_name="python3", log=_client_log(),
         extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no transport notices
         resources={"metadata": {"path": str(folder)}},
         on_cell_execute=progress.cell_started, on_cell_executed=progress.cell_done)
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when it emits: traitlets'
+    default logger binds the ``sys.stderr`` of its first use, which in a host that swaps
+    the stream (pytest's capture, a notebook) may be closed by the next message."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ sets it; the property ignores it
+        pass
+
+
+def _client_log() -> logging.Logger:
+    """nbclient's and jupyter_client's messages (warnings and up) on the current stderr."""
+    log = logging.getLogger("cpm_nb.notebooks.kernel")
+    if not log.handlers:
+        log.addHandler(_CurrentStderr())
+        log.setLevel(logging.WARNING)
+        log.propagate = False
+    return log
 
 
 class _Progress:
