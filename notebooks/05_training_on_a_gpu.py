@@ -445,6 +445,32 @@ print("binomial standard error of the 2-stage score (points): " + ", ".join(
 # curves of every budget hold equal-step points (read below, after the longer runs).
 
 # %% [markdown]
+# ### Trained with and without intermediate supervision
+#
+# Section 1 showed what the loss on every stage does to the gradients at initialisation. Does it
+# matter once the network is trained? Ablation (c) trains the 2-stage network of the experiment
+# with the loss on its **last stage only**, at the double budget's equal compute, and pairs it
+# with the committed 2-stage run of the same seed (`cpm-nb --profile cpu experiment ablations
+# --which c`). Only seed 0 was trained so far (about 14 minutes a run here; the command takes
+# `--seeds 3`), so the table gives one paired difference and no interval; beside it, the
+# baseline's binomial standard error. Stage 1 of the ablated network is never asked for beliefs:
+# its row shows what such a stage outputs, not a stage-1 result.
+
+# %%
+from cpm_nb.training import ablations
+
+ablation = experiments.load_committed("ablations_2x")
+print(ablations.format_variants(ablation))
+print(ablations.format_paired(ablation))
+
+# %% [markdown]
+# Read stage 2's rows: without intermediate supervision the final stage ends lower overall, on
+# occluded joints and with another person in the crop, by more than the baseline's standard
+# error, on this one seed; two more seeds would give the interval. Stage 1's near-zero rows are
+# the point of the paper's design: supervised, stage 1 is a usable detector that stage 2
+# refines; unsupervised, it becomes an arbitrary feature map.
+
+# %% [markdown]
 # ### Had the curves flattened? Longer runs
 #
 # A network still learning at the end is judged too early, and deep networks, which start
