@@ -165,6 +165,7 @@ if real:
 # the people around each person. The table under the figure gives the shares per joint.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 from matplotlib.patches import Patch
 
 from cpm_nb.core import skeleton
@@ -625,6 +626,7 @@ for split, s in summary["splits"].items():
 # is grey.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 import io
 
 from cpm_nb.io import records

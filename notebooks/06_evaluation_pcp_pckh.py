@@ -99,6 +99,7 @@ print(f"validation: {vp.n} people, {int(vp.valid.sum())} annotated joints")
 # A sanity check: our own pass reproduces the score stored with the model (`cpm_config.json`).
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 stored = trained.meta["metrics"]
 again = metrics.pckh(vp.final, vp.gt, vp.headboxes, vp.valid)
 print("same PCKh@0.5 as stored at the end of training:", abs(again.mean - stored["mean"]) < 1e-9)

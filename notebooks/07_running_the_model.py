@@ -264,6 +264,7 @@ plt.show()
 # where crop $f$ does not reach; each cell is divided by the weight of the scales that cover it:
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 from cpm_nb.inference import decoding
 
 
