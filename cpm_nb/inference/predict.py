@@ -233,8 +233,8 @@ def prepare_release(source, input_size: int, settings: release_demo.DemoSettings
     own search -- 4 scales for a box, ``settings.scales`` otherwise).  Raises
     :class:`ImageError`."""
     name = source_name(source)
-    im = open_image(source)
-    width, height = im.size
+    im = open_image(read_once(source))  # a pipe is read once
+    width, height = oriented_size(im)  # the image as the user sees it (decode applies EXIF)
     try:
         person = place_person(width, height, center, scale, box)
         factors = None if scales is None else _distinct(scales)
