@@ -22,6 +22,7 @@ Importing this module imports Keras: it is imported where a model is built or lo
 
 from __future__ import annotations
 
+import functools
 import zipfile
 
 import numpy as np
@@ -72,6 +73,10 @@ class CPM(keras.Model):
         return self._belief_fn(images)
 
 
+def _call_inference(model, *xs):
+    return model(list(xs) if len(xs) > 1 else xs[0], training=False)
+
+
 def make_predict_fn(model, jit_compile: bool | None = None):
     """A compiled inference function ``images -> list of per-stage belief maps`` (NumPy) of a
     :class:`CPM` (:meth:`CPM.belief_maps` keeps one with the model).
@@ -105,9 +110,10 @@ def make_predict_fn(model, jit_compile: bool | None = None):
         if n_inputs == 2:
             specs.append(tf.TensorSpec([None, cfg.input_size, cfg.input_size, 1], tf.float32))
 
-        @tf.function(input_signature=specs, jit_compile=jit_compile)
-        def forward(*xs):
-            return model(list(xs) if len(xs) > 1 else xs[0], training=False)
+        # A partial, not a closure: TensorFlow counts traces per code object, so the one
+        # trace each new model needs would add up to a false "retracing" warning.
+        forward = tf.function(functools.partial(_call_inference, model),
+                              input_signature=specs, jit_compile=jit_compile)
 
         def run(x):
             return forward(*(x if isinstance(x, list) else [x]))
