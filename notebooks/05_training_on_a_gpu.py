@@ -31,13 +31,12 @@
 # * the optimizer settings, and what **ImageNet initialisation** of the trunk buys;
 # * reading **learning curves** (loss per stage, validation PCKh) and scoring a trained model;
 # * the source article's experiment done fairly: **1, 2, 3, 4 and 6 stages** at equal compute,
-#   three seeds each, checked with runs 2 and 4 times as long (a budget can be too short to
-#   judge), and a joint followed through the stages as they refine it.
+#   three seeds each, checked with longer runs, and a joint followed through the stages.
 #
-# We train the network of notebook 04 on the synthetic people of notebook 02, with the target
-# maps of notebook 03. On a laptop CPU the `cpu` profile loads a trained preset; on a Colab GPU
-# the `gpu` profile is the paper's network. Input pipelines, mixed precision and checkpoints
-# that survive a disconnect are in the "For practitioners" section at the end.
+# We train the network of notebook 04 on the synthetic people of notebook 02, with the targets
+# of notebook 03. On a CPU the `cpu` profile loads a trained preset; on a Colab GPU the `gpu`
+# profile is the paper's network. Input pipelines, mixed precision and checkpoints are in
+# "For practitioners" at the end.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -81,10 +80,9 @@ profile = cpm_nb.setup(seed=0, wants_gpu=True)
 #
 # With this scale the paper's learning rate ($8\cdot10^{-5}$) and weight decay
 # ($\lambda = 5\cdot10^{-4}$, an L2 loss on every kernel) apply unchanged. In code it is one Keras
-# loss, `cpm_nb.training.loss.CPMLoss`: Keras applies it to each stage's output and sums the terms. Its
-# ground truth is the batch's joints and visibility packed into one `[B, 48]` tensor; the target
-# maps are rendered *inside* the compiled step (`heatmaps.render`, `keras.ops`), so no label maps
-# are stored or copied.
+# loss, `cpm_nb.training.loss.CPMLoss`, applied to each stage's output. Its ground truth is the
+# joints and visibility packed into one `[B, 48]` tensor; the target maps are rendered *inside*
+# the compiled step, so no label maps are stored.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -121,9 +119,8 @@ fig.suptitle(f"The {profile.name} profile's CPM: a loss on every stage's belief 
 plt.show()
 
 # %% [markdown]
-# Before training every stage is far from its target; each term gets its own gradient, so the
-# trunk receives signal from all of them (notebook 04, section 7). `CPMLoss` on the packed joints
-# equals the loss computed by hand from the rendered maps:
+# Each stage's term sends its own gradient into the trunk (notebook 04, section 7). `CPMLoss`
+# on the packed joints equals the loss computed by hand from the rendered maps:
 
 # %%
 import numpy as np
@@ -152,9 +149,8 @@ print(f"as a mean squared error: divide by M^2 J / 2 = {L.mse_scale(cfg.map_size
 
 # %% [markdown]
 # The optimizer follows the profile and the data. On real MPII the `gpu` profile uses the
-# released model's solver: SGD with momentum 0.9 at the paper's learning rate, a step decay, and
-# the trunk initialised from ImageNet. On the synthetic people every profile uses Adam after a
-# short warm-up, which reaches a good model in a short budget:
+# released model's solver (SGD, momentum 0.9, the paper's learning rate, a step decay, an
+# ImageNet-initialised trunk); on synthetic people every profile uses Adam after a warm-up:
 
 # %%
 from cpm_nb.core.config import resolve_profile
@@ -169,24 +165,20 @@ for name, source in (("fast", "synthetic"), ("cpu", "synthetic"), ("gpu", "synth
 
 # %% [markdown]
 # **ImageNet initialisation.** The paper does not train its trunk from scratch: the first ten
-# convolutions are VGG-19's, with the weights VGG-19 learned on ImageNet's million labelled
-# photographs (edges, textures, parts of objects). Pose training then only has to *adjust*
-# features that already describe real images. The paper's learning rate, $8\cdot10^{-5}$, is
-# such a fine-tuning rate: small enough to keep the pretrained features close to where they
-# start while the new stages learn. From random weights the same rate barely moves in a
-# synthetic budget, so the small profiles use Adam instead.
+# convolutions start from the weights VGG-19 learned on ImageNet's million photographs (edges,
+# textures, parts of objects), so pose training only *adjusts* features that already describe
+# real images. The paper's learning rate, $8\cdot10^{-5}$, is such a fine-tuning rate; from
+# random weights it barely moves in a short budget, hence Adam for the small profiles.
 # `cpm_nb.model.imagenet.init_trunk_from_vgg19(model)` copies VGG-19's `block1_conv1` ...
-# `block4_conv2` into `conv1_1` ... `conv4_2` (downloaded through `keras.applications`; offline it
-# says so in one line and the trunk stays random); `init="imagenet"` in the training
-# configuration does it before the first step, and the `gpu` profile on MPII sets it by default
-# (printed above). ImageNet photographs are nothing like our synthetic people, so the synthetic
+# `block4_conv2` into `conv1_1` ... `conv4_2` (through `keras.applications`; offline it says so
+# and the trunk stays random); `init="imagenet"` does it before the first step, the default of
+# the `gpu` profile on MPII. Our synthetic people look nothing like ImageNet, so the synthetic
 # runs start from random weights.
 
 # %% [markdown]
-# **One training step, by hand.** A step is: run the network, compute the objective (every
-# stage's loss plus the L2 terms that `build_cpm(..., weight_decay=...)` puts in `net.losses`),
-# take its gradient with respect to every weight, and move each weight against it. With plain
-# SGD that is three lines after the forward pass (TensorFlow backend, `tf.GradientTape`):
+# **One training step, by hand.** Run the network, compute the objective (every stage's loss
+# plus the L2 terms in `net.losses`), take its gradient with respect to every weight, and move
+# each weight against it. With plain SGD (TensorFlow backend, `tf.GradientTape`):
 
 # %%
 import tensorflow as tf
@@ -225,16 +217,14 @@ print("one step by hand == one Keras step: every weight tensor equal")
 # ## 2. Training the profile's model
 #
 # `load_or_train(profile)` gives the profile's trained model. In the `cpu` profile that is a
-# **preset** shipped with the package, trained by the command its one line names: it loads in
-# seconds. Set `CPM_NB_RETRAIN=1` to train it again instead. Any other configuration trains
-# once and is cached in `runs/<profile>-<stages>st-<data>-<hash of the configuration>/` (on
-# Colab: on Drive), so notebooks 06 and 07 load it. Before training it prints the wall time it
-# expects on this machine; a progress bar shows the steps, the loss and the last validation
-# PCKh, and TensorBoard logs go to `logs/` in the run folder.
+# **preset** shipped with the package: it loads in seconds (`CPM_NB_RETRAIN=1` trains it
+# again). Any other configuration trains once and is cached in
+# `runs/<profile>-<stages>st-<data>-<hash>/` (on Colab: on Drive) for notebooks 06 and 07; a
+# progress bar shows the steps, the loss and the last validation PCKh.
 #
-# Nothing long starts unannounced. The next cell says what will happen for the active profile
-# on this machine: load a preset or a cached run, or train, and for how long. To try the
-# notebook quickly on a Colab GPU, set `CPM_NB_PROFILE=cpu` before `cpm_nb.setup`.
+# Nothing long starts unannounced: the next cell says what will happen for the active profile
+# on this machine, and for how long. To try the notebook quickly on a Colab GPU, set
+# `CPM_NB_PROFILE=cpu` before `cpm_nb.setup`.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -265,9 +255,9 @@ plt.show()
 # %% [markdown]
 # ## 3. Scoring the trained model
 #
-# `evaluation.evaluate` predicts every validation person, decodes the last stage's maps
-# (notebook 03), maps the joints back to original-image pixels and scores them with the official
-# PCKh and the article's 25-px metric (notebook 06 takes the score apart). From a terminal:
+# `evaluation.evaluate` predicts every validation person, decodes the last stage's maps, maps
+# the joints back to image pixels and scores them with the official PCKh and the article's
+# 25-px metric (notebook 06 takes the score apart). From a terminal:
 # `cpm-nb evaluate --model RUN_DIR --json-out scores.json`.
 
 # %%
@@ -297,23 +287,19 @@ plt.show()
 # %% [markdown]
 # ## 4. Do more stages help? The stage experiment
 #
-# The source article says "6 stages beat 2" (the paper trains every depth for the same number
-# of iterations: equal steps). We ask two questions: at equal compute, is a stage the best use
-# of a fixed budget? And at equal steps, as the paper compares, do 6 stages beat 2? To test them
-# fairly, four things must hold:
+# The source article says "6 stages beat 2"; the paper trains every depth for the same number
+# of iterations (equal steps). We ask two questions: at equal compute, is a stage the best use
+# of a fixed budget? And at equal steps, do 6 stages beat 2? A fair test needs:
 #
-# * **stage 1 must not already see everything**: the experiment uses the `stage-experiment`
-#   network of notebook 04 (the `cpu` profile's), with the paper's proportions of receptive
-#   field to crop (printed below);
-# * **equal compute**: every net gets the forward FLOPs x steps of the 6-stage net, so the
-#   1-stage net trains 1.4x as many steps (same data, batch and schedule);
-# * **several seeds**, so a difference can be told from the noise between runs;
-# * **a budget long enough** that the learning curves have flattened (checked below with longer
-#   runs).
+# * **a stage 1 that does not already see everything**: the `stage-experiment` network of
+#   notebook 04 (the `cpu` profile's), with the paper's proportions of receptive field to crop;
+# * **equal compute**: every net gets the 6-stage net's forward FLOPs x steps, so the 1-stage
+#   net trains 1.4x as many steps (same data, batch and schedule);
+# * **several seeds**, to tell a difference from the noise between runs;
+# * **a budget long enough** for the curves to flatten (checked below with longer runs).
 #
-# `cpm-nb --profile cpu experiment stages` trains 1, 2, 3, 4 and 6 stages x 3 seeds and writes
-# the summary; the committed result, `cpm_nb/results/stage_experiment.json`, was made by that
-# command. Reading it takes no training:
+# `cpm-nb --profile cpu experiment stages` trains 1, 2, 3, 4 and 6 stages x 3 seeds; its
+# committed result, `cpm_nb/results/stage_experiment.json`, is read without training:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -329,11 +315,10 @@ print("receptive field / crop, stage by stage:", result["receptive_field_over_cr
 print(experiments.format_summary(result))
 
 # %% [markdown]
-# The columns: PCKh@0.5 over all joints, then on the subsets where context should decide:
-# **occluded** joints, people with **another person's joints inside their crop**
-# (a distractor) and people whose **limbs cross** (left and right ambiguous); then the share of
-# joints predicted *on the other person* and of left/right joints *swapped*; mean ± standard
-# deviation over the seeds. The same as curves:
+# The columns: PCKh@0.5 over all joints, then on the subsets where context should decide
+# (**occluded** joints, **another person's joints inside the crop**, **crossed limbs**); then
+# the share of joints predicted *on the other person* and of left/right joints *swapped*; mean
+# ± standard deviation over the seeds. The same as curves:
 
 # %%
 summary = result["summary"]
@@ -385,10 +370,9 @@ print(f"6-stage net after each stage: {', '.join(f'{v:.1f}' for v in summary['6'
 
 # %% [markdown]
 # Runs with the same seed share their data order and, where the layers coincide, their
-# initial weights. So we compare **by seed**: each seed's difference, their mean with a 95 % $t$
-# interval, and a paired $t$-test. Where the interval covers 0, the verdict is "no detectable
-# difference". Beside it, the validation set's own binomial standard error (it matters for new
-# people; paired runs are scored on the same people).
+# initial weights, so we compare **by seed**: each seed's difference, their mean with a 95 % $t$
+# interval, and a paired $t$-test; where the interval covers 0, "no detectable difference".
+# Beside it, the validation set's own binomial standard error.
 
 # %%
 from scipy import stats
@@ -424,25 +408,21 @@ print("binomial standard error of the 2-stage score (points): " + ", ".join(
 # %% [markdown]
 # What the committed result shows:
 #
-# * **A second stage helps, clearly** (the 1 -> 2 line): overall, and most where context
-#   decides: occluded joints, people with another person in the crop, and fewer joints predicted
-#   on the other person. Stage 1 sees under half of the crop; stage 2 sees all of it from its
-#   central cells.
+# * **A second stage helps, clearly** (the 1 -> 2 line), most where context decides: occluded
+#   joints, another person in the crop, fewer joints put on the other person. Stage 1 sees
+#   under half of the crop; stage 2 sees all of it from its central cells.
 # * **Beyond two or three stages, nothing more at this budget** (the paired lines): 6 stages
-#   score lower than 2, 3 and 4 stages show no detectable difference overall; compare the
-#   subsets too. At equal compute a stage beyond the second is not the best use of this budget;
-#   the article's claim is about equal steps (below).
-# * **Inside each network the stages do refine**: in the 6-stage network every stage adds
-#   something. But its early stages are much weaker than a shallow network's, and at equal
-#   compute it trains fewer steps.
-# * **Limits of the test.** After the learning-rate decay the curves look flat, but the longer
-#   runs below show that this is the decay's doing: the budget was too short. The synthetic
-#   people are easy to see, which leaves less for context to fix than real photographs would,
-#   and the networks are thin (width 1/4).
+#   score lower than 2; 3 and 4 stages show no detectable difference overall. At equal compute
+#   a stage beyond the second is not the best use of this budget.
+# * **Inside each network the stages do refine**, but a deep network's early stages are weaker
+#   than a shallow network's, and at equal compute it trains fewer steps.
+# * **Limits.** The curves look flat after the learning-rate decay, but the longer runs below
+#   show that is the decay's doing. The synthetic people are easier to see than real
+#   photographs, and the networks are thin (width 1/4).
 #
-# **Equal steps**, the paper's comparison, needs no new training for a first look: runs of one
-# network and seed follow the same trajectory until their learning-rate decay, so the committed
-# curves of every budget hold equal-step points (read below, after the longer runs).
+# **Equal steps**, the paper's comparison: runs of one network and seed follow the same
+# trajectory until their learning-rate decay, so the committed curves of every budget hold
+# equal-step points (read below, after the longer runs).
 
 # %% [markdown]
 # ### Trained with and without intermediate supervision
@@ -473,10 +453,10 @@ print(ablations.format_paired(ablation))
 # %% [markdown]
 # ### Had the curves flattened? Longer runs
 #
-# A network still learning at the end is judged too early, and deep networks, which start
-# slower, are judged hardest. A learning-rate decay *always* levels a curve off; only a longer
-# run says whether the network had finished learning. So we trained the networks again for
-# longer (`--budget X` multiplies every run's steps, `--validations 8` validates eight times):
+# A network still learning at the end is judged too early, deep networks (slower starters)
+# hardest. A learning-rate decay *always* levels a curve off; only a longer run says whether the
+# network had finished. So we trained again for longer (`--budget X` multiplies every run's
+# steps, `--validations 8` validates eight times):
 #
 # * twice the compute, every stage count, seed 0 (`--stages 6,3,2,4,1 --budget 2 --seeds 1`);
 # * twice the compute, 2 against 6 stages -- the article's comparison -- with all 3 seeds
@@ -574,35 +554,28 @@ for step in sorted(set.intersection(*(set(d) for d in shared.values()))):  # eve
 # %% [markdown]
 # What the longer runs show:
 #
-# * **The curves had not flattened.** Doubling the compute raised every network by several
-#   points, and doubling again raised both the 2- and the 6-stage network once more. Before each
-#   learning-rate decay the curves still climb: the level stretch at the end of every run is the
-#   decay's doing, not the network's. The 2-stage network's gains shrink from one doubling to
-#   the next; the 6-stage network's much less so. No budget this machine can afford reaches the
-#   point where more steps stop helping.
+# * **The curves had not flattened.** Each doubling of the compute raised every network by
+#   several points; before each decay the curves still climb. The 2-stage network's gains shrink
+#   from one doubling to the next, the 6-stage network's much less.
 # * **At twice the compute the order holds** with 3 seeds: paired by seed, 2 stages are still
-#   ahead of 6, by a smaller gap than at the first budget; read the subsets' lines for where the
-#   gap is and is not detectable.
-# * **At four times the compute: no detectable difference, one seed.** The gap shrank again, and
-#   one seed gives no interval: a gap smaller than the spread between seeds at 2x is not a
-#   detectable difference, and one seed's subset scores (a few hundred joints) are noise. If
-#   each doubling's gain keeps shrinking as it did, the extrapolation puts 6 stages ahead at 8x;
-#   3 seeds at 8x is the least that decides it (exercise 6).
-# * **Equal steps, the paper's comparison**: at every shared step the 6-stage network is not
-#   ahead of the 2-stage one (the equal-step lines), so within these budgets 6 stages do not win
-#   at equal steps either.
-# * **What holds at every budget:** a second stage is the big step, on occluded joints and on
-#   joints put on the other person most of all, and inside a deep network every stage improves
-#   on the last.
+#   ahead of 6, by a smaller gap; the subsets' lines say where the gap is detectable.
+# * **At four times the compute: no detectable difference, one seed.** The gap shrank again;
+#   one seed gives no interval, and its subset scores (a few hundred joints) are noise. If the
+#   gains keep shrinking as they did, the extrapolation puts 6 stages ahead at 8x; 3 seeds at 8x
+#   is the least that decides it (exercise 6).
+# * **Equal steps**: at every shared step the 6-stage network is not ahead of the 2-stage one,
+#   so within these budgets 6 stages do not win at equal steps either.
+# * **At every budget** a second stage is the big step, on occluded joints and joints put on
+#   the other person most of all, and inside a deep network every stage improves on the last.
 
 # %% [markdown]
 # ## 5. Beliefs refining, visibly
 #
-# Which joints do the later stages fix? We run the 6-stage net of the experiment trained at
-# twice the budget (seed 0, `exp.doubled()`) on the validation people, and pick, *by
-# measurement*, the joints that are wrong after stage 1 (more than half a head size off) and
-# right after the last stage, with the largest gain (`refinement.refined_joints`). For each we follow its belief map through the stages; the
-# dashed square is the receptive field of the map's peak cell, which grows by 80 px a stage.
+# Which joints do the later stages fix? We run the 6-stage net trained at twice the budget
+# (seed 0) on the validation people and pick, *by measurement*, the joints wrong after stage 1
+# (more than half a head size off) and right after the last, with the largest gain
+# (`refinement.refined_joints`), and follow each belief map through the stages; the dashed
+# square is the receptive field of the map's peak cell, which grows by 80 px a stage.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -625,11 +598,10 @@ for person, joint, _, _ in picked:
     plt.show()
 
 # %% [markdown]
-# Follow the error in the panel titles. Stage 1 sees only a small window around each cell, so
-# a joint that looks like another one (often on a neighbouring person) wins its map; the later
-# stages, whose fields span the crop, move the belief towards the joint, in one step or in
-# several. This is CPM's idea at work: the later stages read the earlier beliefs of all joints
-# and move an ambiguous joint to where the rest of the body says it must be.
+# Follow the error in the panel titles. Stage 1 sees a small window, so a look-alike (often on
+# a neighbouring person) wins its map; the later stages, whose fields span the crop, read the
+# beliefs of all joints and move the ambiguous one to where the rest of the body says it must
+# be: CPM's idea at work.
 
 # %% [markdown]
 # ## Summary
@@ -641,11 +613,9 @@ for person, joint, _, _ in picked:
 # * `load_or_train(profile)` loads a shipped preset (`cpu`) or a cached run, or trains once.
 # * A fair stage experiment needs a stage 1 that cannot see the whole crop, equal compute,
 #   seeds compared by seed, and a long enough budget. A second stage is the big step, above all
-#   on occluded joints. 6 stages score lower at the first budget, but more compute helps the deep
-#   network most, until there is no detectable difference at 4x (one seed); at equal steps the
-#   committed curves do not show 6 stages ahead either. A plateau after a learning-rate decay
-#   does not show that a network has finished learning. Inside a deep network every stage
-#   refines the last one's beliefs.
+#   on occluded joints. 6 stages score lower at the first budget; more compute helps the deep
+#   network most, to no detectable difference at 4x (one seed); at equal steps 6 stages are not
+#   ahead either. A plateau after a learning-rate decay does not mean learning has finished.
 # * For practitioners: batches that are a pure function of (seed, step), mixed precision and
 #   XLA, and atomic checkpoints that resume a run to the same result.
 #
@@ -675,14 +645,13 @@ for person, joint, _, _ in picked:
 #
 # ### Feeding the accelerator
 #
-# A GPU step on a 368-px CPM takes tens of milliseconds; decoding JPEGs and warping crops for 16
-# people must not take longer. `data.tf_training_dataset` keeps the JPEG *context crops* in
-# memory, decodes and augments them on all CPU cores in parallel (`tf.data` `map`), batches, and
-# *prefetches* the next batches while the accelerator computes. Example
-# $p = \text{step}\cdot B + i$ is record `index_shuffle(p mod N, seed=(seed, p div N))` with
-# augmentation drawn from `(seed, p)`: the data order is a pure function of (seed, step), which
-# is what lets a resumed run see exactly the batches it would have seen. (Without TensorFlow,
-# `data.NumpyBatches` does the same with NumPy and PIL in worker threads.)
+# A GPU step on a 368-px CPM takes tens of milliseconds; preparing 16 crops must not take
+# longer. `data.tf_training_dataset` keeps the JPEG *context crops* in memory, decodes and
+# augments them on all CPU cores in parallel, and *prefetches* the next batches while the
+# accelerator computes. Example $p = \text{step}\cdot B + i$ is record
+# `index_shuffle(p mod N, seed=(seed, p div N))` with augmentation drawn from `(seed, p)`: the
+# data order is a pure function of (seed, step), so a resumed run sees exactly the batches it
+# would have seen. (`data.NumpyBatches` does the same without TensorFlow.)
 
 # %%
 from cpm_nb.course.viz import draw_skeleton, save_figure
@@ -698,11 +667,10 @@ plt.show()
 
 # %% [markdown]
 # `compile_model` builds the network with its L2 terms and compiles it with `CPMLoss`, the
-# profile's optimizer and the machine's precision; `fit` then runs compiled steps. Is the
-# pipeline fast enough? We time it alone and one compiled training step alone, in examples per
-# second (on a 2-core laptop both compete for the same cores; on a GPU machine the pipeline uses
-# the CPU while the step runs on the GPU). `python -m cpm_nb.bench train` measures the whole
-# `fit` loop against a bare compiled step.
+# profile's optimizer and the machine's precision. Is the pipeline fast enough? We time it and
+# one compiled training step, each alone, in examples per second (on a laptop both share the
+# CPU; on a GPU machine they overlap). `python -m cpm_nb.bench train` measures the whole `fit`
+# loop against a bare compiled step.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -727,14 +695,11 @@ print(", ".join(f"{k}: {v:,.0f} examples/s" for k, v in rates.items()))
 #
 # * **mixed precision** (a Keras dtype policy): layers compute in 16 bits but keep float32
 #   weights. `mixed_bfloat16` (A100, L4, H100) needs nothing else; `mixed_float16` (T4, V100)
-#   multiplies the loss by a *loss scale* so small float16 gradients do not underflow, and divides
-#   it out before the update (`LossScaleOptimizer`). `CPMLoss` casts the maps to float32.
-# * **XLA** (`jit_compile=True`): the whole train step -- target rendering, forward, backward,
-#   update -- is compiled into fused kernels (on the JAX backend every step is compiled anyway).
+#   scales the loss so small float16 gradients do not underflow (`LossScaleOptimizer`).
+# * **XLA** (`jit_compile=True`): the whole train step is compiled into fused kernels.
 #
-# `cpm_nb` switches both on when a GPU is visible (and data parallelism when several are:
-# `tf.distribute.MirroredStrategy` on TensorFlow, `keras.distribution.DataParallel` on JAX). On
-# a CPU it uses `mixed_bfloat16` only where the CPU has bfloat16 instructions (AVX512-BF16 or
+# `cpm_nb` switches both on when a GPU is visible (and data parallelism when several are). On a
+# CPU it uses `mixed_bfloat16` only where the CPU has bfloat16 instructions (AVX512-BF16 or
 # AMX), float32 elsewhere, and no XLA. A dtype policy shows the split:
 
 # %%
@@ -749,9 +714,9 @@ print("on this machine:", TC.devices_for(cfg))
 # ### Checkpoints that survive a disconnect
 #
 # A Colab session can end at any moment. `cpm-nb train` writes a checkpoint every
-# `checkpoint_every` steps (weights, optimizer state, step and history) to a temporary file in
-# the same folder, `fsync`s it and renames it over the old one (`os.replace`, atomic): a run
-# killed mid-write keeps the previous checkpoint. On Colab the run folder lives on Google Drive:
+# `checkpoint_every` steps (weights, optimizer state, step, history) to a temporary file and
+# renames it over the old one (atomic): a run killed mid-write keeps the previous checkpoint.
+# On Colab the run folder lives on Google Drive:
 #
 # ```python
 # from google.colab import drive
@@ -790,9 +755,8 @@ print(f"resumed from step {resumed.resumed_from} to {resumed.step}; "
       f"max |weight difference| to the uninterrupted run: {diff:.1e}")
 
 # %% [markdown]
-# Everything around the steps is a Keras *callback* (`train.make_callbacks`): one Keras epoch
-# is one checkpoint interval, and at its end the callbacks record the learning curves, check the
-# loss (a NaN or infinite loss stops training with a message naming the steps and the last good
-# checkpoint, which is kept), run the periodic validation, write TensorBoard scalars and the
-# checkpoint. The loss is read once per interval, not after every step, so the host never
+# Everything around the steps is a Keras *callback*: one Keras epoch is one checkpoint
+# interval, at whose end the callbacks record the curves, check the loss (a NaN stops training
+# with a message naming the last good checkpoint, which is kept), validate, and write
+# TensorBoard scalars and the checkpoint. The loss is read once per interval, so the host never
 # waits for the accelerator in between.
