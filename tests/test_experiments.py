@@ -87,6 +87,39 @@ def test_a_scaled_experiment_and_its_options(tmp_path, capsys):
         assert bad[0] in err and "Traceback" not in err
 
 
+def test_the_plan_of_a_run_trains_nothing(tmp_path, capsys):
+    """--estimate lists every run with its steps and expected time, from the committed runs'
+    seconds per FLOP x step, and trains nothing (it once trained, as an unknown option)."""
+    exp = experiments.EXPERIMENTS["cpu"].scaled(8, (6, 2), 8)
+    rows = experiments.plan(exp, cache_dir=tmp_path)
+    assert [(r["stages"], r["seed"]) for r in rows] == [(6, 0), (2, 0), (6, 1), (2, 1),
+                                                        (6, 2), (2, 2)]
+    assert all(r["source"] == "train" and r["steps"] == exp.steps(r["stages"]) for r in rows)
+    committed = experiments.load_committed("stage_experiment_2x_2v6")["runs"]
+    two = next(r for r in committed if r["stages"] == 2 and r["seed"] == 0)
+    ratio = rows[1]["seconds"] / two["train_s"]  # 8x against a 2x run: about 4x the time
+    assert 2 < ratio < 8
+    assert cli.main(["--profile", "cpu", "experiment", "stages", "--budget", "8", "--stages",
+                     "6,2", "--estimate", "--cache-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "6 run(s) to train" in out and " h on this machine" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, given, flags", [
+    ("stages", ["--which", "c"], "--which"),
+    ("stages", ["--train-missing-baselines"], "--train-missing-baselines"),
+    ("ablations", ["--equal", "steps", "--stages", "2"], "--equal, --stages"),
+    ("ablations", ["--validations", "8"], "--validations"),
+])
+def test_an_option_of_the_other_experiment_is_refused(name, given, flags, tmp_path, capsys):
+    assert cli.main(["--profile", "cpu", "experiment", name, "--cache-dir", str(tmp_path),
+                     *given]) == 2
+    err = capsys.readouterr().err
+    assert f"{flags}: only for" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_command_runs_the_smoke_experiment(tmp_path, capsys):
     out = tmp_path / "stages.json"
     code = cli.main(["--profile", "fast", "experiment", "stages", "--no-progress",

@@ -189,16 +189,11 @@ def committed_baselines(names=BASELINE_RESULTS) -> dict[tuple[int, int], dict]:
     return rows
 
 
-def seconds_per_flop(rows) -> float:
-    """Training seconds per forward FLOP x step of the committed runs (the median): what
-    an estimate of an equal-compute run scales."""
-    rates = [r["train_s"] / (r["steps"] * r["flops_per_image"]) for r in rows]
-    return float(np.median(rates))
-
-
 def estimate_seconds(exp, names, seeds, baselines: dict, train_missing: bool) -> dict:
     """The expected training seconds per variant (and for the missing baselines, when they
     are to be trained), from the committed runs' seconds per FLOP x step."""
+    from cpm_nb.training.experiments import seconds_per_flop
+
     rate = seconds_per_flop(baselines.values())
     out = {}
     table = variants(exp)
@@ -219,6 +214,7 @@ def plan(which, seeds: int | None = None, profile: str = "cpu", cache_dir=None,
     expected seconds (the committed float32 runs' seconds per FLOP x step)."""
     from cpm_nb.model.architecture import flops_per_image
     from cpm_nb.training import runs
+    from cpm_nb.training.experiments import seconds_per_flop
 
     exp = experiment(profile)
     names = expand(which)

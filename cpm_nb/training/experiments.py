@@ -216,6 +216,49 @@ def run_stage_experiment(exp: StageExperiment, seeds: int | None = None, cache_d
             "provenance": provenance(time.perf_counter() - start, command)}
 
 
+def seconds_per_flop(rows) -> float:
+    """Training seconds per forward FLOP x step of finished runs (the median): what an
+    estimate of a run of this experiment scales."""
+    rates = [r["train_s"] / (r["steps"] * r["flops_per_image"]) for r in rows]
+    return float(np.median(rates))
+
+
+def plan(exp: StageExperiment, seeds: int | None = None, cache_dir=None) -> list[dict]:
+    """What :func:`run_stage_experiment` would do, training nothing: every run (stages,
+    seed), its steps, whether it is cached, and for a run to train its expected seconds
+    (for the ``cpu`` experiment, from every committed float32 run's seconds per FLOP x step)."""
+    from cpm_nb.training import runs
+
+    rate = (seconds_per_flop([row for name in ("stage_experiment", *SCALED_RESULTS)
+                              for row in load_committed(name)["runs"]])
+            if exp.profile == "cpu" else None)
+    out = []
+    for seed in (exp.seeds[:seeds] if seeds else exp.seeds):
+        for stages in exp.stage_counts:
+            cfg = exp.train_config(stages, seed)
+            source = "cached" if runs.cached(cfg, cache_dir) is not None else "train"
+            seconds = (rate * cfg.steps * exp.flops(stages)
+                       if source == "train" and rate else None)
+            out.append({"stages": stages, "seed": seed, "steps": cfg.steps, "source": source,
+                        "name": cfg.run_name, "seconds": seconds})
+    return out
+
+
+def format_plan(rows: list[dict]) -> str:
+    """:func:`plan` as text, with the expected time of the runs to train."""
+    lines = [f"{'stages':>6} {'seed':>4} {'steps':>6}  {'source':<7} {'estimate':>9}  run name"]
+    for r in rows:
+        est = f"{r['seconds'] / 60:.0f} min" if r["seconds"] else "-"
+        lines.append(f"{r['stages']:>6} {r['seed']:>4} {r['steps']:>6}  {r['source']:<7} "
+                     f"{est:>9}  {r['name']}")
+    todo = [r for r in rows if r["source"] == "train"]
+    total = sum(r["seconds"] or 0 for r in todo)
+    lines.append(f"{len(todo)} run(s) to train" + (
+        f", about {total / 3600:.1f} h on this machine's 2 cores (float32, as the committed "
+        "runs)" if total else ""))
+    return "\n".join(lines)
+
+
 def _stats(values) -> dict:
     v = np.array([x for x in values if x is not None], float)
     if not len(v):

@@ -38,8 +38,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         "stages' field and parameters; b no beliefs into stage 2; c the loss "
                         "on the last stage only; d a centre map (d1: 1 stage, d2: 2 stages)")
     parser.add_argument("--estimate", action="store_true",
-                        help="ablations: print the runs, where each comes from and the time "
-                        "to train the missing ones, and train nothing")
+                        help="print the runs, where each comes from (cached, committed, to "
+                        "train) and the time to train the missing ones, and train nothing")
     parser.add_argument("--train-missing-baselines", action="store_true",
                         help="ablations: train the baselines the committed results lack "
                         "(1 stage, seeds 1 and 2) instead of pairing fewer seeds")
@@ -124,10 +124,31 @@ def _command_line(args: argparse.Namespace, profile: str) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
+# options that belong to one experiment only, with their defaults: given to the other one
+# they would be ignored, and the run trained would not be the one asked for
+ONLY_FOR = {"stages": {"equal": "compute", "report": None, "results": None, "stages": None,
+                       "validations": None},
+            "ablations": {"which": None, "train_missing_baselines": False}}
+
+
+def _check_scope(args: argparse.Namespace) -> None:
+    for name, options in ONLY_FOR.items():
+        given = [o for o, default in options.items() if getattr(args, o) != default]
+        if args.name != name and given:
+            flags = ", ".join("--" + o.replace("_", "-") for o in given)
+            raise CliError(f"{flags}: only for 'experiment {name}', not '{args.name}'; "
+                           f"drop {'it' if len(given) == 1 else 'them'} or run "
+                           f"'cpm-nb experiment {name}'")
+    if args.report and args.estimate:
+        raise CliError("--report prints a report of finished results and --estimate the plan "
+                       "of a run: give one of them")
+
+
 def _run(args: argparse.Namespace) -> int:
     from cpm_nb.core import config
     from cpm_nb.training import experiments
 
+    _check_scope(args)
     profile = config.get_profile().name
     if args.report:
         return _report(args)
@@ -142,6 +163,9 @@ def _run(args: argparse.Namespace) -> int:
     _check_equal_compute(exp, args)
     exp = dataclasses.replace(exp.scaled(args.budget, args.stages, args.validations),
                               equal=args.equal)
+    if args.estimate:
+        print(experiments.format_plan(experiments.plan(exp, args.seeds, args.cache_dir)))
+        return 0
     command = _command_line(args, profile)
     result = experiments.run_stage_experiment(exp, seeds=args.seeds, cache_dir=args.cache_dir,
                                               progress=not args.no_progress and None,
@@ -232,6 +256,7 @@ COMMAND = Command(
         "  cpm-nb --profile cpu experiment stages --seeds 1     one seed per stage count\n"
         "  cpm-nb --profile fast experiment stages --json       a smoke run (CI)\n"
         "  cpm-nb --profile cpu experiment stages --budget 2 --equal steps --stages 2,6\n"
+        "  cpm-nb --profile cpu experiment stages --budget 8 --stages 6,2 --estimate   the plan\n"
         "  cpm-nb experiment stages --report equal-steps        the committed curves\n"
         "  cpm-nb --profile cpu experiment ablations --which c --seeds 3 --json-out "
         "cpm_nb/results/ablations_2x.json"
