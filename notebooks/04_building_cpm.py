@@ -26,16 +26,16 @@
 #
 # **What you will learn**
 #
-# * the authors' *released* MPII network as code and as a diagram: a VGG trunk, a stage that
-#   looks at the image, and stages that refine the previous beliefs with more context;
+# * the authors' *released* MPII network as code and as a diagram: a VGG trunk, a stage that looks
+#   at the image, and stages that refine the beliefs with more context;
 # * to check an implementation against a released model, to the last parameter;
-# * the paper's own Fig. 2 network built beside it, and why the release moved to a VGG trunk
-#   that starts from ImageNet;
+# * the paper's own Fig. 2 network beside it, and why the release moved to a VGG trunk that starts
+#   from ImageNet;
 # * where the parameters and the FLOPs go;
-# * the receptive field of every stage, and how much of it a trained network really uses;
+# * the receptive field of every stage, and how much of it a trained network uses;
 # * the centre map that tells the released model *which* person to look at;
 # * what an untrained network predicts, and a compiled predict function;
-# * why intermediate supervision matters: the gradient that reaches the trunk with and without it.
+# * why intermediate supervision matters: the gradient reaching the trunk with and without it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -70,23 +70,23 @@ profile = cpm_nb.setup(seed=0)
 # %% [markdown]
 # ## 1. The architecture as code
 #
-# A Convolutional Pose Machine (Wei et al., CVPR 2016) predicts, for every joint $p$, a *belief
-# map* $b_t^p$: a score for "joint $p$ is here" at every cell of a grid 8 times coarser than the
-# input. It does so in $T$ **stages**. The network this course builds is the one the authors
-# **released** for MPII (`pose_deploy_resize.prototxt`), a variant of the paper's Fig. 2 network
-# (section 2 builds that one too):
+# A Convolutional Pose Machine (Wei et al., CVPR 2016) predicts, for every joint $p$, a *belief map*
+# $b_t^p$: a score for "joint $p$ is here" at every cell of a grid 8 times coarser than the input,
+# in $T$ **stages**. This course builds the network the authors **released** for MPII
+# (`pose_deploy_resize.prototxt`), a variant of the paper's Fig. 2 network (section 2 builds that
+# one too):
 #
-# * a **trunk** of 3x3 convolutions and three 2x2 max-pools (the first ten layers of VGG-19 plus
-#   five CPM layers) turns the 368x368 image into 128 feature channels at stride 8;
+# * a **trunk** of 3x3 convolutions and three 2x2 max-pools (VGG-19's first ten layers plus five CPM
+#   layers) turns the 368x368 image into 128 feature channels at stride 8;
 # * **stage 1** classifies every cell from these local features alone (two 1x1 convolutions);
-# * **stage t ≥ 2** takes the beliefs of stage $t-1$ *and* the image features, and refines the
-#   beliefs with five 7x7 convolutions and two 1x1 ones. A 7x7 kernel on the stride-8 grid spans
-#   56 input pixels: stage $t$ can use where the *other* joints were believed to be.
+# * **stage t ≥ 2** refines stage $t-1$'s beliefs, read with the image features, by five 7x7 and two
+#   1x1 convolutions. A 7x7 kernel on the stride-8 grid spans 56 input pixels: stage $t$ can use
+#   where the *other* joints were believed to be.
 #
-# `architecture.architecture(config)` is the network as a table of layers with the release's
-# names; `build_cpm` turns this table into Keras layers, and `diagram.draw_architecture` draws
-# it. Here is the released network as the course trains it (`source-article`: 16 MPII joints,
-# 6 stages, 368 px); the drawing follows any configuration.
+# `architecture.architecture(config)` is the network as a table of layers with the release's names;
+# `build_cpm` turns it into Keras layers and `diagram.draw_architecture` draws it, for any
+# configuration. The released network as the course trains it (`source-article`: 16 MPII joints, 6
+# stages, 368 px):
 
 # %%
 import keras
@@ -103,14 +103,14 @@ plt.show()
 
 # %% [markdown]
 # The image features (orange) go to every stage; each stage's beliefs go to the next stage's
-# concatenation (C) *and* to a loss against the targets of notebook 03 (red, section 7).
+# concatenation (C) *and* to a loss against notebook 03's targets (red, section 7).
 #
 # ### One refinement stage in Keras
 #
-# A stage $t \geq 2$ is a few lines of Keras: concatenate the previous beliefs with the image
-# features, five $k \times k$ convolutions, a 1x1 convolution, and a last 1x1 convolution down to
-# one map per joint, *linear*, because a belief is a score. `cfg.channels(128)` scales a width by
-# the configuration's multiplier.
+# A stage $t \geq 2$ in Keras: concatenate the previous beliefs with the image features, five
+# $k \times k$ convolutions, a 1x1 convolution, and a last 1x1 convolution down to one map per
+# joint, *linear* because a belief is a score. `cfg.channels(128)` scales a width by the
+# configuration's multiplier.
 
 # %%
 from keras import layers
@@ -126,10 +126,10 @@ def cpm_stage(t, beliefs, features, cfg):
     return layers.Conv2D(cfg.num_maps, 1, name=f"Mconv7_stage{t}")(x)  # linear
 
 # %% [markdown]
-# The trunk and stage 1 are just as short. The trunk's layers come from
-# `architecture.trunk_layers(cfg)`: (name, kind, kernel, width) rows, all 3x3 in the article's network
-# (section 5 meets a configuration in which some are 1x1). The first layer, `normalize`, applies
-# CPM's input scaling $x/256 - 0.5$, so the model takes raw RGB values in 0..255.
+# The trunk and stage 1 are as short. The trunk's layers are the (name, kind, kernel, width) rows of
+# `architecture.trunk_layers(cfg)`, all 3x3 in the article's network (section 5 meets some 1x1). The
+# first layer, `normalize`, applies CPM's input scaling $x/256 - 0.5$: the model takes raw RGB
+# values in 0..255.
 
 # %%
 def trunk(image, cfg):
@@ -148,9 +148,8 @@ def stage1(features, cfg):
     return layers.Conv2D(cfg.num_maps, 1, name="conv5_2_CPM")(x)  # linear
 
 # %% [markdown]
-# The whole builder is then a loop: trunk, stage 1, and stages 2..T, each fed the previous
-# stage's beliefs. The model returns the beliefs of *every* stage, so that training can attach a
-# loss to each one.
+# The builder is then a loop: trunk, stage 1, and stages 2..T, each fed the previous stage's
+# beliefs. It returns *every* stage's beliefs, so training can attach a loss to each.
 
 # %%
 def build_cpm_inline(cfg):
@@ -162,12 +161,11 @@ def build_cpm_inline(cfg):
     return keras.Model(image, beliefs)  # one output per stage
 
 # %% [markdown]
-# `cpm.build_cpm` builds the same network from the layer table (plus the centre-map input of
-# the released model, section 3). We check that both agree: the same layers with the same
-# names and output shapes, the same parameter count, and, once the weights are copied across,
-# the same belief maps on a random batch. We check the article's network (names, shapes and
-# parameters; 30 M of them) and the small network of the stage experiment (section 5), whose
-# trunk mixes 3x3 and 1x1 layers, down to the outputs.
+# `cpm.build_cpm` builds the same network from the layer table (plus the released model's centre-map
+# input, section 3). Both must agree in layer names, output shapes and parameter count and, with the
+# weights copied across, in the belief maps of a random batch. We check the article's network up to
+# the parameter count (30 M) and the stage experiment's small network (section 5), whose trunk mixes
+# 3x3 and 1x1 layers, down to the outputs.
 
 # %%
 def layer_shapes(model):
@@ -187,8 +185,8 @@ for a, b in zip(mine(x), ref(x)):
 print(f"stage-experiment: the {len(ref.outputs)} stages' belief maps agree on a random batch")
 
 # %% [markdown]
-# The layer table itself gives every layer's kernel, channels, map size, parameters and FLOPs.
-# The stages from 3 on repeat stage 2 exactly, so we print the table up to stage 2:
+# The layer table gives every layer's kernel, channels, map size, parameters and FLOPs. Stages from
+# 3 on repeat stage 2, so we print it up to stage 2:
 
 # %%
 table = architecture.format_layer_table("source-article").splitlines()
@@ -200,10 +198,10 @@ print("\n".join(table[:end + 1] + ["...  (stages 3 to 6 repeat stage 2)", table[
 #
 # ## 2. Checking against the released model
 #
-# The released MPII model differs from `source-article` in two details: it predicts **15 maps**
-# (MPII's joints without pelvis and thorax, plus a *background* map, "no joint here"), and it
-# has a **fourth input channel**, a centre map (section 3). The configuration `cpm-mpii-release`
-# reproduces it; both are built in Keras and counted against the table and the release:
+# The released MPII model differs from `source-article` in two details: **15 maps** (MPII's joints
+# without pelvis and thorax, plus a *background* map, "no joint here"), and a **fourth input
+# channel**, a centre map (section 3). The configuration `cpm-mpii-release` reproduces it; both are
+# built in Keras and counted against the table and the release:
 
 # %%
 for name in ["source-article", "cpm-mpii-release"]:
@@ -232,14 +230,14 @@ print("source-article - release =", architecture.count_params("source-article") 
 # The paper's Fig. 2 draws a different network, which the release also ships
 # (`pose_deploy_centerMap.prototxt`, its LSP and MPII+LSP models):
 #
-# * **stage 1** reads the image with its own branch: three **9x9** convolutions, each followed
-#   by a 3x3 max-pool of stride 2, a 5x5 convolution to 32 channels, then a 9x9 and two 1x1
-#   convolutions to the belief maps;
-# * **stages t ≥ 2** take their image features $x'$ from a **second branch** of the same shape
-#   (shared, with a last 5x5 layer per stage), concatenate them with $b_{t-1}$ and the pooled
-#   centre map, and refine with three **11x11** convolutions and two 1x1 ones.
+# * **stage 1** reads the image with its own branch: three **9x9** convolutions, each followed by a
+#   3x3 max-pool of stride 2, a 5x5 convolution to 32 channels, then a 9x9 and two 1x1 convolutions
+#   to the belief maps;
+# * **stages t ≥ 2** take image features $x'$ from a **second branch** of that shape (shared, with a
+#   last 5x5 layer per stage), concatenate them with $b_{t-1}$ and the pooled centre map, and refine
+#   with three **11x11** convolutions and two 1x1 ones.
 #
-# In Keras, with the release's layer names (`width` scales the hidden widths, `pool` swaps the
+# In Keras, with the release's layer names (`width` scales the hidden widths; `pool` swaps the
 # max-pools for a measurement below):
 
 # %%
@@ -290,11 +288,11 @@ def conv_cost(model):
 
 # %% [markdown]
 # Its receptive fields follow from notebook 01's rule, $r \leftarrow r + (k - 1)\,j$ and
-# $j \leftarrow j \cdot s$, along the longest path: stage 1's branch, then three 11x11
-# convolutions per later stage at a jump of 8 px ($3 \cdot 10 \cdot 8 = 240$ px a stage). The
-# package's calculator (`model.receptive_field`) must agree with a measurement on the network:
-# a thin copy with positive weights and average pools, whose input gradient at the centre
-# belief cell is non-zero exactly over the field.
+# $j \leftarrow j \cdot s$, along the longest path: stage 1's branch, then three 11x11 convolutions
+# per later stage at a jump of 8 px ($3 \cdot 10 \cdot 8 = 240$ px a stage). The package's
+# calculator (`model.receptive_field`) must agree with a measurement: in a thin copy with positive
+# weights and average pools, the centre belief cell's input gradient is non-zero exactly over the
+# field.
 
 # %%
 import tensorflow as tf
@@ -347,31 +345,31 @@ for name, params, flops, fields in rows:
     print(f"{name:<31} {params:>11,} {flops / 1e9:>7.1f}  {'/'.join(map(str, fields))}")
 
 # %% [markdown]
-# The fields are almost the same: the release kept what each stage sees and changed the trunk.
-# Its files do not say why; the numbers and the code show two reasons:
+# The fields are almost the same: the release kept what each stage sees and changed the trunk. Its
+# files do not say why; the numbers and the code show two reasons:
 #
-# * **One trunk instead of two branches.** The paper runs two 9x9 image branches at full
-#   resolution; the release computes one trunk for every stage, whose 3x3 stacks reach the same
-#   field with more non-linearities and about half the FLOPs.
-# * **ImageNet initialisation.** The trunk's first ten layers *are* VGG-19's, so they can start
-#   from the weights VGG-19 learned on ImageNet's million labelled photographs: edge, texture and
-#   part detectors that pose training only has to adjust. `imagenet.init_trunk_from_vgg19(model)`
-#   copies them into `conv1_1` ... `conv4_2`; the `gpu` profile does it when it trains on MPII
-#   (notebook 05: what this means for the learning rate). A 9x9 branch has no such weights.
-# * **Accuracy.** The release's README reports 90.1 % PCKh@0.5 on the MPII test set for the
-#   VGG-trunk model; the paper reports 88.5 % for its Fig. 2 network. Training data and schedules
-#   differ, so this is not a controlled comparison.
+# * **One trunk instead of two branches.** The paper runs two 9x9 image branches at full resolution;
+#   the release computes one trunk for all stages, whose 3x3 stacks reach the same field with more
+#   non-linearities and about half the FLOPs.
+# * **ImageNet initialisation.** The trunk's first ten layers *are* VGG-19's, so they can start from
+#   its ImageNet weights: edge, texture and part detectors that pose training only adjusts.
+#   `imagenet.init_trunk_from_vgg19(model)` copies them into `conv1_1` ... `conv4_2`; the `gpu`
+#   profile does so when it trains on MPII (notebook 05: what this means for the learning rate). A
+#   9x9 branch has no such weights.
+# * **Accuracy.** On the MPII test set the release's README reports 90.1 % PCKh@0.5 for the
+#   VGG-trunk model, the paper 88.5 % for its Fig. 2 network; training data and schedules differ, so
+#   this is no controlled comparison.
 
 # %% [markdown]
 # ## 3. The centre map
 #
-# An MPII image can show several people; the released model is told which one to find by a
-# fourth input channel: a Gaussian of $\sigma = 21$ px at the person's centre (the crop
-# centre), a second Keras input `center_map`. `pool_center_lower` average-pools it (kernel 9,
-# stride 8) and the result is concatenated into every stage from 2 on.
+# An MPII image can show several people; a fourth input channel tells the released model which one:
+# a Gaussian of $\sigma = 21$ px at the person's centre (the crop centre), a second Keras input
+# `center_map`. `pool_center_lower` average-pools it (kernel 9, stride 8) and the result is
+# concatenated into every stage from 2 on.
 #
-# Caffe pools in "ceil" mode: $\lceil (368 - 9)/8 \rceil + 1 = 46$ windows, the last one cut by
-# the border. Keras' `padding="same"` gives the same 46x46 grid; `"valid"` would give 45x45.
+# Caffe pools in "ceil" mode: $\lceil (368 - 9)/8 \rceil + 1 = 46$ windows, the last one cut by the
+# border. Keras' `padding="same"` gives the same 46x46 grid; `"valid"` would give 45x45.
 
 # %%
 rel = architecture.get_config("cpm-mpii-release")
@@ -406,9 +404,8 @@ print(f"total {architecture.count_params('source-article'):>20,} "
       f"{architecture.flops_per_image('source-article') / 1e9:>16.2f}")
 
 # %% [markdown]
-# The trunk holds under a third of the parameters but half of the FLOPs: its early layers run
-# at full resolution. Each refinement stage is cheap per pixel but has about 4 M parameters,
-# mostly in its five 7x7 layers.
+# The trunk holds under a third of the parameters but half of the FLOPs (its early layers run at
+# full resolution); each refinement stage has about 4 M parameters, mostly in its five 7x7 layers.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
@@ -422,11 +419,10 @@ save_figure(fig, "04_cost_per_block")
 plt.show()
 
 # %% [markdown]
-# The course's profiles scale these networks down (input size, stage count and a width
-# multiplier on every hidden channel count, rounded to a multiple of 8): same layer names, far
-# fewer FLOPs. The `gpu` profile is the full network; the `cpu` profile uses the
-# `stage-experiment` layers of section 5. The receptive field depends only on the layers, not
-# on the width or the input size.
+# The course's profiles scale these networks down (input size, stage count, and a width multiplier
+# on every hidden channel count, rounded to a multiple of 8): same layer names, far fewer FLOPs. The
+# `gpu` profile is the full network; the `cpu` profile uses section 5's `stage-experiment` layers.
+# The receptive field depends only on the layers, not on width or input size.
 
 # %%
 print(f"{'configuration':<20} {'input':>5} {'stages':>6} {'width':>5} {'params':>11} "
@@ -440,10 +436,9 @@ for name in architecture.config_names():
 # %% [markdown]
 # ## 5. The receptive field of every stage
 #
-# With the calculator of notebook 01 we follow the longest path from the image to each stage's
-# output. Stage $t \geq 2$ sees the beliefs of stage $t-1$, so the path runs through all earlier
-# stages: every stage adds five 7x7 convolutions at a jump of 8 px, i.e. $5 \cdot 6 \cdot 8 = 240$
-# px of receptive field.
+# With notebook 01's calculator we follow the longest path from the image to each stage's output.
+# Stage $t \geq 2$ sees stage $t-1$'s beliefs, so the path runs through all earlier stages: each
+# stage adds five 7x7 convolutions at a jump of 8 px, i.e. $5 \cdot 6 \cdot 8 = 240$ px of field.
 
 # %%
 fields = architecture.stage_receptive_fields("source-article")
@@ -452,9 +447,9 @@ for t, (f, grow) in enumerate(zip(fields, np.diff([0, *fields])), start=1):
 print(f"the paper: stage 1 sees about {architecture.PAPER_STAGE1_FIELD} px")
 
 # %% [markdown]
-# As in notebook 01 we can also *measure* a field: set every weight positive (so that nothing
-# cancels and no ReLU switches off), and find the input pixels whose gradient on the centre
-# belief cell is non-zero. `measure_receptive_field` does this on a thin copy of the network.
+# As in section 2 and notebook 01, `measure_receptive_field` *measures* a field on a thin copy of
+# the network: every weight positive (so nothing cancels and no ReLU switches off), the field is
+# where the centre belief cell's input gradient is non-zero.
 
 # %%
 for stage in (1, 2, 3):
@@ -462,12 +457,12 @@ for stage in (1, 2, 3):
           f"measured {cpm.measure_receptive_field('source-article', stage)} px")
 
 # %% [markdown]
-# Stage 1 sees less than half of a 368-px crop: enough for a wrist's neighbourhood, not for
-# the whole arm. Stage 2 sees more than the crop, but not from every cell: a field is centred
-# on its own cell. The centre cell sees all of the crop once the field is as wide as the crop;
-# a corner cell sees the opposite corner only once *half* its field spans the crop, i.e. when
-# the field is about **twice** the crop. `cpm_nb.course.effective_field` does this geometry
-# (cell $(i, j)$ is centred on input pixel $(8i + 3.5, 8j + 3.5)$):
+# Stage 1 sees less than half of a 368-px crop: a wrist's neighbourhood, not the whole arm. Stage 2
+# sees more than the crop, but not from every cell: a field is centred on its own cell. The centre
+# cell sees all of the crop once the field is as wide as the crop; a corner cell sees the opposite
+# corner only once *half* its field spans the crop, i.e. at about **twice** the crop.
+# `cpm_nb.course.effective_field` does this geometry (cell $(i, j)$ is centred on input pixel
+# $(8i + 3.5, 8j + 3.5)$):
 
 # %%
 from cpm_nb.course import effective_field as rf
@@ -477,8 +472,8 @@ for t, f in enumerate(fields, start=1):
           f"whole crop: {rf.share_seeing_crop('source-article', t):6.1%}")
 
 # %% [markdown]
-# So only the cells at the very centre see the whole crop in stage 2, about half of them in
-# stage 3, and *every* cell only from stage 4 on. The plot follows the field layer by layer.
+# So only the very central cells see the whole crop in stage 2, about half of them in stage 3, and
+# *every* cell from stage 4 on. The plot follows the field layer by layer.
 
 # %%
 rows = architecture.receptive_field_rows("source-article")
@@ -524,9 +519,9 @@ _ = explore(show_fields, stage_kernel=Slider(3, 13, 2, 7, static=(7, 11)))
 # %% [markdown]
 # ### The stage experiment's network
 #
-# CPM's later stages can only add something if stage 1 does *not* already see the whole
-# person. A small model that shrinks the crop to 128 px but keeps the released layers would
-# break this, because the fields in pixels stay the same:
+# Later stages can only add something if stage 1 does *not* already see the whole person. A small
+# model with a 128-px crop but the released layers would break this, since fields in pixels stay the
+# same:
 
 # %%
 article = architecture.get_config("source-article")
@@ -536,11 +531,10 @@ for c in (article, article.replace(input_size=128, name="source-article@128px"))
           f"{f[0] / c.input_size:.2f} crops")
 
 # %% [markdown]
-# On a 128-px crop those layers' stage 1 would see more than the whole crop, where the
-# released network's stage 1 sees less than half of it. So the stage experiment (which trains
-# 1 to 6 stages and compares them, notebook 05) and the `cpu` profile use their own
-# configuration, `stage-experiment`: a 128-px crop with the released network's *proportions*.
-# `cpm-nb model --config stage-experiment` describes it:
+# On a 128-px crop those layers' stage 1 would see more than the whole crop; the released network's
+# stage 1 sees less than half of it. So the stage experiment (1 to 6 stages compared, notebook 05)
+# and the `cpu` profile use their own configuration, `stage-experiment`: a 128-px crop with the
+# released network's *proportions*. `cpm-nb model --config stage-experiment` describes it:
 
 # %%
 from cpm_nb.cli import app as cli
@@ -548,12 +542,11 @@ from cpm_nb.cli import app as cli
 _ = cli.main(["model", "--config", "stage-experiment"])
 
 # %% [markdown]
-# Stage 1 sees 0.48 of the crop (the paper: about 160/368 = 0.43), and every further stage
-# adds 80 px of 128 as the released network's stages add 240 px of 368. Two changes give these
-# proportions. The stages use 3x3
-# kernels: five of them at a jump of 8 px add $5 \cdot 2 \cdot 8 = 80$ px. And the trunk keeps
-# all its 15 convolutions, names and widths, but only (1, 1, 2, 2) of them per block are 3x3:
-# the others are 1x1. A 1x1 convolution adds depth (and a ReLU) but no receptive field:
+# Stage 1 sees 0.48 of the crop (the paper: about 160/368 = 0.43), and every further stage adds 80
+# px of 128 as the released network's stages add 240 px of 368. Two changes give these proportions.
+# The stages use 3x3 kernels: five at a jump of 8 px add $5 \cdot 2 \cdot 8 = 80$ px. The trunk
+# keeps all its 15 convolutions, names and widths, but only (1, 1, 2, 2) of them per block are 3x3,
+# the others 1x1. A 1x1 convolution adds depth (and a ReLU) but no receptive field:
 
 # %%
 small = architecture.get_config("stage-experiment")
@@ -562,9 +555,7 @@ print(", ".join(f"{name} {k}x{k}" for name, kind, k, _ in architecture.trunk_lay
                 if kind == "conv"))
 
 # %% [markdown]
-# Here is what these fields cover on the crop, for the centre cell and a corner cell of every
-# stage. The centre cell sees the whole crop from stage 2 on; the corner cell only once the
-# field is more than twice the crop (stage 4).
+# What these fields cover on the crop, for the centre and a corner cell of every stage:
 
 # %%
 centre, corner = rf.center_cell(small), (0, 0)
@@ -585,15 +576,15 @@ plt.show()
 # %% [markdown]
 # ### The effective receptive field
 #
-# The theoretical field says which pixels *can* change a belief cell. How much they *do* is
-# another matter: Luo et al. (NeurIPS 2016) showed that the gradient of a cell with respect to
-# the input is roughly Gaussian, so the *effective* receptive field is much smaller.
-# `rf.effective_receptive_field(model, images, stage, cell)` is the mean over validation crops
-# of $|\partial(\text{cell's beliefs, summed over the joints}) / \partial\,\text{input}|$,
-# summed over the colour channels and normalised to sum 1.
+# The theoretical field says which pixels *can* change a belief cell, not how much they *do*: Luo et
+# al. (NeurIPS 2016) showed that a cell's gradient with respect to the input is roughly Gaussian, so
+# the *effective* receptive field is much smaller.
+# `rf.effective_receptive_field(model, images, stage, cell)` is the mean over validation crops of
+# $|\partial(\text{cell's beliefs, summed over the joints}) / \partial\,\text{input}|$, summed over
+# the colour channels and normalised to sum 1.
 #
-# The network is the stage experiment's reference net, seed 0, at twice the experiment's
-# budget (`exp.doubled()`; 6 stages in the `cpu` profile, 2 in `fast`):
+# The network is the stage experiment's reference net, seed 0, at twice the experiment's budget
+# (`exp.doubled()`; 6 stages in the `cpu` profile, 2 in `fast`):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -607,8 +598,8 @@ crops, _, _ = evaluation.validation_examples(experiments.data_folder(exp), 16)
 print(f"{run.run_dir.name}: {trained_cfg.stages} stages, {len(crops)} validation crops")
 
 # %% [markdown]
-# For every stage, the field of the centre cell and of the corner cell, and the side of the
-# smallest square around the cell that holds 50 % and 90 % of the gradient (`rf.mass_extent`):
+# For every stage and both cells, the field and the side of the smallest square around the cell
+# holding 50 % and 90 % of the gradient (`rf.mass_extent`):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -623,9 +614,8 @@ for t in range(1, T + 1):
           f"within {e50:>3} px, 90 % within {e90:>3} px ({e90 / theory[t - 1]:.0%})")
 
 # %% [markdown]
-# The heat maps, each relative to its own maximum; the dashed cyan square is the theoretical
-# field (each panel is framed to hold all of it), the grey one the crop, the cross the cell's
-# centre.
+# Each heat map is relative to its own maximum; dashed cyan: the theoretical field (each panel
+# framed to hold it all); grey: the crop; cross: the cell's centre.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -644,13 +634,12 @@ print("cells whose value does not depend on the input at all:",
       [f"stage {t}, {where}" for (t, where), m in erfs.items() if not m.any()] or "none")
 
 # %% [markdown]
-# The effective field is a bright core well inside the theoretical square. Read the printed
-# extents: does the core grow from stage 1 to stage 2, and does it keep growing with the
-# theoretical field after that? The percentage column is the share of the theoretical field
-# that holds 90 % of the gradient. For the corner cell, the part of the square outside the
-# crop only ever sees the zero padding, so its gradient piles up in the crop's corner. A cell
-# named in the last line has no gradient at all on these crops: every ReLU on its paths to the
-# input is off, so its beliefs there are constants, whatever the image.
+# The effective field is a bright core well inside the theoretical square. In the printed extents:
+# does the core grow from stage 1 to stage 2, and keep growing with the theoretical field after
+# that? The percentage column is the share of the theoretical field holding 90 % of the gradient.
+# The corner cell's square reaches past the crop into zero padding, so its gradient piles up in the
+# crop's corner. A cell named in the last line has no gradient on these crops: every ReLU on its
+# paths to the input is off, so its beliefs there are constant.
 
 # %% [markdown]
 # ## 6. Our model, and what it predicts before training
@@ -667,10 +656,10 @@ print(f"{cfg.name}: input {cfg.input_size} px, {cfg.stages} stages, width {cfg.w
 print("outputs:", {n: tuple(o.shape) for n, o in zip(net.output_names, net.outputs)})
 
 # %% [markdown]
-# `make_predict_fn` wraps the model in a compiled function (`tf.function`, optionally with
-# XLA; `jax.jit` on JAX) that takes RGB images and returns NumPy belief maps, one array per
-# stage (the model keeps one: `net.belief_maps(images)`). A batch of synthetic people goes
-# through the untrained network:
+# `make_predict_fn` wraps the model in a compiled function (`tf.function`, optionally with XLA;
+# `jax.jit` on JAX) that takes RGB images and returns NumPy belief maps, one array per stage (the
+# model has one too: `net.belief_maps(images)`). A batch of synthetic people goes through the
+# untrained network:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -729,12 +718,12 @@ plt.show()
 # ## 7. Why intermediate supervision matters
 #
 # CPM's loss is a sum over stages: $F = \sum_{t=1}^{T} \sum_p \lVert b_t^p - b_*^p \rVert^2$.
-# Without it, the error signal reaching the early layers must traverse all later stages; the
-# paper argues that it then *vanishes*, and shows histograms of gradient magnitudes.
+# Without it, the error signal reaching the early layers must traverse all later stages; the paper
+# argues that it then *vanishes*, and shows histograms of gradient magnitudes.
 #
-# We measure the mean absolute gradient of every convolution kernel over a few batches, once for
-# the full CPM loss and once for the last stage's loss only, on the profile's network with the
-# paper's **six stages**. Same weights, same batches: only the loss differs.
+# We measure the mean absolute gradient of every convolution kernel over a few batches, with the
+# full CPM loss and with the last stage's loss only, on the profile's network with the paper's **six
+# stages**: same weights, same batches, only the loss differs.
 
 # %%
 from cpm_nb.course import supervision
@@ -764,7 +753,7 @@ save_figure(fig, "04_gradients")
 plt.show()
 
 # %% [markdown]
-# The numbers (they depend on the profile's sizes, so they are not compared in CI):
+# The numbers (profile-dependent, so not compared in CI):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -776,46 +765,43 @@ for part in dict.fromkeys(stage_of.values()):
     print(f"{part:<8} with: {w:.2e}   last stage only: {wo:.2e}   ratio {w / wo:6.1f}x")
 
 # %% [markdown]
-# With the last stage's loss alone, the gradient reaching stage 1 and the early refinement
-# stages is far smaller, whereas the last stage's layers get exactly the same gradient (no
-# earlier loss depends on them). So the extra signal arrives exactly where the last stage's loss
-# arrives weakened. The trunk fares better than stage 1, because every stage reads the trunk's
-# features directly. Intermediate supervision gives each stage its own error signal, and the
-# network trains all stages from the start. (Whether this changes the *trained* accuracy is a
-# separate experiment: exercise 1 of notebook 05.)
+# With the last stage's loss alone, the gradient reaching stage 1 and the early refinement stages is
+# far smaller, while the last stage's layers get exactly the same gradient (no earlier loss depends
+# on them). The trunk fares better than stage 1, because every stage reads its features directly.
+# Intermediate supervision gives each stage its own error signal, so all stages train from the
+# start. (Whether this changes the *trained* accuracy is another experiment: exercise 1 of notebook
+# 05.)
 
 # %% [markdown]
 # ## Summary
 #
-# * The released CPM is a table of layers with the release's names (`cpm_nb.model.architecture`),
-#   built with Keras layers only; `cpm-mpii-release` has exactly the release's 29,852,058
-#   parameters. A stage is a few lines of Keras and the builder a loop over stages, equal to
-#   `build_cpm` layer for layer; `diagram.draw_architecture` draws any configuration.
-# * The paper's Fig. 2 network (9x9 image branches, 11x11 stages) sees almost the same fields
-#   for about twice the FLOPs; the release's VGG trunk is shared by all stages and can start
-#   from ImageNet weights (`init_trunk_from_vgg19`).
+# * The released CPM is a table of layers with the release's names (`cpm_nb.model.architecture`)
+#   built from Keras layers alone; `cpm-mpii-release` has exactly the release's 29,852,058
+#   parameters. A stage is a few lines of Keras and the builder a loop, equal to `build_cpm` layer
+#   for layer.
+# * The paper's Fig. 2 network (9x9 image branches, 11x11 stages) sees almost the same fields for
+#   about twice the FLOPs; the release's VGG trunk is shared by all stages and can start from
+#   ImageNet weights (`init_trunk_from_vgg19`).
 # * Half of the FLOPs go to the trunk. Stage 1 sees 164 px (the paper: about 160), each further
 #   stage 240 px more; a corner cell sees the whole crop only once the field is about twice the
-#   crop. The `stage-experiment` network (the `cpu` profile's) keeps these proportions on a
-#   128-px crop.
-# * The effective receptive field is a core much smaller than the theoretical field, and it
-#   stops growing long before the theoretical field does.
-# * A pooled Gaussian centre map tells the released model which person to look at;
-#   `make_predict_fn` compiles inference; intermediate supervision keeps the gradient at the
-#   early stages large.
+#   crop. `stage-experiment` (the `cpu` profile's network) keeps these proportions on a 128-px crop.
+# * The effective receptive field is a core much smaller than the theoretical field, and stops
+#   growing long before it.
+# * A pooled Gaussian centre map tells the released model which person to look at; `make_predict_fn`
+#   compiles inference; intermediate supervision keeps the early stages' gradient large.
 #
 # ## Exercises
 #
-# 1. Build a 3-stage model with `stage_kernel=11`. How many parameters and FLOPs does it cost
-#    compared with 6 stages of 7x7, and which sees more?
-# 2. Work out by hand why `AveragePooling2D(9, 8, padding="valid")` gives 45x45 on a 368 input,
-#    and what the last cell of the `"same"` version averages.
-# 3. Repeat the gradient experiment with `stages=2` and with `stages=8`. How does the ratio
-#    between the two losses at stage 1 change with depth?
+# 1. Build a 3-stage model with `stage_kernel=11`. What does it cost in parameters and FLOPs against
+#    6 stages of 7x7, and which sees more?
+# 2. Work out by hand why `AveragePooling2D(9, 8, padding="valid")` gives 45x45 on a 368 input, and
+#    what the last cell of the `"same"` version averages.
+# 3. Repeat the gradient experiment with `stages=2` and `stages=8`. How does the ratio between the
+#    two losses at stage 1 change with depth?
 # 4. Compute `rf.effective_receptive_field` for the *untrained* stage-experiment network
-#    (`cpm.build_cpm("stage-experiment")`) and compare its 90 % extents with the trained ones.
-#    Does training widen or narrow the effective field?
+#    (`cpm.build_cpm("stage-experiment")`) and compare its 90 % extents with the trained ones. Does
+#    training widen or narrow the effective field?
 # 5. At which stage does every cell of the `cpu` profile's model see the whole crop
 #    (`rf.first_stage_seeing_crop`)? And with `stage_kernel=11` in the article's network?
-# 6. Run `cpm-nb model --config cpm-mpii-release --layers` and compare the table with the
-#    released `pose_deploy_resize.prototxt` (the MPII model's deploy file).
+# 6. Compare `cpm-nb model --config cpm-mpii-release --layers` with the released
+#    `pose_deploy_resize.prototxt`.

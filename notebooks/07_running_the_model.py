@@ -26,15 +26,12 @@
 #
 # **What you will learn**
 #
-# * to load a trained CPM from its run folder (or a `.keras` file) safely, with its configuration;
-# * to tell a single-person network *where* the person is: centre and scale, a box, or the image
-#   centre by default -- and what the crop then looks like;
-# * the inference chain in five lines: crop, predict, decode, map back to the image;
-# * to read the belief maps stage by stage;
-# * the paper's multi-scale test: averaging the maps of several crop scales, in a few lines;
+# * to load a trained CPM safely from its run folder or a `.keras` file;
+# * to tell the network *where* the person is: centre and scale, a box, or the image centre;
+# * the inference chain in five lines: crop, predict, decode, map back;
+# * to read the belief maps stage by stage, and the paper's multi-scale test;
 # * to run the model on any photo or array, from Python and with `cpm-nb predict`;
-# * how to use weights trained on real MPII images instead of the synthetic ones;
-# * to convert and run the authors' released Caffe model.
+# * to use weights trained on real MPII images, or convert and run the authors' Caffe release.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -69,16 +66,12 @@ profile = cpm_nb.setup(seed=0)
 # %% [markdown]
 # ## 1. Loading a trained model
 #
-# A run of `cpm-nb train` (notebook 05) leaves a folder with `model.keras` (the architecture as
-# JSON and the weights, nothing executable) and `cpm_config.json` (joints, input size, stages,
-# normalisation). That is all inference needs. `predict.load_predictor` loads it in Keras
-# **safe mode**, so a file cannot run code on your machine, and checks that the network is a
-# CPM of the 16 MPII joints matching its configuration.
-#
-# `T.load_or_train` gives the model of the active profile: in the `cpu` profile a trained
-# preset shipped with the package, loaded in seconds (one line, "loaded preset ..."). With
-# `CPM_NB_RETRAIN=1` it trains again, and first prints the steps and the wall time it expects
-# on this machine.
+# A run of `cpm-nb train` (notebook 05) leaves all that inference needs: `model.keras` (architecture
+# and weights, nothing executable) and `cpm_config.json` (joints, input size, stages,
+# normalisation). `predict.load_predictor` loads it in Keras **safe mode**, so a file cannot run
+# code, and checks it is a CPM of the 16 MPII joints matching its configuration. `T.load_or_train`
+# gives the profile's model (in `cpu`, a trained preset shipped with the package);
+# `CPM_NB_RETRAIN=1` retrains, first printing the expected steps and time.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -128,9 +121,8 @@ except errors.ModelError as err:
 # %% [markdown]
 # ## 2. An image and its person
 #
-# We start from a validation image of the synthetic set, never seen in training. Like MPII, its
-# annotation gives each person's rough centre `objpos` and `scale` (`200 * scale` pixels is
-# about the person's height), in **1-based** pixels.
+# A synthetic validation image, never seen in training. As in MPII, each person has a rough centre
+# `objpos` and a `scale` (`200 * scale` px is about their height), in **1-based** pixels.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -145,11 +137,8 @@ print(f"{path.name}: {person.image_size[0]}x{person.image_size[1]} px, centre "
 # CPM expects one person centred in its square input at a known size. Three ways to say where:
 #
 # * **centre and scale** (MPII's `objpos` and `scale`);
-# * **a box** around the person (from a detector or by hand): centre of the box and
-#   `scale = longer side / 200`;
+# * **a box** from a detector or by hand: its centre, `scale = longer side / 200`;
 # * **nothing**: the image centre, the person as tall as the image.
-#
-# The white dashed square is the region the network sees in each case.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -168,14 +157,14 @@ save_figure(fig, "07_three_placements")
 plt.show()
 
 # %% [markdown]
-# With the right centre and scale the network sees what it was trained on. The default crop
-# holds several people at a smaller size: the network follows whoever is nearest the centre. A
-# detector, or a hand-drawn box, is what makes CPM work on real photos.
+# With the right centre and scale the crop looks like training data. The default crop holds several
+# smaller people; the network follows the one nearest the centre. On real photos CPM needs a
+# detector or a hand-drawn box.
 #
 # ## 3. The crop and the way back
 #
-# The crop is the training crop of notebook 02: a 3x3 matrix `M` maps original 1-based pixels to
-# 0-based crop pixels, and `inv(M)` maps the decoded joints back to the original image.
+# As in training (notebook 02), a 3x3 matrix `M` maps original 1-based pixels to 0-based crop
+# pixels; `inv(M)` maps the decoded joints back.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -188,9 +177,8 @@ print(f"mean error {err.mean():.1f} px = {err.mean() / head:.2f} head sizes; "
       f"{(err <= 0.5 * head).mean():.0%} of the joints within PCKh@0.5")
 
 # %% [markdown]
-# That is the whole chain inside `predictor(path, center=..., scale=...)`. Written out, it is
-# five lines: the crop matrix, a bilinear warp, one forward pass, the peak of every map of the
-# last stage (refined within its cell, notebook 03), and `inv(M)`:
+# Written out, `predictor(...)`'s chain is five lines: the crop matrix, a bilinear warp, one forward
+# pass, each last-stage map's peak (refined within its cell, notebook 03), and `inv(M)`:
 
 # %%
 from PIL import Image
@@ -230,9 +218,9 @@ plt.show()
 # %% [markdown]
 # ## 4. Belief maps, stage by stage
 #
-# Each stage outputs one map per joint on the stride-8 grid. Below, the maps of one wrist and one
-# ankle after each stage, over the crop: the first stage only sees local appearance; the later
-# ones combine it with the other joints' beliefs and sharpen (or move) the peak.
+# Each stage outputs one map per joint on the stride-8 grid; below, a wrist and an ankle. Stage 1
+# sees only local appearance; later stages add the other joints' beliefs and sharpen (or move) the
+# peak.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -255,13 +243,12 @@ plt.show()
 # %% [markdown]
 # ## 5. Multi-scale averaging
 #
-# The paper tests at several scales (0.7 ... 1.3 times the nominal size) and averages the belief
-# maps: a joint missed at one scale may be found at another. `scales=` crops the person at each
-# factor around the same centre, runs all crops in one batch, resamples every map onto the
-# scale-1 grid and averages. Crop $f$ shows the person $f$ times larger, so the centre $p$ of a
-# scale-1 cell is the point $h + f (p - h)$ of crop $f$ ($h$: the crop's centre). Reading it
-# bilinearly gives weights $w_{ia} = \max(0, 1 - |u_i - a|)$ ($u_i$: that point in cells), zero
-# where crop $f$ does not reach; each cell is divided by the weight of the scales that cover it:
+# The paper averages the belief maps of crops at 0.7 ... 1.3 times the nominal size: a joint missed
+# at one scale may be found at another. `scales=` predicts these crops in one batch and averages
+# their maps on the scale-1 grid. Crop $f$ shows the person $f$ times larger, so the centre $p$ of a
+# scale-1 cell is the point $h + f (p - h)$ of crop $f$ ($h$: the crop's centre). Read bilinearly,
+# that gives weights $w_{ia} = \max(0, 1 - |u_i - a|)$ ($u_i$: the point in cells), zero where crop
+# $f$ ends; each cell is divided by the weight of the scales covering it:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -309,14 +296,13 @@ for scales in [(1.0,), P.PAPER_SCALES]:
           f" over {len(people)} people")
 
 # %% [markdown]
-# Averaging costs one forward pass per scale. Whether it pays depends on how well the network
-# already handles size (training augments scales by 0.7-1.3 too); resampling the coarse maps
-# also blurs the peaks slightly.
+# Each scale costs a forward pass. Whether it pays depends on how well the network already handles
+# size (training augments scale by 0.7-1.3 too); resampling coarse maps also blurs the peaks.
 #
 # ## 6. Any photo: Grace Hopper
 #
-# Matplotlib ships a photograph. Any file Pillow reads works (converted to RGB, EXIF rotation
-# applied), and so does a NumPy array (`[H, W]` or `[H, W, 3]`, uint8 or floats in 0..1).
+# Matplotlib ships a photograph. Any file Pillow reads works (as RGB, EXIF rotation applied), as
+# does a NumPy array (`[H, W]` or `[H, W, 3]`, uint8 or floats in 0..1).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -337,19 +323,16 @@ print(f"mean confidence: the validation person of section 2 {pred.confidence.mea
       + ", ".join(f"{name} {r.confidence.mean():.2f}" for name, r in results.items()))
 
 # %% [markdown]
-# **Honestly: this goes badly.** The model was trained on synthetic full-body stick figures
-# (notebook 02). A head-and-shoulders portrait of a real person is far outside that
-# distribution: the network squeezes a whole figure into the head and shoulders, and the
-# skeleton is guesswork. Compare the printed mean confidences: a belief map's peak says how much
-# a spot looks like a joint *of the training data*, not the probability of being right. Whether
-# or not the photo's peaks are lower than the validation person's, its skeleton is wrong, so a
-# confidence threshold cannot be trusted to flag such an image. Section 9 shows how to use
+# **Honestly: this goes badly.** Trained on synthetic full-body stick figures (notebook 02), the
+# network squeezes a whole figure into a real head-and-shoulders portrait: the skeleton is
+# guesswork. A peak says how much a spot looks like a joint *of the training data*, not how likely
+# it is right: whatever the printed confidences, no threshold can flag such an image. Section 9:
 # weights trained on MPII's real photos.
 #
 # ## 7. Explore: any joint, any stage
 #
-# Pick a joint and a stage to see its belief map over the crop with the decoded position
-# (interactive in Jupyter and Colab; a few fixed views when run headless).
+# A joint's belief map at a stage, over the crop, with the decoded position (interactive in Jupyter
+# and Colab; fixed views when headless).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -378,9 +361,9 @@ views = explore(render, joint=Choice(skeleton.JOINT_NAMES, value="r_wrist",
 # %% [markdown]
 # ## 8. The command line: `cpm-nb predict`
 #
-# The same from a terminal, for a batch of files: an overlay PNG and a JSON file per image, with
-# joints in original-image pixels, **1-based as in MPII** (subtract 1 for NumPy indices), each
-# with its confidence. An unreadable image is reported on one line and skipped.
+# Per image, an overlay PNG and a JSON file of joints in original-image pixels, **1-based as in
+# MPII** (subtract 1 for NumPy), each with its confidence; an unreadable image is reported on one
+# line and skipped.
 #
 # ```bash
 # cpm-nb predict photo.jpg other.png --model runs/<run> --out poses/
@@ -388,7 +371,7 @@ views = explore(render, joint=Choice(skeleton.JOINT_NAMES, value="r_wrist",
 # cpm-nb predict img.jpg --model model.keras --box 120 40 330 600 --scales 0.8 1 1.2 --out poses/
 # ```
 #
-# Here we call it in-process on our validation image:
+# Here in-process, on our validation image:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -409,8 +392,7 @@ print(json.dumps(record["joints"][:2], indent=1))
 # %% [markdown]
 # ## 9. Weights trained on MPII
 #
-# To run CPM on real photos, train it on MPII on a GPU (notebook 05), then point the same code
-# at that run folder:
+# For real photos, train on MPII on a GPU (notebook 05) and use that run:
 #
 # ```bash
 # cpm-nb prepare mpii --root /content/mpii          # downloads MPII, writes the TFRecords
@@ -423,30 +405,28 @@ print(json.dumps(record["joints"][:2], indent=1))
 # pose = predictor("my_photo.jpg", box=(x1, y1, x2, y2), scales=P.PAPER_SCALES)
 # ```
 #
-# For deployment, `cpm-nb export --model RUN --out DIR` writes a TensorFlow SavedModel and a
-# TFLite file and checks that they give the same belief maps as Keras.
+# `cpm-nb export --model RUN --out DIR` writes a TensorFlow SavedModel and a TFLite file, checked
+# against Keras' belief maps.
 
 # %% [markdown]
 # ## 10. The authors' own model: the released Caffe weights
 #
-# The authors released their trained networks as Caffe files: a *deploy prototxt* (the network,
-# as text) and a *caffemodel* (the weights). The MPII model that `cpm-mpii-release` rebuilds
-# (notebook 04) is `model/_trained_MPI/pose_deploy_resize.prototxt` with
-# `pose_iter_320000.caffemodel` from
-# [convolutional-pose-machines-release](https://github.com/shihenw/convolutional-pose-machines-release)
-# (`testing/get_model.sh` downloads the weights). Their licence allows non-commercial use only
-# and forbids redistribution: this course ships none of these files, and a converted model keeps
-# that licence. Bring the two files and convert them:
+# The authors released the MPII model that `cpm-mpii-release` rebuilds (notebook 04) as Caffe files
+# in [convolutional-pose-machines-release](https://github.com/shihenw/convolutional-pose-machines-release):
+# the network as text, a *deploy prototxt* (`model/_trained_MPI/pose_deploy_resize.prototxt`), and
+# the weights, a *caffemodel* (`pose_iter_320000.caffemodel`, downloaded by `testing/get_model.sh`).
+# Their licence allows only non-commercial use and forbids redistribution: this course ships
+# neither, and a converted model keeps that licence. Convert them:
 #
 # ```bash
 # cpm-nb convert-caffe --prototxt pose_deploy_resize.prototxt \
 #                      --caffemodel pose_iter_320000.caffemodel --out runs/cpm-release --check
 # ```
 #
-# The converter reads both files without Caffe, checks the prototxt layer by layer against our
-# network, turns Caffe's `[out, in, kh, kw]` kernels into Keras' `[kh, kw, in, out]`, reverses
-# `conv1_1`'s input channels (the release was trained on BGR images) and writes the release's
-# preprocessing into `cpm_config.json`. Point `CPM_NB_RELEASE_RUN` at the converted folder:
+# Without Caffe, the converter checks the prototxt layer by layer against our network, turns Caffe's
+# `[out, in, kh, kw]` kernels into Keras' `[kh, kw, in, out]`, reverses `conv1_1`'s input channels
+# (trained on BGR) and writes the release's preprocessing into `cpm_config.json`. Point
+# `CPM_NB_RELEASE_RUN` at the converted folder:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -459,16 +439,14 @@ release_run = caffe.find_converted(os.environ.get("CPM_NB_RELEASE_RUN"), "../run
 print("converted release model:", release_run or "none found")
 
 # %% [markdown]
-# **The released model on a real photo.** `predict` runs a converted model the way the
-# release's test code ran it (`testing/src/applyModel.m`). For each scale it resizes the *whole*
-# photo with MATLAB's bicubic `imresize` (antialiased when shrinking), then cuts a 368-px box,
-# padded with grey (128), around the person's centre rounded to a whole pixel, with a centre map
-# (sigma 21 px) on that pixel. The last stage's maps are upsampled 8x, put back where the box
-# lies in the photo and averaged over the scales; each joint is the photo pixel where its map is
-# highest, never in the padding. A box gets 4 scales that make it 256, 287, 322 and 361 px tall;
-# an MPII centre and scale gets 7 scales, 0.7 ... 1.3 around a 234-px person. The release's 14
-# joints are put in MPII order, pelvis and thorax as the midpoints of the hips and of the
-# shoulders. On the right: belief maps for the head (yellow), left knee (red), right ankle (blue).
+# **The released model on a real photo.** `predict` runs a converted model as the release's
+# `testing/src/applyModel.m` did. Per scale it resizes the *whole* photo with MATLAB's bicubic
+# `imresize` (antialiased when shrinking), cuts a 368-px box, grey-padded (128), around the rounded
+# centre, with a centre map (sigma 21 px) there, and puts the last stage's maps, upsampled 8x, back
+# where the box lies. Averaged over scales, each joint is its map's highest photo pixel, never in
+# the padding. A box gets 4 scales making it 256, 287, 322 and 361 px tall; an MPII centre and scale
+# gets 7, 0.7 ... 1.3 around a 234-px person. The release's 14 joints go to MPII order (pelvis,
+# thorax: midpoints of hips, shoulders).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -484,9 +462,9 @@ else:
     print(caffe.WITHOUT_RELEASE)
 
 # %% [markdown]
-# **Scoring it the official way.** With the MPII images (`cpm-nb prepare mpii --root
-# /content/mpii` on Colab), the converted model predicts the validation people at their
-# annotated centre and scale, and `cpm-nb evaluate-mpii` scores them like the MPII toolkit:
+# **Scoring it the official way.** With the MPII images (section 9), the converted model predicts
+# the validation people at their annotated centre and scale; `cpm-nb evaluate-mpii` scores them like
+# the MPII toolkit:
 #
 # ```python
 # gt, pred = caffe.mpii_validation("runs/cpm-release", "scores/", root="/content/mpii")
@@ -495,50 +473,43 @@ else:
 # cpm-nb evaluate-mpii --annotations scores/gt_valid.mat --predictions scores/pred.mat
 # ```
 #
-# The published reference is CPM's 88.5 % PCKh@0.5 on the MPII *test* set (the MPII+LSP model;
-# 87.95 % trained on MPII alone), both with the paper's 9x9/11x11 network (notebook 04), which
-# the converter builds from their `pose_deploy_centerMap.prototxt`; for the VGG-trunk model
-# converted here the release's README gives 90.1 %. Validation and test scores differ, so expect
-# the same region, not the same digits; and the released models may have been trained on the
-# people of the usual validation split (the release's tools can build such a training set), so
-# a validation score of a converted release model can be optimistic.
+# Published on the MPII *test* set: CPM 88.5 % PCKh@0.5 (MPII+LSP; 87.95 % MPII alone), both with
+# the paper's 9x9/11x11 network (notebook 04; the converter builds it from
+# `pose_deploy_centerMap.prototxt`), and 90.1 % for the VGG-trunk model converted here (the
+# release's README). On validation expect the same region, not the same digits, and perhaps an
+# optimistic score: the released models may have been trained on the usual validation people.
 
 # %% [markdown]
 # ## Summary
 #
 # * A run folder (`model.keras` + `cpm_config.json`) is a complete, safely loadable model.
-# * CPM needs to know where the person is: centre + scale, a box, or (poorly) the image centre.
-# * Inference is five lines: crop with `M`, predict, decode the last stage's peaks, map back
-#   with `inv(M)` (joints in 1-based original-image pixels, each with a confidence).
-# * Multi-scale averaging resamples each scale's maps onto the scale-1 grid with one bilinear
-#   matrix per scale and averages where the scales reach.
-# * A model trained on synthetic figures does not transfer to real photographs: train on MPII.
-# * The authors' released MPII model converts into a run folder (`cpm-nb convert-caffe`, keeping
-#   the release's licence) and runs the way its authors ran it: the whole image resized with
-#   antialiased bicubic `imresize` per scale, a box cut around the rounded centre, the maps put
-#   back on the image, each joint its map's highest pixel; a box gets the release's 4 scales.
-#   Each step is checked against Pillow, OpenCV and a by-hand re-implementation
-#   (`tests/test_release_demo.py`); for practitioners, a conversion checked against OpenCV.
+# * CPM must be told where the person is: centre + scale, a box, or (poorly) the image centre.
+# * Inference: crop with `M`, predict, decode the last stage's peaks, map back with `inv(M)` to
+#   1-based image pixels, each with a confidence.
+# * Multi-scale averaging resamples each scale's maps onto the scale-1 grid and averages where the
+#   scales reach.
+# * A model trained on synthetic figures does not transfer to real photos: train on MPII.
+# * The released MPII model converts into a run folder (`cpm-nb convert-caffe`, under its licence;
+#   checked against OpenCV) and runs as its authors ran it, each step tested against Pillow, OpenCV
+#   and a by-hand re-implementation (`tests/test_release_demo.py`).
 #
 # ## Exercises
 #
-# 1. Draw your own box around one of the *other* people of the validation image and predict
-#    their pose. How tight can the box be before the prediction breaks?
-# 2. Plot PCKh@0.5 against a scale error: multiply each person's true scale by 0.5 ... 2 before
-#    predicting. How much does multi-scale averaging widen the range that works?
-# 3. Mirror the crop horizontally, predict, swap left and right joints back
-#    (`skeleton.flip_permutation()`) and average with the unmirrored maps (flip testing). Does it
-#    help on the validation people?
+# 1. Box one of the *other* people of the validation image and predict their pose. How tight can the
+#    box be?
+# 2. Plot PCKh@0.5 against a scale error (each true scale times 0.5 ... 2). How much does
+#    multi-scale averaging widen the working range?
+# 3. Flip testing: mirror the crop, predict, swap left and right back
+#    (`skeleton.flip_permutation()`) and average with the unmirrored maps. Does it help?
 
 # %% [markdown]
 # ## For practitioners: checking a Caffe conversion without the real file
 #
-# Random weights in the release's file format check everything except the trained values: we
-# write a deploy file and a caffemodel for a small network with the release's layer names (and
-# two weightless training layers, as a real snapshot has), convert them, and run both through an
-# *independent* Caffe implementation, OpenCV's importer. Every stage's belief maps must agree to
-# within 1e-4 of their range; the tests do the same for the full 368-px network and check that a
-# BGR/RGB mix-up or a transposed kernel would be caught.
+# Random weights in the release's file format check everything but the trained values: a deploy file
+# and a caffemodel for a small network with the release's layer names (plus two weightless training
+# layers, as in a real snapshot), converted, and both run through OpenCV's *independent* Caffe
+# importer: every stage's maps must agree within 1e-4 of their range. The tests do the same for the
+# full 368-px network and check that a BGR/RGB mix-up or a transposed kernel is caught.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -555,22 +526,18 @@ except ImportError:
     print("OpenCV is missing: pip install 'opencv-python-headless<5' to compare")
 
 # %% [markdown]
-# **What "as the authors ran it" changes.** cpm-nb used to run the released model its own way:
-# a bilinear warp per crop, the box's longer side as a 234-px person searched over 0.7 ... 1.3,
-# and the arg-max on the scale-1 crop, grey padding included. Each step can be put back to
-# cpm-nb's way, one at a time, to see how far the joints move from the release's procedure:
+# **What "as the authors ran it" changes.** Each step of cpm-nb's former way, put back alone, shows
+# how far it moves the joints:
 #
-# * *cpm-nb scales*: 0.7 ... 1.3 around the box's longer side, not the release's 4 scales from
-#   the box height;
-# * *bilinear warp*: each box cut with a bilinear warp and no antialiasing, not the whole photo
-#   resized with antialiased bicubic `imresize` (OpenCV's `cv2.resize(INTER_CUBIC)` never
-#   antialiases, so it would not match either);
-# * *crop arg-max*: the maps averaged on one crop and the maximum read there, padding included;
-# * *cpm-nb before*: all three together.
+# * *cpm-nb scales*: 0.7 ... 1.3 around the box's longer side as a 234-px person;
+# * *bilinear warp*: each box cut by a bilinear warp, not antialiased (OpenCV's
+#   `cv2.resize(INTER_CUBIC)` does not antialias either, so it would not match the release);
+# * *crop arg-max*: the maps averaged and their maximum read on the scale-1 crop, padding included;
+# * *cpm-nb before*: all three.
 #
-# Without the real weights the small converted network above (random weights) stands in. Its
-# maps have no clear peak, so the table shows *which* steps matter, not how far they move a
-# trained model's joints: with the released weights (`CPM_NB_RELEASE_RUN`), run the cell again.
+# Here the small random-weight network stands in: with no clear peaks, it shows *which* steps
+# matter, not how far a trained model's joints move; rerun with the released weights
+# (`CPM_NB_RELEASE_RUN`).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -582,8 +549,6 @@ print("released weights" if release_run else "random weights (the small example 
 print(effects_table(rows, joints=True))
 
 # %% [markdown]
-# The release's procedure never puts a joint in the padding, and for a box it searches scales
-# from the box's *height*; cpm-nb searched from the longer side. Whether each step changes the
-# MPII *score* needs the MPII images: run `caffe.mpii_validation` once with the converted run
-# and once with `"procedure"` deleted from its `cpm_config.json` (the older path), and score
-# both with `cpm-nb evaluate-mpii`.
+# Each step's effect on the MPII *score* needs the MPII images: run `caffe.mpii_validation` on the
+# converted run and again with `"procedure"` deleted from its `cpm_config.json` (the older path),
+# scoring both with `cpm-nb evaluate-mpii`.
