@@ -144,3 +144,21 @@ def test_the_command_runs_the_smoke_experiment(tmp_path, capsys):
     assert result["provenance"]["command"] == (
         "cpm-nb --profile fast experiment stages --stages 2 --budget 0.5 --validations 1 "
         f"--json-out {out}")
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "null", '{"val_step": 5}',
+                                     '{"val_step": [50], "val_pckh": ["x"]}',
+                                     '{"step": [50, 100], "loss": [1.0]}'])
+def test_a_history_that_is_not_one_names_its_file(tmp_path, content):
+    from cpm_nb.core.errors import DataError
+
+    (tmp_path / "history.json").write_text(content)
+    with pytest.raises(DataError, match=r"history\.json: not a training history.*delete"):
+        experiments.learning_curve(tmp_path)
+
+
+def test_a_history_reads_as_a_learning_curve(tmp_path):
+    (tmp_path / "history.json").write_text(
+        '{"val_step": [50], "val_pckh": [3.5], "step": [50], "loss": [1.23456], "lr": [1]}')
+    assert experiments.learning_curve(tmp_path) == {
+        "val_step": [50], "val_pckh": [3.5], "step": [50], "loss": [1.2346]}

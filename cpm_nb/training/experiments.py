@@ -164,9 +164,21 @@ def learning_curve(run_dir) -> dict:
     checkpoint, from its ``history.json``."""
     from cpm_nb.training import runs
 
-    h = files.read_json(Path(run_dir) / runs.HISTORY, "learning curves")
-    return {"val_step": h.get("val_step", []), "val_pckh": h.get("val_pckh", []),
-            "step": h.get("step", []), "loss": [round(v, 4) for v in h.get("loss", [])]}
+    path = Path(run_dir) / runs.HISTORY
+    h = files.read_json(path, "learning curves")
+    curve = {key: h.get(key, []) if isinstance(h, dict) else None
+             for key in ("val_step", "val_pckh", "step", "loss")}
+    numbers = all(isinstance(v, list) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        for v in curve.values())
+    if not numbers or len(curve["val_step"]) != len(curve["val_pckh"]) \
+            or len(curve["step"]) != len(curve["loss"]):
+        from cpm_nb.core.errors import DataError
+
+        raise DataError(f"learning curves {path}: not a training history (lists of numbers "
+                        "'val_step'/'val_pckh' and 'step'/'loss' of equal lengths); delete "
+                        f"the run folder {path.parent} to train the run again")
+    return {**curve, "loss": [round(v, 4) for v in curve["loss"]]}
 
 
 def trained_run(exp: StageExperiment, stages: int, seed: int = 0, cache_dir=None,
