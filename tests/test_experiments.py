@@ -162,3 +162,19 @@ def test_a_history_reads_as_a_learning_curve(tmp_path):
         '{"val_step": [50], "val_pckh": [3.5], "step": [50], "loss": [1.23456], "lr": [1]}')
     assert experiments.learning_curve(tmp_path) == {
         "val_step": [50], "val_pckh": [3.5], "step": [50], "loss": [1.2346]}
+
+
+@pytest.mark.parametrize("content", ["{}", "[1]", '{"experiment": {}, "summary": {}, "runs": [1]}'])
+def test_report_refuses_a_file_that_is_not_a_result(tmp_path, capsys, content):
+    path = tmp_path / "r.json"
+    path.write_text(content)
+    for report in ("side-by-side", "paired"):
+        assert cli.main(["experiment", "stages", "--report", report, "--results", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{path}: not a stage-experiment result" in err and "Traceback" not in err
+
+
+def test_every_committed_result_reads_as_one(repo):
+    for name in ("stage_experiment", *experiments.SCALED_RESULTS):
+        path = repo / "cpm_nb" / "results" / f"{name}.json"
+        assert experiments.check_result(experiments.load_committed(name), path)["runs"]

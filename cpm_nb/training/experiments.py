@@ -363,6 +363,27 @@ def format_per_stage(result: dict) -> str:
     return "\n".join(lines)
 
 
+def check_result(result, path) -> dict:
+    """``result`` if it has the shape of a stage-experiment result (what
+    :func:`run_stage_experiment` writes), else one :class:`DataError` naming ``path``."""
+    from cpm_nb.core.errors import DataError
+
+    def is_run(r):
+        return (isinstance(r, dict) and all(isinstance(r.get(k), int) for k in ("stages", "seed"))
+                and isinstance(r.get("pckh"), (int, float)) and isinstance(r.get("hard"), dict))
+
+    ok = (isinstance(result, dict) and isinstance(result.get("experiment"), dict)
+          and isinstance(result.get("summary"), dict) and isinstance(result.get("runs"), list)
+          and all(is_run(r) for r in result["runs"])
+          and all(isinstance(s, dict) and "pckh" in s and "steps" in s
+                  for s in result["summary"].values()))
+    if not ok:
+        raise DataError(f"{path}: not a stage-experiment result (an 'experiment', a 'summary' "
+                        "and 'runs' with stages, seed, pckh and hard subsets); give a file "
+                        "written by 'cpm-nb experiment stages --json-out FILE'")
+    return result
+
+
 def format_side_by_side(results: list[dict]) -> str:
     """Results of the same experiment in both modes (equal compute, equal steps) side by
     side: per stage count, each mode's steps and PCKh@0.5 (mean ± std over seeds)."""

@@ -198,7 +198,8 @@ def _report(args: argparse.Namespace) -> int:
     if not args.results:
         raise CliError(f"--report {args.report} needs --results FILE [FILE ...] (results of "
                        "'experiment stages', e.g. cpm_nb/results/stage_experiment.json)")
-    results = [files.read_json(path, "experiment result") for path in args.results]
+    results = [experiments.check_result(files.read_json(path, "experiment result"), path)
+               for path in args.results]
     if args.report == "side-by-side":
         print(experiments.format_side_by_side(results))
         return 0
