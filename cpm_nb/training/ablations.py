@@ -247,16 +247,9 @@ def plan(which, seeds: int | None = None, profile: str = "cpu", cache_dir=None,
 
 def format_plan(rows: list[dict]) -> str:
     """:func:`plan` as text, with the expected time of the runs to train."""
-    lines = [f"{'run':>5} {'seed':>4} {'steps':>6}  {'source':<10} {'estimate':>9}  run name"]
-    for r in rows:
-        est = f"{r['seconds'] / 60:.0f} min" if r["seconds"] else "-"
-        lines.append(f"{r['run']:>5} {r['seed']:>4} {r['steps']:>6}  {r['source']:<10} "
-                     f"{est:>9}  {r['name']}")
-    total = sum(r["seconds"] or 0 for r in rows)
-    todo = sum(r["source"] == "train" for r in rows)
-    lines.append(f"{todo} run(s) to train" + (f", about {total / 60:.0f} min on this machine's "
-                                              "2 cores (float32, as the committed runs)"
-                                              if total else ""))
+    from cpm_nb.training.experiments import format_plan as format_runs
+
+    lines = [format_runs(rows)]
     if any(r["source"] == "left out" for r in rows):
         lines.append("left out: baselines the committed results lack; their seeds are not "
                      "paired (--train-missing-baselines trains them)")

@@ -251,23 +251,26 @@ def plan(exp: StageExperiment, seeds: int | None = None, cache_dir=None) -> list
             source = "cached" if runs.cached(cfg, cache_dir) is not None else "train"
             seconds = (rate * cfg.steps * exp.flops(stages)
                        if source == "train" and rate else None)
-            out.append({"stages": stages, "seed": seed, "steps": cfg.steps, "source": source,
-                        "name": cfg.run_name, "seconds": seconds})
+            out.append({"run": f"{stages}st", "stages": stages, "seed": seed,
+                        "steps": cfg.steps, "source": source, "name": cfg.run_name,
+                        "seconds": seconds})
     return out
 
 
 def format_plan(rows: list[dict]) -> str:
-    """:func:`plan` as text, with the expected time of the runs to train."""
-    lines = [f"{'stages':>6} {'seed':>4} {'steps':>6}  {'source':<7} {'estimate':>9}  run name"]
+    """A plan (:func:`plan`, or the ablations') as text, with the expected time of the runs
+    to train."""
+    lines = [f"{'run':>5} {'seed':>4} {'steps':>6}  {'source':<10} {'estimate':>9}  run name"]
     for r in rows:
         est = f"{r['seconds'] / 60:.0f} min" if r["seconds"] else "-"
-        lines.append(f"{r['stages']:>6} {r['seed']:>4} {r['steps']:>6}  {r['source']:<7} "
+        lines.append(f"{r['run']:>5} {r['seed']:>4} {r['steps']:>6}  {r['source']:<10} "
                      f"{est:>9}  {r['name']}")
     todo = [r for r in rows if r["source"] == "train"]
     total = sum(r["seconds"] or 0 for r in todo)
+    took = f"{total / 3600:.1f} h" if total >= 7200 else f"{total / 60:.0f} min"
     lines.append(f"{len(todo)} run(s) to train" + (
-        f", about {total / 3600:.1f} h on this machine's 2 cores (float32, as the committed "
-        "runs)" if total else ""))
+        f", about {took} on this machine's 2 cores (float32, as the committed runs)"
+        if total else ""))
     return "\n".join(lines)
 
 
