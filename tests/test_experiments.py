@@ -178,3 +178,25 @@ def test_every_committed_result_reads_as_one(repo):
     for name in ("stage_experiment", *experiments.SCALED_RESULTS):
         path = repo / "cpm_nb" / "results" / f"{name}.json"
         assert experiments.check_result(experiments.load_committed(name), path)["runs"]
+
+
+def test_the_committed_equal_steps_result_matches_the_code(repo):
+    """cpm_nb/results/stage_experiment_equal_steps.json: 2 and 6 stages at the 6-stage run's
+    steps (the paper's comparison); its 6-stage runs are the equal-compute result's runs (one
+    configuration, one run name), retrained here and equal to them."""
+    result = json.loads((repo / "cpm_nb" / "results" / "stage_experiment_equal_steps.json")
+                        .read_text())
+    exp = dataclasses.replace(experiments.EXPERIMENTS["cpu"].scaled(1, (6, 2)), equal="steps")
+    assert result["experiment"]["equal"] == "steps"
+    assert result["experiment"]["stage_counts"] == [6, 2]
+    compute = {(r["stages"], r["seed"]): r for r in experiments.load_committed()["runs"]}
+    for r in result["runs"]:
+        assert r["steps"] == exp.reference_steps
+        assert r["run"] == exp.train_config(r["stages"], r["seed"]).run_name
+        if r["stages"] == 6:
+            same = compute[(6, r["seed"])]
+            assert r["run"] == same["run"] and r["pckh"] == pytest.approx(same["pckh"], abs=0.05)
+        else:
+            assert r["steps"] < compute[(2, r["seed"])]["steps"]
+    assert result["summary"] == json.loads(json.dumps(experiments.summarize_runs(result["runs"])))
+    assert "--equal steps" in result["provenance"]["command"]

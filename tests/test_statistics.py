@@ -42,6 +42,10 @@ def test_a_worked_example_and_the_wording():
         "2 stages ahead by 4.0")
     assert statistics.paired_difference([1, 2], [3, 5]).verdict("a", "b").startswith(
         "no detectable")  # 2 seeds: 12.7 x se
+    errors = statistics.paired_difference([1.6, 1.5, 1.7], [2.0, 2.0, 2.1])  # error shares
+    assert errors.verdict("c", "the baseline", lower_is_better=True).startswith(
+        "c ahead by 0.4 (lower is better; 3 seeds")
+    assert clear.verdict("a", "b", lower_is_better=True).startswith("b ahead by 4.0")
 
 
 def test_edge_cases():

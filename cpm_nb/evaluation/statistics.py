@@ -54,17 +54,19 @@ class PairedDifference:
             return f"{self.mean:+.{digits}f}"
         return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
 
-    def verdict(self, a: str = "a", b: str = "b") -> str:
+    def verdict(self, a: str = "a", b: str = "b", lower_is_better: bool = False) -> str:
         """One phrase: which is ahead, or "no detectable difference" when the interval
-        covers 0 (with the number of seeds when it is small)."""
+        covers 0 (with the number of seeds when it is small).  ``lower_is_better``: the
+        measure is an error rate, so the lower mean is ahead."""
         seeds = f"{self.n} seed{'s' if self.n != 1 else ''}"
         if self.low is None:
             return f"one seed: {self.mean:+.1f} ({a} - {b}), no interval"
         if not self.detectable:
             return f"no detectable difference ({seeds}, p = {self.p:.2f})"
-        ahead = a if self.mean > 0 else b
+        ahead = a if (self.mean > 0) != lower_is_better else b
         p = "p < 0.001" if self.p < 0.001 else f"p = {self.p:.3f}"
-        return f"{ahead} ahead by {abs(self.mean):.1f} ({seeds}, {p})"
+        lower = "lower is better; " if lower_is_better else ""
+        return f"{ahead} ahead by {abs(self.mean):.1f} ({lower}{seeds}, {p})"
 
     def as_json(self) -> dict:
         out = asdict(self)

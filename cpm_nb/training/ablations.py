@@ -49,6 +49,7 @@ PRECISION = "float32"  # the committed baselines' precision (round 2)
 BASELINE_RESULTS = ("stage_experiment_2x", "stage_experiment_2x_2v6")
 # the release's centre map: sigma 21 px at 368 px, scaled to the crop
 CENTER_SIGMA_AT_368 = 21.0
+LOWER_IS_BETTER = ("on_other_person",)  # error shares: fewer is better
 # scores compared (keys of a run's ``hard``; "on_other_person" comes from errors_per_stage)
 SUBSETS = ("occluded_joints", "with_distractors")
 
@@ -374,7 +375,9 @@ def paired_rows(rows: list[dict], base_rows: list[dict], table: dict) -> list[di
                     out.append({"variant": name, "baseline_stages": b, "measure": measure,
                                 "stage": st + 1, "seeds": seeds, "variant_scores": va,
                                 "baseline_scores": vb, "difference": diff.as_json(),
-                                "verdict": diff.verdict(name, f"{b} stage(s)"),
+                                "verdict": diff.verdict(
+                                    name, f"the {b}-stage baseline",
+                                    lower_is_better=measure in LOWER_IS_BETTER),
                                 "baseline_joints": joints, "baseline_binomial_se": se})
     return out
 
