@@ -428,13 +428,12 @@ print("binomial standard error of the 2-stage score (points): " + ", ".join(
 # ### Trained with and without intermediate supervision
 #
 # Section 1 showed what the loss on every stage does to the gradients at initialisation. Does it
-# matter once the network is trained? Ablation (c) trains the 2-stage network of the experiment
-# with the loss on its **last stage only**, at the double budget's equal compute, and pairs it
-# with the committed 2-stage run of the same seed (`cpm-nb --profile cpu experiment ablations
-# --which c`). Only seed 0 was trained so far (about 14 minutes a run here; the command takes
-# `--seeds 3`), so the table gives one paired difference and no interval; beside it, the
-# baseline's binomial standard error. Stage 1 of the ablated network is never asked for beliefs:
-# its row shows what such a stage outputs, not a stage-1 result.
+# matter once the network is trained? Ablation (c) trains the experiment's 2-stage network with
+# the loss on its **last stage only**, at the double budget's equal compute, 3 seeds, each
+# paired with the committed 2-stage run of the same seed (`cpm-nb --profile cpu experiment
+# ablations --which c --seeds 3`); beside each difference its 95 % interval and the baseline's
+# binomial standard error. Stage 1 of the ablated network is never asked for beliefs: its rows
+# show what such a stage outputs, not a stage-1 result.
 
 # %%
 from cpm_nb.training import ablations
@@ -444,11 +443,11 @@ print(ablations.format_variants(ablation))
 print(ablations.format_paired(ablation))
 
 # %% [markdown]
-# Read stage 2's rows: without intermediate supervision the final stage ends lower overall, on
-# occluded joints and with another person in the crop, by more than the baseline's standard
-# error, on this one seed; two more seeds would give the interval. Stage 1's near-zero rows are
-# the point of the paper's design: supervised, stage 1 is a usable detector that stage 2
-# refines; unsupervised, it becomes an arbitrary feature map.
+# Read stage 2's rows: without intermediate supervision the final stage ends lower overall and
+# with another person in the crop, on every seed (the intervals exclude 0); on occluded joints
+# there is no detectable difference. Stage 1's near-zero rows are the point of the paper's
+# design: supervised, stage 1 is a usable detector that stage 2 refines; unsupervised, it
+# becomes an arbitrary feature map.
 
 # %% [markdown]
 # ### Had the curves flattened? Longer runs
@@ -552,6 +551,18 @@ for step in sorted(set.intersection(*(set(d) for d in shared.values()))):  # eve
           f"{d.mean() + half:+.1f}], p = {stats.ttest_1samp(d, 0).pvalue:.3f}")
 
 # %% [markdown]
+# New runs settle it at the first budget: `cpm-nb --profile cpu experiment stages --equal steps
+# --stages 6,2` trains the 2-stage network for the 6-stage run's steps, with its own
+# learning-rate decay (the 6-stage runs are the first experiment's, retrained to the same
+# scores). Equal compute beside equal steps, then 6 minus 2 stages paired by seed:
+
+# %%
+steps_result = experiments.load_committed("stage_experiment_equal_steps")
+print(experiments.format_side_by_side([result, steps_result]))
+print("equal steps, 6 minus 2 stages, paired by seed (mean [95 % CI]):")
+show_paired(steps_result, 6, 2)
+
+# %% [markdown]
 # What the longer runs show:
 #
 # * **The curves had not flattened.** Each doubling of the compute raised every network by
@@ -563,8 +574,9 @@ for step in sorted(set.intersection(*(set(d) for d in shared.values()))):  # eve
 #   one seed gives no interval, and its subset scores (a few hundred joints) are noise. If the
 #   gains keep shrinking as they did, the extrapolation puts 6 stages ahead at 8x; 3 seeds at 8x
 #   is the least that decides it (exercise 6).
-# * **Equal steps**: at every shared step the 6-stage network is not ahead of the 2-stage one,
-#   so within these budgets 6 stages do not win at equal steps either.
+# * **Equal steps**: at every shared step of the committed curves, and in the new equal-step
+#   runs, the 6-stage network is not ahead: 2 stages lead on every seed, by no detectable
+#   difference over 3 seeds. Within these budgets 6 stages do not win at equal steps either.
 # * **At every budget** a second stage is the big step, on occluded joints and joints put on
 #   the other person most of all, and inside a deep network every stage improves on the last.
 
@@ -608,6 +620,7 @@ for person, joint, _, _ in picked:
 #
 # * CPM supervises every stage: one Keras loss (`CPMLoss`, Caffe's half summed squared error)
 #   on every stage's output, summed, plus L2 weight decay; `keras.Model.fit` trains it.
+#   Trained with the loss on the last stage only, the final stage ends lower.
 # * The paper's small learning rate suits a trunk initialised from ImageNet (`init="imagenet"`,
 #   the `gpu` profile on MPII); the synthetic runs use Adam from random weights.
 # * `load_or_train(profile)` loads a shipped preset (`cpu`) or a cached run, or trains once.
@@ -621,9 +634,10 @@ for person, joint, _, _ in picked:
 #
 # ## Exercises
 #
-# 1. Train with the loss on the last stage only -- `cfg.replace(supervision="last")`, or the
-#    ablation `cpm-nb --profile cpu experiment ablations --which c --seeds 1` -- and compare the
-#    per-stage PCKh with the intermediate-supervision run. What happens to stage 1?
+# 1. Is the second stage's lead on distractors a position cue? Ablation (d) gives 1 and 2
+#    stages a centre map, as the release has: `cpm-nb --profile cpu experiment ablations
+#    --which d --seeds 1 --estimate` prints the runs and their time, and without `--estimate`
+#    trains them. Does the 1-stage network catch up on people with another person in the crop?
 # 2. Run `cpm-nb --profile fast train --out /tmp/x --steps 400`, interrupt it with Ctrl-C, then
 #    resume with `--resume`. Check `history.json`: is any step missing or repeated?
 # 3. On Colab, run `python -m cpm_nb.bench train`: what share of the GPU's peak does `fit` reach,
