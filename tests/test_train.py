@@ -401,7 +401,7 @@ def test_cli_help_teaches():
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_trains_and_checkpoints_on_cpu(tmp_path, keras, precision):
+def test_mixed_precision_trains_and_checkpoints_on_cpu(tmp_path, keras, precision, monkeypatch):
     """The GPU code path (16-bit compute; loss scaling for float16) runs and resumes on the
     CPU too, and exports a float32 model."""
     cfg = TC.train_config(resolve_profile("fast"), precision=precision, steps=4, checkpoint_every=2)
@@ -411,10 +411,16 @@ def test_mixed_precision_trains_and_checkpoints_on_cpu(tmp_path, keras, precisio
         precision == "mixed_float16")
     assert str(keras.config.dtype_policy().name) == "float32"  # the global policy is restored
     T.train(cfg, tmp_path, progress=False, verbose=False, stop_after=2)
+    scored, validate = [], T.validate
+    monkeypatch.setattr(T, "validate", lambda m, *a, **k: scored.append(m) or validate(m, *a, **k))
     result = T.train(cfg, tmp_path, resume=True, progress=False, verbose=False)
+    assert scored[-1].outputs[0].dtype == "float32"  # the final score is the exported model's
     assert result.step == 4 and np.isfinite(result.history["loss"]).all()
     exported = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     assert exported.outputs[0].dtype == "float32"
+    # the recorded score is the exported float32 model's, not the 16-bit training model's
+    rescored = evaluation.evaluate(exported, T.data_dir(cfg), batch_size=max(cfg.batch_size, 32))
+    assert result.metrics["mean"] == rescored["mean"] == result.history["val_pckh"][-1]
 
 
 

@@ -440,12 +440,13 @@ def _train(cfg, out, resume, progress, verbose, stop_after, checkpoint_on_stop, 
         result = TrainResult(model, out, run.step, history, wall_s=run.wall(),
                              resumed_from=start)
         if run.step >= cfg.steps:
-            result.metrics = validate(model, run)
+            shipped = plain_model(model, cfg)
+            # score the float32 copy that is exported, not the (maybe bf16) training model
+            result.metrics = validate(shipped, run)
             log_validation(writer, history, run.step)  # the curve's last point
             runs.save_checkpoint(out / runs.CHECKPOINT, model, model.optimizer, run.state())
             files.atomic_write_json(out / runs.HISTORY, history)
-            runs.export(out, plain_model(model, cfg), cfg, result.metrics, history,
-                        devices=dev._asdict())
+            runs.export(out, shipped, cfg, result.metrics, history, devices=dev._asdict())
             if verbose:
                 per_stage = ", ".join(f"{v:.1f}" for v in result.metrics["per_stage"]
                                       if v is not None)
