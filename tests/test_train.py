@@ -136,7 +136,7 @@ def test_tensorboard_reads_every_curve_up_to_the_final_validation(fast_run):
 
 def test_evaluate_reports_the_evaluate_mpii_keys(fast_run):
     cfg, out, result = fast_run
-    scores = evaluation.evaluate(result.model, T.data_dir(cfg))
+    scores = evaluation.evaluate(result.exported, T.data_dir(cfg))  # what model.keras holds
     for key in ("pckh", "mean", "mean_at_0.1", "per_joint"):
         assert key in scores
     assert set(scores["pckh"]) == {"Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle"}
@@ -148,7 +148,7 @@ def test_evaluate_reports_the_evaluate_mpii_keys(fast_run):
     assert scores["hard_counts"]["occluded_joints"] > 0
     assert scores == result.metrics | {}  # same numbers as at the end of training
     # the one evaluation pass: collect() gives the same score
-    vp = evaluation.collect(result.model, T.data_dir(cfg))
+    vp = evaluation.collect(result.exported, T.data_dir(cfg))
     assert evaluation.summarize(vp) == scores and vp.images is not None
 
 

@@ -142,6 +142,7 @@ def fit_rate(model, cfg, folder, steps: int, skip: int = 3) -> dict:
     """Steady-state images/s of ``fit`` with the run's callbacks and real data path."""
     from cpm_nb.core.runtime import import_keras
     from cpm_nb.data import batches as data
+    from cpm_nb.training import callbacks as callbacks_of
     from cpm_nb.training import loop as train
 
     keras = import_keras()
@@ -156,10 +157,10 @@ def fit_rate(model, cfg, folder, steps: int, skip: int = 3) -> dict:
             marks["t1"] = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as tmp:
-        run = train._Run(cfg.replace(steps=10**9, checkpoint_every=steps, eval_every=0), Path(tmp), 0,
+        run = callbacks_of.Run(cfg.replace(steps=10**9, checkpoint_every=steps, eval_every=0), Path(tmp), 0,
                          train.empty_history(), folder)
-        writer = train.scalar_writer(Path(tmp) / "logs")
-        callbacks = train.make_callbacks(run, 10**9, False, False, writer)
+        writer = callbacks_of.scalar_writer(Path(tmp) / "logs")
+        callbacks = callbacks_of.make_callbacks(run, 10**9, False, False, writer)
         t_start = time.perf_counter()
         model.fit(data.fit_batches(folder, cfg, 0, steps), epochs=1, steps_per_epoch=steps,
                   verbose=0, callbacks=[*callbacks, Clock()], shuffle=False)
