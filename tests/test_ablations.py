@@ -125,6 +125,15 @@ def test_paired_rows_on_made_up_runs():
     assert last["baseline_binomial_se"] == pytest.approx(100 * np.sqrt(0.797 * 0.203 / 1e4),
                                                          rel=1e-3)
     assert last["verdict"].startswith("no detectable difference (3 seeds")
+    # a 1-stage variant is paired with the 2-stage baseline's output (its last stage), and a
+    # 2-stage variant's stage 2 with the 1-stage baseline's only stage
+    one = [row("a", 1, s, p) for s, p in zip((0, 1, 2), (80.0, 81.0, 82.5))]
+    ones = [row("baseline", 1, s, p) for s, p in zip((0, 1, 2), (70.0, 70.0, 70.0))]
+    out = ablations.paired_rows(one, base + ones, table)
+    vs_two = [r for r in out if r["measure"] == "pckh" and r["baseline_stages"] == 2]
+    assert [r["baseline_scores"] for r in vs_two] == [[79.0, 80.0, 80.0]]
+    two = ablations.paired_rows([row("b", 2, s, 75.0) for s in (0, 1, 2)], ones, table)
+    assert [r["baseline_scores"] for r in two if r["measure"] == "pckh"] == [[70.0] * 3] * 2
 
 
 def test_the_ablation_command_smoke_run(tmp_path, capsys):

@@ -346,8 +346,8 @@ def _scores(row: dict) -> dict[str, list[float | None]]:
 
 def paired_rows(rows: list[dict], base_rows: list[dict], table: dict) -> list[dict]:
     """Variant minus baseline, paired by seed: per variant, baseline, measure and stage of
-    the variant (stage 1, ..., last; the baseline's same stage, or its last where it has
-    fewer), the per-seed differences and the paired mean with its 95 % t interval, and the
+    the variant (stage 1, ..., last; the baseline's same stage, its last with the variant's
+    last, or its last where it has fewer), the per-seed differences and the paired mean with its 95 % t interval, and the
     binomial sampling error of the baseline's mean score on its joints."""
     from cpm_nb.evaluation.statistics import binomial_se, paired_difference
 
@@ -366,7 +366,7 @@ def paired_rows(rows: list[dict], base_rows: list[dict], table: dict) -> list[di
                     for s in seeds:
                         sa, sb = _scores(mine[s])[measure], _scores(base[(b, s)])[measure]
                         va.append(sa[st])
-                        vb.append(sb[min(st, len(sb) - 1)])
+                        vb.append(sb[_baseline_stage(st, len(sa), len(sb))])
                     if any(v is None for v in va + vb):
                         continue
                     diff = paired_difference(va, vb)
@@ -389,6 +389,15 @@ def _joints(row: dict, measure: str) -> int | None:
     if measure == "on_other_person":
         return None  # a share of the distracted joints, not a PCKh
     return counts.get(measure)
+
+
+def _baseline_stage(stage: int, stages: int, base_stages: int) -> int:
+    """The baseline's stage (0-based) paired with the variant's ``stage``: the last with the
+    last (a 1-stage variant is compared with a 2-stage network's output, not its stage 1),
+    otherwise the same stage, or the baseline's last where it has fewer."""
+    if stage == stages - 1:
+        return base_stages - 1
+    return min(stage, base_stages - 1)
 
 
 def format_paired(result: dict, last_stage_only: bool = False) -> str:
