@@ -144,7 +144,8 @@ def test_the_ablation_command_smoke_run(tmp_path, capsys):
     assert code == 0
     result = json.loads(out.read_text())
     assert [r["variant"] for r in result["runs"]] == ["d1"]
-    assert [(r["stages"], r["source"]) for r in result["baselines"]] == [(1, "trained")]
+    assert [(r["stages"], r["source"]) for r in result["baselines"]] == [(1, "trained"),
+                                                                         (2, "trained")]
     assert {r["measure"] for r in result["paired"]} == {
         "pckh", "occluded_joints", "with_distractors", "on_other_person"}
     assert result["runs"][0]["sampling_error"]["binomial_se"] > 0

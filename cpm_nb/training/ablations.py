@@ -18,7 +18,8 @@ the run's key:
   not beliefs, so its score is a reference, not a stage-1 result);
 * ``d``: 1 and 2 stages with a centre map, as the release has (a Gaussian at the crop centre,
   pooled into every stage, stage 1 included: ``center_map``, ``center_stage1``), which hands
-  every stage the position cue.
+  every stage the position cue; ``d1`` is paired with 1 stage and with 2 (does the cue close
+  the gap a second stage closes?).
 
 Every variant trains at **equal compute** at the double budget
 (:meth:`StageExperiment.doubled`: the 6-stage net's forward FLOPs x 4,000 steps), with the
@@ -85,7 +86,7 @@ def variants(exp=None) -> dict[str, Variant]:
                      training=(("supervision", "last"),), baselines=(2,),
                      note="stage 1 is not trained to make beliefs (its maps only feed stage "
                           "2): its score is a reference, not a stage-1 result"),
-        "d1": Variant("d1", "1 stage with a centre map", 1, centre, baselines=(1,)),
+        "d1": Variant("d1", "1 stage with a centre map", 1, centre, baselines=(1, 2)),
         "d2": Variant("d2", "2 stages with a centre map", 2, centre, baselines=(2,)),
     }
 
