@@ -134,6 +134,13 @@ def test_paired_rows_on_made_up_runs():
     assert [r["baseline_scores"] for r in vs_two] == [[79.0, 80.0, 80.0]]
     two = ablations.paired_rows([row("b", 2, s, 75.0) for s in (0, 1, 2)], ones, table)
     assert [r["baseline_scores"] for r in two if r["measure"] == "pckh"] == [[70.0] * 3] * 2
+    result = {"variants": {"b": {"stages": 2}}, "paired": two}
+    rows = {s: ablations.format_paired(result, stages=s).splitlines()[1:]
+            for s in ("all", "last", "earlier")}
+    assert len(rows["all"]) == 8 and len(rows["last"]) == len(rows["earlier"]) == 4
+    assert all(line.split()[3] == "2" for line in rows["last"])  # the stage column
+    with pytest.raises(ValueError, match="'all', 'last' or 'earlier'"):
+        ablations.format_paired(result, stages="first")
 
 
 def test_the_ablation_command_smoke_run(tmp_path, capsys):

@@ -401,15 +401,19 @@ def _baseline_stage(stage: int, stages: int, base_stages: int) -> int:
     return min(stage, base_stages - 1)
 
 
-def format_paired(result: dict, last_stage_only: bool = False) -> str:
+def format_paired(result: dict, stages: str = "all") -> str:
     """The paired table as text: variant - baseline, measure, stage, per-seed differences,
-    the mean [95 % CI], the verdict, and the baseline's binomial sampling error."""
+    the mean [95 % CI], the verdict, and the baseline's binomial sampling error; ``stages``:
+    ``"all"``, ``"last"`` (each variant's output) or ``"earlier"`` (the stages before it)."""
+    if stages not in ("all", "last", "earlier"):
+        raise ValueError(f"stages must be 'all', 'last' or 'earlier', not {stages!r}")
     lines = [f"{'variant':>7} {'vs':>4} {'measure':>17} {'stage':>5} {'variant':>7} "
              f"{'base':>6} {'per seed':>20}  mean [95 % CI]; verdict; base SE"]
     described = result["variants"]
     for row in result["paired"]:
         n_stages = described[row["variant"]]["stages"]
-        if last_stage_only and row["stage"] != n_stages:
+        last = row["stage"] == n_stages
+        if (stages == "last" and not last) or (stages == "earlier" and last):
             continue
         d = row["difference"]
         per_seed = " ".join(f"{v:+.1f}" for v in d["differences"])
