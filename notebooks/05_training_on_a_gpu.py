@@ -425,38 +425,66 @@ print("binomial standard error of the 2-stage score (points): " + ", ".join(
 # equal-step points (read below, after the longer runs).
 
 # %% [markdown]
-# ### Ablations: intermediate supervision, and the beliefs into stage 2
+# ### Ablations: what does the second stage add?
 #
-# Section 1 showed what the loss on every stage does to the gradients at initialisation. Does it
-# matter once the network is trained? Ablation (c) trains the experiment's 2-stage network with
-# the loss on its **last stage only**; ablation (b) keeps every loss but gives stage 2 **no
-# belief maps**, only the image features. Both at the double budget's equal compute, 3 seeds,
-# each paired with the committed run of the same seed (`cpm-nb --profile cpu experiment
-# ablations --which c,b --seeds 3`); beside each difference its 95 % interval and the baseline's
-# binomial standard error. Stage 1 of network (c) is never asked for beliefs: its rows show what
-# such a stage outputs, not a stage-1 result.
+# Going from 1 to 2 stages changes four things at once: the receptive field (62 to 142 px), the
+# depth, a quarter more parameters, and the belief maps stage 2 reads. And stage 1, seeing 62 px
+# of the 128-px crop, cannot see the crop's border, so it cannot tell the centred person from a
+# distractor. Four ablations take these apart, each at the double budget's equal compute with 3
+# seeds, paired with the run of the same seed (`cpm-nb --profile cpu experiment ablations
+# --which a,b,c,d --seeds 3 --train-missing-baselines`):
+#
+# * (a) 1 stage with the 2-stage network's receptive field and parameters;
+# * (b) 2 stages, stage 2 **without the belief maps** (only the image features);
+# * (c) 2 stages with the loss on the **last stage only** (section 1 showed what the loss on
+#   every stage does at initialisation: does it matter once trained?);
+# * (d) 1 and 2 stages with a **centre map** in every stage, as the release has: the position
+#   cue handed over.
+#
+# Beside each difference its 95 % interval and the baseline's binomial standard error. Stage 1
+# of network (c) is never asked for beliefs: its rows show what such a stage outputs.
 
 # %%
 from cpm_nb.training import ablations
 
 ablation = experiments.load_committed("ablations_2x")
 print(ablations.format_variants(ablation))
-print(ablations.format_paired(ablation))
+print(ablations.format_paired(ablation, stages="last"))
+print("the stages before the output:")
+print(ablations.format_paired(ablation, stages="earlier"))
 
 # %% [markdown]
-# Read stage 2's rows: without intermediate supervision the final stage ends lower overall and
-# with another person in the crop, on every seed (the intervals exclude 0); on occluded joints
-# there is no detectable difference. Stage 1's near-zero rows are the point of the paper's
-# design: supervised, stage 1 is a usable detector that stage 2 refines; unsupervised, it
-# becomes an arbitrary feature map.
+# The final stage's rows as a picture: each dot is a variant minus a baseline, averaged over
+# the seeds, with its 95 % interval; an interval that crosses 0 is no detectable difference.
+
+# %%
+from cpm_nb.course.forest import plot_forest
+
+fig = plot_forest(ablation)
+save_figure(fig, "05_ablations")
+plt.show()
+
+# %% [markdown]
+# What the four ablations say, in these small networks on synthetic people:
 #
-# Ablation (b) is the surprise. Without the belief maps, stage 2 ends with no detectable
-# difference from the full network, overall and on every subset; against the 1-stage network
-# (one seed: the committed results hold 1 stage for seed 0 only) it keeps most of the full
-# second stage's gain, above all on occluded joints. In these small networks the second stage's gain comes
-# from its larger receptive field and extra depth over the image features, not from reading the
-# earlier beliefs. Ablations (a) and (d) would tell field from depth and from a position cue
-# (exercise 1).
+# * **The field, not the stages (a).** One stage with the second stage's field and parameters
+#   shows no detectable difference from two stages, overall (-1.4 [-5.0, +2.1]) or on any
+#   subset, and against one stage it gains +21.9 on occluded joints and +5.5 with another
+#   person in the crop (overall +2.5: seed 2 gained only +0.6, no detectable difference).
+# * **Not the beliefs (b).** Without the belief maps stage 2 ends with no detectable difference
+#   from the full network on any measure, and keeps the second stage's gain over one stage
+#   (+3.5 overall, +22.2 on occluded joints).
+# * **Not only a position cue (d).** A centre map lifts one stage (+1.6 overall, +8.8 on
+#   occluded joints) but leaves it behind two stages on every measure, -3.9 with another person
+#   in the crop. In the 2-stage net it helps stage 1 (+11.1 on occluded joints) and not the
+#   output (+0.3 [-1.3, +1.9]): a 142-px field already sees the crop's border.
+# * **Intermediate supervision pays (c).** Without it the final stage ends lower overall (-1.8)
+#   and with another person in the crop, on every seed; unsupervised, stage 1 becomes an
+#   arbitrary feature map (its near-zero rows), not a detector that stage 2 refines.
+#
+# So the second stage's gain here is what a larger field sees of the image. The paper's
+# argument, that later stages read context from the beliefs, is not what these thin networks
+# need on flat-coloured people; real MPII images and wider networks may differ.
 
 # %% [markdown]
 # ### Had the curves flattened? Longer runs
@@ -620,9 +648,9 @@ for person, joint, _, _ in picked:
 
 # %% [markdown]
 # Follow the error in the panel titles. Stage 1 sees a small window, so a look-alike (often on
-# a neighbouring person) wins its map; the later stages, whose fields span the crop, read the
-# beliefs of all joints and move the ambiguous one to where the rest of the body says it must
-# be: CPM's idea at work.
+# a neighbouring person) wins its map; the later stages, whose fields span the crop, move the
+# ambiguous one to where the rest of the body says it must be (with the beliefs of all joints
+# as input, though ablation (b) found the image features alone do as well in 2 stages).
 
 # %% [markdown]
 # ## Summary
@@ -638,15 +666,18 @@ for person, joint, _, _ in picked:
 #   on occluded joints. 6 stages score lower at the first budget; more compute helps the deep
 #   network most, to no detectable difference at 4x (one seed); at equal steps 6 stages are not
 #   ahead either. A plateau after a learning-rate decay does not mean learning has finished.
+# * Ablations at twice the budget, 3 seeds: one stage with the second stage's field matches two
+#   stages; stage 2 does as well without the belief maps; a centre map does not close one
+#   stage's gap; without intermediate supervision the final stage ends lower.
 # * For practitioners: batches that are a pure function of (seed, step), mixed precision and
 #   XLA, and atomic checkpoints that resume a run to the same result.
 #
 # ## Exercises
 #
-# 1. Is the second stage's lead on distractors a position cue? Ablation (d) gives 1 and 2
-#    stages a centre map, as the release has: `cpm-nb --profile cpu experiment ablations
-#    --which d --seeds 1 --estimate` prints the runs and their time, and without `--estimate`
-#    trains them. Does the 1-stage network catch up on people with another person in the crop?
+# 1. Ablation (d) hands the position over as a centre map; coordinate channels (two ramps, x
+#    and y, added to every stage's input, as in CoordConv) are the other way. Which
+#    `CPMConfig` fields would you add, and would you expect one stage with them to catch up with
+#    two on people with another person in the crop? Ablation (a) suggests what decides it.
 # 2. Run `cpm-nb --profile fast train --out /tmp/x --steps 400`, interrupt it with Ctrl-C, then
 #    resume with `--resume`. Check `history.json`: is any step missing or repeated?
 # 3. On Colab, run `python -m cpm_nb.bench train`: what share of the GPU's peak does `fit` reach,
