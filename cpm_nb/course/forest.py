@@ -47,15 +47,16 @@ def plot_forest(result: dict, measures=tuple(MEASURES), axes=None):
                                figsize=(3.2 * len(measures) + 2.4, 0.55 * len(labels) + 1.6))
     axes = np.atleast_1d(axes)
     y = np.arange(len(labels))[::-1]
+    seeds = max((len(r["seeds"]) for r in final_stage_rows(result)), default=0)
     for ax, measure in zip(axes, measures):
         _, means, bounds = forest_data(result, measure)
         has_ci = ~np.isnan(bounds[:, 0])
         err = np.abs(bounds[has_ci].T - means[has_ci])
-        seeds = max((len(r["seeds"]) for r in final_stage_rows(result)), default=0)
         ax.errorbar(means[has_ci], y[has_ci], xerr=err, fmt="o", color="C0", capsize=3,
                     label=f"mean over {seeds} seeds, 95 % interval")
-        ax.plot(means[~has_ci], y[~has_ci], "o", mfc="none", color="C1",
-                label="one seed, no interval")
+        if (~has_ci).any():
+            ax.plot(means[~has_ci], y[~has_ci], "o", mfc="none", color="C1",
+                    label="one seed, no interval")
         ax.axvline(0.0, color="0.4", lw=0.8)
         ax.set_title(MEASURES[measure], fontsize=9)
         ax.set_xlabel("variant minus baseline (points)" if measure != "on_other_person"
