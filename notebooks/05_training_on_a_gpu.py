@@ -468,8 +468,8 @@ plt.show()
 # What the four ablations say, in these small networks on synthetic people:
 #
 # * **The field, not the stages (a).** One stage with the second stage's field and parameters
-#   shows no detectable difference from two stages, overall (-1.4 [-5.0, +2.1]) or on any
-#   subset, and against one stage it gains +21.9 on occluded joints and +5.5 with another
+#   shows no detectable difference from two stages on any PCKh score (overall -1.4 [-5.0,
+#   +2.1]; it even puts fewer joints on the other person, -0.4), and against one stage it gains +21.9 on occluded joints and +5.5 with another
 #   person in the crop (overall +2.5: seed 2 gained only +0.6, no detectable difference).
 # * **Not the beliefs (b).** Without the belief maps stage 2 ends with no detectable difference
 #   from the full network on any measure, and keeps the second stage's gain over one stage
