@@ -30,9 +30,8 @@ def forest_data(result: dict, measure: str) -> tuple[list[str], np.ndarray, np.n
     rows = [r for r in final_stage_rows(result) if r["measure"] == measure]
     labels = [row_label(r, result) for r in rows]
     means = np.array([r["difference"]["mean"] for r in rows], float)
-    bounds = np.array([[np.nan if r["difference"]["low"] is None else r["difference"]["low"],
-                        np.nan if r["difference"]["high"] is None else r["difference"]["high"]]
-                       for r in rows], float).reshape(-1, 2)
+    bounds = np.array([[r["difference"][k] for k in ("low", "high")] for r in rows],
+                      float).reshape(-1, 2)  # None (one seed) becomes NaN
     return labels, means, bounds
 
 

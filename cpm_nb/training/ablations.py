@@ -348,8 +348,9 @@ def _scores(row: dict) -> dict[str, list[float | None]]:
 def paired_rows(rows: list[dict], base_rows: list[dict], table: dict) -> list[dict]:
     """Variant minus baseline, paired by seed: per variant, baseline, measure and stage of
     the variant (stage 1, ..., last; the baseline's same stage, its last with the variant's
-    last, or its last where it has fewer), the per-seed differences and the paired mean with its 95 % t interval, and the
-    binomial sampling error of the baseline's mean score on its joints."""
+    last, or its last where it has fewer), the per-seed differences and the paired mean with
+    its 95 % t interval, and the binomial sampling error of the baseline's mean score on its
+    joints."""
     from cpm_nb.evaluation.statistics import binomial_se, paired_difference
 
     base = {(r["stages"], r["seed"]): r for r in base_rows}
